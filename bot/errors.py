@@ -1,0 +1,35 @@
+"""Errors of the host. They extend the one root in `teams.errors`:
+
+    ThreadteamError
+    ├── (teams)        TeamFileError, ToolError, ModelError, ...
+    ├── ConfigError    a setting or environment variable is wrong (names it)
+    ├── StoreError     the store failed or is unreachable
+    │   └── ConflictError  an append expected another log length (a stale driver)
+    └── PlatformError  a chat platform refused a call after retries
+"""
+
+from __future__ import annotations
+
+from teams.errors import ThreadteamError
+
+
+class ConfigError(ThreadteamError):
+    """A setting is wrong; the message names the flag or variable and what to do."""
+
+
+class StoreError(ThreadteamError):
+    """The store failed (unreachable, corrupt, ...)."""
+
+
+class ConflictError(StoreError):
+    """Another driver appended to the run first; reload and decide again."""
+
+    def __init__(self, run_id: str, expected: int, actual: int) -> None:
+        self.run_id = run_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"run {run_id}: expected log length {expected}, found {actual}")
+
+
+class PlatformError(ThreadteamError):
+    """A chat platform refused a call after retries."""

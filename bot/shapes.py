@@ -1,0 +1,121 @@
+"""The two platform-neutral shapes that cross between adapters and the host.
+
+An adapter turns a platform event into an `Inbound` and hands it to
+`Host.handle`; the host answers through the adapter's `Poster` with `Outbound`
+posts. Nothing here names a platform's API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from teams.persona import Persona
+
+__all__ = [
+    "BOT_PERSONA", "ApprovalPrompt", "Inbound", "Outbound", "Poster", "ThreadKey",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadKey:
+    """Names one thread, and so one run: platform, workspace/guild, channel, thread id."""
+
+    platform: str
+    workspace: str
+    channel: str
+    thread: str
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.workspace}:{self.channel}:{self.thread}"
+
+    @classmethod
+    def parse(cls, text: str) -> ThreadKey:
+        platform, workspace, channel, thread = text.split(":", 3)
+        return cls(platform, workspace, channel, thread)
+
+
+InboundKind = Literal["summon", "reply", "command", "button"]
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """Something a person did in a thread.
+
+    - summon: `text` is `<team> <task>`; `key` is the thread the run will live in
+    - reply: a message in a run's thread (a command word or plain text)
+    - button: an approval button; `action` is "approve" or "deny", `call_id` names the call
+    `event_id` is the platform's id for de-duplication; `roles` are the person's
+    role names/ids where the platform has them (for `role:` approvers).
+    """
+
+    key: ThreadKey
+    user: str
+    text: str
+    kind: InboundKind
+    event_id: str
+    display_name: str = ""
+    roles: tuple[str, ...] = ()
+    action: str | None = None
+    call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalPrompt:
+    """Buttons under an approval request; `call_id` is what a button press names."""
+
+    call_id: str
+    tool: str
+    args: dict[str, Any]
+    number: int = 1  # "approve 2" picks the second pending approval
+
+
+BOT_PERSONA = Persona(display_name="threadteam", avatar="")
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One post the host wants in a thread.
+
+    `persona` is the agent's face (or the bot's own for host notices).
+    `idempotency_key` is unique per post: the host records the platform's message
+    id under it and never posts the same key twice. `approval`, when set, asks for
+    Approve / Deny buttons. `decided` marks an edit that settles an approval
+    (the adapter removes the buttons).
+    """
+
+    key: ThreadKey
+    text: str
+    idempotency_key: str
+    persona: Persona = BOT_PERSONA
+    approval: ApprovalPrompt | None = None
+    notice: bool = False  # a host notice (usage, errors, status) rather than an agent turn
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Poster(Protocol):
+    """What an adapter offers the host for output."""
+
+    async def post(self, out: Outbound) -> str:
+        """Post in the thread; return the platform's message id.
+
+        Long text is split by the adapter; the id returned is the first part's.
+        Rate limits are waited out, never dropped.
+        """
+        ...
+
+    async def edit(self, out: Outbound, message_id: str) -> None:
+        """Replace a message's text in place (e.g. "Approved by @alice"), dropping buttons."""
+        ...
+
+    async def tell(self, key: ThreadKey, user: str, text: str) -> None:
+        """Say something only `user` sees (ephemeral where the platform has it)."""
+        ...
+
+    async def working(self, key: ThreadKey, persona: Persona) -> None:
+        """Show that `persona` is working (typing indicator or status)."""
+        ...
+
+    def mention(self, user: str) -> str:
+        """How to name `user` in a post (e.g. `<@U123>`)."""
+        ...

@@ -1,0 +1,114 @@
+"""The one store interface the host talks to. Implementations: SQLite, Redis.
+
+A run is an append-only log of serialised events (JSON text, see
+`teams.events.to_json`). Appends state the log length they expect, so a stale
+driver cannot write (optimistic concurrency). Everything else here exists so
+side effects happen once: leases (one driver per run), post records
+(idempotency key -> platform message id) and inbound de-duplication.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A run as listed by `Store.runs`."""
+
+    run_id: str
+    thread: str
+    length: int
+    updated_at: float
+
+
+class Store(ABC):
+    """Durable state of every run. All methods are safe to call concurrently."""
+
+    async def start(self) -> None:
+        """Open connections / create schema. `__init__` does no I/O."""
+
+    async def aclose(self) -> None:
+        """Flush pending writes and close."""
+
+    # -- run logs ---------------------------------------------------------
+    @abstractmethod
+    async def create_run(self, run_id: str, thread: str, events: list[str]) -> bool:
+        """Create a run for `thread` with its first events; False if the thread has a run."""
+
+    @abstractmethod
+    async def run_for_thread(self, thread: str) -> str | None:
+        """The run id living in `thread`, if any."""
+
+    @abstractmethod
+    async def thread_of(self, run_id: str) -> str | None:
+        """The thread a run lives in (its `ThreadKey` string)."""
+
+    @abstractmethod
+    async def load(self, run_id: str, start: int = 0) -> list[str]:
+        """The run's events from index `start` on (all of them by default)."""
+
+    @abstractmethod
+    async def append(self, run_id: str, expected: int, events: list[str]) -> int:
+        """Append if the log has exactly `expected` events; return the new length.
+
+        Raises `ConflictError` otherwise, and `StoreError` for an unknown run.
+        """
+
+    @abstractmethod
+    async def runs(self, limit: int = 20) -> list[RunInfo]:
+        """Most recently updated runs first."""
+
+    # -- one driver per run ------------------------------------------------
+    @abstractmethod
+    async def acquire_lease(self, run_id: str, owner: str, ttl: float) -> bool:
+        """Take (or renew, if `owner` holds it) the run's lease for `ttl` seconds."""
+
+    @abstractmethod
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        """Give the lease up if `owner` holds it."""
+
+    # -- runs that need driving --------------------------------------------
+    @abstractmethod
+    async def set_active(self, run_id: str, active: bool) -> None:
+        """Mark a run as mid-turn (a process must drive it) or settled (waits for a person)."""
+
+    @abstractmethod
+    async def active_runs(self) -> list[str]:
+        """Runs marked active: the ones to resume after a crash."""
+
+    # -- keyed side effects -------------------------------------------------
+    @abstractmethod
+    async def get_post(self, key: str) -> str | None:
+        """The platform message id recorded for an idempotency key."""
+
+    @abstractmethod
+    async def put_post(self, key: str, message_id: str) -> None:
+        """Record that the post with this key succeeded as `message_id`."""
+
+    @abstractmethod
+    async def first_sight(self, event_id: str, ttl: float = 86400.0) -> bool:
+        """True the first time an inbound event id is seen within `ttl`; False after."""
+
+    # -- small adapter state (webhook ids, ...) -------------------------------
+    @abstractmethod
+    async def kv_get(self, namespace: str, key: str) -> str | None:
+        """A value an adapter stored."""
+
+    @abstractmethod
+    async def kv_set(self, namespace: str, key: str, value: str) -> None:
+        """Store a small value for an adapter."""
+
+    # -- work queue: runs that need a worker --------------------------------
+    @abstractmethod
+    async def enqueue(self, run_id: str) -> None:
+        """Ask some worker to drive `run_id`."""
+
+    @abstractmethod
+    async def next_work(self, consumer: str, timeout: float) -> list[tuple[str, str]]:
+        """Up to a few (receipt, run_id) pairs for this consumer; [] after `timeout` seconds."""
+
+    @abstractmethod
+    async def ack_work(self, receipt: str) -> None:
+        """The work named by `receipt` is done."""

@@ -1,0 +1,187 @@
+"""The run is a log: these are its entries.
+
+Each event is a small frozen dataclass with a `kind` tag. `to_json` / `from_json`
+are the one serialiser the stores use; a round trip is lossless. `at` is the
+wall-clock time the runner stamped (seconds since the epoch); the engine never
+reads a clock itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+from .models.base import ToolCall, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: ClassVar[str] = "event"
+    at: float = field(default=0.0, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStarted(Event):
+    """Someone summoned `team` with `task`; `approvers` may decide approvals."""
+
+    kind: ClassVar[str] = "task_started"
+    team: str
+    task: str
+    by: str
+    approvers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HumanMessage(Event):
+    """A person wrote in the thread (their turn, or an interjection)."""
+
+    kind: ClassVar[str] = "human_message"
+    user: str
+    text: str
+    display_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakerSelected(Event):
+    """The strategy chose who speaks next."""
+
+    kind: ClassVar[str] = "speaker_selected"
+    agent: str
+    how: str = ""  # "order", "model", "fallback", "mention", "handoff"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentMessage(Event):
+    """An agent's turn: its text, the tool calls it asked for, and what it cost."""
+
+    kind: ClassVar[str] = "agent_message"
+    agent: str
+    text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRequested(Event):
+    """One tool call of an agent message, validated; may need a person's approval."""
+
+    kind: ClassVar[str] = "tool_call_requested"
+    agent: str
+    call_id: str
+    tool: str
+    args: dict[str, Any]
+    needs_approval: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalDecided(Event):
+    """A person approved or denied a pending tool call."""
+
+    kind: ClassVar[str] = "approval_decided"
+    call_id: str
+    approved: bool
+    by: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult(Event):
+    """What a tool call returned (or why it failed / was refused)."""
+
+    kind: ClassVar[str] = "tool_result"
+    call_id: str
+    output: str
+    error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff(Event):
+    """An agent passed the turn to another participant (swarm)."""
+
+    kind: ClassVar[str] = "handoff"
+    source: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequested(Event):
+    """A person said `stop`."""
+
+    kind: ClassVar[str] = "stop_requested"
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunPaused(Event):
+    """The run cannot go on until someone says `retry` (a model or tool failure)."""
+
+    kind: ClassVar[str] = "run_paused"
+    reason: str
+    agent: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RunResumed(Event):
+    """Someone said `retry` after a pause."""
+
+    kind: ClassVar[str] = "run_resumed"
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished(Event):
+    """The termination condition fired (or a person stopped the run)."""
+
+    kind: ClassVar[str] = "run_finished"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunContinued(Event):
+    """Someone said `continue` after the run finished; termination conditions reset."""
+
+    kind: ClassVar[str] = "run_continued"
+    by: str
+    instructions: str = ""
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls
+    for cls in (
+        TaskStarted, HumanMessage, SpeakerSelected, AgentMessage, ToolCallRequested,
+        ApprovalDecided, ToolResult, Handoff, StopRequested, RunPaused, RunResumed,
+        RunFinished, RunContinued,
+    )
+}
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    """The event as plain JSON-able data, tagged with its kind."""
+    data = asdict(event)
+    data["kind"] = event.kind
+    return data
+
+
+def from_dict(data: dict[str, Any]) -> Event:
+    """Rebuild an event from `to_dict` output."""
+    data = dict(data)
+    cls = EVENT_TYPES[data.pop("kind")]
+    if cls is AgentMessage:
+        data["tool_calls"] = tuple(ToolCall(**c) for c in data.get("tool_calls", ()))
+        data["usage"] = Usage(**data.get("usage", {}))
+    elif cls is TaskStarted:
+        data["approvers"] = tuple(data.get("approvers", ()))
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def to_json(event: Event) -> str:
+    """Serialise one event for a store."""
+    return json.dumps(to_dict(event), separators=(",", ":"), ensure_ascii=False)
+
+
+def from_json(text: str) -> Event:
+    """Parse one stored event."""
+    return from_dict(json.loads(text))
