@@ -1,0 +1,9 @@
+"""Shared fixtures: the wire-level fakes live in tests/fakes/ and register here."""
+
+pytest_plugins = [
+    "tests.fakes.redis_server",
+    "tests.fakes.openai_server",
+    "tests.fakes.anthropic_server",
+    "tests.fakes.slack",
+    "tests.fakes.discord",
+]
