@@ -108,10 +108,6 @@ class Poster(Protocol):
         """Replace a message's text in place (e.g. "Approved by @alice"), dropping buttons."""
         ...
 
-    async def tell(self, key: ThreadKey, user: str, text: str) -> None:
-        """Say something only `user` sees (ephemeral where the platform has it)."""
-        ...
-
     async def working(self, key: ThreadKey, persona: Persona) -> None:
         """Show that `persona` is working (typing indicator or status)."""
         ...
