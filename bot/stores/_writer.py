@@ -1,0 +1,159 @@
+"""A thread that owns one sqlite3 connection and group-commits queued operations.
+
+Callers on any event loop submit `fn(conn, *args)`; the thread drains everything
+queued so far, runs it in ONE transaction (each operation in its own savepoint,
+so a failing one undoes only itself), commits, and only then settles the
+callers' futures. A thousand concurrent appends thus cost a handful of fsyncs,
+and the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from bot.errors import StoreError
+
+# Bounds the work one transaction holds so a flood cannot starve the first caller.
+MAX_BATCH = 2000
+
+Op = Callable[..., Any]
+_STOP = object()
+
+
+class _Pending:
+    __slots__ = ("args", "error", "fn", "future", "loop", "result")
+
+    def __init__(self, fn: Op, args: tuple[Any, ...], loop: asyncio.AbstractEventLoop) -> None:
+        self.fn = fn
+        self.args = args
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+def _settle(batch: list[_Pending]) -> None:
+    for p in batch:
+        if p.future.done():  # the caller was cancelled; the work still happened
+            continue
+        if p.error is not None:
+            p.future.set_exception(p.error)
+        else:
+            p.future.set_result(p.result)
+
+
+class Writer:
+    """Runs operations on a dedicated thread, many per transaction."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], name: str) -> None:
+        self._connect = connect
+        self._name = name
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._ready = threading.Event()
+        self._open_error: BaseException | None = None
+        self.batches = 0  # transactions committed; tests read it to see grouping
+
+    async def start(self) -> None:
+        """Open the connection on the writer thread; raise what opening raised."""
+        self._thread = threading.Thread(target=self._main, name=self._name, daemon=True)
+        self._thread.start()
+        # The thread only connects and creates the schema; waiting is short.
+        await asyncio.to_thread(self._ready.wait)
+        if self._open_error is not None:
+            raise self._open_error
+
+    async def submit(self, fn: Op, *args: Any) -> Any:
+        """Run `fn(conn, *args)` in the next transaction; return once it is committed."""
+        if self._thread is None or self._closed:
+            raise StoreError(f"{self._name} is not open; call start() first (or it was closed)")
+        pending = _Pending(fn, args, asyncio.get_running_loop())
+        self._queue.put(pending)
+        return await pending.future
+
+    async def aclose(self) -> None:
+        """Commit what is queued, then stop the thread and close the connection."""
+        if self._thread is None or self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    # -- on the writer thread ------------------------------------------------
+    def _main(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:
+            self._open_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            stop = False
+            while not stop:
+                batch, stop = self._drain()
+                if batch:
+                    self._run(conn, batch)
+                    self._hand_back(batch)
+        finally:
+            conn.close()
+
+    def _drain(self) -> tuple[list[_Pending], bool]:
+        item = self._queue.get()
+        batch: list[_Pending] = []
+        while True:
+            if item is _STOP:
+                return batch, True
+            batch.append(item)
+            if len(batch) >= MAX_BATCH:
+                return batch, False
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return batch, False
+
+    def _run(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for p in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    p.result = p.fn(conn, *p.args)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    p.error = exc if isinstance(exc, StoreError) else _wrap(exc, self._name)
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+            self.batches += 1
+        except sqlite3.Error as exc:
+            # The transaction as a whole failed (disk full, locked too long, ...):
+            # nothing in it is durable, so every caller hears about it.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = _wrap(exc, self._name)
+            for p in batch:
+                p.result, p.error = None, error
+
+    def _hand_back(self, batch: list[_Pending]) -> None:
+        # One wake-up per event loop per batch, not one per caller.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Pending]] = defaultdict(list)
+        for p in batch:
+            by_loop[p.loop].append(p)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:  # that loop is closed; nobody is waiting any more
+                pass
+
+
+def _wrap(exc: BaseException, name: str) -> StoreError:
+    error = StoreError(f"{name} failed: {exc}")
+    error.__cause__ = exc
+    return error

@@ -1,0 +1,285 @@
+"""The embedded store: one SQLite file in WAL mode, written by one group-committing thread."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from bot.errors import ConflictError, StoreError
+from bot.stores._workqueue import WorkQueue
+from bot.stores._writer import Writer
+from bot.stores.base import RunInfo, Store
+
+__all__ = ["SQLiteStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id     TEXT PRIMARY KEY,
+    thread     TEXT NOT NULL UNIQUE,
+    length     INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    active     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS runs_by_update ON runs (updated_at);
+CREATE INDEX IF NOT EXISTS runs_active ON runs (active) WHERE active = 1;
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL,
+    seq    INTEGER NOT NULL,
+    body   TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    run_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seen (
+    event_id TEXT PRIMARY KEY, expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS posts (
+    key TEXT PRIMARY KEY, message_id TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv (
+    namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+"""
+
+# Expired de-duplication ids are swept once per this many first_sight calls.
+_SWEEP_EVERY = 1000
+
+
+class SQLiteStore(Store):
+    """Run logs and keyed side effects in one SQLite file; a single process uses it."""
+
+    def __init__(self, path: str, *, reclaim_after: float = 60.0) -> None:
+        self._path = path
+        self._writer = Writer(self._connect, f"the SQLite store at {path!r}")
+        self._work = WorkQueue(reclaim_after)
+        self._last_update = 0.0
+        self._sightings = 0
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
+    async def start(self) -> None:
+        """Create the file's directory and the schema; StoreError if the file cannot be opened."""
+        await self._writer.start()
+
+    async def aclose(self) -> None:
+        """Commit queued writes and close the file."""
+        await self._writer.aclose()
+
+    def _connect(self) -> sqlite3.Connection:
+        # Runs on the writer thread: sqlite3 connections stay on the thread that made them.
+        try:
+            if self._path != ":memory:":
+                Path(self._path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                Path(self._path).expanduser() if self._path != ":memory:" else self._path,
+                isolation_level=None,  # transactions are the writer's, explicitly
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            # In WAL, NORMAL survives process crashes; only power loss may drop the last commits.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"Could not open the SQLite store at {self._path!r}: {exc}. "
+                "Check THREADTEAM_STORE and that the directory is writable."
+            ) from exc
+        return conn
+
+    def _now(self) -> float:
+        # Strictly increasing so `runs()` has a stable order even within one clock tick.
+        now = max(time.time(), self._last_update + 1e-6)
+        self._last_update = now
+        return now
+
+    # -- run logs ---------------------------------------------------------
+    async def create_run(self, run_id: str, thread: str, events: list[str]) -> bool:
+        """Create a run for `thread` with its first events; False if the thread has a run."""
+        return await self._writer.submit(_create_run, run_id, thread, events, self._now())
+
+    async def run_for_thread(self, thread: str) -> str | None:
+        """The run id living in `thread`, if any."""
+        return await self._writer.submit(
+            _one, "SELECT run_id FROM runs WHERE thread = ?", (thread,)
+        )
+
+    async def thread_of(self, run_id: str) -> str | None:
+        """The thread a run lives in."""
+        return await self._writer.submit(
+            _one, "SELECT thread FROM runs WHERE run_id = ?", (run_id,)
+        )
+
+    async def load(self, run_id: str, start: int = 0) -> list[str]:
+        """The run's events from index `start` on."""
+        return await self._writer.submit(_load, run_id, start)
+
+    async def append(self, run_id: str, expected: int, events: list[str]) -> int:
+        """Append if the log has exactly `expected` events; return the new length."""
+        return await self._writer.submit(_append, run_id, expected, events, self._now())
+
+    async def runs(self, limit: int = 20) -> list[RunInfo]:
+        """Most recently updated runs first."""
+        rows = await self._writer.submit(_all, (
+            "SELECT run_id, thread, length, updated_at FROM runs "
+            "ORDER BY updated_at DESC LIMIT ?"
+        ), (limit,))
+        return [RunInfo(*row) for row in rows]
+
+    # -- one driver per run ------------------------------------------------
+    async def acquire_lease(self, run_id: str, owner: str, ttl: float) -> bool:
+        """Take (or renew, if `owner` holds it) the run's lease for `ttl` seconds."""
+        return await self._writer.submit(_acquire_lease, run_id, owner, ttl)
+
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        """Give the lease up if `owner` holds it."""
+        await self._writer.submit(
+            _exec, "DELETE FROM leases WHERE run_id = ? AND owner = ?", (run_id, owner)
+        )
+
+    # -- runs that need driving --------------------------------------------
+    async def set_active(self, run_id: str, active: bool) -> None:
+        """Mark a run as mid-turn or settled."""
+        await self._writer.submit(
+            _exec, "UPDATE runs SET active = ? WHERE run_id = ?", (int(active), run_id)
+        )
+
+    async def active_runs(self) -> list[str]:
+        """Runs marked active: the ones to resume after a crash."""
+        rows = await self._writer.submit(_all, "SELECT run_id FROM runs WHERE active = 1", ())
+        return [row[0] for row in rows]
+
+    # -- keyed side effects -------------------------------------------------
+    async def get_post(self, key: str) -> str | None:
+        """The platform message id recorded for an idempotency key."""
+        return await self._writer.submit(
+            _one, "SELECT message_id FROM posts WHERE key = ?", (key,)
+        )
+
+    async def put_post(self, key: str, message_id: str) -> None:
+        """Record that the post with this key succeeded as `message_id`."""
+        await self._writer.submit(
+            _exec, "INSERT OR REPLACE INTO posts (key, message_id) VALUES (?, ?)",
+            (key, message_id),
+        )
+
+    async def first_sight(self, event_id: str, ttl: float = 86400.0) -> bool:
+        """True the first time an inbound event id is seen within `ttl`; False after."""
+        self._sightings += 1
+        sweep = self._sightings % _SWEEP_EVERY == 0
+        return await self._writer.submit(_first_sight, event_id, ttl, sweep)
+
+    # -- small adapter state --------------------------------------------------
+    async def kv_get(self, namespace: str, key: str) -> str | None:
+        """A value an adapter stored."""
+        return await self._writer.submit(
+            _one, "SELECT value FROM kv WHERE namespace = ? AND key = ?", (namespace, key)
+        )
+
+    async def kv_set(self, namespace: str, key: str, value: str) -> None:
+        """Store a small value for an adapter."""
+        await self._writer.submit(
+            _exec, "INSERT OR REPLACE INTO kv (namespace, key, value) VALUES (?, ?, ?)",
+            (namespace, key, value),
+        )
+
+    # -- work queue -----------------------------------------------------------
+    async def enqueue(self, run_id: str) -> None:
+        """Ask some worker (in this process) to drive `run_id`."""
+        self._work.put(run_id)
+
+    async def next_work(self, consumer: str, timeout: float) -> list[tuple[str, str]]:  # noqa: ASYNC109
+        """Up to a few (receipt, run_id) pairs for this consumer; [] after `timeout` seconds."""
+        return await self._work.take(timeout)
+
+    async def ack_work(self, receipt: str) -> None:
+        """The work named by `receipt` is done."""
+        self._work.ack(receipt)
+
+
+# -- operations: run on the writer thread inside its transaction ---------------
+def _one(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> str | None:
+    row = conn.execute(sql, params).fetchone()
+    return None if row is None else row[0]
+
+
+def _all(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> list[tuple]:
+    return conn.execute(sql, params).fetchall()
+
+
+def _exec(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> None:
+    conn.execute(sql, params)
+
+
+def _create_run(
+    conn: sqlite3.Connection, run_id: str, thread: str, events: list[str], now: float
+) -> bool:
+    inserted = conn.execute(
+        "INSERT INTO runs (run_id, thread, length, updated_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (thread) DO NOTHING",
+        (run_id, thread, len(events), now),
+    ).rowcount
+    if not inserted:
+        return False
+    conn.executemany(
+        "INSERT INTO events (run_id, seq, body) VALUES (?, ?, ?)",
+        [(run_id, seq, body) for seq, body in enumerate(events)],
+    )
+    return True
+
+
+def _load(conn: sqlite3.Connection, run_id: str, start: int) -> list[str]:
+    rows = conn.execute(
+        "SELECT body FROM events WHERE run_id = ? AND seq >= ? ORDER BY seq",
+        (run_id, max(start, 0)),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _append(
+    conn: sqlite3.Connection, run_id: str, expected: int, events: list[str], now: float
+) -> int:
+    # The check and the length bump are one statement, so the happy path costs two.
+    new_length = expected + len(events)
+    updated = conn.execute(
+        "UPDATE runs SET length = ?, updated_at = ? WHERE run_id = ? AND length = ?",
+        (new_length, now, run_id, expected),
+    ).rowcount
+    if not updated:
+        row = conn.execute("SELECT length FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"No run {run_id!r} in the store; it cannot be appended to.")
+        raise ConflictError(run_id, expected, row[0])
+    conn.executemany(
+        "INSERT INTO events (run_id, seq, body) VALUES (?, ?, ?)",
+        [(run_id, expected + i, body) for i, body in enumerate(events)],
+    )
+    return new_length
+
+
+def _acquire_lease(conn: sqlite3.Connection, run_id: str, owner: str, ttl: float) -> bool:
+    now = time.time()
+    return bool(conn.execute(
+        "INSERT INTO leases (run_id, owner, expires_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, "
+        "expires_at = excluded.expires_at "
+        "WHERE leases.owner = excluded.owner OR leases.expires_at <= ?",
+        (run_id, owner, now + ttl, now),
+    ).rowcount)
+
+
+def _first_sight(conn: sqlite3.Connection, event_id: str, ttl: float, sweep: bool) -> bool:
+    now = time.time()
+    if sweep:
+        conn.execute("DELETE FROM seen WHERE expires_at <= ?", (now,))
+    return bool(conn.execute(
+        "INSERT INTO seen (event_id, expires_at) VALUES (?, ?) "
+        "ON CONFLICT (event_id) DO UPDATE SET expires_at = excluded.expires_at "
+        "WHERE seen.expires_at <= ?",
+        (event_id, now + ttl, now),
+    ).rowcount)
