@@ -1,0 +1,53 @@
+"""Where runs live: `open_store(url)` picks SQLite (embedded default) or Redis (shared)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import platformdirs
+
+from bot.errors import ConfigError
+from bot.stores.base import RunInfo, Store
+from bot.stores.redis import RedisStore
+from bot.stores.sqlite import SQLiteStore
+
+__all__ = ["RedisStore", "RunInfo", "SQLiteStore", "Store", "default_store_url", "open_store"]
+
+_SQLITE = "sqlite:///"
+
+
+def default_store_url() -> str:
+    """The embedded store in the user's state directory."""
+    directory = Path(platformdirs.user_state_dir("threadteam"))
+    return f"{_SQLITE}{directory / 'threadteam.sqlite3'}"
+
+
+def open_store(url: str) -> Store:
+    """A store (not yet started) for `sqlite:///path` or `redis://host:port/db` (`rediss://` too).
+
+    `sqlite:///relative/file` is relative to the working directory and
+    `sqlite:////abs/file` is absolute. A Redis URL may end in `?prefix=...` to
+    keep several deployments apart on one server (default `tt:`).
+    """
+    if url.startswith(_SQLITE) and len(url) > len(_SQLITE):
+        return SQLiteStore(url[len(_SQLITE):])
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss") and parts.hostname:
+        query = parse_qs(parts.query)
+        prefix = query.pop("prefix", ["tt:"])[-1]
+        # redis-py would pass an unknown query argument on to its connections.
+        rest = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+        return RedisStore(rest, prefix)
+    raise ConfigError(
+        "THREADTEAM_STORE must be sqlite:///path or redis://host:port/db, "
+        f"got {_without_password(url)!r}"
+    )
+
+
+def _without_password(url: str) -> str:
+    # A malformed URL may still carry a password; the error must not show it.
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

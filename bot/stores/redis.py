@@ -1,0 +1,311 @@
+"""The shared store: Redis, for several worker processes.
+
+Every key of one run carries the hash tag `{run_id}` so a Redis Cluster keeps a
+run in one slot and the Lua scripts below touch only that slot. Keys
+(`p` is the prefix):
+
+    p{run}:meta    hash: thread, updated_at      p{run}:log    list of events
+    p{run}:lease   owner, with a PX expiry       p thread:<thread>  -> run id
+    p runs         zset run id by updated time   p active      set of run ids
+    p post:<key>   platform message id           p seen:<id>   de-dup marker, EX
+    p kv:<ns>      hash                          p work        stream + group "workers"
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis import exceptions as rx
+
+from bot.errors import ConflictError, StoreError
+from bot.stores.base import RunInfo, Store
+
+__all__ = ["RedisStore"]
+
+_GROUP = "workers"
+_BATCH = 10  # runs one next_work call hands out at most
+_CHUNK = 500  # RPUSH arguments per call inside Lua (unpack has a stack limit)
+
+_PUSH = f"""
+local function push(key, first)
+  for i = first, #ARGV, {_CHUNK} do
+    redis.call('RPUSH', key, unpack(ARGV, i, math.min(i + {_CHUNK} - 1, #ARGV)))
+  end
+end
+"""
+
+# KEYS: meta, log. ARGV: thread, now, events... -> 1 created, 0 run id taken
+_CREATE = _PUSH + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'thread', ARGV[1], 'updated_at', ARGV[2])
+push(KEYS[2], 3)
+return 1
+"""
+
+# KEYS: meta, log. ARGV: expected, now, events... -> {1, new length} | {0, actual} | {-1, 0}
+_APPEND = _PUSH + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
+local n = redis.call('LLEN', KEYS[2])
+if n ~= tonumber(ARGV[1]) then return {0, n} end
+push(KEYS[2], 3)
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
+return {1, n + #ARGV - 2}
+"""
+
+# KEYS: lease. ARGV: owner, ttl ms -> 1 held by owner now, 0 someone else holds it
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: lease. ARGV: owner
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def redacted_address(url: str) -> str:
+    """`host:port` of a Redis URL: what an error may show (never the password)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        port = 6379
+    return f"{parts.hostname or 'localhost'}:{port}"
+
+
+class RedisStore(Store):
+    """Run logs, leases, de-duplication and a work queue shared by worker processes."""
+
+    def __init__(self, url: str, prefix: str = "tt:", *, reclaim_after: float = 60.0,
+                 max_connections: int = 64) -> None:
+        self._url = url
+        self._address = redacted_address(url)
+        self._p = prefix
+        self._reclaim_ms = max(int(reclaim_after * 1000), 1)
+        self._max_connections = max_connections
+        self._r: aioredis.Redis | None = None
+        self._last_update = 0.0
+
+    @property
+    def prefix(self) -> str:
+        """The prefix of every key this store writes."""
+        return self._p
+
+    # -- keys ---------------------------------------------------------------
+    def _run_key(self, run_id: str, part: str) -> str:
+        return f"{self._p}{{{run_id}}}:{part}"
+
+    @property
+    def _work(self) -> str:
+        return f"{self._p}work"
+
+    # -- lifecycle -------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect, check the server answers, and create the work queue's consumer group."""
+        # A blocking pool: a burst waits for a free connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self._url, decode_responses=True, max_connections=self._max_connections,
+            socket_connect_timeout=5, timeout=30,
+        )
+        self._r = r = aioredis.Redis.from_pool(pool)
+        self._create = r.register_script(_CREATE)
+        self._append = r.register_script(_APPEND)
+        self._acquire = r.register_script(_ACQUIRE)
+        self._release = r.register_script(_RELEASE)
+        with self._errors():
+            await r.ping()
+            try:
+                await r.xgroup_create(self._work, _GROUP, id="0", mkstream=True)
+            except rx.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):  # the group exists: another worker made it
+                    raise
+
+    async def aclose(self) -> None:
+        """Close the connection pool (every write has already been acknowledged)."""
+        if self._r is not None:
+            await self._r.aclose()
+            self._r = None
+
+    @property
+    def _redis(self) -> aioredis.Redis:
+        if self._r is None:
+            raise StoreError("The Redis store is not open; call start() first (or it was closed).")
+        return self._r
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        # Every redis-py error becomes a StoreError here, and only here.
+        try:
+            yield
+        except (rx.ConnectionError, rx.TimeoutError) as exc:
+            raise StoreError(
+                f"Could not reach Redis at {self._address}: {str(exc).rstrip('.')}. "
+                "Check that redis-server is running and THREADTEAM_STORE points at it."
+            ) from exc
+        except rx.RedisError as exc:
+            raise StoreError(f"Redis at {self._address} failed: {exc}") from exc
+
+    def _now(self) -> float:
+        # Strictly increasing per process so `runs()` has a stable order within one tick.
+        now = max(time.time(), self._last_update + 1e-6)
+        self._last_update = now
+        return now
+
+    # -- run logs ---------------------------------------------------------
+    async def create_run(self, run_id: str, thread: str, events: list[str]) -> bool:
+        """Create a run for `thread` with its first events; False if the thread has a run."""
+        r, now = self._redis, self._now()
+        meta, log = self._run_key(run_id, "meta"), self._run_key(run_id, "log")
+        thread_key = f"{self._p}thread:{thread}"
+        with self._errors():
+            # The run's keys and the thread index live in different slots, so this is
+            # two steps: write the run, then claim the thread. A crash in between
+            # leaves an unlisted run, never a thread that points at nothing.
+            if not await self._create(keys=[meta, log], args=[thread, now, *events]):
+                raise StoreError(f"A run with id {run_id!r} already exists.")
+            if not await r.set(thread_key, run_id, nx=True):
+                await r.delete(meta, log)
+                return False
+            await r.zadd(f"{self._p}runs", {run_id: now})
+        return True
+
+    async def run_for_thread(self, thread: str) -> str | None:
+        """The run id living in `thread`, if any."""
+        with self._errors():
+            return await self._redis.get(f"{self._p}thread:{thread}")
+
+    async def thread_of(self, run_id: str) -> str | None:
+        """The thread a run lives in."""
+        with self._errors():
+            return await self._redis.hget(self._run_key(run_id, "meta"), "thread")
+
+    async def load(self, run_id: str, start: int = 0) -> list[str]:
+        """The run's events from index `start` on."""
+        with self._errors():
+            return await self._redis.lrange(self._run_key(run_id, "log"), max(start, 0), -1)
+
+    async def append(self, run_id: str, expected: int, events: list[str]) -> int:
+        """Append if the log has exactly `expected` events; return the new length."""
+        now = self._now()
+        meta, log = self._run_key(run_id, "meta"), self._run_key(run_id, "log")
+        with self._errors():
+            status, length = await self._append(keys=[meta, log], args=[expected, now, *events])
+            if status == -1:
+                raise StoreError(f"No run {run_id!r} in the store; it cannot be appended to.")
+            if status == 0:
+                raise ConflictError(run_id, expected, int(length))
+            await self._redis.zadd(f"{self._p}runs", {run_id: now})
+        return int(length)
+
+    async def runs(self, limit: int = 20) -> list[RunInfo]:
+        """Most recently updated runs first."""
+        r = self._redis
+        with self._errors():
+            ranked = await r.zrevrange(f"{self._p}runs", 0, limit - 1, withscores=True)
+            async with r.pipeline(transaction=False) as pipe:
+                for run_id, _ in ranked:
+                    pipe.hget(self._run_key(run_id, "meta"), "thread")
+                    pipe.llen(self._run_key(run_id, "log"))
+                details = await pipe.execute()
+        return [
+            RunInfo(run_id, details[2 * i] or "", int(details[2 * i + 1]), float(score))
+            for i, (run_id, score) in enumerate(ranked)
+        ]
+
+    # -- one driver per run ------------------------------------------------
+    async def acquire_lease(self, run_id: str, owner: str, ttl: float) -> bool:
+        """Take (or renew, if `owner` holds it) the run's lease for `ttl` seconds."""
+        key = self._run_key(run_id, "lease")
+        with self._errors():
+            return bool(await self._acquire(keys=[key], args=[owner, _ms(ttl)]))
+
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        """Give the lease up if `owner` holds it."""
+        with self._errors():
+            await self._release(keys=[self._run_key(run_id, "lease")], args=[owner])
+
+    # -- runs that need driving --------------------------------------------
+    async def set_active(self, run_id: str, active: bool) -> None:
+        """Mark a run as mid-turn or settled."""
+        key = f"{self._p}active"
+        with self._errors():
+            await (self._redis.sadd(key, run_id) if active else self._redis.srem(key, run_id))
+
+    async def active_runs(self) -> list[str]:
+        """Runs marked active: the ones to resume after a crash."""
+        with self._errors():
+            return sorted(await self._redis.smembers(f"{self._p}active"))
+
+    # -- keyed side effects -------------------------------------------------
+    async def get_post(self, key: str) -> str | None:
+        """The platform message id recorded for an idempotency key."""
+        with self._errors():
+            return await self._redis.get(f"{self._p}post:{key}")
+
+    async def put_post(self, key: str, message_id: str) -> None:
+        """Record that the post with this key succeeded as `message_id`."""
+        with self._errors():
+            await self._redis.set(f"{self._p}post:{key}", message_id)
+
+    async def first_sight(self, event_id: str, ttl: float = 86400.0) -> bool:
+        """True the first time an inbound event id is seen within `ttl`; False after."""
+        with self._errors():
+            return bool(await self._redis.set(f"{self._p}seen:{event_id}", 1, nx=True, px=_ms(ttl)))
+
+    # -- small adapter state --------------------------------------------------
+    async def kv_get(self, namespace: str, key: str) -> str | None:
+        """A value an adapter stored."""
+        with self._errors():
+            return await self._redis.hget(f"{self._p}kv:{namespace}", key)
+
+    async def kv_set(self, namespace: str, key: str, value: str) -> None:
+        """Store a small value for an adapter."""
+        with self._errors():
+            await self._redis.hset(f"{self._p}kv:{namespace}", key, value)
+
+    # -- work queue: a stream with one consumer group -----------------------------
+    async def enqueue(self, run_id: str) -> None:
+        """Ask some worker (in any process) to drive `run_id`."""
+        with self._errors():
+            await self._redis.xadd(self._work, {"run": run_id})
+
+    async def next_work(self, consumer: str, timeout: float) -> list[tuple[str, str]]:  # noqa: ASYNC109
+        """Up to a few (receipt, run_id) pairs for this consumer; [] after `timeout` seconds."""
+        r = self._redis
+        with self._errors():
+            # Work a dead consumer took and never acked comes first.
+            claimed = await r.xautoclaim(
+                self._work, _GROUP, consumer, self._reclaim_ms, "0-0", count=_BATCH
+            )
+            entries = [e for e in claimed[1] if e and e[1]]
+            if not entries:
+                block = int(timeout * 1000)
+                answer = await r.xreadgroup(
+                    _GROUP, consumer, {self._work: ">"}, count=_BATCH,
+                    block=block if block > 0 else None,
+                )
+                entries = [e for _, stream_entries in answer or [] for e in stream_entries]
+        return [(entry_id, fields["run"]) for entry_id, fields in entries]
+
+    async def ack_work(self, receipt: str) -> None:
+        """The work named by `receipt` is done."""
+        with self._errors():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                # Deleting acked entries keeps the stream as long as the work outstanding.
+                pipe.xack(self._work, _GROUP, receipt)
+                pipe.xdel(self._work, receipt)
+                await pipe.execute()
+
+
+def _ms(seconds: float) -> int:
+    return max(int(seconds * 1000), 1)
