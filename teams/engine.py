@@ -1,0 +1,422 @@
+"""The engine: what happens next is a pure function of the folded state.
+
+    decide(state) -> Action          pure; no clock, no I/O
+    perform(state, action, env)      does the one thing (a model call, a tool
+                                     call) and returns the events to append
+
+A driver (the host's runner, or `drive` below for tests and benchmarks) loops:
+decide, perform, append the events, fold them in, until the run waits.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .errors import ModelError
+from .events import (
+    AgentMessage,
+    Event,
+    Handoff,
+    HumanMessage,
+    RunContinued,
+    RunFinished,
+    RunPaused,
+    SpeakerSelected,
+    TaskStarted,
+    ToolCallRequested,
+    ToolResult,
+)
+from .models.base import (
+    Candidate,
+    ChatMessage,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    TextSink,
+    ToolSpec,
+)
+from .spec import AgentSpec
+from .state import CallState, RunState
+from .tools import ToolContext
+
+__all__ = [
+    "Action", "AwaitApproval", "AwaitHuman", "CallModel", "Env", "Finish", "Idle", "RunTool",
+    "Select", "SelectWithModel", "decide", "drive", "perform",
+]
+
+HANDOFF_PREFIX = "transfer_to_"
+
+
+# -- actions ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Action:
+    """What the run needs next."""
+
+    @property
+    def waits(self) -> bool:
+        """True when nothing can happen until a person acts."""
+        return False
+
+
+@dataclass(frozen=True)
+class Idle(Action):
+    reason: str  # "finished" | "paused"
+
+    @property
+    def waits(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class AwaitHuman(Action):
+    participant: str
+
+    @property
+    def waits(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class AwaitApproval(Action):
+    calls: tuple[CallState, ...]
+
+    @property
+    def waits(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class Finish(Action):
+    reason: str
+
+
+@dataclass(frozen=True)
+class Select(Action):
+    """A speaker chosen without a model (order, mention, handoff); only records it."""
+
+    agent: str
+    how: str
+
+
+@dataclass(frozen=True)
+class SelectWithModel(Action):
+    candidates: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CallModel(Action):
+    agent: str
+    select: SpeakerSelected | None = None  # recorded with the reply when chosen by order
+
+
+@dataclass(frozen=True)
+class RunTool(Action):
+    call: CallState
+
+
+# -- deciding -----------------------------------------------------------------------
+def decide(state: RunState) -> Action:
+    """The next action for this state. Pure."""
+    if state.finished is not None:
+        return Idle("finished")
+    if state.paused is not None:
+        return Idle("paused")
+    if state.stop_by is not None:
+        return Finish(f"stopped by {state.stop_by}")
+    if state.condition.fired:
+        return Finish(state.condition.fired)
+    if state.open_calls:
+        pending = state.pending_approvals()
+        first = state.calls[state.open_calls[0]]
+        if first.request.needs_approval and first.decision is None:
+            return AwaitApproval(tuple(pending))
+        return RunTool(first)
+    team = state.team
+    if state.current is not None:
+        if state.current in team.humans:
+            return AwaitHuman(state.current)
+        return CallModel(state.current)
+    agent, how = _next_by_rule(state)
+    if agent is None:
+        return SelectWithModel(_selector_candidates(state))
+    if agent in team.humans:
+        return Select(agent, how)
+    return CallModel(agent, SpeakerSelected(agent=agent, how=how))
+
+
+def _next_by_rule(state: RunState) -> tuple[str | None, str]:
+    team = state.team
+    if state.mention_next:
+        return state.mention_next, "mention"
+    names = [a.name for a in team.agents]
+    if team.strategy == "swarm":
+        if state.handoff_target:
+            return state.handoff_target, "handoff"
+        last = state.last_speaker
+        if last in team.humans:  # the person answered: back to whoever asked them
+            return state.handoff_source or names[0], "handoff"
+        return (last or names[0]), "order"
+    if team.strategy == "round_robin":
+        if state.last_speaker is None or state.last_speaker not in names:
+            return names[0], "order"
+        return names[(names.index(state.last_speaker) + 1) % len(names)], "order"
+    candidates = _selector_candidates(state)
+    if len(candidates) == 1:
+        return candidates[0], "order"
+    return None, ""
+
+
+def _selector_candidates(state: RunState) -> tuple[str, ...]:
+    names = [a.name for a in state.team.agents]
+    if not state.team.allow_repeated_speaker and state.last_speaker in names and len(names) > 1:
+        names.remove(state.last_speaker)
+    return tuple(names)
+
+
+# -- what a model sees ----------------------------------------------------------------
+def _window(state: RunState, agent: AgentSpec) -> list[ChatMessage]:
+    """The agent's view of the conversation, newest last, within its context limit."""
+    own_calls: set[str] = set()
+    out: list[ChatMessage] = []
+    budget = agent.context_tokens
+    task = state.history[0] if state.history and isinstance(state.history[0], TaskStarted) else None
+    for e in reversed(state.history):
+        if e is task:
+            break
+        m = _as_message(e, agent.name, own_calls)
+        if m is None:
+            continue
+        if budget is not None:
+            budget -= len(m.content) // 4 + 4
+            if budget < 0 and out:
+                break
+        out.append(m)
+        if len(out) >= agent.context_messages:
+            break
+    out.reverse()
+    while out and out[0].role == "tool":  # a result must follow the call that asked for it
+        out.pop(0)
+    if task is not None:
+        out.insert(0, ChatMessage("user", task.task, name="task"))
+    return out
+
+
+def _as_message(e: Event, me: str, own_calls: set[str]) -> ChatMessage | None:
+    if isinstance(e, AgentMessage):
+        if e.agent == me:
+            return ChatMessage("assistant", e.text, tool_calls=e.tool_calls)
+        return ChatMessage("user", e.text, name=e.agent) if e.text else None
+    if isinstance(e, HumanMessage):
+        return ChatMessage("user", e.text, name=e.display_name or "user")
+    if isinstance(e, RunContinued):
+        return ChatMessage("user", e.instructions, name="user")
+    if isinstance(e, ToolResult):
+        # Walking backwards, a result comes before its call; keep the agent's own only.
+        return ChatMessage("tool", e.output, tool_call_id=e.call_id, is_error=e.error)
+    return None
+
+
+def _tools_for(state: RunState, agent: AgentSpec) -> tuple[ToolSpec, ...]:
+    if state.turn_rounds >= state.team.max_tool_rounds:
+        return ()  # enough tool rounds this turn: the agent must answer in words
+    specs = [t.spec for t in agent.tools]
+    for target in agent.handoffs:
+        desc = state.team.by_name[target].description
+        specs.append(ToolSpec(f"{HANDOFF_PREFIX}{target}", f"Hand the conversation to {target}: "
+                              f"{desc}", {"type": "object", "properties": {}}))
+    return tuple(specs)
+
+
+def build_request(state: RunState, agent_name: str, model: str) -> ModelRequest:
+    """The request for one agent's turn."""
+    agent = state.team.by_name[agent_name]
+    others = ", ".join(a.name for a in state.team.agents if a.name != agent_name)
+    system = (f"{agent.system_message}\n\nYou are {agent.name} ({agent.persona.display_name}) "
+              f"in a team conversation with: {others}.")
+    messages = _window(state, agent)
+    own = {c.id for m in messages if m.role == "assistant" for c in m.tool_calls}
+    messages = [m for m in messages if m.role != "tool" or m.tool_call_id in own]
+    return ModelRequest(model=model, system=system, messages=tuple(messages),
+                        tools=_tools_for(state, agent), agent=agent_name)
+
+
+def build_selector_request(state: RunState, candidates: tuple[str, ...], model: str) -> ModelRequest:
+    """The request that asks a model who speaks next."""
+    team = state.team
+    roles = "\n".join(f"- {a.name}: {a.description}" for a in team.agents)
+    prompt = team.selector_prompt or (
+        "You choose who speaks next in a team conversation.\nParticipants:\n{roles}\n\n"
+        "Read the conversation, then answer with only the name of the next speaker, "
+        "one of: {candidates}.")
+    system = prompt.replace("{roles}", roles).replace("{candidates}", ", ".join(candidates))
+    view = AgentSpec(name="__selector__", persona=team.agents[0].persona, description="",
+                     context_messages=20)
+    messages = [m for m in _window(state, view) if m.role == "user"]
+    return ModelRequest(model=model, system=system, messages=tuple(messages), purpose="select",
+                        agent="selector",
+                        candidates=tuple(Candidate(n, team.by_name[n].description,
+                                                   team.by_name[n].human) for n in candidates))
+
+
+def parse_selection(text: str, candidates: tuple[str, ...], state: RunState) -> tuple[str, str]:
+    """The candidate a selector named, or a sensible fallback."""
+    low = text.lower()
+    found = []
+    for name in candidates:
+        display = state.team.by_name[name].persona.display_name.lower()
+        positions = [p for p in (_word_at(low, name.lower()), _word_at(low, display)) if p >= 0]
+        if positions:
+            found.append((min(positions), name))
+    if found:
+        return min(found)[1], "model"
+    names = [a.name for a in state.team.agents]
+    start = names.index(state.last_speaker) + 1 if state.last_speaker in names else 0
+    for i in range(len(names)):
+        name = names[(start + i) % len(names)]
+        if name in candidates:
+            return name, "fallback"
+    return candidates[0], "fallback"
+
+
+def _word_at(text: str, word: str) -> int:
+    import re
+    m = re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text)
+    return m.start() if m else -1
+
+
+# -- doing ------------------------------------------------------------------------------
+class ModelSource(Protocol):
+    def resolve_name(self, *preferred: str | None) -> str: ...
+    def get(self, name: str) -> Model: ...
+
+
+@dataclass
+class Env:
+    """What `perform` needs from its driver."""
+
+    models: ModelSource
+    now: Callable[[], float] = lambda: 0.0
+    tool_context: Callable[[str], ToolContext] = lambda agent: ToolContext(agent=agent)
+    on_text: Callable[[str], TextSink | None] = field(default=lambda agent: None)
+
+
+async def perform(state: RunState, action: Action, env: Env) -> list[Event]:
+    """Carry out one action; return the events to append ([] when the run waits)."""
+    at = env.now()
+    if action.waits:
+        return []
+    if isinstance(action, Finish):
+        return [RunFinished(reason=action.reason, at=at)]
+    if isinstance(action, Select):
+        return [SpeakerSelected(agent=action.agent, how=action.how, at=at)]
+    if isinstance(action, SelectWithModel):
+        name = env.models.resolve_name(state.team.selector_model, state.team.model)
+        try:
+            response = await env.models.get(name).complete(
+                build_selector_request(state, action.candidates, name))
+        except ModelError as exc:
+            return [RunPaused(reason=f"choosing the next speaker failed: {exc}", at=at)]
+        agent, how = parse_selection(response.text, action.candidates, state)
+        return [SpeakerSelected(agent=agent, how=how, at=at)]
+    if isinstance(action, CallModel):
+        return await _call_model(state, action, env, at)
+    if isinstance(action, RunTool):
+        return [await _run_tool(state, action.call, env)]
+    raise TypeError(f"unknown action {action!r}")
+
+
+async def _call_model(state: RunState, action: CallModel, env: Env, at: float) -> list[Event]:
+    selected = [SpeakerSelected(agent=action.agent, how=action.select.how, at=at)] \
+        if action.select else []
+    agent = state.team.by_name[action.agent]
+    name = env.models.resolve_name(agent.model, state.team.model)
+    try:
+        model = env.models.get(name)
+        response = await model.complete(build_request(state, action.agent, name),
+                                        env.on_text(action.agent))
+    except ModelError as exc:
+        return [*selected, RunPaused(reason=str(exc), agent=action.agent, at=env.now())]
+    return [*selected, *reply_events(state, action.agent, response, env.now())]
+
+
+def reply_events(state: RunState, agent_name: str, response: ModelResponse, at: float) -> list[Event]:
+    """The events a model reply becomes: the message, then each tool call checked."""
+    agent = state.team.by_name[agent_name]
+    events: list[Event] = [AgentMessage(agent=agent_name, text=response.text,
+                                        tool_calls=response.tool_calls, usage=response.usage,
+                                        model=response.model, at=at)]
+    handed_off = False
+    for call in response.tool_calls:
+        target = call.name[len(HANDOFF_PREFIX):] if call.name.startswith(HANDOFF_PREFIX) else None
+        if target is not None and target in agent.handoffs:
+            events.append(ToolCallRequested(agent=agent_name, call_id=call.id, tool=call.name,
+                                            args={}, needs_approval=False, at=at))
+            if handed_off:
+                events.append(ToolResult(call_id=call.id, error=True, at=at,
+                                         output="Already handed off; only the first handoff counts."))
+                continue
+            events.append(ToolResult(call_id=call.id, output=f"Transferred to {target}.", at=at))
+            events.append(Handoff(source=agent_name, target=target, at=at))
+            handed_off = True
+            continue
+        tool = agent.tool(call.name)
+        if tool is None:
+            known = ", ".join(t.name for t in _tools_for(state, agent)) or "none"
+            problem = f"There is no tool named {call.name!r}. Available tools: {known}."
+            events.append(ToolCallRequested(agent=agent_name, call_id=call.id, tool=call.name,
+                                            args={"_raw": call.arguments}, needs_approval=False, at=at))
+            events.append(ToolResult(call_id=call.id, output=problem, error=True, at=at))
+            continue
+        try:
+            args = tool.validate(call.arguments)
+        except ValueError as exc:
+            events.append(ToolCallRequested(agent=agent_name, call_id=call.id, tool=call.name,
+                                            args={"_raw": call.arguments}, needs_approval=False, at=at))
+            events.append(ToolResult(call_id=call.id, output=str(exc), error=True, at=at))
+            continue
+        events.append(ToolCallRequested(agent=agent_name, call_id=call.id, tool=call.name,
+                                        args=args, needs_approval=tool.approval == "always", at=at))
+    return events
+
+
+async def _run_tool(state: RunState, call: CallState, env: Env) -> ToolResult:
+    req = call.request
+    if call.decision is not None and not call.decision.approved:
+        why = f": {call.decision.reason}" if call.decision.reason else ""
+        return ToolResult(call_id=req.call_id, error=True, at=env.now(),
+                          output=f"A person ({call.decision.by}) denied this call{why}. "
+                                 f"Do not retry it unchanged.")
+    tool = state.team.by_name[req.agent].tool(req.tool)
+    if tool is None:
+        return ToolResult(call_id=req.call_id, output=f"Tool {req.tool!r} is no longer available.",
+                          error=True, at=env.now())
+    try:
+        output = await tool.invoke(req.args, env.tool_context(req.agent))
+    except Exception as exc:  # a tool's failure goes back to the model, never crashes the run
+        return ToolResult(call_id=req.call_id, output=f"{type(exc).__name__}: {exc}", error=True,
+                          at=env.now())
+    return ToolResult(call_id=req.call_id, output=output, at=env.now())
+
+
+# -- a minimal driver -------------------------------------------------------------------
+async def drive(state: RunState, env: Env, append: Callable[[list[Event]], Awaitable[None]] | None
+                = None, max_steps: int = 100_000) -> Action:
+    """Step a run until it waits; fold and hand each batch of events to `append`."""
+    for _ in range(max_steps):
+        action = decide(state)
+        events = await perform(state, action, env)
+        if not events:
+            return action
+        for e in events:
+            state.apply(e)
+        if append is not None:
+            await append(events)
+    raise RuntimeError("run did not settle")
+
+
+def args_summary(args: dict) -> str:
+    """Tool arguments in one short line for an approval prompt."""
+    return json.dumps(args, ensure_ascii=False)[:500]

@@ -1,0 +1,257 @@
+"""Team files: YAML in, a checked `Team` out, or a `TeamFileError` naming file:line.
+
+Shape (see teams/builtin/*.yaml):
+
+    name, description, strategy (round_robin | selector | swarm), model,
+    approvers, selector {model, prompt, allow_repeated_speaker},
+    agents: [{name, persona, description, system_message, model, tools,
+              handoffs, context, human}], termination
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from ._yaml import line_of, load_with_lines
+from .errors import TeamFileError, ToolError
+from .persona import Persona
+from .termination import Condition, TerminationSpecError, names_in, parse_termination
+from .tools import Approval, Tool, load_tool
+
+__all__ = ["AgentSpec", "Team", "load_team", "parse_team"]
+
+_NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PersonaModel(_Strict):
+    display_name: str | None = None
+    avatar: str = ""
+    color: str = ""
+
+    @pydantic.field_validator("avatar")
+    @classmethod
+    def _avatar(cls, v: str) -> str:
+        if v and not (re.fullmatch(r":[a-z0-9_+\-']+:", v) or v.startswith("https://")):
+            raise ValueError("avatar must be an :emoji: name or an https:// URL")
+        return v
+
+
+class ToolEntry(_Strict):
+    use: str
+    name: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    approval: Approval | None = None
+
+
+class ContextLimit(_Strict):
+    messages: int | None = Field(default=None, gt=0)
+    tokens: int | None = Field(default=None, gt=0)
+
+
+class AgentModel(_Strict):
+    name: str = Field(pattern=_NAME)
+    human: bool = False
+    persona: PersonaModel | None = None
+    description: str | None = None
+    system_message: str | None = None
+    model: str | None = None
+    tools: list[str | ToolEntry] = []
+    handoffs: list[str] = []
+    context: ContextLimit | None = None
+
+
+class SelectorModel(_Strict):
+    model: str | None = None
+    prompt: str | None = None
+    allow_repeated_speaker: bool = False
+
+
+class TeamModel(_Strict):
+    name: str = Field(pattern=_NAME)
+    description: str = ""
+    strategy: Literal["round_robin", "selector", "swarm"] = "round_robin"
+    model: str | None = None
+    approvers: list[str] = []
+    selector: SelectorModel = SelectorModel()
+    agents: list[AgentModel] = Field(min_length=1)
+    termination: Any = None
+    max_tool_rounds: int = Field(default=5, gt=0)
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """One participant: an agent with a model, or the human (user proxy)."""
+
+    name: str
+    persona: Persona
+    description: str
+    system_message: str = ""
+    model: str | None = None
+    tools: tuple[Tool, ...] = ()
+    handoffs: tuple[str, ...] = ()
+    human: bool = False
+    context_messages: int = 40
+    context_tokens: int | None = None
+
+    def tool(self, name: str) -> Tool | None:
+        return next((t for t in self.tools if t.name == name), None)
+
+
+@dataclass(frozen=True)
+class Team:
+    """A checked team: participants in order, how turns pass, when it ends."""
+
+    name: str
+    description: str
+    strategy: str
+    agents: tuple[AgentSpec, ...]
+    termination_spec: Any
+    model: str | None = None
+    approvers: tuple[str, ...] = ()
+    selector_model: str | None = None
+    selector_prompt: str | None = None
+    allow_repeated_speaker: bool = False
+    max_tool_rounds: int = 5
+    source: str = ""
+    by_name: dict[str, AgentSpec] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.by_name.update({a.name: a for a in self.agents})
+
+    def termination(self) -> Condition:
+        """A fresh condition tree (each run folds its own)."""
+        return parse_termination(self.termination_spec) if self.termination_spec else _NEVER()
+
+    @property
+    def humans(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.agents if a.human)
+
+
+class _NEVER(Condition):
+    pass
+
+
+def load_team(path: str | Path) -> Team:
+    """Read and check one team file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TeamFileError(str(p), None, f"cannot read the file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise TeamFileError(str(p), None, "the file is not UTF-8 text") from None
+    return parse_team(text, str(p))
+
+
+def parse_team(text: str, source: str = "<team>") -> Team:
+    """Check a team file's text; errors name `source`, the line and the problem."""
+    try:
+        data, lines = load_with_lines(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise TeamFileError(source, mark.line + 1 if mark else None,
+                            f"not valid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise TeamFileError(source, None, f"not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise TeamFileError(source, 1, "a team file is a mapping with name, agents and termination")
+
+    def fail(loc: tuple[str | int, ...], problem: str) -> TeamFileError:
+        return TeamFileError(source, line_of(lines, loc), problem)
+
+    try:
+        model = TeamModel.model_validate(data)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        raise fail(tuple(err["loc"]), _explain(err)) from None
+    return _build(model, source, fail)
+
+
+def _explain(err: Any) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key '{err['loc'][-1]}'" + (f" in {'.'.join(str(p) for p in err['loc'][:-1])}"
+                                                    if len(err["loc"]) > 1 else "")
+    if kind == "missing":
+        return f"missing required key '{loc}'"
+    if kind == "literal_error":
+        return f"{loc}: {err['msg'].lower()}"
+    if kind == "string_pattern_mismatch":
+        return f"{loc}: names use letters, digits, '_' or '-' and start with a letter"
+    return f"{loc}: {err['msg']}"
+
+
+def _build(m: TeamModel, source: str, fail: Any) -> Team:
+    names = [a.name for a in m.agents]
+    for i, a in enumerate(m.agents):
+        if names.index(a.name) != i:
+            raise fail(("agents", i, "name"), f"agent name '{a.name}' is used twice")
+    agents = []
+    for i, a in enumerate(m.agents):
+        at = ("agents", i)
+        if not a.human and not (a.system_message or "").strip():
+            raise fail(at, f"agent '{a.name}' has no system_message (say what this agent does)")
+        for j, target in enumerate(a.handoffs):
+            if target not in names:
+                raise fail((*at, "handoffs", j),
+                           f"agent '{a.name}' hands off to unknown agent '{target}'; "
+                           f"agents are: {', '.join(names)}")
+        if a.handoffs and m.strategy != "swarm":
+            raise fail((*at, "handoffs"), "handoffs only apply with strategy: swarm")
+        tools = []
+        for j, entry in enumerate(a.tools):
+            e = ToolEntry(use=entry) if isinstance(entry, str) else entry
+            try:
+                t = load_tool(e.use).with_overrides(name=e.name, approval=e.approval)
+            except ToolError as exc:
+                raise fail((*at, "tools", j), str(exc)) from None
+            tools.append(t)
+        persona = a.persona or PersonaModel()
+        desc = a.description or _first_sentence(a.system_message or "") or (
+            "the person in the thread" if a.human else a.name)
+        agents.append(AgentSpec(
+            name=a.name, human=a.human, description=desc, system_message=a.system_message or "",
+            persona=Persona(persona.display_name or a.name.replace("_", " ").title(),
+                            persona.avatar, persona.color),
+            model=a.model, tools=tuple(tools), handoffs=tuple(a.handoffs),
+            context_messages=(a.context.messages if a.context and a.context.messages else 40),
+            context_tokens=a.context.tokens if a.context else None))
+    if not any(not a.human for a in agents):
+        raise fail(("agents",), "a team needs at least one agent that is not human")
+    if m.strategy == "swarm" and agents[0].human:
+        raise fail(("agents", 0), "in a swarm the first agent speaks first; it cannot be the human")
+    if m.termination is None:
+        raise fail((), "missing required key 'termination' (e.g. termination: {max_messages: 12})")
+    try:
+        cond = parse_termination(m.termination)
+    except TerminationSpecError as exc:
+        raise fail(exc.path, f"bad termination: {exc}") from None
+    all_tools = {t.name for a in agents for t in a.tools}
+    for role, name in names_in(cond):
+        if role in ("source", "handoff") and name not in names:
+            raise fail(("termination",), f"bad termination: '{name}' is not an agent of this team; "
+                                         f"agents are: {', '.join(names)}")
+        if role == "tool" and name not in all_tools:
+            raise fail(("termination",), f"bad termination: no agent has a tool named '{name}'")
+    return Team(name=m.name, description=m.description, strategy=m.strategy, agents=tuple(agents),
+                termination_spec=m.termination, model=m.model, approvers=tuple(m.approvers),
+                selector_model=m.selector.model, selector_prompt=m.selector.prompt,
+                allow_repeated_speaker=m.selector.allow_repeated_speaker,
+                max_tool_rounds=m.max_tool_rounds, source=source)
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    match = re.match(r"(.+?[.!?])(\s|$)", text)
+    return (match.group(1) if match else text)[:200]

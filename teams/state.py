@@ -1,0 +1,208 @@
+"""A run's state: an incremental fold over its events.
+
+`RunState.apply(event)` does O(1) work per event, so a long run never re-folds
+its log. Everything `engine.decide` needs is here; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .events import (
+    AgentMessage,
+    ApprovalDecided,
+    Event,
+    Handoff,
+    HumanMessage,
+    RunContinued,
+    RunFinished,
+    RunPaused,
+    RunResumed,
+    SpeakerSelected,
+    StopRequested,
+    TaskStarted,
+    ToolCallRequested,
+    ToolResult,
+)
+from .models.base import Usage
+from .spec import Team
+from .termination import Condition
+
+__all__ = ["CallState", "RunState"]
+
+_MENTION = re.compile(r"@([A-Za-z][\w-]*)")
+
+
+@dataclass(slots=True)
+class CallState:
+    """One requested tool call and what became of it."""
+
+    request: ToolCallRequested
+    number: int
+    decision: ApprovalDecided | None = None
+    result: ToolResult | None = None
+
+
+@dataclass
+class RunState:
+    """Everything known about a run after folding its events."""
+
+    team: Team
+    length: int = 0
+    task: str = ""
+    by: str = ""
+    approvers: tuple[str, ...] = ()
+    started_at: float = 0.0
+    history: list[Event] = field(default_factory=list)
+    last_speaker: str | None = None
+    current: str | None = None
+    turn_rounds: int = 0
+    calls: dict[str, CallState] = field(default_factory=dict)
+    open_calls: list[str] = field(default_factory=list)
+    handoff_target: str | None = None
+    handoff_source: str | None = None
+    mention_next: str | None = None
+    stop_by: str | None = None
+    finished: str | None = None
+    paused: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    messages: int = 0
+    model_calls: int = 0
+    condition: Condition = field(init=False)
+    _call_numbers: int = 0
+
+    def __post_init__(self) -> None:
+        self.condition = self.team.termination()
+
+    @classmethod
+    def fold(cls, team: Team, events: list[Event]) -> RunState:
+        """The state after `events` (a whole log or a prefix)."""
+        state = cls(team)
+        for e in events:
+            state.apply(e)
+        return state
+
+    # -- the fold ---------------------------------------------------------------
+    def apply(self, e: Event) -> None:
+        """Fold one more event in."""
+        self.length += 1
+        handler = getattr(self, "_on_" + e.kind, None)
+        if handler:
+            handler(e)
+        self.condition.observe(self._as_seen_by_conditions(e), self.started_at)
+
+    def _on_task_started(self, e: TaskStarted) -> None:
+        self.task, self.by, self.started_at = e.task, e.by, e.at
+        self.approvers = e.approvers or (e.by,)
+        self.history.append(e)
+
+    def _on_human_message(self, e: HumanMessage) -> None:
+        self.history.append(e)
+        self.messages += 1
+        if self.current is not None and self.current in self.team.humans:
+            self.last_speaker, self.current = self.current, None
+        for name in _MENTION.findall(e.text):
+            agent = self._agent_named(name)
+            if agent:
+                self.mention_next = agent
+                break
+
+    def _on_speaker_selected(self, e: SpeakerSelected) -> None:
+        self.current, self.turn_rounds = e.agent, 0
+        if self.mention_next == e.agent:
+            self.mention_next = None
+        self.handoff_target = None
+
+    def _on_agent_message(self, e: AgentMessage) -> None:
+        self.history.append(e)
+        self.messages += 1
+        self.model_calls += 1
+        self.usage = Usage(self.usage.input_tokens + e.usage.input_tokens,
+                           self.usage.output_tokens + e.usage.output_tokens)
+        if e.tool_calls:
+            self.turn_rounds += 1
+        else:
+            self.last_speaker, self.current = e.agent, None
+
+    def _on_tool_call_requested(self, e: ToolCallRequested) -> None:
+        self._call_numbers += 1
+        self.calls[e.call_id] = CallState(e, self._call_numbers)
+        self.open_calls.append(e.call_id)
+
+    def _on_approval_decided(self, e: ApprovalDecided) -> None:
+        call = self.calls.get(e.call_id)
+        if call and call.decision is None:
+            call.decision = e
+
+    def _on_tool_result(self, e: ToolResult) -> None:
+        call = self.calls.get(e.call_id)
+        if call:
+            call.result = e
+            if e.call_id in self.open_calls:
+                self.open_calls.remove(e.call_id)
+        self.history.append(e)
+
+    def _on_handoff(self, e: Handoff) -> None:
+        self.handoff_target, self.handoff_source = e.target, e.source
+        if self.current == e.source:
+            self.last_speaker, self.current = e.source, None
+
+    def _on_stop_requested(self, e: StopRequested) -> None:
+        self.stop_by = e.by
+
+    def _on_run_paused(self, e: RunPaused) -> None:
+        self.paused = e.reason
+
+    def _on_run_resumed(self, e: RunResumed) -> None:
+        self.paused = None
+
+    def _on_run_finished(self, e: RunFinished) -> None:
+        self.finished = e.reason
+
+    def _on_run_continued(self, e: RunContinued) -> None:
+        self.finished = self.stop_by = self.paused = None
+        self.condition.reset()
+        self.started_at = e.at
+        if e.instructions:
+            self.history.append(e)
+            self.messages += 1
+
+    # -- questions the engine and the host ask ------------------------------------
+    def _agent_named(self, name: str) -> str | None:
+        low = name.lower()
+        for a in self.team.agents:
+            if not a.human and low in (a.name.lower(), a.persona.display_name.lower()):
+                return a.name
+        return None
+
+    def _as_seen_by_conditions(self, e: Event) -> Event:
+        # Conditions name the human participant, not a platform user id.
+        if isinstance(e, HumanMessage) and self.team.humans:
+            return HumanMessage(user=self.team.humans[0], text=e.text, at=e.at)
+        return e
+
+    @property
+    def status(self) -> str:
+        """One word: running, awaiting_human, awaiting_approval, paused or finished."""
+        if self.finished is not None:
+            return "finished"
+        if self.paused is not None:
+            return "paused"
+        if self.pending_approvals():
+            return "awaiting_approval"
+        if self.current is not None and self.current in self.team.humans:
+            return "awaiting_human"
+        return "running"
+
+    def pending_approvals(self) -> list[CallState]:
+        """Calls that wait for a person's decision, in the order they were asked."""
+        return [self.calls[c] for c in self.open_calls
+                if self.calls[c].request.needs_approval and self.calls[c].decision is None]
+
+    def may_approve(self, user: str, roles: tuple[str, ...] = ()) -> bool:
+        """Whether this person may approve or deny this run's tool calls."""
+        for a in self.approvers:
+            if a == user or (a.startswith("role:") and a[5:] in roles):
+                return True
+        return False

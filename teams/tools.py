@@ -1,0 +1,164 @@
+"""Tools: typed Python callables an agent may call, some only with a person's approval.
+
+The JSON schema a model sees comes from the function's type hints; the model's
+arguments are validated against the same types before the call, and a
+validation error goes back to the model as the tool's result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, get_type_hints
+
+import pydantic
+
+from .errors import ToolError
+from .models.base import ToolSpec
+
+Approval = Literal["never", "always"]
+
+__all__ = ["Approval", "Tool", "ToolContext", "load_tool", "register", "registered", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What the host lends a tool: where the run lives, and how to post elsewhere."""
+
+    run_id: str = ""
+    thread: str = ""
+    agent: str = ""
+    post_message: Callable[[str, str], Awaitable[str]] | None = None
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A callable with the schema a model sees and the approval it needs."""
+
+    name: str
+    description: str
+    fn: Callable[..., Any]
+    approval: Approval = "never"
+    _model: type[pydantic.BaseModel] | None = field(default=None, repr=False, compare=False)
+    _takes_context: bool = field(default=False, repr=False, compare=False)
+
+    @classmethod
+    def from_function(cls, fn: Callable[..., Any], *, name: str | None = None,
+                      description: str | None = None, approval: Approval = "never") -> Tool:
+        """Build a tool from a typed function (sync or async)."""
+        model, takes_context = _arguments_model(fn)
+        doc = description or inspect.getdoc(fn) or f"Call {fn.__name__}."
+        return cls(name or fn.__name__, doc.strip(), fn, approval, model, takes_context)
+
+    def with_overrides(self, *, name: str | None = None, approval: Approval | None = None) -> Tool:
+        """The same tool under another name or approval policy (team-file overrides)."""
+        return replace(self, name=name or self.name, approval=approval or self.approval)
+
+    @property
+    def spec(self) -> ToolSpec:
+        """The tool as a model sees it."""
+        schema = self._model.model_json_schema() if self._model else {"type": "object"}
+        schema.pop("title", None)
+        for prop in schema.get("properties", {}).values():
+            prop.pop("title", None)
+        return ToolSpec(self.name, self.description, schema)
+
+    def validate(self, raw_arguments: str) -> dict[str, Any]:
+        """Parse and check a model's JSON arguments; raise ValueError with a model-readable message."""
+        try:
+            data = json.loads(raw_arguments) if raw_arguments.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"Arguments for {self.name} are not valid JSON ({exc.msg}). "
+                             f"Call it again with a JSON object.") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"Arguments for {self.name} must be a JSON object.")
+        if self._model is None:
+            return data
+        try:
+            return self._model.model_validate(data).model_dump(mode="json")
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
+                for e in exc.errors())
+            raise ValueError(f"Invalid arguments for {self.name}: {problems}. "
+                             f"Fix them and call it again.") from exc
+
+    async def invoke(self, args: dict[str, Any], context: ToolContext) -> str:
+        """Call the tool with validated arguments; sync tools run in a worker thread."""
+        kwargs = dict(args)
+        if self._takes_context:
+            kwargs["context"] = context
+        if inspect.iscoroutinefunction(self.fn):
+            result = await self.fn(**kwargs)
+        else:
+            result = await asyncio.to_thread(self.fn, **kwargs)
+        return result if isinstance(result, str) else json.dumps(result, default=str)
+
+
+def _arguments_model(fn: Callable[..., Any]) -> tuple[type[pydantic.BaseModel], bool]:
+    hints = get_type_hints(fn)
+    fields_: dict[str, Any] = {}
+    takes_context = False
+    for pname, param in inspect.signature(fn).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        annotation = hints.get(pname, Any)
+        if annotation is ToolContext or pname == "context":
+            takes_context = True
+            continue
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields_[pname] = (annotation, default)
+    model = pydantic.create_model(  # type: ignore[call-overload]
+        f"{fn.__name__}_arguments", __config__=pydantic.ConfigDict(extra="forbid"), **fields_)
+    return model, takes_context
+
+
+_REGISTRY: dict[str, Tool] = {}
+
+
+def register(t: Tool) -> Tool:
+    """Make a tool available to team files by its name."""
+    _REGISTRY[t.name] = t
+    return t
+
+
+def tool(*, name: str | None = None, approval: Approval = "never") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register a typed function as a tool."""
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        register(Tool.from_function(fn, name=name, approval=approval))
+        return fn
+    return wrap
+
+
+def registered() -> dict[str, Tool]:
+    """Every registered tool by name (built-ins included)."""
+    from . import builtin_tools  # noqa: F401  (registers the built-ins on import)
+    return dict(_REGISTRY)
+
+
+def load_tool(ref: str) -> Tool:
+    """A registered tool by name, or `module:function` imported and wrapped."""
+    known = registered()
+    if ref in known:
+        return known[ref]
+    if ":" not in ref:
+        raise ToolError(f"unknown tool {ref!r}; built-in tools are {', '.join(sorted(known))}, "
+                        f"or name a function as 'module:function'")
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ToolError(f"cannot import module {module_name!r} for tool {ref!r}: {exc}") from exc
+    fn = getattr(module, attr, None)
+    if isinstance(fn, Tool):
+        return fn
+    if not callable(fn):
+        raise ToolError(f"{module_name!r} has no function {attr!r} (tool {ref!r})")
+    try:
+        return Tool.from_function(fn)
+    except (TypeError, pydantic.PydanticSchemaGenerationError) as exc:
+        raise ToolError(f"tool {ref!r} has parameter types that cannot be described: {exc}") from exc
