@@ -363,3 +363,27 @@ async def test_redis_unreachable_names_host_port_not_password() -> None:
     assert f"127.0.0.1:{port}" in str(caught.value)
     assert "hunter2" not in str(caught.value)
     await store.aclose()
+
+
+async def test_sqlite_an_operation_failing_halfway_undoes_only_itself(tmp_path: Path) -> None:
+    # Drives the writer directly: no public call fails halfway on purpose.
+    store = SQLiteStore(str(tmp_path / "s.sqlite3"))
+    await store.start()
+    writer = store._writer
+
+    def put(conn, key: str, fail: bool) -> str:
+        conn.execute("INSERT INTO kv (namespace, key, value) VALUES ('t', ?, 'v')", (key,))
+        if fail:
+            raise RuntimeError("disk gremlin")
+        return key
+
+    try:
+        results = await asyncio.gather(
+            writer.submit(put, "a", False), writer.submit(put, "b", True),
+            writer.submit(put, "c", False), return_exceptions=True,
+        )
+        assert results[0] == "a" and results[2] == "c"
+        assert isinstance(results[1], StoreError) and "disk gremlin" in str(results[1])
+        assert [await store.kv_get("t", k) for k in "abc"] == ["v", None, "v"]
+    finally:
+        await store.aclose()
