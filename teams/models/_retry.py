@@ -1,0 +1,127 @@
+"""Our retry policy for vendor calls: backoff with jitter, Retry-After honoured.
+
+The vendor clients are built with `max_retries=0` so that this is the only
+retry loop: one policy for every provider, and tests can shrink its delays.
+Each vendor module turns its exceptions into a `Failure` in one place; this
+module decides whether to wait and try again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from ..errors import ModelError, ModelHTTPError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Statuses worth trying again: timeouts, conflicts, rate limits, server trouble (incl. 529).
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+
+def is_retryable_status(status: int | None) -> bool:
+    """True for statuses that tend to succeed on a later attempt."""
+    return status is None or status in RETRYABLE_STATUSES or status >= 500
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how long to wait: `base * 2**n` with jitter, capped at `max_wait`."""
+
+    attempts: int = 4
+    base: float = 0.5
+    max_wait: float = 20.0
+
+    def backoff(self, retry: int) -> float:
+        """Seconds before retry number `retry` (0-based) when the server gave no hint."""
+        full = min(self.base * 2**retry, self.max_wait)
+        # "Equal jitter": never less than half, so retries stay spaced out, but
+        # concurrent runs hitting one rate limit do not retry in lockstep.
+        return full / 2 + random.uniform(0, full / 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What a vendor exception means to us: the error to raise and any server wait hint."""
+
+    error: ModelError
+    retry_after: float | None = None
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """The server's wait hint in seconds (`retry-after-ms` or `retry-after`), if numeric."""
+    if not headers:
+        return None
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / divisor
+        except ValueError:
+            continue  # an HTTP date: rare for these APIs; fall back to our backoff
+        if seconds >= 0:
+            return seconds
+    return None
+
+
+_KEY_SHAPES = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|[A-Za-z0-9_\-]{32,})")
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """`text` with the given secrets and anything shaped like an API key removed."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    return _KEY_SHAPES.sub("[redacted]", text)
+
+
+async def call_with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    translate: Callable[[Exception], Failure | None],
+    policy: RetryPolicy,
+    *,
+    may_retry: Callable[[], bool] = lambda: True,
+) -> T:
+    """Run `attempt`, retrying retryable failures; raise the translated error `from` the original.
+
+    `translate` returns None for exceptions that are not the vendor's (they
+    propagate untouched). `may_retry` lets a caller refuse a retry, e.g. once
+    streamed text has reached the user, where a retry would repeat it.
+    """
+    for number in range(policy.attempts):
+        try:
+            return await attempt()
+        except Exception as exc:
+            if isinstance(exc, ModelError):
+                raise
+            failure = translate(exc)
+            if failure is None:
+                raise
+            error = failure.error
+            if not error.retryable or not may_retry():
+                raise error from exc
+            if number == policy.attempts - 1:
+                raise _gave_up(error, f"after {policy.attempts} attempts") from exc
+            if failure.retry_after is not None and failure.retry_after > policy.max_wait:
+                raise _gave_up(
+                    error, f"the provider asked to wait {failure.retry_after:.0f} s; "
+                           "try again later") from exc
+            wait = (failure.retry_after if failure.retry_after is not None
+                    else policy.backoff(number))
+            log.warning("model call failed (%s); retry %d in %.2f s", error, number + 1, wait)
+            await asyncio.sleep(wait)
+    raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+
+def _gave_up(error: ModelError, why: str) -> ModelError:
+    if isinstance(error, ModelHTTPError):
+        return ModelHTTPError(f"{error} (gave up {why})", status=error.status,
+                              retryable=error.retryable)
+    return error
