@@ -1,0 +1,255 @@
+"""Anthropic Messages behind the `Model` seam: streaming, tool use, our retries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import anthropic
+
+from ..errors import MissingCredentials, ModelAuthError, ModelHTTPError
+from ._retry import (
+    Failure,
+    RetryPolicy,
+    call_with_retries,
+    is_retryable_status,
+    redact,
+    retry_after_seconds,
+)
+from .base import ChatMessage, ModelRequest, ModelResponse, TextSink, ToolCall, Usage
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_MAX_TOKENS = 1024
+TIMEOUT = anthropic.Timeout(120.0, connect=10.0)
+# Anthropic wants strict user/assistant alternation starting with a user turn, and
+# some models refuse to continue an assistant turn (prefill); these fill the gaps.
+OPENING = "(The conversation starts.)"
+NUDGE = "(Your turn.)"
+# Error types that arrive inside a 200 stream and are worth another attempt.
+RETRYABLE_KINDS = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
+
+
+def make_client(env: Mapping[str, str]) -> anthropic.AsyncAnthropic:
+    """One shared client; raises MissingCredentials without ANTHROPIC_API_KEY."""
+    key = env.get("ANTHROPIC_API_KEY")
+    if not key:
+        raise MissingCredentials("Anthropic", "ANTHROPIC_API_KEY")
+    # Passing base_url and api_key explicitly keeps the client from consulting
+    # os.environ or profile files on disk: `env` is the only source.
+    return anthropic.AsyncAnthropic(
+        api_key=key,
+        base_url=env.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL,
+        max_retries=0,  # our retry loop (_retry.py) is the only one
+        timeout=TIMEOUT,
+        http_client=anthropic.DefaultAioHttpClient(timeout=TIMEOUT),
+    )
+
+
+class AnthropicModel:
+    """A Claude model on a (usually shared) `AsyncAnthropic` client."""
+
+    def __init__(self, client: anthropic.AsyncAnthropic, model: str, *,
+                 policy: RetryPolicy | None = None, owns_client: bool = False) -> None:
+        self.name = f"anthropic:{model}"
+        self.model = model
+        self._client = client
+        self._policy = policy or RetryPolicy()
+        self._owns_client = owns_client
+
+    async def complete(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelResponse:
+        """Stream one message; text deltas go to `on_text` as they arrive."""
+        params = self._params(request)
+        emitted = False
+
+        async def sink(text: str) -> None:
+            nonlocal emitted
+            emitted = True
+            if on_text is not None:
+                await on_text(text)
+
+        return await call_with_retries(lambda: self._stream(params, sink), self._translate,
+                                       self._policy, may_retry=lambda: not emitted)
+
+    async def aclose(self) -> None:
+        """Close the client if this model owns it; a pool closes shared clients itself."""
+        if self._owns_client:
+            await self._client.close()
+
+    def _params(self, request: ModelRequest) -> dict:
+        params: dict = {
+            "model": self.model,
+            "max_tokens": request.max_output_tokens or DEFAULT_MAX_TOKENS,
+            "messages": to_anthropic_messages(request.messages),
+            "stream": True,
+        }
+        if request.system:
+            params["system"] = request.system
+        if request.tools:
+            params["tools"] = [{"name": t.name, "description": t.description,
+                                "input_schema": t.parameters or {"type": "object"}}
+                               for t in request.tools]
+        if request.temperature is not None:
+            # anthropic 2.x dropped the `temperature` keyword; the API still takes it.
+            params["extra_body"] = {"temperature": request.temperature}
+        return params
+
+    async def _stream(self, params: dict, sink: TextSink) -> ModelResponse:
+        answer = _Answer()
+        stream = await self._client.messages.create(**params)
+        async with stream:
+            async for event in stream:
+                await answer.add(event, sink)
+        return ModelResponse(text="".join(answer.text), tool_calls=answer.tool_calls(),
+                             usage=Usage(answer.input_tokens, answer.output_tokens),
+                             model=f"anthropic:{answer.served or self.model}")
+
+    def _translate(self, exc: Exception) -> Failure | None:
+        """Every anthropic exception becomes one of ours, here and nowhere else."""
+        secrets = (self._client.api_key,)
+        if isinstance(exc, anthropic.APIStatusError):
+            status, kind = exc.status_code, _error_type(exc.body)
+            if status == 401 or kind == "authentication_error":
+                return Failure(ModelAuthError(
+                    "Anthropic refused the API key (HTTP 401): check the ANTHROPIC_API_KEY variable."))
+            if status == 403 or kind == "permission_error":
+                return Failure(ModelAuthError(
+                    f"Anthropic denied access (HTTP 403): check that the key in ANTHROPIC_API_KEY "
+                    f"may use model '{self.model}'."))
+            detail = redact(_error_message(exc.body) or str(exc), secrets)[:300]
+            if status < 400:  # an `event: error` inside a stream that began with 200
+                return Failure(ModelHTTPError(f"Anthropic broke off its answer ({kind}): {detail}",
+                                              None, retryable=kind in RETRYABLE_KINDS))
+            return Failure(
+                ModelHTTPError(f"Anthropic answered HTTP {status}: {detail}", status=status,
+                               retryable=is_retryable_status(status)),
+                retry_after=retry_after_seconds(exc.response.headers))
+        if isinstance(exc, anthropic.APITimeoutError):
+            return Failure(ModelHTTPError("Anthropic did not answer in time.", None, True))
+        if isinstance(exc, anthropic.APIConnectionError):
+            return Failure(ModelHTTPError(
+                f"Could not connect to Anthropic: {redact(str(exc), secrets)}", None, True))
+        if isinstance(exc, anthropic.AnthropicError):
+            return Failure(ModelHTTPError(f"Anthropic client error: {redact(str(exc), secrets)}",
+                                          None, retryable=False))
+        return None
+
+
+@dataclass
+class _Answer:
+    """A streamed message being assembled from its events."""
+
+    text: list[str] = field(default_factory=list)
+    calls: dict[int, dict] = field(default_factory=dict)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    served: str = ""
+
+    async def add(self, event: object, sink: TextSink) -> None:
+        kind = getattr(event, "type", "")
+        if kind == "message_start":
+            message = event.message  # type: ignore[attr-defined]
+            self.served = message.model or ""
+            self._count(message.usage)
+        elif kind == "content_block_start":
+            block = event.content_block  # type: ignore[attr-defined]
+            if block.type == "tool_use":
+                self.calls[event.index] = {"id": block.id, "name": block.name,  # type: ignore[attr-defined]
+                                           "args": [], "input": block.input}
+            elif block.type == "text" and block.text:
+                self.text.append(block.text)
+                await sink(block.text)
+        elif kind == "content_block_delta":
+            delta = event.delta  # type: ignore[attr-defined]
+            if delta.type == "text_delta" and delta.text:
+                self.text.append(delta.text)
+                await sink(delta.text)
+            elif delta.type == "input_json_delta" and event.index in self.calls:  # type: ignore[attr-defined]
+                self.calls[event.index]["args"].append(delta.partial_json)  # type: ignore[attr-defined]
+        elif kind == "message_delta" and event.usage is not None:  # type: ignore[attr-defined]
+            self._count(event.usage)  # type: ignore[attr-defined]
+
+    def _count(self, usage: object) -> None:
+        # message_delta's counts are cumulative: later values replace earlier ones.
+        parts = [getattr(usage, name, None) for name in
+                 ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")]
+        if any(p is not None for p in parts):
+            self.input_tokens = sum(p or 0 for p in parts)
+        if getattr(usage, "output_tokens", None) is not None:
+            self.output_tokens = usage.output_tokens  # type: ignore[attr-defined]
+
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        # The JSON stays exactly as streamed, even if malformed: the engine validates it.
+        return tuple(
+            ToolCall(id=c["id"], name=c["name"],
+                     arguments="".join(c["args"]) or json.dumps(c["input"] or {}))
+            for _, c in sorted(self.calls.items()))
+
+
+def to_anthropic_messages(messages: tuple[ChatMessage, ...] | list[ChatMessage]) -> list[dict]:
+    """The conversation as alternating user/assistant turns of content blocks."""
+    turns: list[dict] = []
+    for m in messages:
+        role, blocks = _blocks(m)
+        if not blocks:
+            continue  # the API rejects empty turns and empty text blocks
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    for turn in turns:
+        if turn["role"] == "user":  # tool results must lead the turn that answers a tool call
+            turn["content"].sort(key=lambda b: b["type"] != "tool_result")
+    if not turns or turns[0]["role"] != "user":
+        turns.insert(0, {"role": "user", "content": [{"type": "text", "text": OPENING}]})
+    if turns[-1]["role"] == "assistant":
+        turns.append({"role": "user", "content": [{"type": "text", "text": NUDGE}]})
+    return turns
+
+
+def _blocks(m: ChatMessage) -> tuple[str, list[dict]]:
+    if m.role == "tool":
+        block: dict = {"type": "tool_result", "tool_use_id": m.tool_call_id or ""}
+        if m.content:
+            block["content"] = m.content
+        if m.is_error:
+            block["is_error"] = True
+        return "user", [block]
+    blocks: list[dict] = []
+    if m.role == "assistant":
+        if m.content.strip():
+            blocks.append({"type": "text", "text": m.content})
+        blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c)}
+                   for c in m.tool_calls]
+        return "assistant", blocks
+    if m.content.strip():
+        # Messages carry no speaker name field, so the name goes into the text.
+        text = f"{m.name}: {m.content}" if m.name else m.content
+        blocks.append({"type": "text", "text": text})
+    return "user", blocks
+
+
+def _tool_input(call: ToolCall) -> dict:
+    # A call whose JSON was malformed was already answered with an error result; the
+    # API still needs an object here.
+    try:
+        value = json.loads(call.arguments or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _error_type(body: object) -> str | None:
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping) and isinstance(inner.get("type"), str):
+            return inner["type"]
+    return None
+
+
+def _error_message(body: object) -> str:
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
+            return inner["message"]
+    return body if isinstance(body, str) else ""
