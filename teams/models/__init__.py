@@ -1,0 +1,106 @@
+"""Models: one interface, one module per vendor, and the pool that hands them out.
+
+Names are `openai:<model>`, `anthropic:<model>` or `rehearsal`. The vendor
+modules are imported on first use, so a rehearsal-only run never loads them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import ModelError
+from ._retry import RetryPolicy
+from .base import (
+    Candidate,
+    ChatMessage,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    TextSink,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+from .rehearsal import RehearsalModel
+from .scripted import ScriptedModel
+
+AUTO_OPENAI = "openai:gpt-4o-mini"
+AUTO_ANTHROPIC = "anthropic:claude-3-5-haiku-latest"
+REHEARSAL = "rehearsal"
+
+
+class ModelPool:
+    """Resolves model names and hands out models; one vendor client per provider and base URL."""
+
+    def __init__(self, env: Mapping[str, str] | None = None,
+                 overrides: Mapping[str, Model] | None = None, retry_base: float = 0.5) -> None:
+        self._env = os.environ if env is None else env
+        self._overrides = dict(overrides or {})
+        self._policy = RetryPolicy(base=retry_base)
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._models: dict[str, Model] = {}
+
+    def resolve_name(self, *preferred: str | None) -> str:
+        """The first non-empty of `preferred` (agent's, team's), else THREADTEAM_MODEL, else auto."""
+        for name in (*preferred, self._env.get("THREADTEAM_MODEL")):
+            if name and name.strip():
+                return name.strip()
+        if self._env.get("OPENAI_API_KEY") or self._env.get("OPENAI_BASE_URL"):
+            return AUTO_OPENAI
+        if self._env.get("ANTHROPIC_API_KEY"):
+            return AUTO_ANTHROPIC
+        return REHEARSAL
+
+    def auto_rehearsal(self) -> bool:
+        """True when nothing is configured, so the automatic choice is the rehearsal model."""
+        return self.resolve_name() == REHEARSAL and not (self._env.get("THREADTEAM_MODEL") or "").strip()
+
+    def get(self, name: str) -> Model:
+        """The model for `name`; raises ModelError (or MissingCredentials) if it cannot be built."""
+        name = name.strip()
+        if name in self._overrides:
+            return self._overrides[name]
+        if name not in self._models:
+            self._models[name] = self._build(name)
+        return self._models[name]
+
+    async def aclose(self) -> None:
+        """Close every shared vendor client (overrides belong to whoever made them)."""
+        clients, self._clients = list(self._clients.values()), {}
+        self._models.clear()
+        for client in clients:
+            await client.close()
+
+    def _build(self, name: str) -> Model:
+        if name == REHEARSAL:
+            return RehearsalModel()
+        provider, _, model = name.partition(":")
+        if provider == "openai" and model:
+            from . import openai as vendor
+            base = self._env.get("OPENAI_BASE_URL") or vendor.DEFAULT_BASE_URL
+            client = self._client("openai", base, vendor.make_client)
+            return vendor.OpenAIModel(client, model, policy=self._policy)
+        if provider == "anthropic" and model:
+            from . import anthropic as vendor_a
+            base = self._env.get("ANTHROPIC_BASE_URL") or vendor_a.DEFAULT_BASE_URL
+            client = self._client("anthropic", base, vendor_a.make_client)
+            return vendor_a.AnthropicModel(client, model, policy=self._policy)
+        extra = "".join(f", '{key}'" for key in sorted(self._overrides))
+        raise ModelError(
+            f"Unknown model '{name}': use 'openai:<model>' (also for OpenAI-compatible servers "
+            f"via OPENAI_BASE_URL), 'anthropic:<model>' or '{REHEARSAL}'{extra}.")
+
+    def _client(self, provider: str, base_url: str, make: Any) -> Any:
+        key = (provider, base_url)
+        if key not in self._clients:
+            self._clients[key] = make(self._env)
+        return self._clients[key]
+
+
+__all__ = [
+    "Candidate", "ChatMessage", "Model", "ModelError", "ModelPool", "ModelRequest",
+    "ModelResponse", "RehearsalModel", "ScriptedModel", "TextSink", "ToolCall", "ToolSpec",
+    "Usage",
+]
