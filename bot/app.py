@@ -1,0 +1,46 @@
+"""Wiring: settings -> store, teams, models -> a started Host speaking through a Poster."""
+
+from __future__ import annotations
+
+import logging
+
+from teams.catalog import TeamCatalog
+
+from .config import Settings
+from .host import Host
+from .shapes import Poster
+from .stores import open_store
+from .telemetry import setup_tracing
+
+log = logging.getLogger("threadteam")
+
+
+def load_catalog(settings: Settings) -> TeamCatalog:
+    """Built-in teams plus the user's; broken user files are logged with file:line."""
+    catalog = TeamCatalog.load(settings.teams_dir)
+    for problem in catalog.problems:
+        log.error("team file skipped: %s", problem)
+    return catalog
+
+
+async def build_host(settings: Settings, poster: Poster, *, models=None, **host_options) -> Host:
+    """Open the store, load teams and models, and start a Host that posts through `poster`."""
+    from teams.models import ModelPool
+
+    setup_tracing(dict(settings.env))
+    store = open_store(settings.store_url)
+    await store.start()
+    host = Host(store=store, catalog=load_catalog(settings),
+                models=models or ModelPool(env=settings.model_env()), poster=poster,
+                **host_options)
+    await host.start()
+    return host
+
+
+async def close_host(host: Host) -> None:
+    """Stop the host, then its models and store."""
+    await host.aclose()
+    close = getattr(host.models, "aclose", None)
+    if close is not None:
+        await close()
+    await host.store.aclose()

@@ -1,0 +1,128 @@
+"""The `threadteam` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Sequence
+
+from teams.errors import TeamFileError, ThreadteamError
+
+from .config import Settings
+from .logs import redact, setup_logging
+from .stores import default_store_url
+
+ADAPTERS = ("slack", "discord")
+
+_ENV_HELP = """environment:
+  THREADTEAM_STORE      where runs live: sqlite:///path or redis://host:port/db
+                        (default: {store})
+  THREADTEAM_MODEL      default model: openai:MODEL, anthropic:MODEL or rehearsal
+                        (default: OpenAI if OPENAI_API_KEY is set, else Anthropic if
+                        ANTHROPIC_API_KEY is set, else the offline rehearsal model)
+  THREADTEAM_TEAMS_DIR  a folder of team files (*.yaml) added to the built-in teams
+  OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL
+  OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER   tracing (off when unset)
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    env_help = _ENV_HELP.format(store=default_store_url())
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", metavar="URL", help="run store (overrides THREADTEAM_STORE)")
+    common.add_argument("--model", metavar="M", help="default model (overrides THREADTEAM_MODEL)")
+    common.add_argument("--teams-dir", metavar="DIR", help="extra team files (overrides "
+                                                           "THREADTEAM_TEAMS_DIR)")
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(
+        prog="threadteam", formatter_class=fmt, epilog=env_help,
+        description="Human-in-the-loop agent teams that live in chat threads.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    chat = sub.add_parser("chat", parents=[common], formatter_class=fmt, epilog=env_help,
+                          help="talk to a team in this terminal",
+                          description="Summon a team in this terminal; you are the human in "
+                                      "the thread. Reply at any time; `help` lists commands.")
+    importlib.import_module("adapters.console.cli").add_arguments(chat)
+
+    run = sub.add_parser("run", help="serve a chat platform (slack or discord)",
+                         description="Connect to a chat platform and host teams there.")
+    platforms = run.add_subparsers(dest="platform", metavar="PLATFORM", required=True)
+    for name in ADAPTERS:
+        q = platforms.add_parser(name, parents=[common], formatter_class=fmt, epilog=env_help,
+                                 help=f"serve {name.title()}")
+        try:
+            importlib.import_module(f"adapters.{name}.cli").add_arguments(q)
+        except ImportError as exc:  # keep the rest of the CLI usable
+            q.set_defaults(unavailable=str(exc))
+
+    teams = sub.add_parser("teams", help="list or check team files")
+    tsub = teams.add_subparsers(dest="teams_command", metavar="ACTION", required=True)
+    tsub.add_parser("list", parents=[common], help="list the teams that can be summoned")
+    check = tsub.add_parser("check", help="check team files; exit 1 with file:line errors")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `threadteam` console script."""
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 0
+    try:
+        if args.command == "teams" and args.teams_command == "check":
+            return _check(args.files)
+        settings = Settings.from_env(store=args.store, model=args.model, teams_dir=args.teams_dir)
+        setup_logging("WARNING" if args.command in ("chat", "teams") else settings.log_level)
+        if args.command == "teams":
+            return _list(settings)
+        if args.command == "chat":
+            module = importlib.import_module("adapters.console.cli")
+        else:
+            if getattr(args, "unavailable", None):
+                print(f"threadteam: {args.platform} is unavailable: {args.unavailable}",
+                      file=sys.stderr)
+                return 2
+            module = importlib.import_module(f"adapters.{args.platform}.cli")
+        return asyncio.run(module.run(args, settings))
+    except ThreadteamError as exc:
+        print(f"threadteam: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nStopped. Runs are saved; `threadteam chat --resume` picks a console run up.",
+              file=sys.stderr)
+        return 130
+
+
+def _check(files: list[str]) -> int:
+    from teams.spec import load_team
+
+    bad = 0
+    for f in files:
+        try:
+            team = load_team(f)
+        except TeamFileError as exc:
+            print(exc, file=sys.stderr)
+            bad += 1
+        else:
+            print(f"{f}: ok ({team.name}: {len(team.agents)} participants, {team.strategy})")
+    return 1 if bad else 0
+
+
+def _list(settings: Settings) -> int:
+    from .app import load_catalog
+
+    catalog = load_catalog(settings)
+    width = max((len(n) for n in catalog.names()), default=0)
+    for name, desc in catalog.choices():
+        print(f"{name:<{width}}  {desc}")
+    for problem in catalog.problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

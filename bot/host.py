@@ -1,0 +1,355 @@
+"""The host: turns what people do in threads into runs, and keeps the runs moving.
+
+`handle()` never waits for a model: it de-duplicates the event, checks who may
+do what, appends the person's event to the run's log and queues the run. A
+worker loop takes queued runs and drives each until it waits for a person; a
+waiting run holds no task and no memory — it is only rows in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+
+from teams.catalog import TeamCatalog
+from teams.engine import (
+    AwaitApproval,
+    AwaitHuman,
+    CallModel,
+    ModelSource,
+    Select,
+    SelectWithModel,
+    decide,
+)
+from teams.events import (
+    ApprovalDecided,
+    Event,
+    HumanMessage,
+    RunContinued,
+    RunResumed,
+    StopRequested,
+    TaskStarted,
+    to_json,
+)
+from teams.state import RunState
+
+from .commands import HELP, Command, parse_command
+from .errors import ConflictError
+from .render import approval_number
+from .runner import Loaded, Runner
+from .shapes import Inbound, Outbound, Poster
+from .stores.base import Store
+from .telemetry import record_wait
+
+log = logging.getLogger("threadteam.host")
+
+__all__ = ["Host"]
+
+
+class Host:
+    """Hosts every run of one process; many processes may share one store."""
+
+    def __init__(self, *, store: Store, catalog: TeamCatalog, models: ModelSource, poster: Poster,
+                 worker_id: str | None = None, clock: Callable[[], float] = time.time,
+                 lease_ttl: float = 60.0) -> None:
+        self.store, self.catalog, self.models, self.poster = store, catalog, models, poster
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.clock = clock
+        self.lease_ttl = lease_ttl
+        self.runner = Runner(store=store, catalog=catalog, models=models, poster=poster,
+                             owner=self.worker_id, clock=clock, lease_ttl=lease_ttl,
+                             rehearsal_notice=self._rehearsal_notice)
+        self._driving: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._outstanding = 0
+        self._closing = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the worker loop and resume every run that was mid-turn when a process died."""
+        self._loops = [asyncio.create_task(self._work_loop(), name="threadteam-work"),
+                       asyncio.create_task(self._sweep_loop(), name="threadteam-sweep")]
+        for run_id in await self.store.active_runs():
+            log.info("resuming run %s", run_id)
+            await self._enqueue(run_id)
+
+    async def aclose(self) -> None:
+        """Stop taking work; runs in flight stay marked active and resume on the next start."""
+        self._closing = True
+        tasks = [*self._loops, *self._driving.values()]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    async def idle(self, limit: float = 30.0) -> None:
+        """Wait until no queued or running turn is left (for tests and scripted use)."""
+        deadline = time.monotonic() + limit
+        while self._outstanding or self._driving:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"runs still busy: {sorted(self._driving)}")
+            await asyncio.sleep(0.005)
+
+    # -- summoning ---------------------------------------------------------------------------
+    def team_choices(self) -> list[tuple[str, str]]:
+        """(name, description) of every team, for listings and autocomplete."""
+        return self.catalog.choices()
+
+    def check_summon(self, text: str) -> str | None:
+        """None when `text` is `<team> <task>` with a known team; else the reply to show."""
+        parts = text.strip().split(None, 1)
+        if not parts:
+            return "Summon a team with `<team> <task>`.\n" + self._team_list()
+        team = self.catalog.get(parts[0])
+        if team is None:
+            return f"I don't know a team called `{parts[0]}`.\n" + self._team_list()
+        if len(parts) < 2:
+            return (f"Tell *{team.name}* what to work on: `{team.name} <task>`, for example "
+                    f"`{team.name} Should we migrate billing to Postgres?`")
+        return None
+
+    def _team_list(self) -> str:
+        lines = [f"• `{name}` — {desc}" for name, desc in self.catalog.choices()]
+        example = self.catalog.names()[0] if self.catalog.names() else "debate"
+        return "Teams:\n" + "\n".join(lines) + f"\nFor example: `{example} <task>`."
+
+    # -- inbound ----------------------------------------------------------------------------
+    async def handle(self, inbound: Inbound) -> str | None:
+        """Take one thing a person did; return a text only they should see, if any."""
+        if not await self.store.first_sight(inbound.event_id):
+            return None
+        if inbound.kind == "summon":
+            return await self._summon(inbound)
+        run_id = await self.store.run_for_thread(str(inbound.key))
+        if run_id is None:
+            return None  # a thread without a run is none of our business
+        return await self._on_run(run_id, inbound)
+
+    async def _summon(self, inbound: Inbound) -> str | None:
+        problem = self.check_summon(inbound.text)
+        if problem is not None:
+            await self.runner.deliver(Outbound(inbound.key, problem, f"summon:{inbound.event_id}",
+                                               notice=True))
+            return None
+        name, task = inbound.text.strip().split(None, 1)
+        team = self.catalog.get(name)
+        assert team is not None
+        run_id = uuid.uuid4().hex
+        started = TaskStarted(team=team.name, task=task.strip(), by=inbound.user,
+                              approvers=team.approvers or (inbound.user,), at=self.clock())
+        if not await self.store.create_run(run_id, str(inbound.key), [to_json(started)]):
+            existing = await self.store.run_for_thread(str(inbound.key))
+            return await self._on_run(existing, inbound) if existing else None
+        log.info("run %s started: team=%s thread=%s", run_id, team.name, inbound.key)
+        await self._enqueue(run_id)
+        return None
+
+    async def _on_run(self, run_id: str, inbound: Inbound) -> str | None:
+        for _ in range(50):  # appends race with the run's driver: re-read and decide again
+            loaded = await self.runner.load(run_id)
+            if loaded is None:
+                return None
+            events, public, private = self._interpret(loaded.state, inbound)
+            if events:
+                try:
+                    await self.store.append(run_id, loaded.state.length, [to_json(e) for e in events])
+                except ConflictError:
+                    continue
+                self._record_wait(loaded, run_id)
+                await self._enqueue(run_id)
+            if public:
+                await self.runner.deliver(Outbound(loaded.key, public,
+                                                   f"reply:{inbound.event_id}", notice=True))
+            return private
+        raise RuntimeError(f"run {run_id}: could not append after many tries")
+
+    def _interpret(self, state: RunState, inbound: Inbound) -> tuple[list[Event], str, str | None]:
+        """(events to append, a reply for the thread, a reply only the person sees)."""
+        now, user = self.clock(), inbound.user
+        if inbound.kind == "button":
+            cmd = Command(inbound.action or "", None, "")
+            return self._decide(state, inbound, cmd, inbound.call_id)
+        cmd = parse_command(inbound.text)
+        if cmd is None or (inbound.kind == "summon"):
+            return self._message(state, inbound, inbound.text)
+        word, rest = cmd.word, cmd.rest
+        if word == "help":
+            return [], HELP, None
+        if word == "status":
+            return [], self.status_text(state), None
+        if word == "stop":
+            if state.finished is not None:
+                return [], "This run has already finished. `continue` starts it again.", None
+            return [StopRequested(by=user, at=now)], "", None
+        if word == "continue":
+            if state.finished is not None:
+                return [RunContinued(by=user, instructions=rest, at=now)], "", None
+            if state.paused is not None:
+                extra = [HumanMessage(user=user, text=rest, display_name=inbound.display_name,
+                                      at=now)] if rest else []
+                return [*extra, RunResumed(by=user, at=now)], "", None
+            if rest:
+                return self._message(state, inbound, rest)
+            return [], "The team is still at work; nothing to continue.", None
+        if word == "retry":
+            if state.paused is None:
+                return [], f"Nothing to retry: the run is {self._status_word(state)}.", None
+            return [RunResumed(by=user, at=now)], "", None
+        return self._decide(state, inbound, cmd, None)
+
+    def _message(self, state: RunState, inbound: Inbound, text: str
+                 ) -> tuple[list[Event], str, str | None]:
+        now = self.clock()
+        msg = HumanMessage(user=inbound.user, text=text, display_name=inbound.display_name, at=now)
+        if state.finished is None:
+            return [msg], "", None
+        if state.handoff_target in state.team.humans:  # the team handed off to the person: go on
+            return [RunContinued(by=inbound.user, at=now), msg], "", None
+        return [msg], ("This run has finished; your message is kept. Reply `continue` to have the "
+                       "team pick it up."), None
+
+    def _decide(self, state: RunState, inbound: Inbound, cmd: Command, call_id: str | None
+                ) -> tuple[list[Event], str, str | None]:
+        approve = cmd.word == "approve"
+        pending = state.pending_approvals()
+        if call_id is not None:
+            chosen = [c for c in pending if c.request.call_id == call_id]
+            if not chosen:
+                return [], "", "That request has already been decided."
+        elif not pending:
+            return [], "Nothing is waiting for approval.", None
+        elif cmd.number is not None:
+            chosen = [c for c in pending if approval_number(state, c.request.call_id) == cmd.number]
+            if not chosen:
+                nums = ", ".join(f"#{approval_number(state, c.request.call_id)}" for c in pending)
+                return [], f"There is no pending approval #{cmd.number}. Pending: {nums}.", None
+        elif len(pending) > 1:
+            listing = "; ".join(f"#{approval_number(state, c.request.call_id)} `{c.request.tool}`"
+                                for c in pending)
+            return [], (f"Several approvals are pending ({listing}). Reply `{cmd.word} <number>`."
+                        ), None
+        else:
+            chosen = pending
+        if not state.may_approve(inbound.user, inbound.roles):
+            who = ", ".join(self.poster.mention(a) if not a.startswith("role:") else
+                            f"members of {a[5:]}" for a in state.approvers)
+            return [], "", (f"Sorry, only {who} can approve or deny this run's actions; "
+                            f"nothing was changed.")
+        return [ApprovalDecided(call_id=chosen[0].request.call_id, approved=approve,
+                                by=inbound.user, reason=cmd.rest, at=self.clock())], "", None
+
+    # -- status -------------------------------------------------------------------------------
+    def _status_word(self, state: RunState) -> str:
+        return {"running": "running", "awaiting_human": "waiting for a reply",
+                "awaiting_approval": "waiting for approval", "paused": "paused",
+                "finished": "finished"}[state.status]
+
+    def status_text(self, state: RunState) -> str:
+        """Who speaks next, what is pending, and what the run has used."""
+        team = state.team
+        lines = [f"*{team.name}* — {self._status_word(state)}"]
+        if state.finished:
+            lines[0] += f" ({state.finished})"
+        if state.paused:
+            lines[0] += f" ({state.paused})"
+        action = decide(state)
+        if isinstance(action, CallModel | Select):
+            agent = team.by_name[action.agent]
+            model = "" if agent.human else \
+                f" on {self.models.resolve_name(agent.model, team.model)}"
+            lines.append(f"Next: {agent.persona.display_name}{model}")
+        elif isinstance(action, SelectWithModel):
+            lines.append(f"Next: chosen by the selector among {', '.join(action.candidates)}")
+        elif isinstance(action, AwaitHuman):
+            lines.append(f"Waiting for: {self.poster.mention(state.by)} (or anyone in the thread)")
+        if isinstance(action, AwaitApproval) or state.pending_approvals():
+            for c in state.pending_approvals():
+                who = team.by_name[c.request.agent].persona.display_name
+                lines.append(f"Pending approval #{approval_number(state, c.request.call_id)}: "
+                             f"{who} wants `{c.request.tool}`")
+        u = state.usage
+        lines.append(f"Messages: {state.messages} · tokens: {u.input_tokens:,} in / "
+                     f"{u.output_tokens:,} out")
+        return "\n".join(lines)
+
+    def _rehearsal_notice(self, state: RunState) -> str:
+        team = state.team
+        names = {self.models.resolve_name(a.model, team.model) for a in team.agents if not a.human}
+        if "rehearsal" in names:
+            return ("_No model is configured (set OPENAI_API_KEY or ANTHROPIC_API_KEY, or "
+                    "THREADTEAM_MODEL), so the agents answer with rehearsal text._")
+        return ""
+
+    def _record_wait(self, loaded: Loaded, run_id: str) -> None:
+        status = loaded.state.status
+        if status in ("awaiting_human", "awaiting_approval") and loaded.events:
+            what = "person" if status == "awaiting_human" else "approval"
+            record_wait(what, str(loaded.key), run_id, loaded.events[-1].at, self.clock())
+
+    # -- the work loop ----------------------------------------------------------------------
+    async def _enqueue(self, run_id: str) -> None:
+        self._outstanding += 1
+        try:
+            await self.store.enqueue(run_id)
+        except BaseException:
+            self._outstanding -= 1
+            raise
+
+    async def _work_loop(self) -> None:
+        while not self._closing:
+            try:
+                items = await self.store.next_work(self.worker_id, timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading the work queue failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            for receipt, run_id in items:
+                if run_id in self._driving:
+                    self._again.add(run_id)
+                    await self.store.ack_work(receipt)
+                    self._done_one()
+                    continue
+                self._driving[run_id] = asyncio.create_task(self._drive(run_id, receipt))
+
+    async def _drive(self, run_id: str, receipt: str) -> None:
+        try:
+            while True:
+                self._again.discard(run_id)
+                try:
+                    got = await self.runner.drive(run_id)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("run %s: driving failed", run_id)
+                    got = True
+                if not got:  # another process drives it; ask again shortly in case it missed us
+                    asyncio.get_running_loop().call_later(
+                        0.5, lambda: asyncio.ensure_future(self.store.enqueue(run_id)))
+                if run_id not in self._again:
+                    break
+            await self.store.ack_work(receipt)
+        finally:
+            self._driving.pop(run_id, None)
+            self._done_one()
+
+    def _done_one(self) -> None:
+        self._outstanding = max(0, self._outstanding - 1)
+
+    async def _sweep_loop(self) -> None:
+        """Pick up runs whose driver died (their lease expired) in a multi-process setup."""
+        while not self._closing:
+            await asyncio.sleep(self.lease_ttl)
+            with contextlib.suppress(Exception):
+                for run_id in await self.store.active_runs():
+                    if run_id not in self._driving:
+                        await self.store.enqueue(run_id)

@@ -1,0 +1,119 @@
+"""What each event looks like in a thread: which persona posts which text.
+
+Pure functions from events to `Outbound` posts; the runner delivers them.
+Texts a person reads say what happened and what they can do next.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from teams.events import (
+    AgentMessage,
+    ApprovalDecided,
+    Event,
+    RunFinished,
+    RunPaused,
+    SpeakerSelected,
+    TaskStarted,
+    ToolCallRequested,
+)
+from teams.state import RunState
+
+from .shapes import ApprovalPrompt, Outbound, ThreadKey
+
+Mention = Callable[[str], str]
+
+
+def post_key(run_id: str, seq: int) -> str:
+    """The idempotency key of the post for event number `seq` of a run."""
+    return f"{run_id}:{seq}"
+
+
+def approval_key(run_id: str, call_id: str) -> str:
+    """The idempotency key of an approval request's post (found again to edit it)."""
+    return f"{run_id}:approval:{call_id}"
+
+
+def approval_number(state: RunState, call_id: str) -> int:
+    """1-based number of a call among the run's approval requests ("approve 2")."""
+    n = 0
+    for cid, call in state.calls.items():
+        if call.request.needs_approval:
+            n += 1
+        if cid == call_id:
+            return n
+    return n
+
+
+def is_postable(e: Event) -> bool:
+    """Whether an event shows up in the thread."""
+    if isinstance(e, AgentMessage):
+        return bool(e.text.strip())
+    if isinstance(e, ToolCallRequested):
+        return e.needs_approval
+    return isinstance(e, TaskStarted | ApprovalDecided | RunPaused | RunFinished | SpeakerSelected)
+
+
+def render(state: RunState, e: Event, seq: int, key: ThreadKey, run_id: str, mention: Mention,
+           notice: str = "") -> Outbound | None:
+    """The post for event number `seq`, given the state right after it was folded in."""
+    team = state.team
+    if isinstance(e, TaskStarted):
+        who = ", ".join(a.persona.display_name for a in team.agents if not a.human)
+        text = (f"*{team.name}* is on it: {who}. Reply in this thread to join in; "
+                f"`stop` ends the run, `help` lists the commands.")
+        if notice:
+            text += f"\n{notice}"
+        return Outbound(key, text, post_key(run_id, seq), notice=True)
+    if isinstance(e, AgentMessage):
+        if not e.text.strip():
+            return None
+        persona = team.by_name[e.agent].persona
+        return Outbound(key, e.text, post_key(run_id, seq), persona=persona,
+                        meta={"agent": e.agent})
+    if isinstance(e, ToolCallRequested) and e.needs_approval:
+        persona = team.by_name[e.agent].persona
+        n = approval_number(state, e.call_id)
+        args = _args_block(e.args)
+        text = (f"Approval #{n}: {persona.display_name} wants to run `{e.tool}`\n{args}\n"
+                f"Approve or deny with the buttons, or reply `approve {n}` / `deny {n} <reason>`.")
+        return Outbound(key, text, approval_key(run_id, e.call_id), persona=persona,
+                        approval=ApprovalPrompt(e.call_id, e.tool, dict(e.args), n))
+    if isinstance(e, SpeakerSelected) and e.agent in team.humans:
+        return Outbound(key, f"{mention(state.by)}, the team is waiting for you: reply in this "
+                             f"thread.", post_key(run_id, seq), notice=True)
+    if isinstance(e, RunPaused):
+        who = team.by_name[e.agent].persona.display_name if e.agent in team.by_name else "The team"
+        return Outbound(key, f"{who} could not go on: {e.reason}\nReply `retry` to try again.",
+                        post_key(run_id, seq), notice=True)
+    if isinstance(e, RunFinished):
+        return Outbound(key, f"Finished: {e.reason}. Reply `continue` (with instructions, if you "
+                             f"like) to keep going.", post_key(run_id, seq), notice=True)
+    return None
+
+
+def render_decision(state: RunState, e: ApprovalDecided, key: ThreadKey, run_id: str,
+                    mention: Mention) -> tuple[str, Outbound] | None:
+    """The edit that settles an approval request in place: (request's post key, new post)."""
+    call = state.calls.get(e.call_id)
+    if call is None:
+        return None
+    req = call.request
+    persona = state.team.by_name[req.agent].persona
+    verdict = "Approved" if e.approved else "Denied"
+    reason = f": {e.reason}" if e.reason else ""
+    n = approval_number(state, e.call_id)
+    text = (f"{'✅' if e.approved else '❌'} {verdict} by {mention(e.by)}{reason}\n"
+            f"Approval #{n}: {persona.display_name} wanted to run `{req.tool}`\n"
+            f"{_args_block(req.args)}")
+    return approval_key(run_id, e.call_id), Outbound(key, text, approval_key(run_id, e.call_id)
+                                                       + ":decided", persona=persona)
+
+
+def _args_block(args: dict) -> str:
+    body = json.dumps(args, indent=2, ensure_ascii=False)
+    if len(body) > 1500:
+        body = body[:1500] + "\n…"
+    return f"```\n{body}\n```"

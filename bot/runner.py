@@ -1,0 +1,258 @@
+"""Drives one run: decide, perform, append, post — under a lease, resumable after a crash.
+
+Events are appended before their side effects; each post carries an
+idempotency key and the platform's message id is recorded once it succeeds,
+so a driver that resumes after a crash posts what is missing and nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from teams import engine
+from teams.catalog import TeamCatalog
+from teams.engine import Action, CallModel, Env, RunTool, SelectWithModel, decide, perform
+from teams.events import (
+    AgentMessage,
+    ApprovalDecided,
+    Event,
+    HumanMessage,
+    RunContinued,
+    RunResumed,
+    StopRequested,
+    TaskStarted,
+    from_json,
+    to_json,
+)
+from teams.state import RunState
+from teams.tools import ToolContext
+
+from .errors import ConflictError
+from .render import is_postable, post_key, render, render_decision
+from .shapes import Outbound, Poster, ThreadKey
+from .stores.base import Store
+from .telemetry import span
+
+log = logging.getLogger("threadteam.runner")
+
+#: Events a person's action appends while a driver may be working; a driver merges them.
+EXTERNAL = (HumanMessage, ApprovalDecided, StopRequested, RunContinued, RunResumed)
+
+
+class LostRun(Exception):
+    """Another driver wrote to the run: this one must stop."""
+
+
+@dataclass
+class Loaded:
+    """A run read from the store and folded."""
+
+    run_id: str
+    key: ThreadKey
+    state: RunState
+    events: list[Event]
+
+
+class Runner:
+    """Performs what the engine decides, for any run, on behalf of one process."""
+
+    def __init__(self, *, store: Store, catalog: TeamCatalog, models: engine.ModelSource,
+                 poster: Poster, owner: str, clock: Callable[[], float] = time.time,
+                 lease_ttl: float = 60.0, rehearsal_notice: Callable[[RunState], str] | None = None
+                 ) -> None:
+        self.store, self.catalog, self.models, self.poster = store, catalog, models, poster
+        self.owner, self.clock, self.lease_ttl = owner, clock, lease_ttl
+        self.rehearsal_notice = rehearsal_notice or (lambda state: "")
+
+    async def load(self, run_id: str) -> Loaded | None:
+        """Read and fold a run; None if it or its team is gone."""
+        thread = await self.store.thread_of(run_id)
+        raw = await self.store.load(run_id)
+        if thread is None or not raw:
+            return None
+        events = [from_json(t) for t in raw]
+        first = events[0]
+        team = self.catalog.get(first.team) if isinstance(first, TaskStarted) else None
+        if team is None:
+            log.warning("run %s: its team is no longer available", run_id)
+            return None
+        return Loaded(run_id, ThreadKey.parse(thread), RunState.fold(team, events), events)
+
+    async def drive(self, run_id: str) -> bool:
+        """Advance the run until it waits for a person; False if another driver holds it."""
+        if not await self.store.acquire_lease(run_id, self.owner, self.lease_ttl):
+            return False
+        heartbeat = asyncio.create_task(self._heartbeat(run_id))
+        try:
+            loaded = await self.load(run_id)
+            if loaded is not None:
+                with trace.use_span(_run_parent(run_id)), span(
+                        f"run {loaded.state.team.name}", threadteam__run_id=run_id,
+                        threadteam__thread=str(loaded.key), threadteam__team=loaded.state.team.name):
+                    await self._catch_up(loaded)
+                    await self._advance(loaded)
+        except LostRun:
+            log.warning("run %s: another driver wrote to it; stepping back", run_id)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await self.store.release_lease(run_id, self.owner)
+        return True
+
+    async def _advance(self, run: Loaded) -> None:
+        state, active = run.state, False
+        while True:
+            action = decide(state)
+            if action.waits:
+                break
+            if not active:
+                await self.store.set_active(run.run_id, True)
+                active = True
+            events = await self._perform(run, action)
+            if not events:
+                break
+            for seq, event in await self._append(run, events):
+                await self._post(run, seq, event)
+        await self.store.set_active(run.run_id, False)
+
+    async def _perform(self, run: Loaded, action: Action) -> list[Event]:
+        state, key = run.state, run.key
+        env = Env(models=self.models, now=self.clock,
+                  tool_context=partial(self._tool_context, run, action))
+        if isinstance(action, CallModel):
+            agent = state.team.by_name[action.agent]
+            model = self.models.resolve_name(agent.model, state.team.model)
+            await self._working(key, agent.persona)
+            with span(f"invoke_agent {agent.name}", gen_ai__operation__name="invoke_agent",
+                      gen_ai__agent__name=agent.name, threadteam__thread=str(key)), \
+                    span(f"chat {model}", gen_ai__operation__name="chat",
+                         gen_ai__request__model=model, gen_ai__agent__name=agent.name) as s:
+                events = await perform(state, action, env)
+                for e in events:
+                    if isinstance(e, AgentMessage):
+                        s.set_attribute("gen_ai.usage.input_tokens", e.usage.input_tokens)
+                        s.set_attribute("gen_ai.usage.output_tokens", e.usage.output_tokens)
+                        s.set_attribute("gen_ai.response.model", e.model or model)
+                return events
+        if isinstance(action, SelectWithModel):
+            model = self.models.resolve_name(state.team.selector_model, state.team.model)
+            with span(f"chat {model}", gen_ai__operation__name="chat",
+                      gen_ai__request__model=model, gen_ai__agent__name="selector"):
+                return await perform(state, action, env)
+        if isinstance(action, RunTool):
+            req = action.call.request
+            with span(f"execute_tool {req.tool}", gen_ai__operation__name="execute_tool",
+                      gen_ai__tool__name=req.tool, gen_ai__tool__call__id=req.call_id,
+                      gen_ai__agent__name=req.agent, threadteam__thread=str(key)):
+                return await perform(state, action, env)
+        return await perform(state, action, env)
+
+    async def _append(self, run: Loaded, events: list[Event]) -> list[tuple[int, Event]]:
+        """Append our events (after any a person added meanwhile); fold; return (seq, event)."""
+        state, added = run.state, []
+        payload = [to_json(e) for e in events]
+        while True:
+            try:
+                await self.store.append(run.run_id, state.length, payload)
+                break
+            except ConflictError:
+                tail = [from_json(t) for t in await self.store.load(run.run_id, state.length)]
+                if any(not isinstance(e, EXTERNAL) for e in tail):
+                    raise LostRun() from None
+                for e in tail:
+                    added.append((state.length, e))
+                    state.apply(e)
+                    run.events.append(e)
+        for e in events:
+            added.append((state.length, e))
+            state.apply(e)
+            run.events.append(e)
+        return added
+
+    async def _catch_up(self, run: Loaded) -> None:
+        """Deliver posts a crashed or earlier driver appended but did not record."""
+        missing: list[tuple[int, Event]] = []
+        for seq in range(len(run.events) - 1, -1, -1):
+            e = run.events[seq]
+            if not is_postable(e):
+                continue
+            if await self.store.get_post(self._key_of(run, seq, e)) is not None:
+                break
+            missing.append((seq, e))
+        for seq, e in reversed(missing):
+            await self._post(run, seq, e)
+
+    def _key_of(self, run: Loaded, seq: int, e: Event) -> str:
+        if isinstance(e, ApprovalDecided):
+            return f"{run.run_id}:approval:{e.call_id}:decided"
+        out = render(run.state, e, seq, run.key, run.run_id, self.poster.mention)
+        return out.idempotency_key if out else post_key(run.run_id, seq)
+
+    async def _post(self, run: Loaded, seq: int, e: Event) -> None:
+        if isinstance(e, ApprovalDecided):
+            settled = render_decision(run.state, e, run.key, run.run_id, self.poster.mention)
+            if settled is None:
+                return
+            request_key, out = settled
+            message_id = await self.store.get_post(request_key)
+            if message_id is not None and await self.store.get_post(out.idempotency_key) is None:
+                await self.poster.edit(out, message_id)
+                await self.store.put_post(out.idempotency_key, message_id)
+            return
+        notice = self.rehearsal_notice(run.state) if isinstance(e, TaskStarted) else ""
+        out = render(run.state, e, seq, run.key, run.run_id, self.poster.mention, notice)
+        if out is not None:
+            await self.deliver(out)
+
+    async def deliver(self, out: Outbound) -> str:
+        """Post once per idempotency key; return the platform message id."""
+        existing = await self.store.get_post(out.idempotency_key)
+        if existing is not None:
+            return existing
+        message_id = await self.poster.post(out)
+        await self.store.put_post(out.idempotency_key, message_id)
+        return message_id
+
+    def _tool_context(self, run: Loaded, action: Action, agent: str) -> ToolContext:
+        call_id = action.call.request.call_id if isinstance(action, RunTool) else "-"
+        persona = run.state.team.by_name[agent].persona
+
+        async def post_message(channel: str, text: str) -> str:
+            target = ThreadKey(run.key.platform, run.key.workspace, channel.strip(), "")
+            return await self.deliver(Outbound(target, text, f"{run.run_id}:tool:{call_id}",
+                                               persona=persona))
+
+        return ToolContext(run_id=run.run_id, thread=str(run.key), agent=agent,
+                           post_message=post_message)
+
+    async def _working(self, key: ThreadKey, persona) -> None:
+        try:
+            await self.poster.working(key, persona)
+        except Exception:  # a typing indicator is a courtesy; never fail a turn for it
+            log.debug("working indicator failed", exc_info=True)
+
+    async def _heartbeat(self, run_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            await self.store.acquire_lease(run_id, self.owner, self.lease_ttl)
+
+
+def _run_parent(run_id: str) -> trace.Span:
+    """All spans of one run share a trace id derived from the run id, across processes."""
+    try:
+        trace_id = int(run_id[:32].ljust(32, "0"), 16) or 1
+    except ValueError:
+        trace_id = abs(hash(run_id)) or 1
+    ctx = SpanContext(trace_id=trace_id, span_id=(trace_id & 0xFFFFFFFFFFFFFFFF) or 1,
+                      is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    return NonRecordingSpan(ctx)

@@ -1,0 +1,71 @@
+"""OpenTelemetry spans with GenAI semantic-convention attributes.
+
+Exporters come from the standard OTEL_* variables. With none set, the API's
+no-op tracer is used: spans cost a function call and export nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+
+TRACER_NAME = "threadteam"
+
+_configured = False
+
+
+def setup_tracing(env: dict[str, str] | None = None) -> bool:
+    """Install an SDK tracer provider when OTEL_* asks for export; True if installed."""
+    global _configured
+    env = dict(os.environ if env is None else env)
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if _configured or env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    if exporter in ("", "none") and not endpoint:
+        return False
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    provider = TracerProvider(resource=Resource.create(
+        {"service.name": env.get("OTEL_SERVICE_NAME", "threadteam")}))
+    if exporter == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    else:
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError as exc:
+            from .errors import ConfigError
+            raise ConfigError("OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter is not "
+                              "installed: pip install 'threadteam[otlp]'") from exc
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _configured = True
+    return True
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(TRACER_NAME)
+
+
+@contextmanager
+def span(name: str, start_time: float | None = None, **attributes: Any) -> Iterator[trace.Span]:
+    """A span with attributes (None values dropped); start_time in epoch seconds."""
+    attrs = {k.replace("__", "."): v for k, v in attributes.items() if v is not None}
+    kwargs: dict[str, Any] = {"attributes": attrs}
+    if start_time:
+        kwargs["start_time"] = int(start_time * 1e9)
+    with tracer().start_as_current_span(name, **kwargs) as s:
+        yield s
+
+
+def record_wait(what: str, thread: str, run_id: str, started: float, ended: float) -> None:
+    """A span for a wait for a person, recorded when the wait ends (no task held meanwhile)."""
+    s = tracer().start_span(f"await {what}", start_time=int(started * 1e9), attributes={
+        "threadteam.thread": thread, "threadteam.run_id": run_id, "threadteam.wait": what})
+    s.end(end_time=int(ended * 1e9))
