@@ -13,15 +13,18 @@ run in one slot and the Lua scripts below touch only that slot. Keys
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as rx
 
 from bot.errors import ConflictError, StoreError
+from bot.stores._autopipe import AutoPipeline, Command
 from bot.stores.base import RunInfo, Store
 
 __all__ = ["RedisStore"]
@@ -91,9 +94,13 @@ class RedisStore(Store):
         self._url = url
         self._address = redacted_address(url)
         self._p = prefix
-        self._reclaim_ms = max(int(reclaim_after * 1000), 1)
+        self._reclaim_ms = _ms(reclaim_after)
         self._max_connections = max_connections
         self._r: aioredis.Redis | None = None
+        self._pipe: AutoPipeline | None = None
+        self._shas: dict[str, str] = {}
+        self._touches: dict[str, float] = {}
+        self._touched: asyncio.Future[Any] | None = None
         self._last_update = 0.0
 
     @property
@@ -101,29 +108,25 @@ class RedisStore(Store):
         """The prefix of every key this store writes."""
         return self._p
 
-    # -- keys ---------------------------------------------------------------
     def _run_key(self, run_id: str, part: str) -> str:
         return f"{self._p}{{{run_id}}}:{part}"
-
-    @property
-    def _work(self) -> str:
-        return f"{self._p}work"
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
         """Connect, check the server answers, and create the work queue's consumer group."""
         # A blocking pool: a burst waits for a free connection instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(
-            self._url, decode_responses=True, max_connections=self._max_connections,
+            # RESP2: the reply shapes this module reads (and cheaper to parse).
+            self._url, decode_responses=True, protocol=2,
+            max_connections=self._max_connections,
             socket_connect_timeout=5, timeout=30,
         )
         self._r = r = aioredis.Redis.from_pool(pool)
-        self._create = r.register_script(_CREATE)
-        self._append = r.register_script(_APPEND)
-        self._acquire = r.register_script(_ACQUIRE)
-        self._release = r.register_script(_RELEASE)
+        self._pipe = AutoPipeline(r)
         with self._errors():
             await r.ping()
+            for name, source in _SCRIPTS.items():
+                self._shas[name] = await r.script_load(source)
             try:
                 await r.xgroup_create(self._work, _GROUP, id="0", mkstream=True)
             except rx.ResponseError as exc:
@@ -131,16 +134,37 @@ class RedisStore(Store):
                     raise
 
     async def aclose(self) -> None:
-        """Close the connection pool (every write has already been acknowledged)."""
-        if self._r is not None:
+        """Wait for commands in flight, then close the connection pool."""
+        if self._r is not None and self._pipe is not None:
+            await self._pipe.aclose()
             await self._r.aclose()
-            self._r = None
+            self._r = self._pipe = None
 
     @property
-    def _redis(self) -> aioredis.Redis:
-        if self._r is None:
+    def _work(self) -> str:
+        return f"{self._p}work"
+
+    def _q(self, command: Command) -> asyncio.Future[Any]:
+        if self._pipe is None:
             raise StoreError("The Redis store is not open; call start() first (or it was closed).")
-        return self._r
+        return self._pipe.call(command)
+
+    def _script(self, name: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        sha = self._shas[name]
+        return self._q(lambda p: p.evalsha(sha, len(keys), *keys, *args))
+
+    async def _script_reply(
+        self, reply: asyncio.Future[Any], name: str, keys: list[str], args: list[Any]
+    ) -> Any:
+        try:
+            return await reply
+        except rx.NoScriptError:
+            # The server lost its script cache (restart, SCRIPT FLUSH); EVAL re-caches it.
+            assert self._r is not None
+            return await self._r.eval(_SCRIPTS[name], len(keys), *keys, *args)
+
+    async def _run_script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._script_reply(self._script(name, keys, args), name, keys, args)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -164,133 +188,160 @@ class RedisStore(Store):
     # -- run logs ---------------------------------------------------------
     async def create_run(self, run_id: str, thread: str, events: list[str]) -> bool:
         """Create a run for `thread` with its first events; False if the thread has a run."""
-        r, now = self._redis, self._now()
-        meta, log = self._run_key(run_id, "meta"), self._run_key(run_id, "log")
+        now = self._now()
+        keys = [self._run_key(run_id, "meta"), self._run_key(run_id, "log")]
         thread_key = f"{self._p}thread:{thread}"
         with self._errors():
             # The run's keys and the thread index live in different slots, so this is
             # two steps: write the run, then claim the thread. A crash in between
             # leaves an unlisted run, never a thread that points at nothing.
-            if not await self._create(keys=[meta, log], args=[thread, now, *events]):
+            if not await self._run_script("create", keys, [thread, now, *events]):
                 raise StoreError(f"A run with id {run_id!r} already exists.")
-            if not await r.set(thread_key, run_id, nx=True):
-                await r.delete(meta, log)
+            if not await self._q(lambda p: p.set(thread_key, run_id, nx=True)):
+                await self._q(lambda p: p.delete(*keys))
                 return False
-            await r.zadd(f"{self._p}runs", {run_id: now})
+            await self._q(lambda p: p.zadd(f"{self._p}runs", {run_id: now}))
         return True
 
     async def run_for_thread(self, thread: str) -> str | None:
         """The run id living in `thread`, if any."""
         with self._errors():
-            return await self._redis.get(f"{self._p}thread:{thread}")
+            return await self._q(lambda p: p.get(f"{self._p}thread:{thread}"))
 
     async def thread_of(self, run_id: str) -> str | None:
         """The thread a run lives in."""
         with self._errors():
-            return await self._redis.hget(self._run_key(run_id, "meta"), "thread")
+            return await self._q(lambda p: p.hget(self._run_key(run_id, "meta"), "thread"))
 
     async def load(self, run_id: str, start: int = 0) -> list[str]:
         """The run's events from index `start` on."""
         with self._errors():
-            return await self._redis.lrange(self._run_key(run_id, "log"), max(start, 0), -1)
+            return await self._q(lambda p: p.lrange(self._run_key(run_id, "log"), max(start, 0), -1))
 
     async def append(self, run_id: str, expected: int, events: list[str]) -> int:
         """Append if the log has exactly `expected` events; return the new length."""
         now = self._now()
-        meta, log = self._run_key(run_id, "meta"), self._run_key(run_id, "log")
+        keys = [self._run_key(run_id, "meta"), self._run_key(run_id, "log")]
+        args = [expected, now, *events]
         with self._errors():
-            status, length = await self._append(keys=[meta, log], args=[expected, now, *events])
-            if status == -1:
-                raise StoreError(f"No run {run_id!r} in the store; it cannot be appended to.")
-            if status == 0:
-                raise ConflictError(run_id, expected, int(length))
-            await self._redis.zadd(f"{self._p}runs", {run_id: now})
+            # Sent in the same pipeline. A touch after a conflict merely restates
+            # that the run changed just now.
+            reply = self._script("append", keys, args)
+            touched = self._touch(run_id, now)
+            status, length = await self._script_reply(reply, "append", keys, args)
+            await touched
+        if status == -1:
+            raise StoreError(f"No run {run_id!r} in the store; it cannot be appended to.")
+        if status == 0:
+            raise ConflictError(run_id, expected, int(length))
         return int(length)
+
+    def _touch(self, run_id: str, now: float) -> asyncio.Future[Any]:
+        """Move a listed run to `now` in the runs listing, in one ZADD per pipeline."""
+        first = not self._touches
+        self._touches[run_id] = now
+        if first:
+            # The command is built when the pipeline is sent, so it carries every
+            # touch of this loop turn; XX: only runs create_run listed are touched.
+            self._touched = self._q(
+                lambda p: p.zadd(f"{self._p}runs", self._take_touches(), xx=True)
+            )
+            # Callers await it only on success; an error must not go unretrieved.
+            self._touched.add_done_callback(_retrieve)
+        return self._touched
+
+    def _take_touches(self) -> dict[str, float]:
+        touches, self._touches = self._touches, {}
+        return touches
 
     async def runs(self, limit: int = 20) -> list[RunInfo]:
         """Most recently updated runs first."""
-        r = self._redis
         with self._errors():
-            ranked = await r.zrevrange(f"{self._p}runs", 0, limit - 1, withscores=True)
-            async with r.pipeline(transaction=False) as pipe:
-                for run_id, _ in ranked:
-                    pipe.hget(self._run_key(run_id, "meta"), "thread")
-                    pipe.llen(self._run_key(run_id, "log"))
-                details = await pipe.execute()
+            ranked = await self._q(
+                lambda p: p.zrevrange(f"{self._p}runs", 0, limit - 1, withscores=True)
+            )
+            threads = [self._q(lambda p, r=r: p.hget(self._run_key(r, "meta"), "thread"))
+                       for r, _ in ranked]
+            lengths = [self._q(lambda p, r=r: p.llen(self._run_key(r, "log"))) for r, _ in ranked]
+            details = await asyncio.gather(*threads, *lengths)
+        n = len(ranked)
         return [
-            RunInfo(run_id, details[2 * i] or "", int(details[2 * i + 1]), float(score))
+            RunInfo(run_id, details[i] or "", int(details[n + i]), float(score))
             for i, (run_id, score) in enumerate(ranked)
         ]
 
     # -- one driver per run ------------------------------------------------
     async def acquire_lease(self, run_id: str, owner: str, ttl: float) -> bool:
         """Take (or renew, if `owner` holds it) the run's lease for `ttl` seconds."""
-        key = self._run_key(run_id, "lease")
         with self._errors():
-            return bool(await self._acquire(keys=[key], args=[owner, _ms(ttl)]))
+            return bool(await self._run_script(
+                "acquire", [self._run_key(run_id, "lease")], [owner, _ms(ttl)]
+            ))
 
     async def release_lease(self, run_id: str, owner: str) -> None:
         """Give the lease up if `owner` holds it."""
         with self._errors():
-            await self._release(keys=[self._run_key(run_id, "lease")], args=[owner])
+            await self._run_script("release", [self._run_key(run_id, "lease")], [owner])
 
     # -- runs that need driving --------------------------------------------
     async def set_active(self, run_id: str, active: bool) -> None:
         """Mark a run as mid-turn or settled."""
         key = f"{self._p}active"
         with self._errors():
-            await (self._redis.sadd(key, run_id) if active else self._redis.srem(key, run_id))
+            await self._q(lambda p: p.sadd(key, run_id) if active else p.srem(key, run_id))
 
     async def active_runs(self) -> list[str]:
         """Runs marked active: the ones to resume after a crash."""
         with self._errors():
-            return sorted(await self._redis.smembers(f"{self._p}active"))
+            return sorted(await self._q(lambda p: p.smembers(f"{self._p}active")))
 
     # -- keyed side effects -------------------------------------------------
     async def get_post(self, key: str) -> str | None:
         """The platform message id recorded for an idempotency key."""
         with self._errors():
-            return await self._redis.get(f"{self._p}post:{key}")
+            return await self._q(lambda p: p.get(f"{self._p}post:{key}"))
 
     async def put_post(self, key: str, message_id: str) -> None:
         """Record that the post with this key succeeded as `message_id`."""
         with self._errors():
-            await self._redis.set(f"{self._p}post:{key}", message_id)
+            await self._q(lambda p: p.set(f"{self._p}post:{key}", message_id))
 
     async def first_sight(self, event_id: str, ttl: float = 86400.0) -> bool:
         """True the first time an inbound event id is seen within `ttl`; False after."""
+        key = f"{self._p}seen:{event_id}"
         with self._errors():
-            return bool(await self._redis.set(f"{self._p}seen:{event_id}", 1, nx=True, px=_ms(ttl)))
+            return bool(await self._q(lambda p: p.set(key, 1, nx=True, px=_ms(ttl))))
 
     # -- small adapter state --------------------------------------------------
     async def kv_get(self, namespace: str, key: str) -> str | None:
         """A value an adapter stored."""
         with self._errors():
-            return await self._redis.hget(f"{self._p}kv:{namespace}", key)
+            return await self._q(lambda p: p.hget(f"{self._p}kv:{namespace}", key))
 
     async def kv_set(self, namespace: str, key: str, value: str) -> None:
         """Store a small value for an adapter."""
         with self._errors():
-            await self._redis.hset(f"{self._p}kv:{namespace}", key, value)
+            await self._q(lambda p: p.hset(f"{self._p}kv:{namespace}", key, value))
 
     # -- work queue: a stream with one consumer group -----------------------------
     async def enqueue(self, run_id: str) -> None:
         """Ask some worker (in any process) to drive `run_id`."""
         with self._errors():
-            await self._redis.xadd(self._work, {"run": run_id})
+            await self._q(lambda p: p.xadd(self._work, {"run": run_id}))
 
-    async def next_work(self, consumer: str, timeout: float) -> list[tuple[str, str]]:  # noqa: ASYNC109
+    async def next_work(self, consumer: str, timeout: float) -> list[tuple[str, str]]:
         """Up to a few (receipt, run_id) pairs for this consumer; [] after `timeout` seconds."""
-        r = self._redis
         with self._errors():
             # Work a dead consumer took and never acked comes first.
-            claimed = await r.xautoclaim(
+            claimed = await self._q(lambda p: p.xautoclaim(
                 self._work, _GROUP, consumer, self._reclaim_ms, "0-0", count=_BATCH
-            )
+            ))
             entries = [e for e in claimed[1] if e and e[1]]
             if not entries:
+                # Blocking reads hold their connection, so they bypass the auto-pipeline.
+                assert self._r is not None
                 block = int(timeout * 1000)
-                answer = await r.xreadgroup(
+                answer = await self._r.xreadgroup(
                     _GROUP, consumer, {self._work: ">"}, count=_BATCH,
                     block=block if block > 0 else None,
                 )
@@ -300,11 +351,19 @@ class RedisStore(Store):
     async def ack_work(self, receipt: str) -> None:
         """The work named by `receipt` is done."""
         with self._errors():
-            async with self._redis.pipeline(transaction=False) as pipe:
-                # Deleting acked entries keeps the stream as long as the work outstanding.
-                pipe.xack(self._work, _GROUP, receipt)
-                pipe.xdel(self._work, receipt)
-                await pipe.execute()
+            # Deleting acked entries keeps the stream as long as the work outstanding.
+            await asyncio.gather(
+                self._q(lambda p: p.xack(self._work, _GROUP, receipt)),
+                self._q(lambda p: p.xdel(self._work, receipt)),
+            )
+
+
+_SCRIPTS = {"create": _CREATE, "append": _APPEND, "acquire": _ACQUIRE, "release": _RELEASE}
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _ms(seconds: float) -> int:
