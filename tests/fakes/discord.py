@@ -548,12 +548,23 @@ class FakeDiscord:
         data = body.get("data") or {}
         if body.get("type") in (4, 5) and not (data.get("flags", 0) & 64):
             ix["original"] = self._message(ix["channel_id"], self.bot, data.get("content", ""),
-                                           interaction_metadata={"id": iid, "type": ix["type"]})
+                                           interaction_metadata={
+                                               "id": iid, "type": ix["type"],
+                                               "user": ix["member"]["user"],
+                                               "authorizing_integration_owners":
+                                                   ix["authorizing_integration_owners"]})
         if body.get("type") == 7 and ix.get("message"):
             self._apply_edit(self.messages[int(ix["message"]["id"])], data)
-        if call.query.get("with_response") in ("true", "True"):
-            return 200, {"interaction": {"id": iid, "type": ix["type"]},
-                         "resource": {"type": body.get("type"), "message": ix.get("original")}}
+        if call.query.get("with_response") in ("1", "true", "True"):
+            original = ix.get("original") if body.get("type") in (4, 5) else None
+            answer: dict = {"interaction": {
+                "id": iid, "type": ix["type"],
+                "response_message_id": original["id"] if original else None,
+                "response_message_loading": body.get("type") == 5,
+                "response_message_ephemeral": bool(data.get("flags", 0) & 64)}}
+            if original:
+                answer["resource"] = {"type": body["type"], "message": original}
+            return 200, answer
         return 204, None
 
 

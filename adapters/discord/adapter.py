@@ -1,0 +1,242 @@
+"""The Discord adapter: gateway events in, through a short filter, to the host; posts out.
+
+Summons (`/team` or a mention in a channel) open a thread where the run lives;
+messages in a run's thread become replies; Approve / Deny presses become
+button events. The bot's own posts, webhook echoes and other bots are dropped
+before anything else happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.errors import ConfigError
+
+from . import inbound
+from ._api import point_gateway, point_rest
+from ._retry import retrying
+from ._text import split_message, thread_name
+from .client import explain, make_client
+from .commands import team_command
+from .poster import KV, DiscordPoster
+from .views import ApprovalButton
+
+__all__ = ["DiscordAdapter"]
+
+log = logging.getLogger(__name__)
+
+_ANSWER_WITHIN = 2.0  # Discord wants an interaction answered within 3 s
+_QUIET = discord.AllowedMentions.none()
+
+
+class DiscordAdapter:
+    """Connects one host to Discord. `attach(host)` before `start()`."""
+
+    def __init__(self, token: str, *, api_base: str | None = None, shards: int | None = None,
+                 sync_commands: bool = True) -> None:
+        self.token = token.strip()
+        self.api_base = api_base or None
+        self.sync_commands = sync_commands
+        self.client = make_client(self, shards)
+        self.poster = DiscordPoster(self.client)
+        self.host: Any = None
+        self.tree = app_commands.CommandTree(self.client)
+        self.tree.add_command(team_command(self))
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+        self._thread_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def attach(self, host: Any) -> None:
+        """Give the adapter its host (built with `self.poster`); its store keeps adapter state."""
+        self.host = host
+        self.poster.store = host.store
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self, *, within: float = 60.0) -> None:
+        """Log in, register the buttons and `/team`, connect, and return once the gateway is READY."""
+        if not self.token:
+            raise ConfigError("DISCORD_BOT_TOKEN is not set: create a bot at "
+                              "https://discord.com/developers/applications and export its token.")
+        point_rest(self.api_base)
+        try:
+            await self.client.login(self.token)
+        except Exception as exc:
+            await self.client.close()
+            raise explain(exc, self.api_base) from exc
+        self.poster.ready.set()
+        self._task = asyncio.create_task(self.client.connect(reconnect=True))
+        ready = asyncio.create_task(self.connected.wait())
+        done, _ = await asyncio.wait({self._task, ready}, timeout=within,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if ready in done:
+            return
+        ready.cancel()
+        failure: BaseException = TimeoutError(f"no READY from the gateway within {within:.0f}s")
+        if self._task.done() and not self._task.cancelled() and self._task.exception():
+            failure = self._task.exception()  # type: ignore[assignment]
+        await self.aclose()
+        raise explain(failure, self.api_base) from failure
+
+    async def setup(self) -> None:
+        """Runs inside login (discord.py's setup_hook): gateway URL, buttons, `/team`."""
+        if self.api_base:
+            await point_gateway(self.client.http)
+        # Buttons posted by any earlier process are understood from their custom_id alone.
+        self.client.add_dynamic_items(ApprovalButton)
+        if self.sync_commands:
+            try:
+                await self.tree.sync()
+            except discord.HTTPException as exc:
+                log.error("could not register /team (%s): invite the bot with the "
+                          "applications.commands scope (threadteam run discord --print-invite); "
+                          "mentions still work", exc)
+
+    async def wait_closed(self) -> None:
+        """Until the gateway connection ends; a fatal close is raised as a sentence."""
+        if self._task is None:
+            return
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise explain(exc, self.api_base) from exc
+
+    async def aclose(self) -> None:
+        """Disconnect; safe to call twice."""
+        await self.poster.aclose()
+        await self.client.close()
+        if self._task is not None:
+            try:
+                await self._task
+            except Exception as exc:  # already reported by whoever waited on it
+                log.debug("gateway task ended with %r", exc)
+
+    def log_error(self, event: str) -> None:
+        log.exception("error while handling Discord event %s", event)
+
+    def team_choices(self) -> list[tuple[str, str]]:
+        return self.host.team_choices() if self.host is not None else []
+
+    # -- messages ------------------------------------------------------------------------
+    async def on_message(self, message: discord.Message) -> None:
+        """A reply in a run's thread, or a mention that summons a team."""
+        me = self.client.user
+        if self.host is None or me is None or inbound.ignored(message, me):
+            return
+        text = inbound.addressed_text(message, me)
+        channel = message.channel
+        guild_id = message.guild.id if message.guild else None
+        if not isinstance(channel, discord.Thread):
+            if text is not None:
+                await self._summon_by_mention(message, text)
+            return
+        key = inbound.key_of(channel, guild_id)
+        # One thread's messages reach the host in the order Discord sent them.
+        async with self._thread_locks[key.thread]:
+            if await self.host.store.run_for_thread(str(key)):
+                event = inbound.from_message(message, key, message.content if text is None else text)
+            elif text is not None:
+                if (problem := self.host.check_summon(text)) is not None:
+                    await self._reply(message, problem)
+                    return
+                event = inbound.from_message(message, key, text, kind="summon")
+            else:
+                return  # a thread without a run is none of our business
+            answer = await self.host.handle(event)
+        if answer:
+            await self._reply(message, answer)
+
+    async def _summon_by_mention(self, message: discord.Message, text: str) -> None:
+        if (problem := self.host.check_summon(text)) is not None:
+            await self._reply(message, problem)
+            return
+        task = text.split(None, 1)[1] if " " in text else text
+        try:
+            thread = await retrying(lambda: message.create_thread(name=thread_name(task)))
+        except discord.Forbidden:
+            await self._reply(message, "I can't open a thread here: give me the **Create Public "
+                                       "Threads** permission in this channel.")
+            return
+        key = inbound.key_of(thread, message.guild.id if message.guild else None)
+        answer = await self.host.handle(inbound.from_message(message, key, text, kind="summon"))
+        if answer:
+            await self._reply(message, answer)
+
+    async def _reply(self, message: discord.Message, text: str) -> None:
+        """Answer a person's message, naming them, in as many parts as it takes."""
+        parts = split_message(text)
+        for i, part in enumerate(parts):
+            if i == 0:
+                await retrying(lambda p=part: message.reply(
+                    p, mention_author=True,
+                    allowed_mentions=discord.AllowedMentions(users=[message.author])))
+            else:
+                await retrying(lambda p=part: message.channel.send(p, allowed_mentions=_QUIET))
+
+    # -- /team ---------------------------------------------------------------------------
+    async def on_team_command(self, interaction: discord.Interaction, team: str,
+                              task: str) -> None:
+        """Check the summon, answer within 3 s, open the thread, hand the run to the host."""
+        text = f"{team.strip()} {task.strip()}".strip()
+        if (problem := self.host.check_summon(text)) is not None:
+            await interaction.response.send_message(problem, ephemeral=True)
+            return
+        channel = interaction.channel
+        intro = f"{interaction.user.mention} summoned **{team.strip()}**: {task.strip()}"
+        if isinstance(channel, discord.Thread):
+            key = inbound.key_of(channel, interaction.guild_id)
+            if await self.host.store.run_for_thread(str(key)):
+                await interaction.response.send_message(
+                    "This thread already has a run. Use /team in a channel to start another.",
+                    ephemeral=True)
+                return
+            await interaction.response.send_message(intro[:2000], allowed_mentions=_QUIET)
+        else:
+            answered = await interaction.response.send_message(intro[:2000],
+                                                               allowed_mentions=_QUIET)
+            message = answered.resource
+            if not isinstance(message, discord.Message):
+                message = await interaction.original_response()
+            try:
+                thread = await retrying(lambda: message.create_thread(name=thread_name(task)))
+            except discord.Forbidden:
+                await interaction.followup.send(
+                    "I can't open a thread here: give me the **Create Public Threads** "
+                    "permission in this channel.", ephemeral=True)
+                return
+            key = inbound.key_of(thread, interaction.guild_id)
+        answer = await self.host.handle(inbound.summon(interaction, key, text))
+        if answer:
+            await interaction.followup.send(answer, ephemeral=True)
+
+    # -- Approve / Deny ------------------------------------------------------------------
+    async def on_click(self, interaction: discord.Interaction, action: str, ref: str) -> None:
+        """A button press: the host decides; a refusal is shown only to the person who pressed."""
+        if self.host is None:
+            return
+        call_id = ref
+        if ref.startswith("h."):  # a call id too long for a custom_id was stored by its digest
+            call_id = await self.host.store.kv_get(KV, f"call:{ref[2:]}") or ref
+        key = inbound.key_of(interaction.channel, interaction.guild_id)  # type: ignore[arg-type]
+        handling = asyncio.ensure_future(
+            self.host.handle(inbound.from_button(interaction, key, action, call_id)))
+        try:
+            answer = await asyncio.wait_for(asyncio.shield(handling), _ANSWER_WITHIN)
+        except TimeoutError:
+            # Acknowledge in time; the refusal, if any, follows.
+            await interaction.response.defer()
+            if answer := await handling:
+                await interaction.followup.send(answer, ephemeral=True)
+            return
+        if answer:
+            await interaction.response.send_message(answer, ephemeral=True)
+        else:
+            # The host edits the request itself ("Approved by ..."), so just acknowledge.
+            await interaction.response.defer()

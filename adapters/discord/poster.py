@@ -1,0 +1,235 @@
+"""Posting out: personas through one channel webhook, long text split, 429s waited out.
+
+Every agent posts through the parent channel's "threadteam" webhook into the
+run's thread with its own name and avatar. Where the bot may not manage
+webhooks it posts as itself with the persona's name in bold, and says once per
+channel which permission is missing. Posts to one thread are serialised, so
+parts and turns appear in order; failures that pass (429, 5xx, a dropped
+connection) are retried until they succeed, so nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+import aiohttp
+import discord
+
+from bot.errors import PlatformError
+from bot.shapes import Outbound, ThreadKey
+from teams.persona import Persona
+
+from ._retry import retrying
+from ._text import emoji_of, split_message, webhook_username
+from .views import approval_view, call_ref_digest
+
+__all__ = ["WEBHOOK_NAME", "DiscordPoster"]
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_NAME = "threadteam"
+KV = "discord"  # store namespace for this adapter's small state
+_MISSING_PERMISSION = 50013
+_UNKNOWN_WEBHOOK = 10015
+_RECHECK_PERMISSION = 600.0  # seconds before trying webhooks again in a fallback channel
+_TYPING_EVERY = 8.0  # Discord shows "typing" for ~10 s per trigger
+_TYPING_FOR = 300.0
+_NO_PINGS = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
+
+
+class DiscordPoster:
+    """The host's `Poster` for Discord."""
+
+    def __init__(self, client: discord.Client) -> None:
+        self.client = client
+        self.store: Any = None  # the host's store (kv_get/kv_set), attached once built
+        self.ready = asyncio.Event()  # set once the client is logged in
+        self._hooks: dict[int, discord.Webhook] = {}
+        self._no_hooks: dict[int, float] = {}  # channel -> when webhooks were refused
+        self._hook_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._thread_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._typing: dict[str, asyncio.Task[None]] = {}
+
+    # -- the Poster protocol ---------------------------------------------------------
+    async def post(self, out: Outbound) -> str:
+        """Post in the run's thread; long text goes out in several parts, the first id returned."""
+        await self.ready.wait()
+        thread, channel = _thread_id(out.key), int(out.key.channel)
+        async with self._thread_locks[str(thread)]:
+            self._stop_typing(out.key)
+            hook = await self._webhook(channel, thread)
+            view, hashed = approval_view(out.approval) if out.approval else (None, [])
+            for call_id in hashed:
+                await self._kv_set(f"call:{call_ref_digest(call_id)}", call_id)
+            chunks = split_message(self._content(out, hook is None)) or ["\u200b"]
+            ids: list[str] = []
+            for i, chunk in enumerate(chunks):
+                last = i == len(chunks) - 1
+                ids.append(await self._send(out, hook, channel, thread, chunk,
+                                            view if last else None))
+            if len(ids) > 1:
+                await self._kv_set(f"parts:{ids[0]}", json.dumps(ids))
+            return ids[0]
+
+    async def edit(self, out: Outbound, message_id: str) -> None:
+        """Replace a post's text (all its parts) and remove its buttons."""
+        await self.ready.wait()
+        thread, channel = _thread_id(out.key), int(out.key.channel)
+        async with self._thread_locks[str(thread)]:
+            stored = await self._kv_get(f"parts:{message_id}")
+            ids = [int(i) for i in json.loads(stored)] if stored else [int(message_id)]
+            hook = await self._webhook(channel, thread)
+            if hook is not None:
+                try:
+                    await self._edit_parts(out, ids, thread, hook)
+                    return
+                except (discord.NotFound, discord.Forbidden):
+                    pass  # posted as the bot (before the webhook existed): edit it as the bot
+            await self._edit_parts(out, ids, thread, None)
+
+    async def working(self, key: ThreadKey, persona: Persona) -> None:
+        """Show the typing indicator in the thread until its next post (or a few minutes)."""
+        thread = str(_thread_id(key))
+        task = self._typing.get(thread)
+        if task is not None and not task.done():
+            return
+        self._typing[thread] = asyncio.create_task(self._keep_typing(int(thread)))
+
+    def mention(self, user: str) -> str:
+        """`<@id>`: Discord renders it as the member's name."""
+        return f"<@{user}>"
+
+    async def aclose(self) -> None:
+        for task in self._typing.values():
+            task.cancel()
+        await asyncio.gather(*self._typing.values(), return_exceptions=True)
+        self._typing.clear()
+
+    # -- sending ---------------------------------------------------------------------
+    def _content(self, out: Outbound, as_bot: bool) -> str:
+        if not as_bot or out.notice or not out.persona.display_name or out.persona.display_name == WEBHOOK_NAME:
+            return out.text
+        emoji = emoji_of(out.persona)
+        name = f"{emoji} **{out.persona.display_name}**" if emoji else f"**{out.persona.display_name}**"
+        return f"{name}: {out.text}"
+
+    async def _send(self, out: Outbound, hook: discord.Webhook | None, channel: int,
+                    thread: int, content: str, view: discord.ui.View | None) -> str:
+        extra: dict[str, Any] = {"view": view} if view is not None else {}
+        if hook is not None:
+            try:
+                msg = await retrying(lambda: hook.send(
+                    content, username=webhook_username(out.persona),
+                    avatar_url=out.persona.avatar_url, thread=discord.Object(thread),
+                    wait=True, allowed_mentions=_NO_PINGS, **extra))
+                return str(msg.id)
+            except discord.NotFound as exc:
+                if exc.code != _UNKNOWN_WEBHOOK:
+                    raise PlatformError(f"Discord refused the post: {exc}") from exc
+                # Someone deleted the webhook: make a new one and post again.
+                log.info("webhook for channel %s is gone; creating another", channel)
+                self._hooks.pop(channel, None)
+                await self._kv_set(f"webhook:{channel}", "")
+                hook = await self._webhook(channel, thread)
+                return await self._send(out, hook, channel, thread, content, view)
+        target = self.client.get_partial_messageable(thread)
+        msg = await retrying(lambda: target.send(content, allowed_mentions=_NO_PINGS, **extra))
+        return str(msg.id)
+
+    async def _edit_parts(self, out: Outbound, ids: list[int], thread: int,
+                          hook: discord.Webhook | None) -> None:
+        chunks = split_message(self._content(out, hook is None)) or ["\u200b"]
+        if len(chunks) > len(ids):  # a longer text keeps its tail in the last part it had
+            chunks = [*chunks[:len(ids) - 1], "\n\n".join(chunks[len(ids) - 1:])[:2000]]
+        for i, mid in enumerate(ids):
+            fields: dict[str, Any] = {"view": None, "allowed_mentions": _NO_PINGS}
+            if i < len(chunks):
+                fields["content"] = chunks[i]
+            if hook is not None:
+                await retrying(lambda m=mid, f=fields: hook.edit_message(
+                    m, thread=discord.Object(thread), **f))
+            else:
+                partial = self.client.get_partial_messageable(thread).get_partial_message(mid)
+                await retrying(lambda p=partial, f=fields: p.edit(**f))
+
+    async def _keep_typing(self, thread: int) -> None:
+        deadline = time.monotonic() + _TYPING_FOR
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    await self.client.http.send_typing(thread)
+                except (discord.HTTPException, aiohttp.ClientError) as exc:
+                    log.debug("typing in %s failed: %s", thread, exc)  # cosmetic; never fatal
+                await asyncio.sleep(_TYPING_EVERY)
+        except asyncio.CancelledError:
+            pass
+
+    def _stop_typing(self, key: ThreadKey) -> None:
+        task = self._typing.pop(str(_thread_id(key)), None)
+        if task is not None:
+            task.cancel()
+
+    # -- one webhook per parent channel ------------------------------------------------
+    async def _webhook(self, channel: int, thread: int) -> discord.Webhook | None:
+        """The channel's webhook, found or created once; None where the bot may not manage them."""
+        if channel in self._hooks:
+            return self._hooks[channel]
+        refused = self._no_hooks.get(channel)
+        if refused is not None and time.monotonic() - refused < _RECHECK_PERMISSION:
+            return None
+        async with self._hook_locks[channel]:
+            if channel in self._hooks:
+                return self._hooks[channel]
+            stored = await self._kv_get(f"webhook:{channel}")
+            if stored:
+                wid, token = stored.split(":", 1)
+                hook = discord.Webhook.partial(int(wid), token, client=self.client)
+            else:
+                try:
+                    data = await retrying(lambda: self._find_or_create(channel))
+                except discord.Forbidden as exc:
+                    if exc.code != _MISSING_PERMISSION:
+                        raise PlatformError(f"Discord refused webhooks: {exc}") from exc
+                    self._no_hooks[channel] = time.monotonic()
+                    await self._say_permission_missing(channel, thread)
+                    return None
+                hook = discord.Webhook.partial(int(data["id"]), data["token"], client=self.client)
+                await self._kv_set(f"webhook:{channel}", f"{data['id']}:{data['token']}")
+            self._no_hooks.pop(channel, None)
+            self._hooks[channel] = hook
+            return hook
+
+    async def _find_or_create(self, channel: int) -> dict[str, Any]:
+        me = str(self.client.application_id or (self.client.user and self.client.user.id))
+        for data in await self.client.http.channel_webhooks(channel):
+            owner = str(data.get("application_id") or (data.get("user") or {}).get("id"))
+            if data.get("name") == WEBHOOK_NAME and data.get("token") and owner == me:
+                return data
+        return await self.client.http.create_webhook(channel, name=WEBHOOK_NAME,
+                                                     reason="threadteam agent personas")
+
+    async def _say_permission_missing(self, channel: int, thread: int) -> None:
+        if await self._kv_get(f"told:{channel}"):
+            return
+        await self._kv_set(f"told:{channel}", "1")
+        text = ("Heads-up: I can't use webhooks in this channel, so each agent posts under my "
+                "name with its own in bold. Give me the **Manage Webhooks** permission here to "
+                "show every agent with its own name and avatar.")
+        target = self.client.get_partial_messageable(thread)
+        await retrying(lambda: target.send(text, allowed_mentions=_NO_PINGS))
+
+    async def _kv_get(self, key: str) -> str | None:
+        return await self.store.kv_get(KV, key) if self.store is not None else None
+
+    async def _kv_set(self, key: str, value: str) -> None:
+        if self.store is not None:
+            await self.store.kv_set(KV, key, value)
+
+
+def _thread_id(key: ThreadKey) -> int:
+    return int(key.thread or key.channel)

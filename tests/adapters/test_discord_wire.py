@@ -1,0 +1,322 @@
+"""The Discord adapter on the wire: real discord.py against the fake, with a recording host.
+
+These pin what the adapter itself owes Discord (translation in, posting out,
+429s, splitting, the webhook fallback); the end-to-end runs with the real host
+are in test_discord.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from adapters.discord import DiscordAdapter
+from bot.shapes import ApprovalPrompt, Inbound, Outbound, ThreadKey
+from bot.stores import SQLiteStore
+from teams.persona import Persona
+from tests.fakes.discord import (
+    ALICE,
+    CAROL,
+    CHANNEL_ID,
+    GUILD_ID,
+    MALLORY,
+    OTHER_BOT,
+    FakeDiscord,
+    wait_until,
+)
+
+BEAR = Persona("Bear", ":bear:")
+BULL = Persona("Bull", "https://example.com/bull.png")
+
+
+@dataclass
+class RecordingHost:
+    """Just enough of the host for the adapter: records what it is handed."""
+
+    store: SQLiteStore
+    seen: list[Inbound] = field(default_factory=list)
+    runs: set[str] = field(default_factory=set)
+    refuse: str | None = None
+
+    async def handle(self, event: Inbound) -> str | None:
+        self.seen.append(event)
+        if event.kind == "summon":
+            self.runs.add(str(event.key))
+            await self.store.create_run(f"run-{len(self.runs)}", str(event.key), [])
+        return self.refuse if event.kind in ("button", "reply") else None
+
+    def check_summon(self, text: str) -> str | None:
+        team, _, task = text.partition(" ")
+        if team not in ("debate", "triage"):
+            return "Unknown team. Teams: debate, triage."
+        return None if task.strip() else "Usage: <team> <task>"
+
+    def team_choices(self) -> list[tuple[str, str]]:
+        return [("debate", "Bull and bear argue"), ("triage", "Support desk")]
+
+
+@pytest.fixture
+async def store(tmp_path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(str(tmp_path / "runs.sqlite3"))
+    await s.start()
+    yield s
+    await s.aclose()
+
+
+async def started(fake: FakeDiscord, host: RecordingHost) -> DiscordAdapter:
+    adapter = DiscordAdapter(fake.token, api_base=fake.url)
+    adapter.attach(host)
+    await adapter.start(within=10)
+    return adapter
+
+
+@pytest.fixture
+async def wired(fake_discord: FakeDiscord, store: SQLiteStore):
+    host = RecordingHost(store)
+    adapter = await started(fake_discord, host)
+    yield adapter, host
+    await adapter.aclose()
+
+
+def key_for(thread_id: int | str) -> ThreadKey:
+    return ThreadKey("discord", str(GUILD_ID), str(CHANNEL_ID), str(thread_id))
+
+
+async def test_connects_with_the_intents_and_syncs_team(fake_discord: FakeDiscord, wired) -> None:
+    identify = fake_discord.identifies[0]
+    assert identify["intents"] & (1 << 0)  # guilds
+    assert identify["intents"] & (1 << 9)  # guild messages
+    assert identify["intents"] & (1 << 15)  # message content
+    [team] = fake_discord.commands
+    assert team["name"] == "team"
+    assert [o["name"] for o in team["options"]] == ["team", "task"]
+    assert team["options"][0].get("autocomplete") is True
+
+
+async def test_slash_summon_answers_then_opens_a_thread(fake_discord: FakeDiscord, wired) -> None:
+    _, host = wired
+    token = await fake_discord.slash(ALICE, CHANNEL_ID, "team", team="debate",
+                                     task="Should we adopt Rust for the billing service?")
+    await wait_until(lambda: host.seen, what="the summon")
+    [response] = fake_discord.responses(token)
+    assert response["type"] == 4 and "debate" in response["data"]["content"]
+    [thread] = fake_discord.threads()
+    assert thread["name"] == "Should we adopt Rust for the billing service?"
+    [summon] = host.seen
+    assert summon.kind == "summon"
+    assert summon.text == "debate Should we adopt Rust for the billing service?"
+    assert summon.key == key_for(thread["id"])
+    assert summon.user == str(ALICE) and summon.display_name == "Alice"
+
+
+async def test_slash_with_unknown_team_is_answered_only_to_the_person(
+        fake_discord: FakeDiscord, wired) -> None:
+    _, host = wired
+    token = await fake_discord.slash(ALICE, CHANNEL_ID, "team", team="nope", task="x")
+    await wait_until(lambda: fake_discord.responses(token))
+    [response] = fake_discord.responses(token)
+    assert response["type"] == 4 and response["data"]["flags"] & 64
+    assert "Unknown team" in response["data"]["content"]
+    assert not fake_discord.threads() and not host.seen
+
+
+async def test_autocomplete_offers_the_teams(fake_discord: FakeDiscord, wired) -> None:
+    token = await fake_discord.autocomplete(ALICE, CHANNEL_ID, "team", "team", team="tri", task="")
+    await wait_until(lambda: fake_discord.responses(token))
+    [response] = fake_discord.responses(token)
+    assert response["type"] == 8
+    assert [c["value"] for c in response["data"]["choices"]] == ["triage"]
+
+
+async def test_mention_opens_a_thread_from_the_message(fake_discord: FakeDiscord, wired) -> None:
+    _, host = wired
+    msg = await fake_discord.say(ALICE, CHANNEL_ID, "debate is remote work here to stay?",
+                                 mention_bot=True)
+    await wait_until(lambda: host.seen)
+    [thread] = fake_discord.threads()
+    assert thread["id"] == msg["id"] and thread["name"] == "is remote work here to stay?"
+    assert host.seen[0].kind == "summon" and host.seen[0].text == "debate is remote work here to stay?"
+
+
+async def test_bad_mention_gets_a_reply_naming_the_person(fake_discord: FakeDiscord, wired) -> None:
+    await fake_discord.say(ALICE, CHANNEL_ID, "chess please", mention_bot=True)
+    [call] = await wait_until(lambda: fake_discord.calls_to("POST", rf"/channels/{CHANNEL_ID}/messages"))
+    assert "Unknown team" in call.body["content"]
+    assert call.body["message_reference"] and call.body["allowed_mentions"]["replied_user"]
+
+
+async def test_replies_in_a_run_thread_reach_the_host_in_order(
+        fake_discord: FakeDiscord, wired) -> None:
+    _, host = wired
+    await fake_discord.slash(ALICE, CHANNEL_ID, "team", team="debate", task="tabs or spaces")
+    [thread] = await wait_until(fake_discord.threads)
+    await wait_until(lambda: host.seen)
+    for i in range(5):
+        await fake_discord.say(ALICE, thread["id"], f"point {i}")
+    await fake_discord.say(OTHER_BOT, thread["id"], "beep")  # other bots are ignored
+    await wait_until(lambda: len(host.seen) == 6, what="five replies")
+    assert [e.text for e in host.seen[1:]] == [f"point {i}" for i in range(5)]
+    assert all(e.kind == "reply" and e.key == key_for(thread["id"]) for e in host.seen[1:])
+
+
+async def test_messages_in_a_thread_without_a_run_are_left_alone(
+        fake_discord: FakeDiscord, wired) -> None:
+    _, host = wired
+    thread_id = fake_discord.next_id()
+    fake_discord._new_thread(str(CHANNEL_ID), "chat", str(ALICE), tid=thread_id)
+    await fake_discord.say(ALICE, thread_id, "just chatting")
+    await fake_discord.say(ALICE, CHANNEL_ID, "hello channel")
+    await fake_discord.slash(ALICE, CHANNEL_ID, "team", team="debate", task="sync point")
+    await wait_until(lambda: host.seen)
+    assert [e.kind for e in host.seen] == ["summon"]
+
+
+async def test_webhook_posts_personas_in_the_thread_and_echoes_are_ignored(
+        fake_discord: FakeDiscord, wired) -> None:
+    adapter, host = wired
+    await fake_discord.slash(ALICE, CHANNEL_ID, "team", team="debate", task="cats or dogs")
+    [thread] = await wait_until(fake_discord.threads)
+    key = key_for(thread["id"])
+    first = await adapter.poster.post(Outbound(key, "Cats, clearly.", "k1", BULL))
+    await adapter.poster.post(Outbound(key, "Dogs, obviously.", "k2", BEAR))
+    posts = [p for p in fake_discord.posts_in(thread["id"]) if p.get("webhook_id")]
+    assert [(p["author"]["username"], p["content"]) for p in posts] == [
+        ("Bull", "Cats, clearly."), ("🐻 Bear", "Dogs, obviously.")]
+    assert posts[0]["avatar_url"] == "https://example.com/bull.png" and first == posts[0]["id"]
+    # One webhook for the channel, created once and then reused.
+    assert len(fake_discord.calls_to("POST", rf"/channels/{CHANNEL_ID}/webhooks")) == 1
+    executes = fake_discord.calls_to("POST", r"/webhooks/\d+/[^/]+")
+    assert all(c.query["thread_id"] == thread["id"] and c.query["wait"] for c in executes)
+    # Discord echoed both posts back as MESSAGE_CREATE with webhook_id; none reached the host.
+    await fake_discord.say(ALICE, thread["id"], "sync")
+    await wait_until(lambda: len(host.seen) == 2)
+    assert [e.text for e in host.seen] == ["debate cats or dogs", "sync"]
+
+
+async def test_webhook_found_in_the_store_after_restart(
+        fake_discord: FakeDiscord, store: SQLiteStore) -> None:
+    host = RecordingHost(store)
+    key = key_for(CHANNEL_ID)
+    for _ in range(2):
+        adapter = await started(fake_discord, host)
+        await adapter.poster.post(Outbound(key, "hello", "k", BEAR))
+        await adapter.aclose()
+    assert len(fake_discord.webhooks) == 1
+    assert len(fake_discord.calls_to("POST", rf"/channels/{CHANNEL_ID}/webhooks")) == 1
+
+
+async def test_a_deleted_webhook_is_replaced(fake_discord: FakeDiscord, wired) -> None:
+    adapter, _ = wired
+    key = key_for(CHANNEL_ID)
+    await adapter.poster.post(Outbound(key, "one", "k1", BEAR))
+    fake_discord.webhooks.clear()  # a moderator deleted it
+    await adapter.poster.post(Outbound(key, "two", "k2", BEAR))
+    assert [p["content"] for p in fake_discord.posts_in(CHANNEL_ID)] == ["one", "two"]
+
+
+async def test_429_on_a_webhook_post_is_waited_out_in_order(
+        fake_discord: FakeDiscord, wired) -> None:
+    adapter, _ = wired
+    key = key_for(CHANNEL_ID)
+    await adapter.poster.post(Outbound(key, "warm-up", "k0", BEAR))
+    # More 429s in a row than discord.py's own five tries: the adapter keeps going.
+    fake_discord.fail("POST", r"/webhooks/\d+/[^/]+", times=6, retry_after=0.02)
+    await asyncio.gather(*(adapter.poster.post(Outbound(key, f"msg {i}", f"k{i}", BEAR))
+                           for i in range(1, 4)))
+    assert [p["content"] for p in fake_discord.posts_in(CHANNEL_ID)] == [
+        "warm-up", "msg 1", "msg 2", "msg 3"]
+    assert len(fake_discord.calls_to("POST", r"/webhooks/\d+/[^/]+", status=429)) == 6
+
+
+async def test_429_on_a_webhook_edit_is_waited_out(fake_discord: FakeDiscord, wired) -> None:
+    adapter, _ = wired
+    key = key_for(CHANNEL_ID)
+    prompt = ApprovalPrompt("call_1", "post_message", {"channel": "#x"})
+    mid = await adapter.poster.post(Outbound(key, "May I post?", "k1", BEAR, approval=prompt))
+    fake_discord.fail("PATCH", r"/webhooks/\d+/[^/]+/messages/\d+", times=2, retry_after=0.02)
+    await adapter.poster.edit(Outbound(key, "May I post?\nApproved by <@1>", "k1e", BEAR), mid)
+    msg = fake_discord.messages[int(mid)]
+    assert msg["content"].endswith("Approved by <@1>") and msg["components"] == []
+
+
+async def test_long_text_is_split_at_paragraphs_under_one_persona(
+        fake_discord: FakeDiscord, wired) -> None:
+    adapter, _ = wired
+    paragraphs = [f"Paragraph {i}: " + "word " * 150 for i in range(6)]
+    text = "\n\n".join(paragraphs)
+    assert len(text) > 4000
+    first = await adapter.poster.post(Outbound(key_for(CHANNEL_ID), text, "k", BEAR))
+    posts = fake_discord.posts_in(CHANNEL_ID)
+    assert len(posts) >= 3 and first == posts[0]["id"]
+    assert all(len(p["content"]) <= 2000 for p in posts)
+    assert {p["author"]["username"] for p in posts} == {"🐻 Bear"}
+    assert " ".join(p["content"] for p in posts).split() == text.split()
+    assert all(p["content"].startswith("Paragraph") for p in posts)
+
+
+async def test_approval_buttons_are_posted_and_pressed(fake_discord: FakeDiscord, wired) -> None:
+    adapter, host = wired
+    await fake_discord.slash(ALICE, CHANNEL_ID, "team", team="debate", task="approve me")
+    [thread] = await wait_until(fake_discord.threads)
+    prompt = ApprovalPrompt("call_0_post_message", "post_message", {"channel": "#general"})
+    mid = await adapter.poster.post(
+        Outbound(key_for(thread["id"]), "Announcer wants to post", "k", BEAR, approval=prompt))
+    buttons = fake_discord.messages[int(mid)]["components"][0]["components"]
+    assert [b["custom_id"] for b in buttons] == [
+        "tt:approve:call_0_post_message", "tt:deny:call_0_post_message"]
+    token = await fake_discord.click(CAROL, mid, "tt:approve:call_0_post_message")
+    await wait_until(lambda: fake_discord.responses(token))
+    assert fake_discord.responses(token) == [{"type": 6}]
+    press = host.seen[-1]
+    assert (press.kind, press.action, press.call_id) == ("button", "approve", "call_0_post_message")
+    assert press.key == key_for(thread["id"]) and press.user == str(CAROL)
+    assert {"Moderators", str(fake_discord.member_roles[CAROL][0])} <= set(press.roles)
+
+
+async def test_refused_press_is_answered_ephemerally(fake_discord: FakeDiscord, wired) -> None:
+    adapter, host = wired
+    host.refuse = "Only the run's approvers can decide this."
+    prompt = ApprovalPrompt("c1", "post_message", {})
+    mid = await adapter.poster.post(Outbound(key_for(CHANNEL_ID), "ok?", "k", BEAR, approval=prompt))
+    token = await fake_discord.click(MALLORY, mid, "tt:deny:c1")
+    await wait_until(lambda: fake_discord.responses(token))
+    [response] = fake_discord.responses(token)
+    assert response["type"] == 4 and response["data"]["flags"] & 64
+    assert response["data"]["content"] == "Only the run's approvers can decide this."
+
+
+async def test_long_call_ids_survive_the_custom_id_limit(fake_discord: FakeDiscord, wired) -> None:
+    adapter, host = wired
+    call_id = "call_" + "x" * 120
+    prompt = ApprovalPrompt(call_id, "post_message", {})
+    mid = await adapter.poster.post(Outbound(key_for(CHANNEL_ID), "ok?", "k", BEAR, approval=prompt))
+    custom_id = fake_discord.messages[int(mid)]["components"][0]["components"][0]["custom_id"]
+    assert len(custom_id) <= 100
+    await fake_discord.click(ALICE, mid, custom_id)
+    await wait_until(lambda: host.seen)
+    assert host.seen[-1].call_id == call_id
+
+
+async def test_typing_shows_while_an_agent_works(fake_discord: FakeDiscord, wired) -> None:
+    adapter, _ = wired
+    key = key_for(CHANNEL_ID)
+    await adapter.poster.working(key, BEAR)
+    await wait_until(lambda: fake_discord.calls_to("POST", rf"/channels/{CHANNEL_ID}/typing"))
+    await adapter.poster.post(Outbound(key, "done thinking", "k", BEAR))
+    assert adapter.poster.mention("42") == "<@42>"
+
+
+async def test_without_manage_webhooks_posts_as_the_bot_and_says_so_once(
+        fake_discord: FakeDiscord, wired) -> None:
+    adapter, _ = wired
+    fake_discord.manage_webhooks = False
+    key = key_for(CHANNEL_ID)
+    await adapter.poster.post(Outbound(key, "Cats.", "k1", BULL))
+    await adapter.poster.post(Outbound(key, "Dogs.", "k2", BEAR))
+    contents = [p["content"] for p in fake_discord.posts_in(CHANNEL_ID)]
+    assert len(contents) == 3 and "Manage Webhooks" in contents[0]
+    assert contents[1:] == ["**Bull**: Cats.", "🐻 **Bear**: Dogs."]
+    assert not fake_discord.webhooks
