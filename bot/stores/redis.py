@@ -76,7 +76,7 @@ return 0
 """
 
 
-def redacted_address(url: str) -> str:
+def _address_of(url: str) -> str:
     """`host:port` of a Redis URL: what an error may show (never the password)."""
     parts = urlsplit(url)
     try:
@@ -92,7 +92,7 @@ class RedisStore(Store):
     def __init__(self, url: str, prefix: str = "tt:", *, reclaim_after: float = 60.0,
                  max_connections: int = 64) -> None:
         self._url = url
-        self._address = redacted_address(url)
+        self._address = _address_of(url)
         self._p = prefix
         self._reclaim_ms = _ms(reclaim_after)
         self._max_connections = max_connections
@@ -123,15 +123,23 @@ class RedisStore(Store):
         )
         self._r = r = aioredis.Redis.from_pool(pool)
         self._pipe = AutoPipeline(r)
-        with self._errors():
-            await r.ping()
-            for name, source in _SCRIPTS.items():
-                self._shas[name] = await r.script_load(source)
-            try:
-                await r.xgroup_create(self._work, _GROUP, id="0", mkstream=True)
-            except rx.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):  # the group exists: another worker made it
-                    raise
+        try:
+            with self._errors():
+                await r.ping()
+                for name, source in _SCRIPTS.items():
+                    self._shas[name] = await r.script_load(source)
+                await self._ensure_group()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _ensure_group(self) -> None:
+        assert self._r is not None
+        try:
+            await self._r.xgroup_create(self._work, _GROUP, id="0", mkstream=True)
+        except rx.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):  # the group exists: another worker made it
+                raise
 
     async def aclose(self) -> None:
         """Wait for commands in flight, then close the connection pool."""
@@ -256,6 +264,8 @@ class RedisStore(Store):
 
     async def runs(self, limit: int = 20) -> list[RunInfo]:
         """Most recently updated runs first."""
+        if limit <= 0:  # ZREVRANGE 0 -1 would mean "all of them"
+            return []
         with self._errors():
             ranked = await self._q(
                 lambda p: p.zrevrange(f"{self._p}runs", 0, limit - 1, withscores=True)
@@ -332,20 +342,30 @@ class RedisStore(Store):
     async def next_work(self, consumer: str, timeout: float) -> list[tuple[str, str]]:
         """Up to a few (receipt, run_id) pairs for this consumer; [] after `timeout` seconds."""
         with self._errors():
-            # Work a dead consumer took and never acked comes first.
-            claimed = await self._q(lambda p: p.xautoclaim(
-                self._work, _GROUP, consumer, self._reclaim_ms, "0-0", count=_BATCH
-            ))
-            entries = [e for e in claimed[1] if e and e[1]]
-            if not entries:
-                # Blocking reads hold their connection, so they bypass the auto-pipeline.
-                assert self._r is not None
-                block = int(timeout * 1000)
-                answer = await self._r.xreadgroup(
-                    _GROUP, consumer, {self._work: ">"}, count=_BATCH,
-                    block=block if block > 0 else None,
-                )
-                entries = [e for _, stream_entries in answer or [] for e in stream_entries]
+            try:
+                return await self._take(consumer, timeout)
+            except rx.ResponseError as exc:
+                # A Redis restarted without persistence has lost the group: make it again.
+                if "NOGROUP" not in str(exc):
+                    raise
+                await self._ensure_group()
+                return await self._take(consumer, timeout)
+
+    async def _take(self, consumer: str, wait: float) -> list[tuple[str, str]]:
+        # Work a dead consumer took and never acked comes first.
+        claimed = await self._q(lambda p: p.xautoclaim(
+            self._work, _GROUP, consumer, self._reclaim_ms, "0-0", count=_BATCH
+        ))
+        entries = [e for e in claimed[1] if e and e[1]]  # deleted entries come back empty
+        if not entries:
+            # A blocking read holds its connection, so it bypasses the auto-pipeline.
+            assert self._r is not None
+            block = int(wait * 1000)
+            answer = await self._r.xreadgroup(
+                _GROUP, consumer, {self._work: ">"}, count=_BATCH,
+                block=block if block > 0 else None,
+            )
+            entries = [e for _, stream_entries in answer or [] for e in stream_entries]
         return [(entry_id, fields["run"]) for entry_id, fields in entries]
 
     async def ack_work(self, receipt: str) -> None:

@@ -128,6 +128,8 @@ class SQLiteStore(Store):
 
     async def runs(self, limit: int = 20) -> list[RunInfo]:
         """Most recently updated runs first."""
+        if limit <= 0:  # LIMIT -1 would mean "all of them"
+            return []
         # No index on updated_at: every append moves it, and keeping an index in step
         # cost ~30% of append throughput; a listing scans the (event-free) runs table.
         rows = await self._writer.submit(_all, (
@@ -198,7 +200,7 @@ class SQLiteStore(Store):
         """Ask some worker (in this process) to drive `run_id`."""
         self._work.put(run_id)
 
-    async def next_work(self, consumer: str, timeout: float) -> list[tuple[str, str]]:  # noqa: ASYNC109
+    async def next_work(self, consumer: str, timeout: float) -> list[tuple[str, str]]:
         """Up to a few (receipt, run_id) pairs for this consumer; [] after `timeout` seconds."""
         return await self._work.take(timeout)
 

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import redis
 
 from bot.errors import ConflictError, StoreError
 from bot.stores import RedisStore, SQLiteStore, Store
@@ -387,3 +388,26 @@ async def test_sqlite_an_operation_failing_halfway_undoes_only_itself(tmp_path: 
         assert [await store.kv_get("t", k) for k in "abc"] == ["v", None, "v"]
     finally:
         await store.aclose()
+
+
+async def test_redis_work_queue_survives_a_lost_consumer_group(
+    redis_url: str, redis_prefix: str
+) -> None:
+    store = RedisStore(redis_url, redis_prefix)
+    await store.start()
+    try:
+        # As after a restart of a Redis that keeps nothing on disk.
+        with redis.Redis.from_url(redis_url) as admin:
+            admin.delete(f"{redis_prefix}work")
+        await store.enqueue("run-1")
+        [(receipt, run_id)] = await store.next_work("c1", 1)
+        assert run_id == "run-1"
+        await store.ack_work(receipt)
+    finally:
+        await store.aclose()
+
+
+async def test_runs_listing_with_no_room(store: Store) -> None:
+    await new_run(store)
+    assert await store.runs(limit=0) == []
+    assert await store.runs(limit=-1) == []
