@@ -59,7 +59,12 @@ class DiscordAdapter:
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self, *, within: float = 60.0) -> None:
-        """Log in, register the buttons and `/team`, connect, and return once the gateway is READY."""
+        """Log in and connect (see `login` and `connect`)."""
+        await self.login()
+        await self.connect(within=within)
+
+    async def login(self) -> None:
+        """Check the token and register the buttons and `/team`; raises a sentence on failure."""
         if not self.token:
             raise ConfigError("DISCORD_BOT_TOKEN is not set: create a bot at "
                               "https://discord.com/developers/applications and export its token.")
@@ -70,6 +75,9 @@ class DiscordAdapter:
             await self.client.close()
             raise explain(exc, self.api_base) from exc
         self.poster.ready.set()
+
+    async def connect(self, *, within: float = 60.0) -> None:
+        """Open the gateway and return once it is READY (events flow to the host from then on)."""
         self._task = asyncio.create_task(self.client.connect(reconnect=True))
         ready = asyncio.create_task(self.connected.wait())
         done, _ = await asyncio.wait({self._task, ready}, timeout=within,

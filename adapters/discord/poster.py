@@ -59,7 +59,7 @@ class DiscordPoster:
     async def post(self, out: Outbound) -> str:
         """Post in the run's thread; long text goes out in several parts, the first id returned."""
         await self.ready.wait()
-        thread, channel = _thread_id(out.key), int(out.key.channel)
+        channel, thread = self._where(out.key)
         async with self._thread_locks[str(thread)]:
             self._stop_typing(out.key)
             hook = await self._webhook(channel, thread)
@@ -79,22 +79,22 @@ class DiscordPoster:
     async def edit(self, out: Outbound, message_id: str) -> None:
         """Replace a post's text (all its parts) and remove its buttons."""
         await self.ready.wait()
-        thread, channel = _thread_id(out.key), int(out.key.channel)
+        channel, thread = self._where(out.key)
         async with self._thread_locks[str(thread)]:
             stored = await self._kv_get(f"parts:{message_id}")
             ids = [int(i) for i in json.loads(stored)] if stored else [int(message_id)]
             hook = await self._webhook(channel, thread)
             if hook is not None:
                 try:
-                    await self._edit_parts(out, ids, thread, hook)
+                    await self._edit_parts(out, ids, channel, thread, hook)
                     return
                 except (discord.NotFound, discord.Forbidden):
                     pass  # posted as the bot (before the webhook existed): edit it as the bot
-            await self._edit_parts(out, ids, thread, None)
+            await self._edit_parts(out, ids, channel, thread, None)
 
     async def working(self, key: ThreadKey, persona: Persona) -> None:
         """Show the typing indicator in the thread until its next post (or a few minutes)."""
-        thread = str(_thread_id(key))
+        thread = str(self._where(key)[1])
         task = self._typing.get(thread)
         if task is not None and not task.done():
             return
@@ -109,6 +109,23 @@ class DiscordPoster:
             task.cancel()
         await asyncio.gather(*self._typing.values(), return_exceptions=True)
         self._typing.clear()
+
+    def _where(self, key: ThreadKey) -> tuple[int, int]:
+        """(the webhook's channel, where the post appears): a run's thread or a plain channel.
+
+        A key without a thread comes from a tool (`post_message`) and may name
+        the channel as `<#id>`, `#name` or `name`.
+        """
+        if key.thread:
+            return int(key.channel), int(key.thread)
+        name = key.channel.strip().removeprefix("<#").removesuffix(">").lstrip("#")
+        if name.isdigit():
+            return int(name), int(name)
+        guild = self.client.get_guild(int(key.workspace)) if key.workspace.isdigit() else None
+        for channel in guild.text_channels if guild else []:
+            if channel.name == name.lower():
+                return channel.id, channel.id
+        raise PlatformError(f"There is no text channel #{name} in this server that I can see.")
 
     # -- sending ---------------------------------------------------------------------
     def _content(self, out: Outbound, as_bot: bool) -> str:
@@ -125,7 +142,7 @@ class DiscordPoster:
             try:
                 msg = await retrying(lambda: hook.send(
                     content, username=webhook_username(out.persona),
-                    avatar_url=out.persona.avatar_url, thread=discord.Object(thread),
+                    avatar_url=out.persona.avatar_url, thread=_in_thread(channel, thread),
                     wait=True, allowed_mentions=_NO_PINGS, **extra))
                 return str(msg.id)
             except discord.NotFound as exc:
@@ -141,7 +158,7 @@ class DiscordPoster:
         msg = await retrying(lambda: target.send(content, allowed_mentions=_NO_PINGS, **extra))
         return str(msg.id)
 
-    async def _edit_parts(self, out: Outbound, ids: list[int], thread: int,
+    async def _edit_parts(self, out: Outbound, ids: list[int], channel: int, thread: int,
                           hook: discord.Webhook | None) -> None:
         chunks = split_message(self._content(out, hook is None)) or ["\u200b"]
         if len(chunks) > len(ids):  # a longer text keeps its tail in the last part it had
@@ -152,7 +169,7 @@ class DiscordPoster:
                 fields["content"] = chunks[i]
             if hook is not None:
                 await retrying(lambda m=mid, f=fields: hook.edit_message(
-                    m, thread=discord.Object(thread), **f))
+                    m, thread=_in_thread(channel, thread), **f))
             else:
                 partial = self.client.get_partial_messageable(thread).get_partial_message(mid)
                 await retrying(lambda p=partial, f=fields: p.edit(**f))
@@ -170,7 +187,7 @@ class DiscordPoster:
             pass
 
     def _stop_typing(self, key: ThreadKey) -> None:
-        task = self._typing.pop(str(_thread_id(key)), None)
+        task = self._typing.pop(str(self._where(key)[1]), None)
         if task is not None:
             task.cancel()
 
@@ -231,5 +248,6 @@ class DiscordPoster:
             await self.store.kv_set(KV, key, value)
 
 
-def _thread_id(key: ThreadKey) -> int:
-    return int(key.thread or key.channel)
+def _in_thread(channel: int, thread: int) -> Any:
+    """discord.py's `thread=` argument: the thread, or MISSING for the channel itself."""
+    return discord.Object(thread) if thread != channel else discord.utils.MISSING

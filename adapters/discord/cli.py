@@ -1,0 +1,112 @@
+"""`threadteam run discord`: serve Discord until interrupted, or print the invite URL."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import os
+import signal
+import sys
+
+from bot.app import build_host, close_host
+from bot.config import Settings
+from bot.errors import ConfigError
+
+from .adapter import DiscordAdapter
+from .client import PERMISSIONS, invite_url
+
+__all__ = ["add_arguments", "application_id", "run"]
+
+_HELP = """Discord: /team and @mentions open threads where teams work; personas post
+through a channel webhook; approvals by button or reply.
+
+environment:
+  DISCORD_BOT_TOKEN       the bot's token (Developer Portal -> your app -> Bot)
+  DISCORD_APPLICATION_ID  the application id (only for --print-invite; read from the
+                          token when unset)
+  DISCORD_API_BASE        another API base URL, e.g. a rate-limit proxy (optional)
+  DISCORD_SHARDS          like --shards
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `threadteam run discord`."""
+    parser.description = _HELP
+    parser.add_argument("--print-invite", action="store_true",
+                        help="print the URL that adds the bot to a server, and exit")
+    parser.add_argument("--shards", type=int, metavar="N", default=None,
+                        help="run N gateway shards in this process (0: as many as Discord "
+                             "recommends); default: one connection, no sharding")
+
+
+def application_id(env: dict[str, str] | os._Environ) -> str:
+    """DISCORD_APPLICATION_ID, else the id a bot token starts with (base64 of the bot's id)."""
+    explicit = (env.get("DISCORD_APPLICATION_ID") or "").strip()
+    if explicit:
+        if not explicit.isdigit():
+            raise ConfigError(f"DISCORD_APPLICATION_ID must be a number, got {explicit!r}")
+        return explicit
+    head = (env.get("DISCORD_BOT_TOKEN") or "").strip().split(".")[0]
+    try:
+        decoded = base64.b64decode(head + "=" * (-len(head) % 4), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        decoded = ""
+    if not decoded.isdigit():
+        raise ConfigError("Set DISCORD_APPLICATION_ID (Developer Portal -> your app -> General "
+                          "Information -> Application ID) or DISCORD_BOT_TOKEN to print the invite.")
+    return decoded
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Log in, start the host, serve Discord until SIGINT/SIGTERM; the exit code."""
+    env = dict(settings.env)
+    if args.print_invite:
+        print(invite_url(application_id(env)))
+        print(f"(scopes bot + applications.commands; permissions {PERMISSIONS.value})",
+              file=sys.stderr)
+        return 0
+    shards = args.shards
+    if shards is None and env.get("DISCORD_SHARDS"):
+        try:
+            shards = int(env["DISCORD_SHARDS"])
+        except ValueError:
+            raise ConfigError(f"DISCORD_SHARDS must be a number, got {env['DISCORD_SHARDS']!r}") from None
+    if shards is not None and shards < 0:
+        raise ConfigError(f"--shards must be 0 or more, got {shards}")
+    adapter = DiscordAdapter(env.get("DISCORD_BOT_TOKEN", ""), shards=shards,
+                             api_base=env.get("DISCORD_API_BASE") or None)
+    await adapter.login()  # a wrong token is reported before anything else starts
+    host = None
+    try:
+        host = await build_host(settings, adapter.poster)
+        adapter.attach(host)
+        await adapter.connect()
+        me = adapter.client.user
+        print(f"threadteam: serving Discord as @{me.name if me else '?'}; Ctrl-C stops",
+              file=sys.stderr)
+        await _until_stopped(adapter)
+        return 0
+    finally:
+        await adapter.aclose()
+        if host is not None:
+            await close_host(host)
+
+
+async def _until_stopped(adapter: DiscordAdapter) -> None:
+    """Until SIGINT/SIGTERM, or until the gateway connection ends for good (raised)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+            pass
+    stopped = asyncio.create_task(stop.wait())
+    closed = asyncio.create_task(adapter.wait_closed())
+    done, pending = await asyncio.wait({stopped, closed}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    if closed in done:
+        closed.result()  # a fatal close (token revoked, intent switched off) as a sentence
