@@ -1,1 +1,478 @@
-"""Placeholder: being written."""
+"""A small wire-level fake of Slack that the real slack_sdk / slack_bolt talk to.
+
+One aiohttp server on 127.0.0.1 plays Slack's three faces:
+
+- the Web API under `/api/<method>` (auth.test, chat.postMessage, chat.update,
+  chat.postEphemeral, assistant.threads.setStatus, reactions.*, users.info,
+  apps.connections.open), recording every call in order in `FakeSlack.calls`,
+  with `ratelimited` 429 + Retry-After bursts and other errors injectable;
+- Socket Mode: `apps.connections.open` hands out `ws://.../link`, which says
+  hello and then carries the envelopes tests push, and the acks coming back;
+- the Events API sender: payloads POSTed to the app's HTTP endpoint, signed
+  with v0 HMAC-SHA256 like Slack does (or forged/stale on purpose), and
+  `response_url`s that record what the app sends to them.
+
+Like Slack, it echoes the bot's own posts back as `message` events (so an
+app that forgets to ignore itself loops), and sends a mention both as
+`app_mention` and as `message`. The fixture is `fake_slack`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+__all__ = ["Call", "Delivery", "FakeSlack", "fake_slack", "wait_until"]
+
+BOT_TOKEN = "xoxb-1-fake-bot-token"
+APP_TOKEN = "xapp-1-A0FAKE-fake-app-token"
+SIGNING_SECRET = "fake-signing-secret-0123456789"
+TEAM = "T0FAKE"
+APP_ID = "A0FAKE"
+BOT_USER = "U0BOT"
+BOT_ID = "B0BOT"
+CHANNEL = "C0GENERAL"
+OTHER_CHANNEL = "C0ANNOUNCE"
+# People the tests act as, and another app's bot.
+ALICE, BOB, MALLORY = "U0ALICE", "U0BOB", "U0MALLORY"
+DM_ALICE = "D0ALICE"
+OTHER_BOT_ID, OTHER_BOT_USER = "B0OTHER", "U0OTHERBOT"
+NAMES = {ALICE: "alice", BOB: "bob", MALLORY: "mallory", BOT_USER: "threadteam"}
+
+
+@dataclass
+class Call:
+    """One Web API request the fake received, and how it answered."""
+
+    method: str
+    params: dict[str, Any]
+    token: str
+    status: int = 200
+    error: str | None = None
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Delivery:
+    """One payload the fake sent to the app, and what came back (HTTP status or socket ack)."""
+
+    kind: str  # events_api | slash_commands | interactive
+    payload: dict[str, Any]
+    via: str  # http | socket
+    status: int = 0
+    response: Any = None
+    seconds: float = 0.0
+
+
+async def wait_until(predicate: Callable[[], Any], within: float = 5.0, what: str = "") -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what or predicate}")
+        await asyncio.sleep(0.01)
+
+
+def sign(body: str, timestamp: int | str, secret: str = SIGNING_SECRET) -> str:
+    """Slack's request signature: v0=hex(HMAC-SHA256(secret, "v0:{ts}:{body}"))."""
+    base = f"v0:{timestamp}:{body}".encode()
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+class FakeSlack:
+    """The fake server: messages, recorded calls, injected failures, deliveries."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        self.deliveries: list[Delivery] = []
+        self.responses: list[dict[str, Any]] = []  # what the app sent to response_urls
+        self.events_url: str | None = None  # the app's HTTP endpoint, for Events API mode
+        self.echo = True
+        self.status_error: str | None = None  # make assistant.threads.setStatus fail so
+        self.sockets: list[web.WebSocketResponse] = []
+        self.hellos = 0
+        self._failures: list[dict[str, Any]] = []
+        self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._echoes: set[asyncio.Task[Any]] = set()
+        self._clock = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.url = ""
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_get("/link/", self._socket)
+        app.router.add_post("/respond/{id}", self._respond)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        self._session = aiohttp.ClientSession()
+
+    async def aclose(self) -> None:
+        await self.drain()
+        for ws in list(self.sockets):
+            await ws.close()
+        if self._session:
+            await self._session.close()
+        if self._runner:
+            await self._runner.cleanup()
+
+    @property
+    def api_url(self) -> str:
+        """What SLACK_API_URL should be to talk to this fake."""
+        return self.url + "/api/"
+
+    def env(self, *, socket_mode: bool = False) -> dict[str, str]:
+        """SLACK_* variables pointing an app at this fake."""
+        env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_API_URL": self.api_url,
+               "SLACK_SIGNING_SECRET": SIGNING_SECRET}
+        if socket_mode:
+            env["SLACK_APP_TOKEN"] = APP_TOKEN
+        return env
+
+    # -- what tests inject -----------------------------------------------------------------
+    def rate_limit(self, method: str, *, times: int = 1, retry_after: int = 1) -> None:
+        """Answer the next `times` calls to `method` with 429 `ratelimited` + Retry-After."""
+        self._failures.append({"method": method, "times": times, "status": 429,
+                               "error": "ratelimited", "retry_after": retry_after})
+
+    def fail(self, method: str, error: str, *, times: int = 1, status: int = 200) -> None:
+        """Answer the next `times` calls to `method` with `{"ok": false, "error": error}`."""
+        self._failures.append({"method": method, "times": times, "status": status,
+                               "error": error, "retry_after": None})
+
+    # -- what tests read ---------------------------------------------------------------------
+    def calls_to(self, method: str, *, ok: bool | None = None) -> list[Call]:
+        """Recorded calls to one method, in order (`ok=True`: only the ones that succeeded)."""
+        return [c for c in self.calls if c.method == method
+                and (ok is None or (c.error is None) == ok)]
+
+    def thread(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        """Replies in a thread as people see them, oldest first (the root excluded)."""
+        return sorted((m for (ch, ts), m in self.messages.items()
+                       if ch == channel and m.get("thread_ts") == thread_ts and ts != thread_ts),
+                      key=lambda m: m["ts"])
+
+    def message(self, channel: str, ts: str) -> dict[str, Any]:
+        return self.messages[(channel, ts)]
+
+    # -- the Web API ----------------------------------------------------------------------------
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        method = request.match_info["method"]
+        params: dict[str, Any] = dict(request.query)
+        raw = await request.read()
+        if raw:
+            if request.content_type == "application/json":
+                params.update(json.loads(raw))
+            else:
+                params.update(dict(parse_qsl(raw.decode())))
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ").strip() or str(params.pop("token", ""))
+        params.pop("token", None)
+        call = Call(method, params, token)
+        self.calls.append(call)
+        for failure in self._failures:
+            if failure["method"] == method and failure["times"] > 0:
+                failure["times"] -= 1
+                call.status, call.error = failure["status"], failure["error"]
+                headers = {"Retry-After": str(failure["retry_after"])} \
+                    if failure["retry_after"] is not None else {}
+                return web.json_response({"ok": False, "error": failure["error"]},
+                                         status=failure["status"], headers=headers)
+        expected = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
+        if token != expected:
+            call.error = "invalid_auth" if token else "not_authed"
+            return web.json_response({"ok": False, "error": call.error})
+        handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+        if handler is None:
+            call.error = "unknown_method"
+            return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
+        body = handler(params, request)
+        if not body.get("ok"):
+            call.error = body.get("error")
+        return web.json_response(body)
+
+    def _next_ts(self) -> str:
+        n = next(self._clock)
+        return f"{1_700_000_000 + n}.{n:06d}"
+
+    def _m_auth_test(self, p: dict, r: web.Request) -> dict:
+        return {"ok": True, "url": "https://fake.slack.com/", "team": "Fake", "user": "threadteam",
+                "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID, "is_enterprise_install": False}
+
+    def _m_apps_connections_open(self, p: dict, r: web.Request) -> dict:
+        ws = self.url.replace("http://", "ws://")
+        return {"ok": True, "url": f"{ws}/link/?ticket={uuid.uuid4().hex}&app_id={APP_ID}"}
+
+    def _m_users_info(self, p: dict, r: web.Request) -> dict:
+        uid = p.get("user", "")
+        if uid not in NAMES:
+            return {"ok": False, "error": "user_not_found"}
+        name = NAMES[uid]
+        return {"ok": True, "user": {"id": uid, "team_id": TEAM, "name": name,
+                                     "real_name": name.title(), "is_bot": uid == BOT_USER,
+                                     "profile": {"display_name": name.title(),
+                                                 "real_name": name.title()}}}
+
+    def _m_chat_postMessage(self, p: dict, r: web.Request) -> dict:
+        channel = p.get("channel")
+        if not channel:
+            return {"ok": False, "error": "channel_not_found"}
+        if not (p.get("text") or p.get("blocks")):
+            return {"ok": False, "error": "no_text"}
+        ts = self._next_ts()
+        msg: dict[str, Any] = {"type": "message", "ts": ts, "channel": channel,
+                               "text": p.get("text", ""), "bot_id": BOT_ID, "app_id": APP_ID,
+                               "user": BOT_USER, "team": TEAM}
+        if p.get("username"):  # a customised author shows as a bot_message
+            msg.update(subtype="bot_message", username=p["username"])
+            msg["icons"] = {k.split("_", 1)[1]: p[k] for k in ("icon_emoji", "icon_url") if p.get(k)}
+            msg.pop("user")
+        if p.get("thread_ts"):
+            msg["thread_ts"] = p["thread_ts"]
+        if p.get("blocks"):
+            msg["blocks"] = _json(p["blocks"])
+        self.messages[(channel, ts)] = msg
+        self._echo(dict(msg))
+        return {"ok": True, "channel": channel, "ts": ts, "message": msg}
+
+    def _m_chat_update(self, p: dict, r: web.Request) -> dict:
+        msg = self.messages.get((p.get("channel"), p.get("ts")))
+        if msg is None:
+            return {"ok": False, "error": "message_not_found"}
+        previous = dict(msg)
+        msg["text"] = p.get("text", msg["text"])
+        if "blocks" in p:
+            msg["blocks"] = _json(p["blocks"])
+        msg["edited"] = {"user": BOT_USER, "ts": self._next_ts()}
+        self._echo({"type": "message", "subtype": "message_changed", "hidden": True,
+                    "channel": msg["channel"], "ts": self._next_ts(), "message": dict(msg),
+                    "previous_message": previous})
+        return {"ok": True, "channel": msg["channel"], "ts": msg["ts"], "text": msg["text"]}
+
+    def _m_chat_postEphemeral(self, p: dict, r: web.Request) -> dict:
+        if not (p.get("channel") and p.get("user")):
+            return {"ok": False, "error": "channel_not_found"}
+        return {"ok": True, "message_ts": self._next_ts()}
+
+    def _m_assistant_threads_setStatus(self, p: dict, r: web.Request) -> dict:
+        if self.status_error:
+            return {"ok": False, "error": self.status_error}
+        return {"ok": True}
+
+    def _m_reactions_add(self, p: dict, r: web.Request) -> dict:
+        return {"ok": True}
+
+    def _m_reactions_remove(self, p: dict, r: web.Request) -> dict:
+        return {"ok": True}
+
+    async def _respond(self, request: web.Request) -> web.StreamResponse:
+        self.responses.append({"id": request.match_info["id"], **(await request.json())})
+        return web.Response(text="ok")
+
+    # -- Socket Mode ------------------------------------------------------------------------------
+    async def _socket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self.sockets.append(ws)
+        self.hellos += 1
+        await ws.send_json({"type": "hello", "num_connections": len(self.sockets),
+                            "debug_info": {"host": "fake-slack", "build_number": 1,
+                                           "approximate_connection_time": 18060},
+                            "connection_info": {"app_id": APP_ID}})
+        try:
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                data = json.loads(msg.data)
+                future = self._acks.pop(data.get("envelope_id", ""), None)
+                if future is not None and not future.done():
+                    future.set_result(data)
+        finally:
+            self.sockets.remove(ws)
+        return ws
+
+    # -- sending to the app -------------------------------------------------------------------------
+    async def deliver(self, kind: str, payload: dict[str, Any], *, retry_num: int = 0,
+                      via: str | None = None) -> Delivery:
+        """Send one payload the way the app is connected (Socket Mode if a socket is open)."""
+        via = via or ("socket" if self.sockets else "http")
+        d = Delivery(kind, payload, via)
+        start = time.perf_counter()
+        if via == "socket":
+            envelope_id = str(uuid.uuid4())
+            future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._acks[envelope_id] = future
+            await self.sockets[-1].send_json({
+                "envelope_id": envelope_id, "type": kind, "payload": payload,
+                "accepts_response_payload": kind != "events_api",
+                "retry_attempt": retry_num, "retry_reason": "timeout" if retry_num else ""})
+            try:
+                d.response = await asyncio.wait_for(future, 5.0)
+                d.status = 200
+            except TimeoutError:
+                self._acks.pop(envelope_id, None)
+        else:
+            body, content_type = _encode(kind, payload)
+            headers = {"Content-Type": content_type}
+            if retry_num:
+                headers |= {"X-Slack-Retry-Num": str(retry_num),
+                            "X-Slack-Retry-Reason": "http_timeout"}
+            d.status, d.response = await self.post_signed(body, headers)
+        d.seconds = time.perf_counter() - start
+        self.deliveries.append(d)
+        return d
+
+    async def post_signed(self, body: str, headers: dict[str, str] | None = None, *,
+                          timestamp: int | None = None, secret: str = SIGNING_SECRET,
+                          signature: str | None = None, unsigned: bool = False
+                          ) -> tuple[int, str]:
+        """POST `body` to the app's endpoint, signed (or stale, forged, unsigned if asked)."""
+        assert self.events_url and self._session, "set fake_slack.events_url first"
+        ts = int(time.time()) if timestamp is None else timestamp
+        headers = {"Content-Type": "application/json", **(headers or {})}
+        if not unsigned:
+            headers["X-Slack-Request-Timestamp"] = str(ts)
+            headers["X-Slack-Signature"] = signature or sign(body, ts, secret)
+        async with self._session.post(self.events_url, data=body.encode(), headers=headers) as resp:
+            return resp.status, await resp.text()
+
+    def envelope(self, event: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
+        """An Events API `event_callback` around `event`."""
+        return {"token": "legacy-verification-token", "team_id": TEAM, "api_app_id": APP_ID,
+                "event": event, "type": "event_callback",
+                "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+                "event_time": int(time.time()), "is_ext_shared_channel": False,
+                "authorizations": [{"enterprise_id": None, "team_id": TEAM, "user_id": BOT_USER,
+                                    "is_bot": True, "is_enterprise_install": False}]}
+
+    async def send_event(self, event: dict[str, Any], *, event_id: str | None = None,
+                         retry_num: int = 0, via: str | None = None) -> Delivery:
+        return await self.deliver("events_api", self.envelope(event, event_id),
+                                  retry_num=retry_num, via=via)
+
+    async def say(self, user: str, text: str, *, channel: str = CHANNEL,
+                  thread_ts: str | None = None, via: str | None = None) -> str:
+        """A person posts a message: Slack sends `message`, and `app_mention` if it names the bot."""
+        ts = self._next_ts()
+        is_dm = channel.startswith("D")
+        event = {"type": "message", "user": user, "text": text, "ts": ts, "channel": channel,
+                 "event_ts": ts, "team": TEAM, "client_msg_id": str(uuid.uuid4()),
+                 "channel_type": "im" if is_dm else "channel"}
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        self.messages[(channel, ts)] = dict(event)
+        await self.send_event(event, via=via)
+        if f"<@{BOT_USER}>" in text and not is_dm:
+            mention = {k: v for k, v in event.items() if k != "channel_type"}
+            await self.send_event({**mention, "type": "app_mention"}, via=via)
+        return ts
+
+    async def slash(self, text: str, *, user: str = ALICE, channel: str = CHANNEL,
+                    command: str = "/team", via: str | None = None) -> Delivery:
+        """A person runs a slash command."""
+        payload = {"token": "legacy-verification-token", "team_id": TEAM, "team_domain": "fake",
+                   "channel_id": channel, "channel_name": "general", "user_id": user,
+                   "user_name": NAMES.get(user, user), "command": command, "text": text,
+                   "api_app_id": APP_ID, "is_enterprise_install": "false",
+                   "response_url": f"{self.url}/respond/{uuid.uuid4().hex[:8]}",
+                   "trigger_id": f"{next(self._clock)}.{uuid.uuid4().hex[:8]}"}
+        return await self.deliver("slash_commands", payload, via=via)
+
+    async def click(self, channel: str, ts: str, action_id: str, *, user: str = ALICE,
+                    via: str | None = None) -> Delivery:
+        """A person presses the button `action_id` on the message `ts` (it must be there)."""
+        msg = self.messages[(channel, ts)]
+        button = next((e for b in msg.get("blocks", []) if b.get("type") == "actions"
+                       for e in b.get("elements", []) if e.get("action_id") == action_id), None)
+        if button is None:
+            raise AssertionError(f"message {ts} has no {action_id!r} button: {msg.get('blocks')}")
+        block = next(b for b in msg["blocks"] if button in b.get("elements", []))
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "username": NAMES.get(user, user), "name": NAMES.get(user, user),
+                     "team_id": TEAM},
+            "api_app_id": APP_ID, "token": "legacy-verification-token",
+            "container": {"type": "message", "message_ts": ts, "channel_id": channel,
+                          "is_ephemeral": False, **({"thread_ts": msg["thread_ts"]}
+                                                    if msg.get("thread_ts") else {})},
+            "trigger_id": f"{next(self._clock)}.{uuid.uuid4().hex[:8]}",
+            "team": {"id": TEAM, "domain": "fake"}, "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": channel, "name": "general"},
+            "message": dict(msg), "state": {"values": {}},
+            "response_url": f"{self.url}/respond/{uuid.uuid4().hex[:8]}",
+            "actions": [{"action_id": action_id, "block_id": block.get("block_id", "b"),
+                         "text": button["text"], "value": button.get("value", ""),
+                         "style": button.get("style"), "type": "button",
+                         "action_ts": f"{time.time():.6f}"}],
+        }
+        return await self.deliver("interactive", payload, via=via)
+
+    # -- echoes ------------------------------------------------------------------------------------
+    def _echo(self, event: dict[str, Any]) -> None:
+        """Slack sends the bot's own posts back to it as events; so do we."""
+        if not self.echo or not (self.sockets or self.events_url):
+            return
+        event.pop("blocks", None)
+        event.setdefault("event_ts", event["ts"])
+        event["channel_type"] = "im" if event["channel"].startswith("D") else "channel"
+        task = asyncio.ensure_future(self.send_event(event))
+        self._echoes.add(task)
+        task.add_done_callback(self._echoes.discard)
+
+    async def drain(self) -> None:
+        """Wait until every echo the fake started has been delivered."""
+        while self._echoes:
+            await asyncio.gather(*list(self._echoes), return_exceptions=True)
+
+    def echoes(self) -> list[Delivery]:
+        """Deliveries of the bot's own posts back to it."""
+        return [d for d in self.deliveries if d.kind == "events_api"
+                and d.payload["event"].get("bot_id") == BOT_ID]
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _encode(kind: str, payload: dict[str, Any]) -> tuple[str, str]:
+    """The HTTP body Slack sends for each kind of payload."""
+    if kind == "events_api":
+        return json.dumps(payload), "application/json"
+    if kind == "slash_commands":
+        return urlencode(payload), "application/x-www-form-urlencoded"
+    return urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded"
+
+
+@pytest.fixture
+async def fake_slack():
+    """A started FakeSlack; closed after the test."""
+    fake = FakeSlack()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.aclose()

@@ -1,0 +1,130 @@
+"""Slack payloads -> `Inbound`, and the middleware that drops what is not a person's act.
+
+Ids: a message is named `team:channel:ts` rather than by its envelope's
+event_id, because Slack sends one message twice (as `app_mention` and as
+`message`) under two event ids; naming the message makes either copy count once.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import OrderedDict
+from typing import Any
+
+from bot.commands import parse_command
+from bot.shapes import Inbound, ThreadKey
+
+__all__ = [
+    "APPROVE_ACTION", "DENY_ACTION", "RecentIds", "button_inbound", "command_key",
+    "is_from_bot", "message_inbound", "strip_mention",
+]
+
+PLATFORM = "slack"
+APPROVE_ACTION = "threadteam_approve"
+DENY_ACTION = "threadteam_deny"
+# A thread_broadcast is a person's reply also sent to the channel: still a reply.
+_HUMAN_SUBTYPES = (None, "thread_broadcast")
+
+
+def strip_mention(text: str, bot_user_id: str) -> str:
+    """The text without a leading `<@BOT>` (the way people address the bot)."""
+    return re.sub(rf"^\s*<@{re.escape(bot_user_id)}(?:\|[^>]*)?>[\s:,]*", "", text or "").strip()
+
+
+def is_from_bot(event: dict[str, Any], bot_user_id: str) -> bool:
+    """True for posts by any bot or app, including this one's persona posts."""
+    return bool(event.get("bot_id") or event.get("subtype") == "bot_message"
+                or event.get("bot_profile") or event.get("user") == bot_user_id)
+
+
+def _team(body: dict[str, Any], event: dict[str, Any]) -> str:
+    return str(body.get("team_id") or event.get("team") or "")
+
+
+def message_inbound(body: dict[str, Any], bot_user_id: str) -> Inbound | None:
+    """An `app_mention` or `message` event as a summon or a reply; None when it is neither.
+
+    - a mention outside a thread (or a top-level DM) summons a team into its own thread;
+    - a person's message inside a thread is a reply (the host ignores threads without a run);
+    - a mention inside a thread is a reply when it is a thread command
+      (`@threadteam approve`), else a summon: the host starts a run there, or, if the
+      thread has one, hands the text to it as the person's message.
+    The plain `message` copy of a mention is dropped: its `app_mention` twin carries it.
+    """
+    event = body.get("event") or {}
+    if event.get("subtype") not in _HUMAN_SUBTYPES or is_from_bot(event, bot_user_id):
+        return None
+    user, ts, channel = event.get("user"), event.get("ts"), event.get("channel")
+    if not (user and ts and channel):
+        return None
+    team = _team(body, event)
+    raw = event.get("text") or ""
+    text = strip_mention(raw, bot_user_id)
+    thread_ts = event.get("thread_ts")
+    in_thread = bool(thread_ts) and thread_ts != ts
+    is_dm = event.get("channel_type") == "im"
+    if event.get("type") == "app_mention":
+        kind = "reply" if in_thread and parse_command(text) is not None else "summon"
+    elif is_dm:
+        kind = "reply" if in_thread else "summon"  # DMs have no app_mention: all is for us
+    elif f"<@{bot_user_id}" in raw or not in_thread:
+        return None  # the app_mention copy carries it, or it is channel chatter
+    else:
+        kind = "reply"
+    if in_thread and not text:
+        return None  # a bare mention inside a thread says nothing to the run
+    key = ThreadKey(PLATFORM, team, channel, thread_ts if in_thread else ts)
+    return Inbound(key=key, user=user, text=text, kind=kind, event_id=f"{team}:{channel}:{ts}")
+
+
+def button_inbound(body: dict[str, Any]) -> Inbound | None:
+    """A press of Approve / Deny under an approval post."""
+    actions = body.get("actions") or []
+    if not actions:
+        return None
+    action = actions[0]
+    verdict = {APPROVE_ACTION: "approve", DENY_ACTION: "deny"}.get(action.get("action_id"))
+    container = body.get("container") or {}
+    message = body.get("message") or {}
+    channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
+    message_ts = container.get("message_ts") or message.get("ts")
+    thread = message.get("thread_ts") or container.get("thread_ts") or message_ts
+    user = body.get("user") or {}
+    if not (verdict and channel and thread and user.get("id")):
+        return None
+    team = (body.get("team") or {}).get("id") or user.get("team_id") or ""
+    name = user.get("name") or user.get("username") or ""
+    key = ThreadKey(PLATFORM, team, channel, thread)
+    event_id = f"{team}:{channel}:{message_ts}:{action.get('action_ts', '')}:{user['id']}"
+    return Inbound(key=key, user=user["id"], text="", kind="button", event_id=event_id,
+                   display_name=name, action=verdict, call_id=action.get("value"))
+
+
+def command_key(command: dict[str, Any], thread_ts: str) -> ThreadKey:
+    """The thread a slash-command summon lives in: under the root post we made for it."""
+    return ThreadKey(PLATFORM, command.get("team_id", ""), command["channel_id"], thread_ts)
+
+
+class RecentIds:
+    """Ids seen in the last `ttl` seconds (bounded), to drop Slack's re-deliveries early.
+
+    The host de-duplicates durably through the store; this only saves the work
+    (and the store round trip) for a retry this process has already taken.
+    """
+
+    def __init__(self, ttl: float = 600.0, size: int = 50_000) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def first(self, key: str) -> bool:
+        """True the first time `key` is seen (within ttl)."""
+        now = time.monotonic()
+        while self._seen and (len(self._seen) > self.size
+                              or next(iter(self._seen.values())) < now - self.ttl):
+            self._seen.popitem(last=False)
+        if key in self._seen:
+            return False
+        self._seen[key] = now
+        return True

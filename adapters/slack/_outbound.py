@@ -1,0 +1,224 @@
+"""Posting to Slack: the host's `Poster`, with order per thread and rate limits waited out.
+
+Every Web API call goes through `SlackPoster.call`, the one place where
+slack_sdk errors are translated: `ratelimited` (HTTP 429) is waited out for as
+long as `Retry-After` says, as often as it takes (a post is never dropped);
+connection failures and Slack 5xx are retried a few times with backoff; any other
+refusal becomes a `PlatformError` naming the method and Slack's error code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.errors import PlatformError
+from bot.shapes import BOT_PERSONA, Outbound, ThreadKey
+from teams.persona import Persona
+
+from ._format import LIMIT, split_text, to_mrkdwn
+from ._inbound import APPROVE_ACTION, DENY_ACTION
+
+__all__ = ["SlackPoster"]
+
+log = logging.getLogger("threadteam.slack")
+
+WORKING_REACTION = "hourglass_flowing_sand"
+_TRANSIENT_TRIES = 5
+
+
+class SlackPoster:
+    """Implements the host's Poster for Slack threads."""
+
+    def __init__(self, client: AsyncWebClient, *, limit: int = LIMIT) -> None:
+        self.client = client
+        self.limit = limit
+        self._locks: dict[str, list[Any]] = {}  # thread -> [lock, users]
+        self._no_status: set[str] = set()  # channels where assistant.threads.setStatus fails
+        self._reacted: set[ThreadKey] = set()  # thread roots wearing our "working" reaction
+
+    # -- the Poster protocol ------------------------------------------------------------
+    async def post(self, out: Outbound) -> str:
+        """Post `out` in its thread (split if long); the first part's ts, or the buttons' part."""
+        parts = split_text(to_mrkdwn(out.text), self.limit) or [""]
+        async with self._thread(out.key):
+            ids = []
+            for i, part in enumerate(parts):
+                buttons = out.approval is not None and i == len(parts) - 1
+                params = self._message(out.key, part, out.persona)
+                if buttons:
+                    params["blocks"] = approval_blocks(part, out)
+                ids.append((await self.call("chat.postMessage", **params))["ts"])
+            await self._clear_working(out.key)
+        # An approval's buttons sit on its last part, and that is the message an edit must
+        # reach to take them away; any other post is known by its first part.
+        return ids[-1] if out.approval is not None else ids[0]
+
+    async def edit(self, out: Outbound, message_id: str) -> None:
+        """Replace a message's text in place; the blocks are rewritten so no buttons remain."""
+        text = _truncate(to_mrkdwn(out.text), self.limit)
+        async with self._thread(out.key):
+            await self.call("chat.update", channel=out.key.channel, ts=message_id, text=text,
+                            blocks=[_section(text)])
+
+    async def working(self, key: ThreadKey, persona: Persona) -> None:
+        """Show that `persona` is working: the thread's status line, else a reaction on its root.
+
+        `assistant.threads.setStatus` only works where Slack shows assistant threads;
+        where it fails once, that channel gets an hourglass reaction on the run's root
+        message instead, taken off when the next post lands.
+        """
+        if not key.thread:
+            return
+        if key.channel not in self._no_status:
+            params = {"channel_id": key.channel, "thread_ts": key.thread, "status": "is thinking…",
+                      **_face(persona)}
+            try:
+                await self.client.api_call("assistant.threads.setStatus", json=params)
+                return
+            except SlackApiError as exc:
+                if _is_ratelimited(exc):
+                    return  # a courtesy is not worth waiting for
+                self._no_status.add(key.channel)
+            except (aiohttp.ClientError, TimeoutError):
+                return
+        if key in self._reacted:
+            return
+        self._reacted.add(key)
+        with contextlib.suppress(SlackApiError, aiohttp.ClientError, TimeoutError):
+            await self.client.api_call("reactions.add", json={
+                "channel": key.channel, "timestamp": key.thread, "name": WORKING_REACTION})
+
+    def mention(self, user: str) -> str:
+        """A Slack user mention."""
+        return f"<@{user}>"
+
+    # -- beyond the protocol -------------------------------------------------------------
+    async def ephemeral(self, key: ThreadKey, user: str, text: str) -> None:
+        """Show `text` to `user` alone, in the thread (refusals, errors)."""
+        params: dict[str, Any] = {"channel": key.channel, "user": user,
+                                  "text": _truncate(to_mrkdwn(text), self.limit)}
+        if key.thread:
+            params["thread_ts"] = key.thread
+        await self.call("chat.postEphemeral", **params)
+
+    async def root(self, channel: str, text: str) -> str:
+        """Post a top-level message as the app itself; its ts."""
+        return (await self.call("chat.postMessage", channel=channel, text=text))["ts"]
+
+    async def call(self, method: str, **params: Any) -> Any:
+        """Call a Web API method; wait out rate limits, retry transient failures, else raise."""
+        transient = 0
+        while True:
+            try:
+                return await self.client.api_call(method, json=params)
+            except SlackApiError as exc:
+                if _is_ratelimited(exc):
+                    delay = _retry_after(exc)
+                    log.info("slack %s rate limited; retrying in %.1fs", method, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                error = exc.response.get("error", "unknown_error")
+                if exc.response.status_code < 500 or transient >= _TRANSIENT_TRIES:
+                    raise PlatformError(f"Slack refused {method} ({error})") from exc
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if transient >= _TRANSIENT_TRIES:
+                    raise PlatformError(f"Slack could not be reached for {method}: {exc}") from exc
+            transient += 1
+            await asyncio.sleep(min(0.25 * 2 ** transient, 8.0))
+
+    # -- helpers -------------------------------------------------------------------------
+    def _message(self, key: ThreadKey, text: str, persona: Persona) -> dict[str, Any]:
+        params: dict[str, Any] = {"channel": key.channel, "text": text, **_face(persona)}
+        if key.thread:
+            params["thread_ts"] = key.thread
+        return params
+
+    @contextlib.asynccontextmanager
+    async def _thread(self, key: ThreadKey) -> AsyncIterator[None]:
+        # One lock per thread keeps its posts in order however many turns race;
+        # the entry goes when nobody holds or waits for it, so idle threads cost nothing.
+        name = str(key)
+        entry = self._locks.setdefault(name, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                self._locks.pop(name, None)
+
+    async def _clear_working(self, key: ThreadKey) -> None:
+        if key in self._reacted:
+            self._reacted.discard(key)
+            with contextlib.suppress(SlackApiError, aiohttp.ClientError, TimeoutError):
+                await self.client.api_call("reactions.remove", json={
+                    "channel": key.channel, "timestamp": key.thread, "name": WORKING_REACTION})
+
+
+def approval_blocks(text: str, out: Outbound) -> list[dict[str, Any]]:
+    """The request text, Approve / Deny buttons naming the call, and how to answer by reply."""
+    prompt = out.approval
+    assert prompt is not None
+    blocks: list[dict[str, Any]] = [_section(text), {
+        "type": "actions",
+        "block_id": f"approval:{prompt.call_id}"[:255],
+        "elements": [
+            _button("Approve", APPROVE_ACTION, prompt.call_id, "primary"),
+            _button("Deny", DENY_ACTION, prompt.call_id, "danger"),
+        ],
+    }]
+    if "`approve" not in text:  # the host's text usually says so already
+        n = f" {prompt.number}" if prompt.number > 1 else ""
+        blocks.append({"type": "context", "elements": [{
+            "type": "mrkdwn",
+            "text": f"Or reply `approve{n}` / `deny{n} <reason>` in this thread."}]})
+    return blocks
+
+
+def _button(label: str, action_id: str, value: str, style: str) -> dict[str, Any]:
+    return {"type": "button", "text": {"type": "plain_text", "text": label},
+            "action_id": action_id, "value": value[:2000], "style": style}
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text or " "}}
+
+
+def _face(persona: Persona) -> dict[str, str]:
+    """username / icon for a persona; the app's own face for the host's notices."""
+    if persona == BOT_PERSONA or not persona.display_name:
+        return {}
+    face = {"username": persona.display_name}
+    if persona.avatar_emoji:
+        face["icon_emoji"] = persona.avatar_emoji
+    elif persona.avatar_url:
+        face["icon_url"] = persona.avatar_url
+    return face
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _is_ratelimited(exc: SlackApiError) -> bool:
+    return exc.response.status_code == 429 or exc.response.get("error") == "ratelimited"
+
+
+def _retry_after(exc: SlackApiError) -> float:
+    headers = {k.lower(): v for k, v in (exc.response.headers or {}).items()}
+    value = headers.get("retry-after", "1")
+    if isinstance(value, list):
+        value = value[0] if value else "1"
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 1.0

@@ -1,0 +1,65 @@
+"""`threadteam run slack`: serve one Slack workspace until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from bot.app import build_host, close_host
+from bot.config import Settings
+
+from .app import EVENTS_PATH, SlackAdapter, SlackConfig
+
+log = logging.getLogger("threadteam.slack")
+
+_HELP = f"""Slack: Socket Mode when SLACK_APP_TOKEN is set, else HTTP on --port
+(POST {EVENTS_PATH} for events, slash commands and interactivity; GET /healthz).
+
+environment:
+  SLACK_BOT_TOKEN       Bot User OAuth Token, xoxb-... (always)
+  SLACK_APP_TOKEN       app-level token, xapp-... (Socket Mode)
+  SLACK_SIGNING_SECRET  signing secret (HTTP mode)
+  SLACK_API_URL         another Web API base URL (a proxy or a test server)
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `threadteam run slack`."""
+    parser.description = _HELP
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")),
+                        help="HTTP mode: port to serve on (default: $PORT or 3000)")
+    parser.add_argument("--bind", default="0.0.0.0", metavar="ADDR",
+                        help="HTTP mode: address to listen on (default: 0.0.0.0)")
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Check the tokens, start the host, serve Slack until SIGINT/SIGTERM; the exit code."""
+    config = SlackConfig.from_env(settings.env)  # ConfigError: one line naming the variable
+    adapter = SlackAdapter(config)
+    await adapter.connect()  # the bot token is checked before anything else starts
+    host = await build_host(settings, adapter.poster)
+    try:
+        await adapter.start(host, port=args.port, bind=args.bind)
+        mode = "Socket Mode" if config.socket_mode else f"HTTP on port {adapter.port}"
+        print(f"threadteam: serving Slack as @{adapter.bot_name} ({mode}); Ctrl-C stops",
+              file=sys.stderr)
+        await _until_stopped()
+        return 0
+    finally:
+        await adapter.aclose()
+        await close_host(host)
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+            pass
+    await stop.wait()

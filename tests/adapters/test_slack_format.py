@@ -1,0 +1,70 @@
+"""Markdown -> mrkdwn and splitting long text for Slack."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.slack._format import LIMIT, split_text, to_mrkdwn
+
+
+@pytest.mark.parametrize(("markdown", "mrkdwn"), [
+    ("**bold** and __also__", "*bold* and *also*"),
+    ("*italic* text", "_italic_ text"),
+    ("~~gone~~", "~gone~"),
+    ("see [the docs](https://example.com/a?b=1&c=2)", "see <https://example.com/a?b=1&c=2|the docs>"),
+    ("## A heading", "*A heading*"),
+    ("# **Bold** heading", "*Bold heading*"),
+    ("- one\n* two\n  + three", "• one\n• two\n  • three"),
+    ("> quoted **words**", "> quoted *words*"),
+    ("a < b && c > d", "a &lt; b &amp;&amp; c &gt; d"),
+    ("ask <@U123> in <#C42> <!here>", "ask <@U123> in <#C42> <!here>"),
+    ("x = 2 * 3 * 4", "x = 2 * 3 * 4"),
+    ("snake_case_name stays", "snake_case_name stays"),
+    ("---", "───"),
+])
+def test_markdown_becomes_mrkdwn(markdown: str, mrkdwn: str) -> None:
+    assert to_mrkdwn(markdown) == mrkdwn
+
+
+def test_code_is_left_alone_but_escaped() -> None:
+    text = "Run `**not bold**` then:\n```python\nif a < b and **x**:\n\n    pass\n```\n**after**"
+    assert to_mrkdwn(text) == ("Run `**not bold**` then:\n```python\nif a &lt; b and **x**:\n\n"
+                               "    pass\n```\n*after*")
+
+
+def test_short_text_is_one_part() -> None:
+    assert split_text("hello\n\nworld") == ["hello\n\nworld"]
+
+
+def test_long_text_splits_at_paragraphs_in_order() -> None:
+    paragraphs = [f"Paragraph {i}. " + "word " * 270 for i in range(6)]
+    parts = split_text("\n\n".join(paragraphs))
+    assert len(parts) > 1
+    assert all(len(p) <= LIMIT for p in parts)
+    assert "\n\n".join(parts) == "\n\n".join(p for p in paragraphs)  # nothing lost, order kept
+    assert all(p.startswith("Paragraph") for p in parts)  # cuts fall between paragraphs
+
+
+def test_one_huge_paragraph_splits_between_words() -> None:
+    text = " ".join(f"w{i}" for i in range(3000))
+    parts = split_text(text, 1000)
+    assert all(len(p) <= 1000 for p in parts)
+    assert " ".join(parts).split() == text.split()
+
+
+def test_unbroken_text_is_cut_hard() -> None:
+    parts = split_text("x" * 2500, 1000)
+    assert [len(p) for p in parts] == [1000, 1000, 500]
+
+
+def test_a_split_code_block_is_closed_and_reopened() -> None:
+    code = "```\n" + "\n".join(f"line {i}" for i in range(400)) + "\n```"
+    parts = split_text(f"Intro.\n\n{code}\n\nOutro.", 1000)
+    code_parts = [p for p in parts if "line" in p]
+    assert len(code_parts) > 1
+    for p in code_parts:
+        assert p.startswith("```") and p.count("```") == 2  # each piece is whole code
+        assert len(p) <= 1000
+    lines = [ln for p in code_parts for ln in p.splitlines() if ln.startswith("line")]
+    assert lines == [f"line {i}" for i in range(400)]
+    assert parts[0] == "Intro." and parts[-1].endswith("Outro.")
