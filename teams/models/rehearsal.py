@@ -27,8 +27,9 @@ class RehearsalModel:
 
     async def complete(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelResponse:
         """Answer deterministically; the text goes to `on_text` in a few chunks."""
+        calls: tuple[ToolCall, ...] = ()
         if request.purpose == "select":
-            text, calls = _select(request), ()
+            text = _select(request)
         else:
             text, calls = _reply(request)
         if on_text is not None:
@@ -61,9 +62,9 @@ def _reply(request: ModelRequest) -> tuple[str, tuple[ToolCall, ...]]:
     messages = request.messages
     last = messages[-1] if messages else None
     if last is not None and last.role == "tool":
-        tool = _tool_name(messages, last.tool_call_id) or "the tool"
+        called = _tool_name(messages, last.tool_call_id) or "the tool"
         outcome = "failed" if last.is_error else "returned"
-        return f"{LABEL}{agent} notes that {tool} {outcome} '{_excerpt(last.content)}'", ()
+        return f"{LABEL}{agent} notes that {called} {outcome} '{_excerpt(last.content)}'", ()
     already_called = any(m.role == "assistant" and m.tool_calls for m in messages)
     if request.tools and not already_called:
         tool = next((t for t in request.tools if not t.name.startswith(HANDOFF_PREFIX)),
