@@ -21,7 +21,7 @@ import aiohttp
 import discord
 
 from bot.errors import PlatformError
-from bot.shapes import Outbound, ThreadKey
+from bot.shapes import BOT_PERSONA, Outbound, ThreadKey
 from teams.persona import Persona
 
 from ._retry import retrying
@@ -62,7 +62,8 @@ class DiscordPoster:
         channel, thread = self._where(out.key)
         async with self._thread_locks[str(thread)]:
             self._stop_typing(out.key)
-            hook = await self._webhook(channel, thread)
+            # The host's own notices come from the bot itself; agents through the webhook.
+            hook = None if _is_bot(out) else await self._webhook(channel, thread)
             view, hashed = approval_view(out.approval) if out.approval else (None, [])
             for call_id in hashed:
                 await self._kv_set(f"call:{call_ref_digest(call_id)}", call_id)
@@ -83,7 +84,7 @@ class DiscordPoster:
         async with self._thread_locks[str(thread)]:
             stored = await self._kv_get(f"parts:{message_id}")
             ids = [int(i) for i in json.loads(stored)] if stored else [int(message_id)]
-            hook = await self._webhook(channel, thread)
+            hook = None if _is_bot(out) else await self._webhook(channel, thread)
             if hook is not None:
                 try:
                     await self._edit_parts(out, ids, channel, thread, hook)
@@ -129,7 +130,7 @@ class DiscordPoster:
 
     # -- sending ---------------------------------------------------------------------
     def _content(self, out: Outbound, as_bot: bool) -> str:
-        if not as_bot or out.notice or not out.persona.display_name or out.persona.display_name == WEBHOOK_NAME:
+        if not as_bot or _is_bot(out):
             return out.text
         emoji = emoji_of(out.persona)
         name = f"{emoji} **{out.persona.display_name}**" if emoji else f"**{out.persona.display_name}**"
@@ -246,6 +247,10 @@ class DiscordPoster:
     async def _kv_set(self, key: str, value: str) -> None:
         if self.store is not None:
             await self.store.kv_set(KV, key, value)
+
+
+def _is_bot(out: Outbound) -> bool:
+    return out.persona == BOT_PERSONA or not out.persona.display_name
 
 
 def _in_thread(channel: int, thread: int) -> Any:

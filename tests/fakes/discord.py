@@ -410,8 +410,9 @@ class FakeDiscord:
         if (err := self._check_channel(cid)) is not None:
             return err
         body = call.body or {}
+        extra = {"message_reference": body["message_reference"]} if "message_reference" in body else {}
         msg = self._message(cid, self.bot, body.get("content", ""),
-                            components=body.get("components", []))
+                            components=body.get("components", []), **extra)
         await self.dispatch("MESSAGE_CREATE", msg)  # Discord echoes the bot's own posts
         return 200, msg
 
