@@ -66,6 +66,9 @@ class ShardedBotClient(_Wiring, discord.AutoShardedClient):
 
 def make_client(adapter: DiscordAdapter, shards: int | None) -> discord.Client:
     """A plain client, or a sharded one when `shards` is given (0: Discord's recommendation)."""
+    # The bot has no voice; don't warn at every start that voice libraries are missing.
+    discord.VoiceClient.warn_nacl = False
+    discord.VoiceClient.warn_dave = False
     client: discord.Client
     if shards is None:
         client = BotClient(intents=INTENTS, max_messages=None)

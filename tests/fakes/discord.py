@@ -82,6 +82,7 @@ class FakeDiscord:
         self._failures: list[dict] = []
         self.manage_webhooks = True  # False: webhook routes answer 403 / 50013
         self.shards = 1
+        self.message_content_allowed = True  # False: the portal toggle is off (close 4014)
         self.token = "fake-token"
         self.users: dict[int, dict] = {}
         self.member_roles: dict[int, list[int]] = {}
@@ -226,6 +227,9 @@ class FakeDiscord:
     async def _identify(self, ws: web.WebSocketResponse, data: dict) -> None:
         if data.get("token") != self.token:
             await ws.close(code=4004, message=b"Authentication failed.")
+            return
+        if data.get("intents", 0) & (1 << 15) and not self.message_content_allowed:
+            await ws.close(code=4014, message=b"Disallowed intent(s).")
             return
         shard = data.get("shard") or [0, 1]
         ready = {"v": 10, "user": {**self.bot, "verified": True, "mfa_enabled": False, "flags": 0},
