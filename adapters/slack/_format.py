@@ -28,8 +28,12 @@ _RULE = re.compile(r"^\s{0,3}([-*_])(\s*\1){2,}\s*$")
 _BOLD_MARK = "\x00"  # bold is set aside while single-star italics are rewritten
 
 
-def to_mrkdwn(markdown: str) -> str:
-    """Rewrite common Markdown as Slack mrkdwn; code blocks and inline code stay as they are."""
+def to_mrkdwn(markdown: str, *, italics: bool = True) -> str:
+    """Rewrite common Markdown as Slack mrkdwn; code blocks and inline code stay as they are.
+
+    With `italics=False` a single-star `*word*` stays as it is (Slack's bold): the
+    host writes its own notices that way, while models mean Markdown italics.
+    """
     out: list[str] = []
     in_code = False
     for line in markdown.split("\n"):
@@ -39,36 +43,36 @@ def to_mrkdwn(markdown: str) -> str:
         elif in_code:
             out.append(_escape(line))
         else:
-            out.append(_line(line))
+            out.append(_line(line, italics))
     return "\n".join(out)
 
 
-def _line(line: str) -> str:
+def _line(line: str, italics: bool) -> str:
     if _RULE.match(line):
         return "───"
     heading = _HEADING.match(line)
     if heading:
-        return f"*{_inline(heading.group(1)).replace('*', '')}*"
+        return f"*{_inline(heading.group(1), italics).replace('*', '')}*"
     quote = ""
     if line.startswith(">"):  # a block quote keeps its marker unescaped
         quote, line = "> ", line[1:].lstrip()
     line = _BULLET.sub(lambda m: f"{m.group(1)}• ", line)
-    return quote + _inline(line)
+    return quote + _inline(line, italics)
 
 
-def _inline(text: str) -> str:
+def _inline(text: str, italics: bool) -> str:
     # Code spans are cut out first so nothing inside them is rewritten.
     pieces: list[str] = []
     last = 0
     for m in _INLINE_CODE.finditer(text):
-        pieces.append(_rewrite(text[last:m.start()]))
+        pieces.append(_rewrite(text[last:m.start()], italics))
         pieces.append(_escape(m.group(0)))
         last = m.end()
-    pieces.append(_rewrite(text[last:]))
+    pieces.append(_rewrite(text[last:], italics))
     return "".join(pieces)
 
 
-def _rewrite(text: str) -> str:
+def _rewrite(text: str, italics: bool) -> str:
     links: list[str] = []
 
     def keep(token: str) -> str:
@@ -79,7 +83,8 @@ def _rewrite(text: str) -> str:
     text = _TOKEN.sub(lambda m: keep(m.group(0)), text)
     text = _escape(text)
     text = _BOLD.sub(lambda m: f"{_BOLD_MARK}{m.group(2)}{_BOLD_MARK}", text)
-    text = _ITALIC.sub(r"_\1_", text)
+    if italics:
+        text = _ITALIC.sub(r"_\1_", text)
     text = text.replace(_BOLD_MARK, "*")
     text = _STRIKE.sub(r"~\1~", text)
     return re.sub(r"\x01(\d+)\x01", lambda m: links[int(m.group(1))], text)

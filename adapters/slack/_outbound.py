@@ -47,7 +47,7 @@ class SlackPoster:
     # -- the Poster protocol ------------------------------------------------------------
     async def post(self, out: Outbound) -> str:
         """Post `out` in its thread (split if long); the first part's ts, or the buttons' part."""
-        parts = split_text(to_mrkdwn(out.text), self.limit) or [""]
+        parts = split_text(_mrkdwn(out), self.limit) or [""]
         async with self._thread(out.key):
             ids = []
             for i, part in enumerate(parts):
@@ -63,7 +63,7 @@ class SlackPoster:
 
     async def edit(self, out: Outbound, message_id: str) -> None:
         """Replace a message's text in place; the blocks are rewritten so no buttons remain."""
-        text = _truncate(to_mrkdwn(out.text), self.limit)
+        text = _truncate(_mrkdwn(out), self.limit)
         async with self._thread(out.key):
             await self.call("chat.update", channel=out.key.channel, ts=message_id, text=text,
                             blocks=[_section(text)])
@@ -104,7 +104,7 @@ class SlackPoster:
     async def ephemeral(self, key: ThreadKey, user: str, text: str) -> None:
         """Show `text` to `user` alone, in the thread (refusals, errors)."""
         params: dict[str, Any] = {"channel": key.channel, "user": user,
-                                  "text": _truncate(to_mrkdwn(text), self.limit)}
+                                  "text": _truncate(to_mrkdwn(text, italics=False), self.limit)}
         if key.thread:
             params["thread_ts"] = key.thread
         await self.call("chat.postEphemeral", **params)
@@ -203,6 +203,11 @@ def _face(persona: Persona) -> dict[str, str]:
     elif persona.avatar_url:
         face["icon_url"] = persona.avatar_url
     return face
+
+
+def _mrkdwn(out: Outbound) -> str:
+    # A model's words are Markdown; the host's own texts already use Slack's *bold*.
+    return to_mrkdwn(out.text, italics="agent" in out.meta)
 
 
 def _truncate(text: str, limit: int) -> str:

@@ -132,7 +132,7 @@ class SlackAdapter:
         if self.config.socket_mode:
             await self._start_socket_mode()
         else:
-            await self._start_http(bind, port or 3000)
+            await self._start_http(bind, 3000 if port is None else port)
 
     async def aclose(self) -> None:
         """Stop receiving, then let in-flight work finish (briefly) and close."""
@@ -246,7 +246,7 @@ class SlackAdapter:
         text = (command.get("text") or "").strip()
         problem = self.host.check_summon(text)
         if problem is not None:  # answered in the ack itself: only the caller sees it
-            await ack(text=to_mrkdwn(problem), response_type="ephemeral")
+            await ack(text=to_mrkdwn(problem, italics=False), response_type="ephemeral")
             return
         await ack()
         self._spawn(self._summon_from_command(command, text, respond))
