@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from typing import Any
 
 import discord
@@ -20,6 +19,7 @@ from bot.errors import ConfigError
 
 from . import inbound
 from ._api import point_gateway, point_rest
+from ._locks import KeyedLocks
 from ._retry import retrying
 from ._text import split_message, thread_name
 from .client import explain, make_client
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 _ANSWER_WITHIN = 2.0  # Discord wants an interaction answered within 3 s
 _QUIET = discord.AllowedMentions.none()
+_ARCHIVE_AFTER = 10080  # minutes: a run may wait days for a person, so keep its thread open a week
 
 
 class DiscordAdapter:
@@ -50,7 +51,7 @@ class DiscordAdapter:
         self.tree.add_command(team_command(self))
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
-        self._thread_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._thread_locks = KeyedLocks()
 
     def attach(self, host: Any) -> None:
         """Give the adapter its host (built with `self.poster`); its store keeps adapter state."""
@@ -141,6 +142,13 @@ class DiscordAdapter:
         text = inbound.addressed_text(message, me)
         channel = message.channel
         guild_id = message.guild.id if message.guild else None
+        if isinstance(channel, discord.PartialMessageable):
+            # Not in the cache (a thread archived before this process started):
+            # ask which channel it is, so its parent is known.
+            try:
+                channel = await self.client.fetch_channel(channel.id)
+            except discord.HTTPException:
+                return
         if not isinstance(channel, discord.Thread):
             if text is not None:
                 await self._summon_by_mention(message, text)
@@ -167,7 +175,8 @@ class DiscordAdapter:
             return
         task = text.split(None, 1)[1] if " " in text else text
         try:
-            thread = await retrying(lambda: message.create_thread(name=thread_name(task)))
+            thread = await retrying(lambda: message.create_thread(
+                name=thread_name(task), auto_archive_duration=_ARCHIVE_AFTER))
         except discord.Forbidden:
             await self._reply(message, "I can't open a thread here: give me the **Create Public "
                                        "Threads** permission in this channel.")
@@ -213,7 +222,8 @@ class DiscordAdapter:
             if not isinstance(message, discord.Message):
                 message = await interaction.original_response()
             try:
-                thread = await retrying(lambda: message.create_thread(name=thread_name(task)))
+                thread = await retrying(lambda: message.create_thread(
+                name=thread_name(task), auto_archive_duration=_ARCHIVE_AFTER))
             except discord.Forbidden:
                 await interaction.followup.send(
                     "I can't open a thread here: give me the **Create Public Threads** "
@@ -243,6 +253,9 @@ class DiscordAdapter:
             if answer := await handling:
                 await interaction.followup.send(answer, ephemeral=True)
             return
+        except Exception:
+            log.exception("button %s on call %s failed", action, call_id)
+            answer = "Sorry, that didn't work; please try again or reply `status`."
         if answer:
             await interaction.response.send_message(answer, ephemeral=True)
         else:

@@ -14,7 +14,6 @@ import asyncio
 import json
 import logging
 import time
-from collections import defaultdict
 from typing import Any
 
 import aiohttp
@@ -24,6 +23,7 @@ from bot.errors import PlatformError
 from bot.shapes import BOT_PERSONA, Outbound, ThreadKey
 from teams.persona import Persona
 
+from ._locks import KeyedLocks
 from ._retry import retrying
 from ._text import emoji_of, split_message, webhook_username
 from .views import approval_view, call_ref_digest
@@ -51,8 +51,8 @@ class DiscordPoster:
         self.ready = asyncio.Event()  # set once the client is logged in
         self._hooks: dict[int, discord.Webhook] = {}
         self._no_hooks: dict[int, float] = {}  # channel -> when webhooks were refused
-        self._hook_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._thread_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._hook_locks = KeyedLocks()
+        self._thread_locks = KeyedLocks()
         self._typing: dict[str, asyncio.Task[None]] = {}
 
     # -- the Poster protocol ---------------------------------------------------------
@@ -99,7 +99,8 @@ class DiscordPoster:
         task = self._typing.get(thread)
         if task is not None and not task.done():
             return
-        self._typing[thread] = asyncio.create_task(self._keep_typing(int(thread)))
+        task = self._typing[thread] = asyncio.create_task(self._keep_typing(int(thread)))
+        task.add_done_callback(lambda t: self._forget_typing(thread, t))
 
     def mention(self, user: str) -> str:
         """`<@id>`: Discord renders it as the member's name."""
@@ -186,6 +187,10 @@ class DiscordPoster:
                 await asyncio.sleep(_TYPING_EVERY)
         except asyncio.CancelledError:
             pass
+
+    def _forget_typing(self, thread: str, task: asyncio.Task[None]) -> None:
+        if self._typing.get(thread) is task:
+            del self._typing[thread]
 
     def _stop_typing(self, key: ThreadKey) -> None:
         task = self._typing.pop(str(self._where(key)[1]), None)

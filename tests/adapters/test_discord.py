@@ -153,6 +153,7 @@ async def test_three_personas_post_through_the_webhook_until_final_answer(
     thread = await bot.summon("debate", "Should we buy ACME stock?")
     await bot.until_said(thread, "Finished")
     assert thread["name"] == "Should we buy ACME stock?"
+    assert thread["thread_metadata"]["auto_archive_duration"] == 10080  # runs may wait days
     assert bot.agents_said(thread) == [
         ("🐂 Bull", "Growth is strong."), ("Bear", "Margins are thin."),
         ("Synthesis", "FINAL ANSWER: invest slowly.")]
@@ -268,6 +269,29 @@ async def test_a_pending_button_still_works_after_a_restart(
     assert settled["content"].startswith("✅ Approved") and not settled["components"]
     assert len(fake_discord.webhooks) == 2  # #general's, reused after the restart, and #random's
     assert [m["content"] for m in fake_discord.posts_in(OTHER_CHANNEL_ID)] == ["Release 2.0 is out!"]
+
+
+async def test_approve_by_reply_after_a_restart(bot: Bot, fake_discord: FakeDiscord) -> None:
+    thread, request = await announce_until_pending(bot)
+    await bot.restart()
+    await fake_discord.say(ALICE, thread["id"], "approve")
+    await bot.until_said(thread, "Finished")
+    assert fake_discord.messages[int(request["id"])]["content"].startswith("✅ Approved")
+
+
+async def test_a_reply_in_a_thread_archived_before_a_restart_reaches_the_run(
+        bot: Bot, fake_discord: FakeDiscord) -> None:
+    await bot.start(INTERVIEW, model=ScriptedModel(["Budget?", "Noted. DONE"]))
+    thread = await bot.summon("interview", "plan the offsite")
+    await bot.until_said(thread, "waiting for you")
+    await bot.stop()
+    # Archived while the bot was away, so the new process has never seen the thread.
+    fake_discord.channels[int(thread["id"])]["thread_metadata"]["archived"] = True
+    await bot.start()
+    await fake_discord.say(ALICE, thread["id"], "10k")
+    await bot.until_said(thread, "Finished")
+    assert fake_discord.calls_to("GET", rf"/channels/{thread['id']}")
+    assert "10k" in [m.content for m in bot.model.requests[1].messages]
 
 
 async def test_a_429_on_a_webhook_post_is_retried_in_order(

@@ -134,6 +134,7 @@ class FakeDiscord:
                                "global": is_global, "code": code})
 
     def next_id(self) -> int:
+        """A fresh snowflake."""
         return next(self._ids)
 
     # -- what tests read -----------------------------------------------------------
@@ -149,6 +150,7 @@ class FakeDiscord:
         return [m for m in self.messages.values() if m["channel_id"] == cid]
 
     def threads(self) -> list[dict]:
+        """Threads in the order they were opened."""
         return [c for c in self.channels.values() if c["type"] == 11]
 
     def responses(self, token: str) -> list[dict]:
@@ -182,7 +184,9 @@ class FakeDiscord:
             "members": [self.member(uid) for uid in self.member_roles] + [
                 {**self.member(BOT_ID), "roles": []}],
             "channels": [c for c in self.channels.values() if c["type"] == 0],
-            "threads": [], "presences": [], "voice_states": [], "stage_instances": [],
+            "threads": [c for c in self.channels.values()
+                        if c["type"] == 11 and not c["thread_metadata"]["archived"]],
+            "presences": [], "voice_states": [], "stage_instances": [],
             "guild_scheduled_events": [], "soundboard_sounds": [], "large": False,
             "unavailable": False, "joined_at": _iso(), "mfa_level": 0, "verification_level": 0,
             "default_message_notifications": 0, "explicit_content_filter": 0, "premium_tier": 0,
@@ -455,6 +459,8 @@ class FakeDiscord:
             return 400, {"message": "Invalid Form Body", "code": 50035}
         # a thread started from a message shares the message's id
         thread = self._new_thread(cid, call.body["name"], self.bot["id"], tid=int(mid))
+        thread["thread_metadata"]["auto_archive_duration"] = call.body.get("auto_archive_duration",
+                                                                           1440)
         await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
         return 201, thread
 
