@@ -27,8 +27,11 @@ def _build(node: yaml.Node, path: Path, lines: dict[Path, int]) -> Any:
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _Loader(yaml.serialize(key_node)).get_single_data() if not isinstance(
-                key_node, yaml.ScalarNode) else _scalar(key_node)
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.MarkedYAMLError(
+                    problem="a key must be a plain word, not a list or mapping",
+                    problem_mark=key_node.start_mark)
+            key = _scalar(key_node)
             if key in out:
                 raise yaml.MarkedYAMLError(
                     problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark)

@@ -11,8 +11,9 @@ decide, perform, append the events, fold them in, until the run waits.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from .errors import ModelError
@@ -20,34 +21,28 @@ from .events import (
     AgentMessage,
     Event,
     Handoff,
-    HumanMessage,
-    RunContinued,
     RunFinished,
     RunPaused,
     SpeakerSelected,
-    TaskStarted,
     ToolCallRequested,
     ToolResult,
 )
 from .models.base import (
     Candidate,
-    ChatMessage,
     Model,
     ModelRequest,
     ModelResponse,
     TextSink,
     ToolSpec,
 )
-from .spec import AgentSpec
-from .state import CallState, RunState
+from .spec import AgentSpec, Team
+from .state import HANDOFF_PREFIX, SELECTOR_CONTEXT, CallState, RunState
 from .tools import ToolContext
 
 __all__ = [
-    "Action", "AwaitApproval", "AwaitHuman", "CallModel", "Env", "Finish", "Idle", "RunTool",
-    "Select", "SelectWithModel", "decide", "drive", "perform",
+    "Action", "AwaitApproval", "AwaitHuman", "CallModel", "Env", "Finish", "Idle", "Record",
+    "RunTool", "Select", "SelectWithModel", "decide", "drive", "perform",
 ]
-
-HANDOFF_PREFIX = "transfer_to_"
 
 
 # -- actions ------------------------------------------------------------------------
@@ -117,6 +112,13 @@ class RunTool(Action):
     call: CallState
 
 
+@dataclass(frozen=True)
+class Record(Action):
+    """Events the log owes: the rest of a batch a crash cut short (no model, no tool)."""
+
+    events: tuple[Event, ...]
+
+
 # -- deciding -----------------------------------------------------------------------
 def decide(state: RunState) -> Action:
     """The next action for this state. Pure."""
@@ -124,6 +126,9 @@ def decide(state: RunState) -> Action:
         return Idle("finished")
     if state.paused is not None:
         return Idle("paused")
+    owed = _owed(state)
+    if owed:
+        return Record(owed)
     if state.stop_by is not None:
         return Finish(f"stopped by {state.stop_by}")
     if state.condition.fired:
@@ -145,6 +150,16 @@ def decide(state: RunState) -> Action:
     if agent in team.humans:
         return Select(agent, how)
     return CallModel(agent, SpeakerSelected(agent=agent, how=how))
+
+
+def _owed(state: RunState) -> tuple[Event, ...]:
+    """What a batch cut short after its first events still owes the log."""
+    reply = state.reply
+    if reply is not None and state.recorded < len(reply.tool_calls):
+        return tuple(call_events(state.team, reply, state.reply_rounds, reply.at)[state.recorded:])
+    if state.owed_handoff is not None:
+        return (state.owed_handoff,)
+    return ()
 
 
 def _next_by_rule(state: RunState) -> tuple[str | None, str]:
@@ -177,70 +192,40 @@ def _selector_candidates(state: RunState) -> tuple[str, ...]:
 
 
 # -- what a model sees ----------------------------------------------------------------
-def _window(state: RunState, agent: AgentSpec) -> list[ChatMessage]:
-    """The agent's view of the conversation, newest last, within its context limit."""
-    own_calls: set[str] = set()
-    out: list[ChatMessage] = []
-    budget = agent.context_tokens
-    task = state.history[0] if state.history and isinstance(state.history[0], TaskStarted) else None
-    for e in reversed(state.history):
-        if e is task:
-            break
-        m = _as_message(e, agent.name, own_calls)
-        if m is None:
-            continue
-        if budget is not None:
-            budget -= len(m.content) // 4 + 4
-            if budget < 0 and out:
-                break
-        out.append(m)
-        if len(out) >= agent.context_messages:
-            break
-    out.reverse()
-    while out and out[0].role == "tool":  # a result must follow the call that asked for it
-        out.pop(0)
-    if task is not None:
-        out.insert(0, ChatMessage("user", task.task, name="task"))
-    return out
-
-
-def _as_message(e: Event, me: str, own_calls: set[str]) -> ChatMessage | None:
-    if isinstance(e, AgentMessage):
-        if e.agent == me:
-            return ChatMessage("assistant", e.text, tool_calls=e.tool_calls)
-        return ChatMessage("user", e.text, name=e.agent) if e.text else None
-    if isinstance(e, HumanMessage):
-        return ChatMessage("user", e.text, name=e.display_name or "user")
-    if isinstance(e, RunContinued):
-        return ChatMessage("user", e.instructions, name="user")
-    if isinstance(e, ToolResult):
-        # Walking backwards, a result comes before its call; keep the agent's own only.
-        return ChatMessage("tool", e.output, tool_call_id=e.call_id, is_error=e.error)
-    return None
-
-
-def _tools_for(state: RunState, agent: AgentSpec) -> tuple[ToolSpec, ...]:
-    if state.turn_rounds >= state.team.max_tool_rounds:
+def _offered(team: Team, agent: AgentSpec, rounds: int) -> tuple[ToolSpec, ...]:
+    """The tools (and handoffs) an agent may call after `rounds` tool rounds this turn."""
+    if rounds >= team.max_tool_rounds:
         return ()  # enough tool rounds this turn: the agent must answer in words
-    specs = [t.spec for t in agent.tools]
-    for target in agent.handoffs:
-        desc = state.team.by_name[target].description
-        specs.append(ToolSpec(f"{HANDOFF_PREFIX}{target}", f"Hand the conversation to {target}: "
-                              f"{desc}", {"type": "object", "properties": {}}))
-    return tuple(specs)
+    key = ("tools", agent.name)
+    specs = team.memo.get(key)
+    if specs is None:
+        specs = tuple(t.spec for t in agent.tools) + tuple(
+            ToolSpec(f"{HANDOFF_PREFIX}{target}",
+                     f"Hand the conversation to {target}: {team.by_name[target].description}",
+                     {"type": "object", "properties": {}})
+            for target in agent.handoffs)
+        team.memo[key] = specs
+    return specs
+
+
+def _system_prompt(team: Team, agent: AgentSpec) -> str:
+    key = ("system", agent.name)
+    system = team.memo.get(key)
+    if system is None:
+        others = ", ".join(a.name for a in team.agents if a.name != agent.name)
+        system = (f"{agent.system_message}\n\nYou are {agent.name} ({agent.persona.display_name}) "
+                  f"in a team conversation with: {others}.")
+        team.memo[key] = system
+    return system
 
 
 def build_request(state: RunState, agent_name: str, model: str) -> ModelRequest:
     """The request for one agent's turn."""
-    agent = state.team.by_name[agent_name]
-    others = ", ".join(a.name for a in state.team.agents if a.name != agent_name)
-    system = (f"{agent.system_message}\n\nYou are {agent.name} ({agent.persona.display_name}) "
-              f"in a team conversation with: {others}.")
-    messages = _window(state, agent)
-    own = {c.id for m in messages if m.role == "assistant" for c in m.tool_calls}
-    messages = [m for m in messages if m.role != "tool" or m.tool_call_id in own]
-    return ModelRequest(model=model, system=system, messages=tuple(messages),
-                        tools=_tools_for(state, agent), agent=agent_name)
+    team = state.team
+    agent = team.by_name[agent_name]
+    return ModelRequest(model=model, system=_system_prompt(team, agent),
+                        messages=tuple(state.window(agent)),
+                        tools=_offered(team, agent, state.turn_rounds), agent=agent_name)
 
 
 def build_selector_request(state: RunState, candidates: tuple[str, ...], model: str) -> ModelRequest:
@@ -252,10 +237,9 @@ def build_selector_request(state: RunState, candidates: tuple[str, ...], model: 
         "Read the conversation, then answer with only the name of the next speaker, "
         "one of: {candidates}.")
     system = prompt.replace("{roles}", roles).replace("{candidates}", ", ".join(candidates))
-    view = AgentSpec(name="__selector__", persona=team.agents[0].persona, description="",
-                     context_messages=20)
-    messages = [m for m in _window(state, view) if m.role == "user"]
-    return ModelRequest(model=model, system=system, messages=tuple(messages), purpose="select",
+    recent = state.public.messages[-SELECTOR_CONTEXT:]
+    messages = (state.task_message, *recent) if state.task_message is not None else tuple(recent)
+    return ModelRequest(model=model, system=system, messages=messages, purpose="select",
                         agent="selector",
                         candidates=tuple(Candidate(n, team.by_name[n].description,
                                                    team.by_name[n].human) for n in candidates))
@@ -282,7 +266,6 @@ def parse_selection(text: str, candidates: tuple[str, ...], state: RunState) -> 
 
 
 def _word_at(text: str, word: str) -> int:
-    import re
     m = re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text)
     return m.start() if m else -1
 
@@ -324,7 +307,9 @@ async def perform(state: RunState, action: Action, env: Env) -> list[Event]:
     if isinstance(action, CallModel):
         return await _call_model(state, action, env, at)
     if isinstance(action, RunTool):
-        return [await _run_tool(state, action.call, env)]
+        return await _run_tool(state, action.call, env)
+    if isinstance(action, Record):
+        return [replace(e, at=at) for e in action.events]
     raise TypeError(f"unknown action {action!r}")
 
 
@@ -343,62 +328,83 @@ async def _call_model(state: RunState, action: CallModel, env: Env, at: float) -
 
 
 def reply_events(state: RunState, agent_name: str, response: ModelResponse, at: float) -> list[Event]:
-    """The events a model reply becomes: the message, then each tool call checked."""
-    agent = state.team.by_name[agent_name]
-    events: list[Event] = [AgentMessage(agent=agent_name, text=response.text,
-                                        tool_calls=response.tool_calls, usage=response.usage,
-                                        model=response.model, at=at)]
+    """The events a model reply becomes: the message, then each of its tool calls checked.
+
+    `state` is the state the request was built from (before the reply is folded in).
+    """
+    message = AgentMessage(agent=agent_name, text=response.text, tool_calls=response.tool_calls,
+                           usage=response.usage, model=response.model, at=at)
+    if not response.tool_calls:
+        return [message]
+    return [message, *call_events(state.team, message, state.turn_rounds, at)]
+
+
+def call_events(team: Team, message: AgentMessage, rounds: int, at: float) -> list[Event]:
+    """One ToolCallRequested per call of `message`, checked against what the agent was offered.
+
+    A pure function of its arguments, so a log cut short after the message can be
+    completed with exactly the events an uninterrupted run would have written.
+    """
+    agent = team.by_name[message.agent]
+    offered = _offered(team, agent, rounds)
+    names = {spec.name for spec in offered}
+    events: list[Event] = []
     handed_off = False
-    for call in response.tool_calls:
+    for call in message.tool_calls:
+        args: dict = {"_raw": call.arguments}
+        needs_approval, problem = False, ""
         target = call.name[len(HANDOFF_PREFIX):] if call.name.startswith(HANDOFF_PREFIX) else None
-        if target is not None and target in agent.handoffs:
-            events.append(ToolCallRequested(agent=agent_name, call_id=call.id, tool=call.name,
-                                            args={}, needs_approval=False, at=at))
-            if handed_off:
-                events.append(ToolResult(call_id=call.id, error=True, at=at,
-                                         output="Already handed off; only the first handoff counts."))
-                continue
-            events.append(ToolResult(call_id=call.id, output=f"Transferred to {target}.", at=at))
-            events.append(Handoff(source=agent_name, target=target, at=at))
-            handed_off = True
-            continue
         tool = agent.tool(call.name)
-        if tool is None:
-            known = ", ".join(t.name for t in _tools_for(state, agent)) or "none"
-            problem = f"There is no tool named {call.name!r}. Available tools: {known}."
-            events.append(ToolCallRequested(agent=agent_name, call_id=call.id, tool=call.name,
-                                            args={"_raw": call.arguments}, needs_approval=False, at=at))
-            events.append(ToolResult(call_id=call.id, output=problem, error=True, at=at))
-            continue
-        try:
-            args = tool.validate(call.arguments)
-        except ValueError as exc:
-            events.append(ToolCallRequested(agent=agent_name, call_id=call.id, tool=call.name,
-                                            args={"_raw": call.arguments}, needs_approval=False, at=at))
-            events.append(ToolResult(call_id=call.id, output=str(exc), error=True, at=at))
-            continue
-        events.append(ToolCallRequested(agent=agent_name, call_id=call.id, tool=call.name,
-                                        args=args, needs_approval=tool.approval == "always", at=at))
+        if call.name not in names:
+            if not offered and (agent.tools or agent.handoffs):
+                problem = (f"No more tool calls this turn (the limit is {team.max_tool_rounds} "
+                           f"rounds): answer in words now.")
+            else:
+                known = ", ".join(sorted(names)) or "none"
+                problem = f"There is no tool named {call.name!r}. Available tools: {known}."
+        elif target is not None and target in agent.handoffs:
+            args = {}
+            if handed_off:
+                problem = "Already handed off; only the first handoff counts."
+            handed_off = True
+        elif tool is not None:
+            try:
+                args = tool.validate(call.arguments)
+            except ValueError as exc:
+                problem = str(exc)
+            else:
+                needs_approval = tool.approval == "always"
+        events.append(ToolCallRequested(agent=message.agent, call_id=call.id, tool=call.name,
+                                        args=args, needs_approval=needs_approval,
+                                        problem=problem, at=at))
     return events
 
 
-async def _run_tool(state: RunState, call: CallState, env: Env) -> ToolResult:
+async def _run_tool(state: RunState, call: CallState, env: Env) -> list[Event]:
     req = call.request
+    if req.problem:
+        return [ToolResult(call_id=req.call_id, output=req.problem, error=True, at=env.now())]
     if call.decision is not None and not call.decision.approved:
         why = f": {call.decision.reason}" if call.decision.reason else ""
-        return ToolResult(call_id=req.call_id, error=True, at=env.now(),
-                          output=f"A person ({call.decision.by}) denied this call{why}. "
-                                 f"Do not retry it unchanged.")
-    tool = state.team.by_name[req.agent].tool(req.tool)
+        return [ToolResult(call_id=req.call_id, error=True, at=env.now(),
+                           output=f"A person ({call.decision.by}) denied this call{why}. "
+                                  f"Do not retry it unchanged.")]
+    target = state.handoff_of(req)
+    if target is not None:
+        at = env.now()
+        return [ToolResult(call_id=req.call_id, output=f"Transferred to {target}.", at=at),
+                Handoff(source=req.agent, target=target, at=at)]
+    agent = state.team.by_name.get(req.agent)
+    tool = agent.tool(req.tool) if agent is not None else None
     if tool is None:
-        return ToolResult(call_id=req.call_id, output=f"Tool {req.tool!r} is no longer available.",
-                          error=True, at=env.now())
+        return [ToolResult(call_id=req.call_id, output=f"Tool {req.tool!r} is no longer available.",
+                           error=True, at=env.now())]
     try:
         output = await tool.invoke(req.args, env.tool_context(req.agent))
     except Exception as exc:  # a tool's failure goes back to the model, never crashes the run
-        return ToolResult(call_id=req.call_id, output=f"{type(exc).__name__}: {exc}", error=True,
-                          at=env.now())
-    return ToolResult(call_id=req.call_id, output=output, at=env.now())
+        return [ToolResult(call_id=req.call_id, output=f"{type(exc).__name__}: {exc}", error=True,
+                           at=env.now())]
+    return [ToolResult(call_id=req.call_id, output=output, at=env.now())]
 
 
 # -- a minimal driver -------------------------------------------------------------------

@@ -65,7 +65,11 @@ class AgentMessage(Event):
 
 @dataclass(frozen=True, slots=True)
 class ToolCallRequested(Event):
-    """One tool call of an agent message, validated; may need a person's approval."""
+    """One tool call of an agent message, validated; may need a person's approval.
+
+    `problem` is set when the engine refuses the call without running it (no such
+    tool, invalid arguments, a second handoff); it becomes the call's result.
+    """
 
     kind: ClassVar[str] = "tool_call_requested"
     agent: str
@@ -73,6 +77,7 @@ class ToolCallRequested(Event):
     tool: str
     args: dict[str, Any]
     needs_approval: bool
+    problem: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,9 +65,15 @@ class AgentModel(_Strict):
     description: str | None = None
     system_message: str | None = None
     model: str | None = None
-    tools: list[str | ToolEntry] = []
+    tools: list[ToolEntry] = []
     handoffs: list[str] = []
     context: ContextLimit | None = None
+
+    @pydantic.field_validator("tools", mode="before")
+    @classmethod
+    def _tool_names(cls, v: Any) -> Any:
+        # `- calculate` is short for `- {use: calculate}`; one shape gives clearer errors.
+        return [{"use": t} if isinstance(t, str) else t for t in v] if isinstance(v, list) else v
 
 
 class SelectorModel(_Strict):
@@ -124,6 +130,7 @@ class Team:
     max_tool_rounds: int = 5
     source: str = ""
     by_name: dict[str, AgentSpec] = field(default_factory=dict, compare=False, repr=False)
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)  # engine's cache
 
     def __post_init__(self) -> None:
         self.by_name.update({a.name: a for a in self.agents})
@@ -189,7 +196,17 @@ def _explain(err: Any) -> str:
         return f"{loc}: {err['msg'].lower()}"
     if kind == "string_pattern_mismatch":
         return f"{loc}: names use letters, digits, '_' or '-' and start with a letter"
-    return f"{loc}: {err['msg']}"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"{loc}: expected a mapping (key: value lines), got {_shown(err['input'])}"
+    if kind == "list_type":
+        return f"{loc}: expected a list (lines starting with '- '), got {_shown(err['input'])}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{loc}: {msg[:1].lower()}{msg[1:]}"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _build(m: TeamModel, source: str, fail: Any) -> Team:
@@ -210,8 +227,7 @@ def _build(m: TeamModel, source: str, fail: Any) -> Team:
         if a.handoffs and m.strategy != "swarm":
             raise fail((*at, "handoffs"), "handoffs only apply with strategy: swarm")
         tools = []
-        for j, entry in enumerate(a.tools):
-            e = ToolEntry(use=entry) if isinstance(entry, str) else entry
+        for j, e in enumerate(a.tools):
             try:
                 t = load_tool(e.use).with_overrides(name=e.name, approval=e.approval)
             except ToolError as exc:
@@ -238,12 +254,12 @@ def _build(m: TeamModel, source: str, fail: Any) -> Team:
     except TerminationSpecError as exc:
         raise fail(exc.path, f"bad termination: {exc}") from None
     all_tools = {t.name for a in agents for t in a.tools}
-    for role, name in names_in(cond):
+    for role, name, where in names_in(cond):
         if role in ("source", "handoff") and name not in names:
-            raise fail(("termination",), f"bad termination: '{name}' is not an agent of this team; "
-                                         f"agents are: {', '.join(names)}")
+            raise fail(where, f"bad termination: '{name}' is not an agent of this team; "
+                              f"agents are: {', '.join(names)}")
         if role == "tool" and name not in all_tools:
-            raise fail(("termination",), f"bad termination: no agent has a tool named '{name}'")
+            raise fail(where, f"bad termination: no agent has a tool named '{name}'")
     return Team(name=m.name, description=m.description, strategy=m.strategy, agents=tuple(agents),
                 termination_spec=m.termination, model=m.model, approvers=tuple(m.approvers),
                 selector_model=m.selector.model, selector_prompt=m.selector.prompt,

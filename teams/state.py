@@ -25,13 +25,17 @@ from .events import (
     ToolCallRequested,
     ToolResult,
 )
-from .models.base import Usage
-from .spec import Team
+from .models.base import ChatMessage, Usage
+from .spec import AgentSpec, Team
 from .termination import Condition
 
 __all__ = ["CallState", "RunState"]
 
-_MENTION = re.compile(r"@([A-Za-z][\w-]*)")
+# "@bear", but not the "@bear" of "ops@bear.example".
+_MENTION = re.compile(r"(?<![\w.])@([A-Za-z][\w-]*)")
+HANDOFF_PREFIX = "transfer_to_"
+#: How many recent messages a selector reads to choose the next speaker.
+SELECTOR_CONTEXT = 20
 
 
 @dataclass(slots=True)
@@ -42,6 +46,55 @@ class CallState:
     number: int
     decision: ApprovalDecided | None = None
     result: ToolResult | None = None
+
+
+@dataclass(slots=True)
+class View:
+    """The recent conversation as one agent sees it, ready to send: newest last.
+
+    Kept in the fold so building a request copies a slice instead of walking the
+    log; it holds between `limit` and about twice `limit` messages. Messages that
+    arrive while the agent's tool calls are still open (an interjection during an
+    approval) are held back until the results are in, because a model expects a
+    call's results straight after it.
+    """
+
+    limit: int
+    messages: list[ChatMessage] = field(default_factory=list)
+    owed_results: int = 0
+    held: list[ChatMessage] = field(default_factory=list)
+
+    def add(self, message: ChatMessage) -> None:
+        """Someone else's words (or the agent's own, without tool calls)."""
+        if self.owed_results:
+            self.held.append(message)
+        else:
+            self._push(message)
+
+    def add_own(self, message: ChatMessage) -> None:
+        """The agent's own message; the results of its tool calls come next."""
+        self._release()
+        self._push(message)
+        self.owed_results = len(message.tool_calls)
+
+    def add_result(self, message: ChatMessage) -> None:
+        """The result of one of the agent's tool calls."""
+        self._push(message)
+        if self.owed_results:
+            self.owed_results -= 1
+            if not self.owed_results:
+                self._release()
+
+    def _release(self) -> None:
+        self.owed_results = 0
+        held, self.held = self.held, []
+        for m in held:
+            self._push(m)
+
+    def _push(self, message: ChatMessage) -> None:
+        self.messages.append(message)
+        if len(self.messages) > 2 * self.limit + 16:
+            del self.messages[:-self.limit]
 
 
 @dataclass
@@ -69,11 +122,22 @@ class RunState:
     usage: Usage = field(default_factory=Usage)
     messages: int = 0
     model_calls: int = 0
+    # The latest agent message with tool calls, and how many of its calls the log has
+    # recorded: a log cut short after the message still gets the rest (engine.Record).
+    reply: AgentMessage | None = None
+    reply_rounds: int = 0
+    recorded: int = 0
+    owed_handoff: Handoff | None = None  # a handoff call ran; its Handoff is not logged yet
+    task_message: ChatMessage | None = None
+    views: dict[str, View] = field(init=False)
+    public: View = field(init=False)  # what a selector reads: every message, as spoken
     condition: Condition = field(init=False)
     _call_numbers: int = 0
 
     def __post_init__(self) -> None:
         self.condition = self.team.termination()
+        self.views = {a.name: View(a.context_messages) for a in self.team.agents if not a.human}
+        self.public = View(SELECTOR_CONTEXT)
 
     @classmethod
     def fold(cls, team: Team, events: list[Event]) -> RunState:
@@ -92,14 +156,22 @@ class RunState:
             handler(e)
         self.condition.observe(self._as_seen_by_conditions(e), self.started_at)
 
+    def _to_everyone(self, message: ChatMessage, but: str | None = None) -> None:
+        for name, view in self.views.items():
+            if name != but:
+                view.add(message)
+        self.public.add(message)
+
     def _on_task_started(self, e: TaskStarted) -> None:
         self.task, self.by, self.started_at = e.task, e.by, e.at
         self.approvers = e.approvers or (e.by,)
+        self.task_message = ChatMessage("user", e.task, name="task")
         self.history.append(e)
 
     def _on_human_message(self, e: HumanMessage) -> None:
         self.history.append(e)
         self.messages += 1
+        self._to_everyone(ChatMessage("user", e.text, name=e.display_name or "user"))
         if self.current is not None and self.current in self.team.humans:
             self.last_speaker, self.current = self.current, None
         for name in _MENTION.findall(e.text):
@@ -120,12 +192,23 @@ class RunState:
         self.model_calls += 1
         self.usage = Usage(self.usage.input_tokens + e.usage.input_tokens,
                            self.usage.output_tokens + e.usage.output_tokens)
+        own = self.views.get(e.agent)
+        if own is not None:
+            own.add_own(ChatMessage("assistant", e.text, tool_calls=e.tool_calls))
+        if e.text:
+            self._to_everyone(ChatMessage("user", e.text, name=e.agent), but=e.agent)
         if e.tool_calls:
+            self.reply, self.reply_rounds, self.recorded = e, self.turn_rounds, 0
             self.turn_rounds += 1
         else:
+            self.reply = None
             self.last_speaker, self.current = e.agent, None
 
     def _on_tool_call_requested(self, e: ToolCallRequested) -> None:
+        reply = self.reply
+        if reply is not None and self.recorded < len(reply.tool_calls) \
+                and reply.tool_calls[self.recorded].id == e.call_id:
+            self.recorded += 1
         self._call_numbers += 1
         self.calls[e.call_id] = CallState(e, self._call_numbers)
         self.open_calls.append(e.call_id)
@@ -141,9 +224,18 @@ class RunState:
             call.result = e
             if e.call_id in self.open_calls:
                 self.open_calls.remove(e.call_id)
+            req = call.request
+            view = self.views.get(req.agent)
+            if view is not None:
+                view.add_result(ChatMessage("tool", e.output, tool_call_id=e.call_id,
+                                            is_error=e.error))
+            target = self.handoff_of(req)
+            if target is not None and not e.error:
+                self.owed_handoff = Handoff(source=req.agent, target=target)
         self.history.append(e)
 
     def _on_handoff(self, e: Handoff) -> None:
+        self.owed_handoff = None
         self.handoff_target, self.handoff_source = e.target, e.source
         if self.current == e.source:
             self.last_speaker, self.current = e.source, None
@@ -167,8 +259,36 @@ class RunState:
         if e.instructions:
             self.history.append(e)
             self.messages += 1
+            self._to_everyone(ChatMessage("user", e.instructions, name="user"))
 
     # -- questions the engine and the host ask ------------------------------------
+    def handoff_of(self, request: ToolCallRequested) -> str | None:
+        """The participant a call hands the turn to, if it is a handoff the agent may make."""
+        if request.problem or not request.tool.startswith(HANDOFF_PREFIX):
+            return None
+        target = request.tool[len(HANDOFF_PREFIX):]
+        agent = self.team.by_name.get(request.agent)
+        return target if agent is not None and target in agent.handoffs else None
+
+    def window(self, agent: AgentSpec) -> list[ChatMessage]:
+        """What `agent` reads: the task, then its recent view within its context limits."""
+        view = self.views[agent.name].messages
+        recent = view[-agent.context_messages:]
+        if agent.context_tokens is not None and recent:
+            budget, start = agent.context_tokens, len(recent)
+            while start > 0:
+                budget -= len(recent[start - 1].content) // 4 + 4
+                if budget < 0 and start < len(recent):
+                    break
+                start -= 1
+            recent = recent[start:]
+        cut = 0
+        while cut < len(recent) and recent[cut].role == "tool":  # its call fell out of the window
+            cut += 1
+        if cut:
+            recent = recent[cut:]
+        return [self.task_message, *recent] if self.task_message is not None else recent
+
     def _agent_named(self, name: str) -> str | None:
         low = name.lower()
         for a in self.team.agents:

@@ -219,12 +219,14 @@ def parse_termination(data: Any, path: tuple[str | int, ...] = ("termination",))
         children = [parse_termination(d, (*at, i)) for i, d in enumerate(arg)]
         return AnyOf(children) if kind == "any" else AllOf(children)
     try:
-        return _leaf(kind, arg)
+        leaf = _leaf(kind, arg)
     except (TypeError, ValueError) as exc:
         raise TerminationSpecError(at, str(exc)) from None
     except KeyError:
         raise TerminationSpecError(at, f"unknown termination condition {kind!r}; "
                                    f"use one of: {', '.join(KINDS)}") from None
+    leaf.where = at  # type: ignore[attr-defined]  # for the team file's cross-checks
+    return leaf
 
 
 def _names(arg: Any) -> tuple[str, ...]:
@@ -285,16 +287,15 @@ def _seconds(arg: Any) -> float:
     return float(_positive(arg, "timeout (seconds, or like '90s', '10m', '2h')"))
 
 
-def names_in(cond: Condition) -> list[tuple[str, str]]:
-    """(role, name) pairs a condition refers to, for the team file's cross-checks."""
+def names_in(cond: Condition) -> list[tuple[str, str, tuple[str | int, ...]]]:
+    """(role, name, path in the team file) a condition refers to, for cross-checks."""
     if isinstance(cond, AnyOf | AllOf):
         return [n for c in cond.children for n in names_in(c)]
-    if isinstance(cond, TextMention):
-        return [("source", s) for s in cond.sources]
-    if isinstance(cond, SourceMatch):
-        return [("source", s) for s in cond.sources]
+    where: tuple[str | int, ...] = getattr(cond, "where", ("termination",))
+    if isinstance(cond, TextMention | SourceMatch):
+        return [("source", s, where) for s in cond.sources]
     if isinstance(cond, HandoffTo):
-        return [("handoff", cond.target)]
+        return [("handoff", cond.target, where)]
     if isinstance(cond, ToolCalled):
-        return [("tool", t) for t in cond.tools]
+        return [("tool", t, where) for t in cond.tools]
     return []

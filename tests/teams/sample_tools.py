@@ -1,0 +1,25 @@
+"""Tools a team file names as `module:function` in the tests."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from teams.tools import ToolContext
+
+
+def create_ticket(title: str, priority: Literal["low", "high"] = "low", tags: list[str] | None = None) -> dict:
+    """Open a ticket in the tracker."""
+    return {"ticket": f"T-{len(title)}", "priority": priority, "tags": tags or []}
+
+
+async def whoami(context: ToolContext) -> str:
+    """Say which agent called."""
+    return f"called by {context.agent}"
+
+
+def explode(reason: str) -> str:
+    """Fail on purpose."""
+    raise RuntimeError(f"the tracker is down ({reason})")
+
+
+not_callable = 42
