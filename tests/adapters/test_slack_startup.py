@@ -107,3 +107,17 @@ async def test_cli_serves_http_until_terminated(fake_slack: FakeSlack, tmp_path)
     assert proc.returncode == 0, err.decode()
     assert "serving Slack as @threadteam (HTTP on port" in err.decode()
     assert "Traceback" not in err.decode()
+
+
+def test_the_manifest_asks_for_what_the_adapter_uses() -> None:
+    import yaml
+
+    manifest = yaml.safe_load((ROOT / "slack_manifest.yaml").read_text())
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {"app_mentions:read", "chat:write", "chat:write.customize", "channels:history",
+            "groups:history", "im:history", "commands", "reactions:write", "users:read"} <= scopes
+    settings = manifest["settings"]
+    assert set(settings["event_subscriptions"]["bot_events"]) == {
+        "app_mention", "message.channels", "message.groups", "message.im"}
+    assert settings["interactivity"]["is_enabled"] and settings["socket_mode_enabled"]
+    assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/team"]
