@@ -320,3 +320,13 @@ async def test_without_manage_webhooks_posts_as_the_bot_and_says_so_once(
     assert len(contents) == 3 and "Manage Webhooks" in contents[0]
     assert contents[1:] == ["**Bull**: Cats.", "🐻 **Bear**: Dogs."]
     assert not fake_discord.webhooks
+
+
+async def test_a_global_429_on_a_bot_post_is_waited_out(fake_discord: FakeDiscord, wired) -> None:
+    adapter, _ = wired
+    fake_discord.fail("POST", rf"/channels/{CHANNEL_ID}/messages", times=2, retry_after=0.02,
+                      is_global=True)
+    notice = Outbound(key_for(CHANNEL_ID), "Finished: done.", "k")  # the bot's own notice
+    await adapter.poster.post(notice)
+    assert [p["content"] for p in fake_discord.posts_in(CHANNEL_ID)] == ["Finished: done."]
+    assert len(fake_discord.calls_to("POST", rf"/channels/{CHANNEL_ID}/messages", status=429)) == 2

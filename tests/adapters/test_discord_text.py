@@ -1,0 +1,77 @@
+"""Discord's text rules: splitting at 2,000 characters, thread and webhook names, emoji, custom ids."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adapters.discord._text import emoji_of, split_message, thread_name, webhook_username
+from adapters.discord.commands import choices
+from adapters.discord.views import custom_id_for
+from teams.persona import Persona
+
+
+def test_short_text_is_one_part() -> None:
+    assert split_message("hello") == ["hello"]
+    assert split_message("") == []
+
+
+def test_cuts_fall_at_paragraphs_first() -> None:
+    paras = ["a" * 900, "b" * 900, "c" * 900]
+    assert split_message("\n\n".join(paras)) == ["a" * 900 + "\n\n" + "b" * 900, "c" * 900]
+
+
+def test_a_word_longer_than_the_limit_is_cut_hard() -> None:
+    parts = split_message("x" * 4500)
+    assert [len(p) for p in parts] == [1996, 1996, 508]
+
+
+def test_a_cut_inside_a_code_block_closes_and_reopens_it() -> None:
+    code = "```python\n" + "\n".join(f"print({i})" for i in range(400)) + "\n```"
+    parts = split_message("Here is the script:\n\n" + code)
+    assert len(parts) >= 3
+    for part in parts[1:]:
+        assert part.count("```") % 2 == 0, part[:40]
+    assert parts[2].startswith("```python\n")
+
+
+@given(st.text(alphabet=st.sampled_from("ab \n`"), max_size=7000))
+def test_parts_fit_and_keep_every_word_in_order(text: str) -> None:
+    parts = split_message(text)
+    assert all(len(p) <= 2000 for p in parts)
+    assert "".join("".join(parts).split()).replace("`", "") == \
+        "".join(text.split()).replace("`", "")
+
+
+def test_thread_names_are_one_line_within_100() -> None:
+    assert thread_name("Should we\nmigrate?") == "Should we migrate?"
+    long = thread_name("word " * 60)
+    assert len(long) <= 100 and long.endswith("…")
+
+
+def test_webhook_names_follow_discord_rules() -> None:
+    assert webhook_username(Persona("Bear", ":bear:")) == "🐻 Bear"
+    assert webhook_username(Persona("Bull", "https://x/bull.png")) == "Bull"
+    assert webhook_username(Persona("Mystery", ":not_an_emoji:")) == "Mystery"
+    assert "discord" not in webhook_username(Persona("Discord Expert")).lower()
+    assert len(webhook_username(Persona("n" * 200))) == 80
+
+
+def test_emoji_avatars() -> None:
+    assert emoji_of(Persona("A", ":scales:")) == "⚖️"
+    assert emoji_of(Persona("A", "🦊")) == "🦊"
+    assert emoji_of(Persona("A", "")) == ""
+
+
+def test_custom_ids_fit_in_100_characters() -> None:
+    assert custom_id_for("approve", "call_1") == ("tt:approve:call_1", False)
+    long_id, hashed = custom_id_for("deny", "c" * 200)
+    assert hashed and len(long_id) <= 100 and long_id.startswith("tt:deny:h.")
+
+
+def test_autocomplete_matches_names_then_descriptions() -> None:
+    teams = [("debate", "Bull and bear argue"), ("triage", "Support desk for bugs")]
+    assert [c.value for c in choices(teams, "")] == ["debate", "triage"]
+    assert [c.value for c in choices(teams, "TRI")] == ["triage"]
+    assert [c.value for c in choices(teams, "bear")] == ["debate"]
+    assert choices(teams, "")[0].name == "debate — Bull and bear argue"
