@@ -100,7 +100,6 @@ class RedisStore(Store):
         self._pipe: AutoPipeline | None = None
         self._shas: dict[str, str] = {}
         self._touches: dict[str, float] = {}
-        self._touched: asyncio.Future[Any] | None = None
         self._last_update = 0.0
 
     @property
@@ -232,31 +231,28 @@ class RedisStore(Store):
         keys = [self._run_key(run_id, "meta"), self._run_key(run_id, "log")]
         args = [expected, now, *events]
         with self._errors():
-            # Sent in the same pipeline. A touch after a conflict merely restates
-            # that the run changed just now.
+            # The touch travels in the same pipeline, so it is not awaited apart.
+            # After a conflict it merely restates that the run changed just now.
             reply = self._script("append", keys, args)
-            touched = self._touch(run_id, now)
+            self._touch(run_id, now)
             status, length = await self._script_reply(reply, "append", keys, args)
-            await touched
         if status == -1:
             raise StoreError(f"No run {run_id!r} in the store; it cannot be appended to.")
         if status == 0:
             raise ConflictError(run_id, expected, int(length))
         return int(length)
 
-    def _touch(self, run_id: str, now: float) -> asyncio.Future[Any]:
+    def _touch(self, run_id: str, now: float) -> None:
         """Move a listed run to `now` in the runs listing, in one ZADD per pipeline."""
         first = not self._touches
         self._touches[run_id] = now
         if first:
             # The command is built when the pipeline is sent, so it carries every
             # touch of this loop turn; XX: only runs create_run listed are touched.
-            self._touched = self._q(
-                lambda p: p.zadd(f"{self._p}runs", self._take_touches(), xx=True)
-            )
-            # Callers await it only on success; an error must not go unretrieved.
-            self._touched.add_done_callback(_retrieve)
-        return self._touched
+            # Nobody awaits it (one caller's cancellation must not cancel it for
+            # all); its error, if any, is the one the appends in its pipeline see.
+            touched = self._q(lambda p: p.zadd(f"{self._p}runs", self._take_touches(), xx=True))
+            touched.add_done_callback(_retrieve)
 
     def _take_touches(self) -> dict[str, float]:
         touches, self._touches = self._touches, {}

@@ -411,3 +411,15 @@ async def test_runs_listing_with_no_room(store: Store) -> None:
     await new_run(store)
     assert await store.runs(limit=0) == []
     assert await store.runs(limit=-1) == []
+
+
+async def test_a_cancelled_appender_does_not_disturb_the_others(store: Store) -> None:
+    for i in range(20):
+        await new_run(store, f"run-{i}", f"{THREAD}-{i}")
+    appends = [asyncio.create_task(store.append(f"run-{i}", 1, [ev("AgentMessage")]))
+               for i in range(20)]
+    await asyncio.sleep(0)  # all are queued (and for Redis, pipelined together)
+    appends[0].cancel()
+    results = await asyncio.gather(*appends[1:])
+    assert results == [2] * 19
+    assert [r.run_id for r in await store.runs(limit=19)] == [f"run-{i}" for i in range(19, 0, -1)]
