@@ -143,10 +143,10 @@ async def test_lease_expires_after_its_ttl(store: Store) -> None:
 
 
 async def test_renewal_extends_the_lease(store: Store) -> None:
-    assert await store.acquire_lease("run-1", "worker-a", 0.6)
-    await asyncio.sleep(0.4)
-    assert await store.acquire_lease("run-1", "worker-a", 0.6)
-    await asyncio.sleep(0.4)  # past the first expiry, within the renewed one
+    assert await store.acquire_lease("run-1", "worker-a", 1.0)
+    await asyncio.sleep(0.6)
+    assert await store.acquire_lease("run-1", "worker-a", 1.0)
+    await asyncio.sleep(0.6)  # past the first expiry, within the renewed one
     assert not await store.acquire_lease("run-1", "worker-b", 30)
 
 
