@@ -63,17 +63,21 @@ class Writer:
 
     async def start(self) -> None:
         """Open the connection on the writer thread; raise what opening raised."""
+        if self._thread is not None:
+            return
         self._thread = threading.Thread(target=self._main, name=self._name, daemon=True)
         self._thread.start()
         # The thread only connects and creates the schema; waiting is short.
         await asyncio.to_thread(self._ready.wait)
         if self._open_error is not None:
-            raise self._open_error
+            error, self._open_error, self._thread = self._open_error, None, None
+            self._ready.clear()  # so a later start() can try again
+            raise error
 
     async def submit(self, fn: Op, *args: Any) -> Any:
         """Run `fn(conn, *args)` in the next transaction; return once it is committed."""
         if self._thread is None or self._closed:
-            raise StoreError(f"{self._name} is not open; call start() first (or it was closed)")
+            raise StoreError(f"{self._name} is not open; call start() first (or it was closed).")
         pending = _Pending(fn, args, asyncio.get_running_loop())
         self._queue.put(pending)
         return await pending.future

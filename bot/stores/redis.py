@@ -113,6 +113,8 @@ class RedisStore(Store):
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
         """Connect, check the server answers, and create the work queue's consumer group."""
+        if self._r is not None:
+            return
         # A blocking pool: a burst waits for a free connection instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(
             # RESP2: the reply shapes this module reads (and cheaper to parse).

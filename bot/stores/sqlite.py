@@ -55,7 +55,7 @@ class SQLiteStore(Store):
 
     def __init__(self, path: str, *, reclaim_after: float = 60.0) -> None:
         self._path = path
-        self._writer = Writer(self._connect, f"the SQLite store at {path!r}")
+        self._writer = Writer(self._connect, f"The SQLite store at {path!r}")
         self._work = WorkQueue(reclaim_after)
         self._last_update = 0.0
         self._sightings = 0

@@ -345,8 +345,11 @@ async def test_sqlite_unopenable_path_names_the_path(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where a directory should be")
     path = str(blocker / "threadteam.sqlite3")
+    store = SQLiteStore(path)
     with pytest.raises(StoreError, match=re.escape(path)):
-        await SQLiteStore(path).start()
+        await store.start()
+    with pytest.raises(StoreError, match="start"):  # a failed start leaves nothing to hang on
+        await store.load("run-1")
 
 
 async def test_sqlite_calls_before_start_say_so(tmp_path: Path) -> None:
