@@ -7,7 +7,7 @@ run in one slot and the Lua scripts below touch only that slot. Keys
     p{run}:meta    hash: thread, updated_at      p{run}:log    list of events
     p{run}:lease   owner, with a PX expiry       p thread:<thread>  -> run id
     p runs         zset run id by updated time   p active      set of run ids
-    p post:<key>   platform message id           p seen:<id>   de-dup marker, EX
+    p post:<key>   platform message id           p seen:<id>   de-dup marker, PX
     p kv:<ns>      hash                          p work        stream + group "workers"
 """
 
@@ -205,7 +205,9 @@ class RedisStore(Store):
             # two steps: write the run, then claim the thread. A crash in between
             # leaves an unlisted run, never a thread that points at nothing.
             if not await self._run_script("create", keys, [thread, now, *events]):
-                raise StoreError(f"A run with id {run_id!r} already exists.")
+                if await self.thread_of(run_id) == thread:
+                    return False  # a retried create: the thread has (this) run
+                raise StoreError(f"A run with id {run_id!r} already exists in another thread.")
             if not await self._q(lambda p: p.set(thread_key, run_id, nx=True)):
                 await self._q(lambda p: p.delete(*keys))
                 return False

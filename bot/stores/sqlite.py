@@ -228,11 +228,14 @@ def _create_run(
 ) -> bool:
     inserted = conn.execute(
         "INSERT INTO runs (run_id, thread, length, updated_at) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (thread) DO NOTHING",
+        "ON CONFLICT DO NOTHING",
         (run_id, thread, len(events), now),
     ).rowcount
     if not inserted:
-        return False
+        owner = _one(conn, "SELECT thread FROM runs WHERE run_id = ?", (run_id,))
+        if owner not in (None, thread):
+            raise StoreError(f"A run with id {run_id!r} already exists in another thread.")
+        return False  # the thread has a run (perhaps this one: a retried create)
     _insert_events(conn, run_id, 0, events)
     return True
 

@@ -95,6 +95,15 @@ async def test_one_run_per_thread(store: Store) -> None:
     assert await store.load("run-2") == []
 
 
+async def test_a_run_id_lives_in_one_thread(store: Store) -> None:
+    await new_run(store, "run-1", THREAD, n=2)
+    assert not await store.create_run("run-1", THREAD, [ev("TaskStarted")])  # a retry
+    with pytest.raises(StoreError, match="run-1"):
+        await store.create_run("run-1", f"{THREAD}-other", [ev("TaskStarted")])
+    assert await store.run_for_thread(f"{THREAD}-other") is None
+    assert len(await store.load("run-1")) == 2
+
+
 async def test_concurrent_summons_of_one_thread_create_one_run(store: Store) -> None:
     made = await asyncio.gather(
         *(store.create_run(f"run-{i}", THREAD, [ev("TaskStarted")]) for i in range(6))
