@@ -47,7 +47,12 @@ class TeamCatalog:
         return catalog
 
     def get(self, name: str) -> Team | None:
-        return self.teams.get(name.lower()) or self.teams.get(name)
+        """The team called `name`, whatever its case ("Debate", "debate")."""
+        team = self.teams.get(name)
+        if team is None:
+            low = name.lower()
+            team = next((t for n, t in self.teams.items() if n.lower() == low), None)
+        return team
 
     def names(self) -> list[str]:
         return sorted(self.teams)

@@ -13,6 +13,7 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Literal, get_type_hints
 
 import pydantic
@@ -58,9 +59,9 @@ class Tool:
         """The same tool under another name or approval policy (team-file overrides)."""
         return replace(self, name=name or self.name, approval=approval or self.approval)
 
-    @property
+    @cached_property
     def spec(self) -> ToolSpec:
-        """The tool as a model sees it."""
+        """The tool as a model sees it (built once: every turn offers it again)."""
         schema = self._model.model_json_schema() if self._model else {"type": "object"}
         schema.pop("title", None)
         for prop in schema.get("properties", {}).values():
@@ -160,5 +161,5 @@ def load_tool(ref: str) -> Tool:
         raise ToolError(f"{module_name!r} has no function {attr!r} (tool {ref!r})")
     try:
         return Tool.from_function(fn)
-    except (TypeError, pydantic.PydanticSchemaGenerationError) as exc:
+    except (TypeError, NameError, pydantic.PydanticSchemaGenerationError) as exc:
         raise ToolError(f"tool {ref!r} has parameter types that cannot be described: {exc}") from exc

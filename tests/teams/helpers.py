@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from teams.engine import Action, Env, drive
+from teams.engine import Action, Env, decide, drive, perform
 from teams.events import (
     AgentMessage,
     ApprovalDecided,
@@ -91,6 +91,12 @@ class Run:
         async def append(events: list[Event]) -> None:
             self.log.extend(events)
         return await drive(self.state, self.env, append)
+
+    async def step(self) -> list[Event]:
+        """Exactly one decide-and-perform; returns the events it appended."""
+        events = await perform(self.state, decide(self.state), self.env)
+        self.add(*events)
+        return events
 
     async def say(self, text: str, user: str = "U1", display_name: str = "") -> Action:
         """A person writes in the thread, then the run goes on."""

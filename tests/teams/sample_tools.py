@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from teams.tools import ToolContext
 
@@ -23,3 +23,21 @@ def explode(reason: str) -> str:
 
 
 not_callable = 42
+
+
+class Opaque:
+    """A type no JSON schema can describe."""
+
+
+def opaque_parameter(thing: Opaque) -> str:
+    """Take something a model cannot send."""
+    return ""
+
+
+if TYPE_CHECKING:
+    from collections import OrderedDict
+
+
+def unresolvable_hint(data: OrderedDict) -> str:
+    """A hint only a type checker can resolve."""
+    return ""
