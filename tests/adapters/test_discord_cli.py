@@ -94,7 +94,8 @@ async def test_sharded_client_serves_the_guild(fake_discord: FakeDiscord, store)
     await adapter.start(within=10)
     try:
         assert isinstance(adapter.client, discord.AutoShardedClient)
-        await wait_until(lambda: len(fake_discord.identifies) == 2, what="two shards")
+        # discord.py spaces IDENTIFYs of further shards 5 s apart; the guild is on shard 1.
+        await wait_until(lambda: len(fake_discord.identifies) == 2, within=15, what="two shards")
         assert sorted(i["shard"][0] for i in fake_discord.identifies) == [0, 1]
         await wait_until(lambda: adapter.client.get_channel(CHANNEL_ID), what="the guild")
         await fake_discord.slash(ALICE, CHANNEL_ID, "team", team="debate", task="shards")
