@@ -51,6 +51,9 @@ log = logging.getLogger("threadteam.host")
 
 __all__ = ["Host"]
 
+#: How long one read of the work queue may block; also bounds how long aclose() takes.
+_POLL = 0.25
+
 
 class Host:
     """Hosts every run of one process; many processes may share one store."""
@@ -83,15 +86,22 @@ class Host:
     async def aclose(self) -> None:
         """Stop taking work; runs in flight stay marked active and resume on the next start."""
         self._closing = True
-        tasks = [*self._loops, *self._driving.values()]
-        for t in tasks:
+        # The work loop ends on its own after its current short read: cancelling a blocking
+        # queue read mid-flight can leave a shared connection pool in a bad state.
+        work, *others = self._loops or [None]
+        for t in [*others, *self._driving.values()]:
             t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        for t in [*others, *self._driving.values(), work]:
+            if t is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
 
     async def idle(self, limit: float = 30.0) -> None:
-        """Wait until no queued or running turn is left (for tests and scripted use)."""
+        """Wait until no turn this host queued or runs is left (one-process tests and scripts).
+
+        With several hosts on one store another host may take this one's work; wait on
+        the store or the thread instead.
+        """
         deadline = time.monotonic() + limit
         while self._outstanding or self._driving:
             if time.monotonic() > deadline:
@@ -306,7 +316,7 @@ class Host:
     async def _work_loop(self) -> None:
         while not self._closing:
             try:
-                items = await self.store.next_work(self.worker_id, timeout=1.0)
+                items = await self.store.next_work(self.worker_id, timeout=_POLL)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fakes.anthropic_server",
     "tests.fakes.slack",
     "tests.fakes.discord",
+    "tests.fakes.poster",
 ]

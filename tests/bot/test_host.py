@@ -1,0 +1,271 @@
+"""The host end to end on real stores: what people in a thread see and what they can do."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from teams.errors import ModelHTTPError
+from teams.models.scripted import ScriptedModel, reply
+from tests.bot.helpers import ANNOUNCE, DEBATE, make_host, press, say, summon, thread, write_teams
+from tests.fakes.poster import RecordingPoster
+
+
+@pytest.fixture
+def poster() -> RecordingPoster:
+    return RecordingPoster()
+
+
+@pytest.fixture
+async def started(store, poster, tmp_path):
+    """Start a host on the test's store with a given scripted model and team texts."""
+    hosts = []
+
+    async def start(model: ScriptedModel, *teams: str, **options):
+        host = make_host(store, poster, model, write_teams(tmp_path / "teams", *teams), **options)
+        await host.start()
+        hosts.append(host)
+        return host
+
+    yield start
+    for h in hosts:
+        await h.aclose()
+
+
+async def test_three_personas_post_in_order_until_final_answer(started, poster):
+    model = ScriptedModel(["Growth!", "Risk!", "FINAL ANSWER: do it slowly."])
+    host = await started(model, DEBATE)
+    key = thread()
+    await host.handle(summon(key, "debate Should we migrate billing to Postgres?"))
+    await host.idle()
+    assert poster.in_thread(key) == [("Bull", "Growth!"), ("Bear", "Risk!"),
+                                     ("Synthesis", "FINAL ANSWER: do it slowly.")]
+    assert "Finished" in poster.notices(key)[-1]
+    assert model.requests[0].messages[0].content == "Should we migrate billing to Postgres?"
+    assert [k for k, _ in poster.working_calls] == [key] * 3
+    model.assert_used()
+
+
+async def test_unknown_team_lists_teams_and_missing_task_explains_usage(started, poster):
+    host = await started(ScriptedModel(), DEBATE)
+    assert host.check_summon("debat Postgres?").startswith("I don't know a team called `debat`")
+    await host.handle(summon(thread(1), "debat Postgres?"))
+    await host.handle(summon(thread(2), "debate"))
+    [listing] = poster.notices(thread(1))
+    assert "`debate`" in listing and "For example" in listing
+    [usage] = poster.notices(thread(2))
+    assert "debate <task>" in usage
+    assert await host.store.run_for_thread(str(thread(1))) is None
+
+
+async def test_interjection_reaches_the_next_speaker_and_is_kept(started, poster):
+    model = ScriptedModel(["Bull opens.", "Bear answers.", "FINAL ANSWER: fine."])
+    model.delay = 0.05
+    host = await started(model, DEBATE)
+    key = thread()
+    await host.handle(summon(key, "debate Postgres?"))
+    await asyncio.sleep(0.01)  # bull's model call is in flight
+    await host.handle(say(key, "What about the migration downtime?"))
+    await host.idle()
+    seen_by_bear = model.requests[1].messages
+    assert any(m.content == "What about the migration downtime?" and m.role == "user"
+               for m in seen_by_bear)
+    assert poster.in_thread(key)[-1][0] == "Synthesis"
+
+
+async def test_a_reply_delivered_twice_is_taken_once(started, poster):
+    model = ScriptedModel(["One.", "Two.", "FINAL ANSWER: three."])
+    host = await started(model, DEBATE)
+    key = thread()
+    first = summon(key, "debate Postgres?")
+    await host.handle(first)
+    await host.handle(first)
+    await host.idle()
+    assert len(poster.in_thread(key)) == 3
+    model.assert_used()
+
+
+async def test_approve_by_reply_runs_the_tool_and_settles_the_request(started, poster):
+    model = ScriptedModel([
+        reply("Posting now.", ("post_message", '{"channel": "#general", "text": "Hi all"}')),
+        "DONE: posted."])
+    host = await started(model, ANNOUNCE.format(approvers="[]"))
+    key = thread()
+    await host.handle(summon(key, "announce the launch", user="alice"))
+    await host.idle()
+    [request] = [p for p in poster.posts if p.buttons]
+    assert request.name == "Announcer" and "post_message" in request.text
+    assert "approve 1" in request.text
+    assert not any(p.key.channel == "#general" for p in poster.posts)
+
+    assert await host.handle(say(key, "approve", user="alice")) is None
+    await host.idle()
+    [announcement] = [p for p in poster.posts if p.key.channel == "#general"]
+    assert announcement.text == "Hi all" and announcement.name == "Announcer"
+    assert request.edited and not request.buttons
+    assert request.text.startswith("✅ Approved by <@alice>")
+    assert poster.in_thread(key)[-1] == ("Announcer", "DONE: posted.")
+    assert "Posted to #general" in model.requests[1].messages[-1].content
+
+
+async def test_deny_with_reason_goes_back_to_the_agent(started, poster):
+    model = ScriptedModel([
+        reply("", ("post_message", '{"channel": "#general", "text": "Hi"}')),
+        "DONE: not posted, a person said no."])
+    host = await started(model, ANNOUNCE.format(approvers="[]"))
+    key = thread()
+    await host.handle(summon(key, "announce it"))
+    await host.idle()
+    await host.handle(say(key, "deny wrong channel"))
+    await host.idle()
+    tool_result = model.requests[1].messages[-1]
+    assert tool_result.role == "tool" and "wrong channel" in tool_result.content
+    assert not any(p.key.channel == "#general" for p in poster.posts)
+    [request] = [p for p in poster.posts if "post_message" in p.text]
+    assert request.text.startswith("❌ Denied by <@alice>: wrong channel")
+
+
+async def test_only_approvers_may_decide_and_agents_cannot(started, poster):
+    model = ScriptedModel([
+        reply("", ("post_message", '{"channel": "#general", "text": "Hi"}')), "DONE"])
+    host = await started(model, ANNOUNCE.format(approvers='[carol, "role:Moderators"]'))
+    key = thread()
+    await host.handle(summon(key, "announce it", user="alice"))
+    await host.idle()
+    [request] = [p for p in poster.posts if p.buttons]
+    call_id = "call_0_post_message"
+    refusal = await host.handle(press(key, "approve", call_id, user="mallory"))
+    assert refusal and "only <@carol>, members of Moderators" in refusal
+    refusal = await host.handle(say(key, "approve", user="alice"))  # the summoner is not listed
+    assert refusal and "nothing was changed" in refusal
+    await host.idle()
+    assert request.buttons and not request.edited
+    assert await host.handle(press(key, "approve", call_id, user="dan", roles=("Moderators",))) is None
+    await host.idle()
+    assert request.text.startswith("✅ Approved by <@dan>")
+    assert await host.handle(press(key, "deny", call_id, user="carol")) == \
+        "That request has already been decided."
+
+
+async def test_several_pending_approvals_are_picked_by_number(started, poster):
+    model = ScriptedModel([
+        reply("Two posts.", ("post_message", '{"channel": "#a", "text": "A"}'),
+              ("post_message", '{"channel": "#b", "text": "B"}')),
+        "DONE"])
+    host = await started(model, ANNOUNCE.format(approvers="[]"))
+    key = thread()
+    await host.handle(summon(key, "announce twice"))
+    await host.idle()
+    await host.handle(say(key, "approve"))
+    assert "Several approvals are pending" in poster.notices(key)[-1]
+    await host.handle(say(key, "deny 2 not that one"))
+    await host.handle(say(key, "approve 1"))
+    await host.idle()
+    assert [p.key.channel for p in poster.posts if p.key.thread == ""] == ["#a"]
+
+
+async def test_model_failure_pauses_and_retry_carries_on(started, poster):
+    model = ScriptedModel(["Bull.", ModelHTTPError("OpenAI is overloaded (503).", 503),
+                           "Bear.", "FINAL ANSWER: ok."])
+    host = await started(model, DEBATE)
+    key = thread()
+    await host.handle(summon(key, "debate x"))
+    await host.idle()
+    assert "Bear could not go on: OpenAI is overloaded (503)." in poster.notices(key)[-1]
+    assert "retry" in poster.notices(key)[-1]
+    await host.handle(say(key, "retry"))
+    await host.idle()
+    assert [n for n, _ in poster.in_thread(key)] == ["Bull", "Bear", "Synthesis"]
+
+
+async def test_stop_then_continue_with_instructions(started, poster):
+    model = ScriptedModel(["Bull.", "Bear.", "Synthesis, no conclusion yet.", "Bull again."])
+    model.delay = 0.02
+    host = await started(model, DEBATE)
+    key = thread()
+    await host.handle(summon(key, "debate x"))
+    await host.idle()
+    await host.handle(say(key, "stop"))  # after 3 turns the run waits on nothing: bull is next
+    await host.idle()
+    assert "stopped by alice" in poster.notices(key)[-1]
+    assert "already finished" in (await _reply(host, poster, key, "stop"))
+    model.add("Bear again.", "FINAL ANSWER: done.")
+    await host.handle(say(key, "continue focus on costs"))
+    await host.idle()
+    assert any(m.content == "focus on costs" for m in model.requests[-1].messages)
+    assert poster.in_thread(key)[-1] == ("Synthesis", "FINAL ANSWER: done.")
+
+
+async def _reply(host, poster, key, text) -> str:
+    await host.handle(say(key, text))
+    return poster.notices(key)[-1]
+
+
+async def test_status_and_help(started, poster):
+    model = ScriptedModel([reply("", ("post_message", '{"channel": "#a", "text": "A"}'))])
+    host = await started(model, ANNOUNCE.format(approvers="[]"))
+    key = thread()
+    await host.handle(summon(key, "announce the launch"))
+    await host.idle()
+    status = await _reply(host, poster, key, "STATUS")
+    assert "waiting for approval" in status and "Pending approval #1" in status
+    assert "tokens:" in status
+    assert "`retry`" in await _reply(host, poster, key, "help")
+
+
+async def test_waiting_runs_hold_no_task_and_many_runs_overlap(started, poster):
+    in_flight = peak = 0
+
+    async def slow(request):
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return reply("FINAL ANSWER: yes" if request.agent == "synthesis" else "point")
+
+    class Concurrent(ScriptedModel):
+        async def complete(self, request, on_text=None):
+            self.requests.append(request)
+            return await slow(request)
+
+    host = await started(Concurrent(), DEBATE)
+    keys = [thread(i) for i in range(20)]
+    for key in keys:
+        await host.handle(summon(key, "debate x"))
+    await host.idle()
+    assert peak >= 10, "runs waiting on a model must not hold up other runs"
+    assert all(len(poster.in_thread(k)) == 3 for k in keys)
+    assert host._driving == {}
+
+
+async def test_a_resumed_run_posts_what_a_crashed_driver_left_out_once(store, poster, tmp_path):
+    from teams.events import AgentMessage, SpeakerSelected, to_json
+
+    teams_dir = write_teams(tmp_path / "teams", DEBATE)
+    model = ScriptedModel(["Bull.", "Bear.", "FINAL ANSWER: x"])
+    host = make_host(store, poster, model, teams_dir)
+    await host.start()
+    key = thread()
+    await host.handle(summon(key, "debate x"))
+    await host.idle()
+    await host.aclose()
+    run_id = await store.run_for_thread(str(key))
+    before = len(poster.posts)
+    # A driver appended a message and died before posting it.
+    log = await store.load(run_id)
+    await store.append(run_id, len(log), [to_json(SpeakerSelected(agent="bull")),
+                                          to_json(AgentMessage(agent="bull", text="Late words."))])
+    await store.set_active(run_id, True)
+    host2 = make_host(store, poster, ScriptedModel(), teams_dir)
+    host3 = make_host(store, poster, ScriptedModel(), teams_dir)
+    await host2.start()  # two processes resume it at once: the lease lets one drive
+    await host3.start()
+    await poster.wait_for(lambda p: len(p.posts) > before)
+    async with asyncio.timeout(10):
+        while await store.active_runs() or host2._driving or host3._driving:
+            await asyncio.sleep(0.01)
+    await host2.aclose()
+    await host3.aclose()
+    assert [p.text for p in poster.posts[before:]] == ["Late words."]
