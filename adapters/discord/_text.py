@@ -6,7 +6,7 @@ import re
 
 from teams.persona import Persona
 
-__all__ = ["LIMIT", "emoji_of", "split_message", "thread_name", "webhook_username"]
+__all__ = ["LIMIT", "emoji_of", "host_text", "split_message", "thread_name", "webhook_username"]
 
 LIMIT = 2000
 
@@ -37,6 +37,16 @@ _EMOJI = {
 }
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
+_SLACK_BOLD = re.compile(r"(?<![*\w])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![*\w])")
+
+
+def host_text(text: str) -> str:
+    """The host's own wording in Discord markdown: its `*bold*` (Slack style) becomes `**bold**`.
+
+    Only for texts the host writes (notices, refusals, help); agents' words
+    are passed through as written.
+    """
+    return _SLACK_BOLD.sub(r"**\1**", text)
 
 
 def emoji_of(persona: Persona) -> str:

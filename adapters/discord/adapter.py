@@ -21,7 +21,7 @@ from . import inbound
 from ._api import point_gateway, point_rest
 from ._locks import KeyedLocks
 from ._retry import retrying
-from ._text import split_message, thread_name
+from ._text import host_text, split_message, thread_name
 from .client import explain, make_client
 from .commands import team_command
 from .poster import KV, DiscordPoster
@@ -188,7 +188,7 @@ class DiscordAdapter:
 
     async def _reply(self, message: discord.Message, text: str) -> None:
         """Answer a person's message, naming them, in as many parts as it takes."""
-        parts = split_message(text)
+        parts = split_message(host_text(text))
         for i, part in enumerate(parts):
             if i == 0:
                 await retrying(lambda p=part: message.reply(
@@ -203,7 +203,7 @@ class DiscordAdapter:
         """Check the summon, answer within 3 s, open the thread, hand the run to the host."""
         text = f"{team.strip()} {task.strip()}".strip()
         if (problem := self.host.check_summon(text)) is not None:
-            await interaction.response.send_message(problem, ephemeral=True)
+            await interaction.response.send_message(host_text(problem)[:2000], ephemeral=True)
             return
         channel = interaction.channel
         intro = f"{interaction.user.mention} summoned **{team.strip()}**: {task.strip()}"
@@ -232,7 +232,7 @@ class DiscordAdapter:
             key = inbound.key_of(thread, interaction.guild_id)
         answer = await self.host.handle(inbound.summon(interaction, key, text))
         if answer:
-            await interaction.followup.send(answer, ephemeral=True)
+            await interaction.followup.send(host_text(answer)[:2000], ephemeral=True)
 
     # -- Approve / Deny ------------------------------------------------------------------
     async def on_click(self, interaction: discord.Interaction, action: str, ref: str) -> None:
@@ -251,13 +251,13 @@ class DiscordAdapter:
             # Acknowledge in time; the refusal, if any, follows.
             await interaction.response.defer()
             if answer := await handling:
-                await interaction.followup.send(answer, ephemeral=True)
+                await interaction.followup.send(host_text(answer)[:2000], ephemeral=True)
             return
         except Exception:
             log.exception("button %s on call %s failed", action, call_id)
             answer = "Sorry, that didn't work; please try again or reply `status`."
         if answer:
-            await interaction.response.send_message(answer, ephemeral=True)
+            await interaction.response.send_message(host_text(answer)[:2000], ephemeral=True)
         else:
             # The host edits the request itself ("Approved by ..."), so just acknowledge.
             await interaction.response.defer()

@@ -25,7 +25,7 @@ from teams.persona import Persona
 
 from ._locks import KeyedLocks
 from ._retry import retrying
-from ._text import emoji_of, split_message, webhook_username
+from ._text import emoji_of, host_text, split_message, webhook_username
 from .views import approval_view, call_ref_digest
 
 __all__ = ["WEBHOOK_NAME", "DiscordPoster"]
@@ -131,7 +131,9 @@ class DiscordPoster:
 
     # -- sending ---------------------------------------------------------------------
     def _content(self, out: Outbound, as_bot: bool) -> str:
-        if not as_bot or _is_bot(out):
+        if _is_bot(out):
+            return host_text(out.text)
+        if not as_bot:
             return out.text
         emoji = emoji_of(out.persona)
         name = f"{emoji} **{out.persona.display_name}**" if emoji else f"**{out.persona.display_name}**"

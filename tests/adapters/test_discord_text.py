@@ -5,7 +5,13 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.discord._text import emoji_of, split_message, thread_name, webhook_username
+from adapters.discord._text import (
+    emoji_of,
+    host_text,
+    split_message,
+    thread_name,
+    webhook_username,
+)
 from adapters.discord.commands import choices
 from adapters.discord.views import custom_id_for
 from teams.persona import Persona
@@ -75,3 +81,11 @@ def test_autocomplete_matches_names_then_descriptions() -> None:
     assert [c.value for c in choices(teams, "TRI")] == ["triage"]
     assert [c.value for c in choices(teams, "bear")] == ["debate"]
     assert choices(teams, "")[0].name == "debate — Bull and bear argue"
+
+
+def test_host_bold_becomes_discord_bold_and_the_rest_is_kept() -> None:
+    assert host_text("*debate* is on it: Bull, Bear.") == "**debate** is on it: Bull, Bear."
+    assert host_text("**already** bold, 2 * 3 * 4, snake_case*x") == \
+        "**already** bold, 2 * 3 * 4, snake_case*x"
+    assert host_text("Tell *triage* what to do: `triage <task>`") == \
+        "Tell **triage** what to do: `triage <task>`"
