@@ -32,7 +32,7 @@ async def build_host(settings: Settings, poster: Poster, *, models=None, **host_
     await store.start()
     host = Host(store=store, catalog=load_catalog(settings),
                 models=models or ModelPool(env=settings.model_env()), poster=poster,
-                **host_options)
+                **{"lease_ttl": settings.lease_ttl, **host_options})
     await host.start()
     return host
 

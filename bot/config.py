@@ -21,6 +21,7 @@ class Settings:
     model: str | None = None
     teams_dir: str | None = None
     log_level: str = "INFO"
+    lease_ttl: float = 10.0
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
 
     @classmethod
@@ -33,6 +34,7 @@ class Settings:
             model=model or env.get("THREADTEAM_MODEL") or None,
             teams_dir=teams_dir or env.get("THREADTEAM_TEAMS_DIR") or None,
             log_level=env.get("THREADTEAM_LOG_LEVEL", "INFO"),
+            lease_ttl=_seconds(env.get("THREADTEAM_LEASE_TTL", "10"), "THREADTEAM_LEASE_TTL"),
             env=env,
         )
         settings.check(store_flag=bool(store), model_flag=bool(model), teams_flag=bool(teams_dir))
@@ -62,3 +64,13 @@ class Settings:
         if self.model:
             env["THREADTEAM_MODEL"] = self.model
         return env
+
+
+def _seconds(text: str, variable: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ConfigError(f"{variable} must be a positive number of seconds, got {text!r}")
+    return value

@@ -60,7 +60,7 @@ class Host:
 
     def __init__(self, *, store: Store, catalog: TeamCatalog, models: ModelSource, poster: Poster,
                  worker_id: str | None = None, clock: Callable[[], float] = time.time,
-                 lease_ttl: float = 60.0) -> None:
+                 lease_ttl: float = 10.0) -> None:
         self.store, self.catalog, self.models, self.poster = store, catalog, models, poster
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.clock = clock
@@ -293,7 +293,8 @@ class Host:
     def _rehearsal_notice(self, state: RunState) -> str:
         team = state.team
         names = {self.models.resolve_name(a.model, team.model) for a in team.agents if not a.human}
-        if "rehearsal" in names:
+        auto = getattr(self.models, "auto_rehearsal", lambda: True)()
+        if "rehearsal" in names and auto:
             return ("_No model is configured (set OPENAI_API_KEY or ANTHROPIC_API_KEY, or "
                     "THREADTEAM_MODEL), so the agents answer with rehearsal text._")
         return ""
@@ -342,9 +343,10 @@ class Host:
                 except Exception:
                     log.exception("run %s: driving failed", run_id)
                     got = True
-                if not got:  # another process drives it; ask again shortly in case it missed us
+                if not got:  # another process holds the lease (or held it, and died): ask again
                     asyncio.get_running_loop().call_later(
-                        0.5, lambda: asyncio.ensure_future(self.store.enqueue(run_id)))
+                        min(0.5, self.lease_ttl / 4),
+                        lambda: asyncio.ensure_future(self._enqueue(run_id)))
                 if run_id not in self._again:
                     break
             await self.store.ack_work(receipt)

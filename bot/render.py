@@ -82,8 +82,8 @@ def render(state: RunState, e: Event, seq: int, key: ThreadKey, run_id: str, men
         return Outbound(key, text, approval_key(run_id, e.call_id), persona=persona,
                         approval=ApprovalPrompt(e.call_id, e.tool, dict(e.args), n))
     if isinstance(e, SpeakerSelected) and e.agent in team.humans:
-        return Outbound(key, f"{mention(state.by)}, the team is waiting for you: reply in this "
-                             f"thread.", post_key(run_id, seq), notice=True)
+        return Outbound(key, f"Your turn, {mention(state.by)}: the team is waiting for your "
+                             f"reply in this thread.", post_key(run_id, seq), notice=True)
     if isinstance(e, RunPaused):
         who = team.by_name[e.agent].persona.display_name if e.agent in team.by_name else "The team"
         return Outbound(key, f"{who} could not go on: {e.reason}\nReply `retry` to try again.",

@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from functools import partial
 
 from opentelemetry import trace
@@ -60,6 +60,8 @@ class Loaded:
     key: ThreadKey
     state: RunState
     events: list[Event]
+    #: Store writes in flight that need not hold up the run: awaited before its next append.
+    writes: list[asyncio.Future[None]] = field(default_factory=list)
 
 
 class Runner:
@@ -67,7 +69,7 @@ class Runner:
 
     def __init__(self, *, store: Store, catalog: TeamCatalog, models: engine.ModelSource,
                  poster: Poster, owner: str, clock: Callable[[], float] = time.time,
-                 lease_ttl: float = 60.0, rehearsal_notice: Callable[[RunState], str] | None = None
+                 lease_ttl: float = 10.0, rehearsal_notice: Callable[[RunState], str] | None = None
                  ) -> None:
         self.store, self.catalog, self.models, self.poster = store, catalog, models, poster
         self.owner, self.clock, self.lease_ttl = owner, clock, lease_ttl
@@ -75,8 +77,7 @@ class Runner:
 
     async def load(self, run_id: str) -> Loaded | None:
         """Read and fold a run; None if it or its team is gone."""
-        thread = await self.store.thread_of(run_id)
-        raw = await self.store.load(run_id)
+        thread, raw = await asyncio.gather(self.store.thread_of(run_id), self.store.load(run_id))
         if thread is None or not raw:
             return None
         events = [from_json(t) for t in raw]
@@ -115,15 +116,26 @@ class Runner:
             action = decide(state)
             if action.waits:
                 break
-            if not active:
-                await self.store.set_active(run.run_id, True)
+            if not active:  # lands while the model works, and before the run's next append
+                self._later(run, self.store.set_active(run.run_id, True))
                 active = True
             events = await self._perform(run, action)
             if not events:
                 break
             for seq, event in await self._append(run, events):
-                await self._post(run, seq, event)
-        await self.store.set_active(run.run_id, False)
+                await self._post(run, seq, event, fresh=True)
+        self._later(run, self.store.set_active(run.run_id, False))
+        await self._settle(run)
+
+    def _later(self, run: Loaded, write: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(write)
+        task.add_done_callback(_retrieve)  # its error is raised by _settle, or dropped with the run
+        run.writes.append(task)
+
+    async def _settle(self, run: Loaded) -> None:
+        writes, run.writes = run.writes, []
+        for write in writes:
+            await write
 
     async def _perform(self, run: Loaded, action: Action) -> list[Event]:
         state, key = run.state, run.key
@@ -161,6 +173,7 @@ class Runner:
         """Append our events (after any a person added meanwhile); fold; return (seq, event)."""
         state, added = run.state, []
         payload = [to_json(e) for e in events]
+        await self._settle(run)
         while True:
             try:
                 await self.store.append(run.run_id, state.length, payload)
@@ -190,7 +203,7 @@ class Runner:
                 break
             missing.append((seq, e))
         for seq, e in reversed(missing):
-            await self._post(run, seq, e)
+            await self._post(run, seq, e, fresh=True)
 
     def _key_of(self, run: Loaded, seq: int, e: Event) -> str:
         if isinstance(e, ApprovalDecided):
@@ -198,7 +211,8 @@ class Runner:
         out = render(run.state, e, seq, run.key, run.run_id, self.poster.mention)
         return out.idempotency_key if out else post_key(run.run_id, seq)
 
-    async def _post(self, run: Loaded, seq: int, e: Event) -> None:
+    async def _post(self, run: Loaded, seq: int, e: Event, fresh: bool = False) -> None:
+        """Post event `seq`; `fresh`: no post under its seq key can have been recorded yet."""
         if isinstance(e, ApprovalDecided):
             settled = render_decision(run.state, e, run.key, run.run_id, self.poster.mention)
             if settled is None:
@@ -211,8 +225,13 @@ class Runner:
             return
         notice = self.rehearsal_notice(run.state) if isinstance(e, TaskStarted) else ""
         out = render(run.state, e, seq, run.key, run.run_id, self.poster.mention, notice)
-        if out is not None:
+        if out is None:
+            return
+        if not (fresh and out.idempotency_key == post_key(run.run_id, seq)):
             await self.deliver(out)
+            return
+        message_id = await self.poster.post(out)
+        self._later(run, self.store.put_post(out.idempotency_key, message_id))
 
     async def deliver(self, out: Outbound) -> str:
         """Post once per idempotency key; return the platform message id."""
@@ -245,6 +264,11 @@ class Runner:
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
             await self.store.acquire_lease(run_id, self.owner, self.lease_ttl)
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _run_parent(run_id: str) -> trace.Span:

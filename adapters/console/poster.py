@@ -56,4 +56,4 @@ class ConsolePoster:
             self._status_shown = True
 
     def mention(self, user: str) -> str:
-        return "you" if user == self.user else user
+        return user
