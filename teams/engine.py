@@ -219,13 +219,18 @@ def _system_prompt(team: Team, agent: AgentSpec) -> str:
     return system
 
 
+def _rounds(state: RunState, agent_name: str) -> int:
+    # Tool rounds the agent has used this turn; a turn not yet recorded has used none.
+    return state.turn_rounds if state.current == agent_name else 0
+
+
 def build_request(state: RunState, agent_name: str, model: str) -> ModelRequest:
     """The request for one agent's turn."""
     team = state.team
     agent = team.by_name[agent_name]
     return ModelRequest(model=model, system=_system_prompt(team, agent),
                         messages=tuple(state.window(agent)),
-                        tools=_offered(team, agent, state.turn_rounds), agent=agent_name)
+                        tools=_offered(team, agent, _rounds(state, agent_name)), agent=agent_name)
 
 
 def build_selector_request(state: RunState, candidates: tuple[str, ...], model: str) -> ModelRequest:
@@ -336,7 +341,7 @@ def reply_events(state: RunState, agent_name: str, response: ModelResponse, at: 
                            usage=response.usage, model=response.model, at=at)
     if not response.tool_calls:
         return [message]
-    return [message, *call_events(state.team, message, state.turn_rounds, at)]
+    return [message, *call_events(state.team, message, _rounds(state, agent_name), at)]
 
 
 def call_events(team: Team, message: AgentMessage, rounds: int, at: float) -> list[Event]:

@@ -250,3 +250,14 @@ def test_the_next_step_after_an_approval_is_running_that_call():
     run.add(ApprovalDecided(call_id="p", approved=True, by="U1"))
     action = decide(run.state)
     assert isinstance(action, RunTool) and action.call.request.call_id == "p"
+
+
+async def test_each_new_turn_gets_its_tool_rounds_back():
+    team = make_team(agent("clerk", tools=["calculate"]), agent("checker", tools=["calculate"]),
+                     termination={"max_messages": 5}, max_tool_rounds=2)
+    sums = [says("", call("calculate", '{"expression": "1+1"}', f"c{i}")) for i in range(2)]
+    run = Run(team, [*sums, "Two.", says("", call("calculate", '{"expression": "3*3"}', "k")), "Ok."])
+    await run.go()
+    assert [(r.agent, len(r.tools)) for r in run.model.requests] == [
+        ("clerk", 1), ("clerk", 1), ("clerk", 0), ("checker", 1), ("checker", 1)]
+    assert run.result_of("k").output == "9"
