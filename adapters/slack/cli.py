@@ -40,18 +40,21 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     """Check the tokens, start the host, serve Slack until SIGINT/SIGTERM; the exit code."""
     config = SlackConfig.from_env(settings.env)  # ConfigError: one line naming the variable
     adapter = SlackAdapter(config)
-    await adapter.connect()  # the bot token is checked before anything else starts
-    host = await build_host(settings, adapter.poster)
     try:
-        await adapter.start(host, port=args.port, bind=args.bind)
-        mode = "Socket Mode" if config.socket_mode else f"HTTP on port {adapter.port}"
-        print(f"threadteam: serving Slack as @{adapter.bot_name} ({mode}); Ctrl-C stops",
-              file=sys.stderr)
-        await _until_stopped()
-        return 0
+        await adapter.connect()  # the bot token is checked before anything else starts
+        host = await build_host(settings, adapter.poster)
+        try:
+            await adapter.start(host, port=args.port, bind=args.bind)
+            mode = "Socket Mode" if config.socket_mode else f"HTTP on port {adapter.port}"
+            print(f"threadteam: serving Slack as @{adapter.bot_name} ({mode}); Ctrl-C stops",
+                  file=sys.stderr)
+            await _until_stopped()
+            await adapter.stop()  # no new events while the host winds down
+            return 0
+        finally:
+            await close_host(host)
     finally:
         await adapter.aclose()
-        await close_host(host)
 
 
 async def _until_stopped() -> None:

@@ -111,8 +111,9 @@ async def stack_factory(fake_slack: FakeSlack, tmp_path: Path) -> AsyncIterator:
 
     yield build
     for s in built:
-        await s.adapter.aclose()
+        await s.adapter.stop()
         await s.host.aclose()
+        await s.adapter.aclose()
         await s.host.store.aclose()
 
 
