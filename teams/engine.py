@@ -166,18 +166,16 @@ def _next_by_rule(state: RunState) -> tuple[str | None, str]:
     team = state.team
     if state.mention_next:
         return state.mention_next, "mention"
-    names = [a.name for a in team.agents]
+    names = team.names
     if team.strategy == "swarm":
         if state.handoff_target:
             return state.handoff_target, "handoff"
         last = state.last_speaker
         if last in team.humans:  # the person answered: back to whoever asked them
             return state.handoff_source or names[0], "handoff"
-        return (last or names[0]), "order"
+        return (last if last in team.by_name else names[0]), "order"
     if team.strategy == "round_robin":
-        if state.last_speaker is None or state.last_speaker not in names:
-            return names[0], "order"
-        return names[(names.index(state.last_speaker) + 1) % len(names)], "order"
+        return team.after.get(state.last_speaker or "", names[0]), "order"
     candidates = _selector_candidates(state)
     if len(candidates) == 1:
         return candidates[0], "order"
@@ -185,7 +183,7 @@ def _next_by_rule(state: RunState) -> tuple[str | None, str]:
 
 
 def _selector_candidates(state: RunState) -> tuple[str, ...]:
-    names = [a.name for a in state.team.agents]
+    names = list(state.team.names)
     if not state.team.allow_repeated_speaker and state.last_speaker in names and len(names) > 1:
         names.remove(state.last_speaker)
     return tuple(names)
@@ -261,7 +259,7 @@ def parse_selection(text: str, candidates: tuple[str, ...], state: RunState) -> 
             found.append((min(positions), name))
     if found:
         return min(found)[1], "model"
-    names = [a.name for a in state.team.agents]
+    names = state.team.names
     start = names.index(state.last_speaker) + 1 if state.last_speaker in names else 0
     for i in range(len(names)):
         name = names[(start + i) % len(names)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -139,9 +140,20 @@ class Team:
         """A fresh condition tree (each run folds its own)."""
         return parse_termination(self.termination_spec) if self.termination_spec else _NEVER()
 
-    @property
+    @cached_property
     def humans(self) -> tuple[str, ...]:
+        """The human participants' names, in order."""
         return tuple(a.name for a in self.agents if a.human)
+
+    @cached_property
+    def names(self) -> tuple[str, ...]:
+        """Every participant's name, in the file's order."""
+        return tuple(a.name for a in self.agents)
+
+    @cached_property
+    def after(self) -> dict[str, str]:
+        """Who comes after whom in the file's order (round robin)."""
+        return {n: self.names[(i + 1) % len(self.names)] for i, n in enumerate(self.names)}
 
 
 class _NEVER(Condition):

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from .events import (
+    EVENT_TYPES,
     AgentMessage,
     ApprovalDecided,
     Event,
@@ -151,10 +152,13 @@ class RunState:
     def apply(self, e: Event) -> None:
         """Fold one more event in."""
         self.length += 1
-        handler = getattr(self, "_on_" + e.kind, None)
-        if handler:
-            handler(e)
-        self.condition.observe(self._as_seen_by_conditions(e), self.started_at)
+        handler = _HANDLERS.get(type(e))
+        if handler is not None:
+            handler(self, e)
+        if type(e) is HumanMessage and self.team.humans:
+            # Conditions name the human participant, not a platform user id.
+            e = HumanMessage(user=self.team.humans[0], text=e.text, at=e.at)
+        self.condition.observe(e, self.started_at)
 
     def _to_everyone(self, message: ChatMessage, but: str | None = None) -> None:
         for name, view in self.views.items():
@@ -296,12 +300,6 @@ class RunState:
                 return a.name
         return None
 
-    def _as_seen_by_conditions(self, e: Event) -> Event:
-        # Conditions name the human participant, not a platform user id.
-        if isinstance(e, HumanMessage) and self.team.humans:
-            return HumanMessage(user=self.team.humans[0], text=e.text, at=e.at)
-        return e
-
     @property
     def status(self) -> str:
         """One word: running, awaiting_human, awaiting_approval, paused or finished."""
@@ -326,3 +324,7 @@ class RunState:
             if a == user or (a.startswith("role:") and a[5:] in roles):
                 return True
         return False
+
+
+_HANDLERS = {cls: getattr(RunState, "_on_" + kind) for kind, cls in EVENT_TYPES.items()
+             if hasattr(RunState, "_on_" + kind)}
