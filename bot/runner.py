@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from opentelemetry import trace
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from teams import engine
 from teams.catalog import TeamCatalog
@@ -40,7 +39,7 @@ from .errors import ConflictError
 from .render import is_postable, post_key, render, render_decision
 from .shapes import Outbound, Poster, ThreadKey
 from .stores.base import Store
-from .telemetry import span
+from .telemetry import run_parent, span
 
 log = logging.getLogger("threadteam.runner")
 
@@ -96,7 +95,7 @@ class Runner:
         try:
             loaded = await self.load(run_id)
             if loaded is not None:
-                with trace.use_span(_run_parent(run_id)), span(
+                with trace.use_span(run_parent(run_id)), span(
                         f"run {loaded.state.team.name}", threadteam__run_id=run_id,
                         threadteam__thread=str(loaded.key), threadteam__team=loaded.state.team.name):
                     await self._catch_up(loaded)
@@ -269,14 +268,3 @@ class Runner:
 def _retrieve(task: asyncio.Future[None]) -> None:
     if not task.cancelled():
         task.exception()
-
-
-def _run_parent(run_id: str) -> trace.Span:
-    """All spans of one run share a trace id derived from the run id, across processes."""
-    try:
-        trace_id = int(run_id[:32].ljust(32, "0"), 16) or 1
-    except ValueError:
-        trace_id = abs(hash(run_id)) or 1
-    ctx = SpanContext(trace_id=trace_id, span_id=(trace_id & 0xFFFFFFFFFFFFFFFF) or 1,
-                      is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
-    return NonRecordingSpan(ctx)

@@ -6,12 +6,14 @@ no-op tracer is used: spans cost a function call and export nothing.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 TRACER_NAME = "threadteam"
 
@@ -56,6 +58,10 @@ def tracer() -> trace.Tracer:
 @contextmanager
 def span(name: str, start_time: float | None = None, **attributes: Any) -> Iterator[trace.Span]:
     """A span with attributes (None values dropped); start_time in epoch seconds."""
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        # No SDK installed: the API would only hand out non-recording spans. Skip its work.
+        yield trace.INVALID_SPAN
+        return
     attrs = {k.replace("__", "."): v for k, v in attributes.items() if v is not None}
     kwargs: dict[str, Any] = {"attributes": attrs}
     if start_time:
@@ -66,6 +72,15 @@ def span(name: str, start_time: float | None = None, **attributes: Any) -> Itera
 
 def record_wait(what: str, thread: str, run_id: str, started: float, ended: float) -> None:
     """A span for a wait for a person, recorded when the wait ends (no task held meanwhile)."""
-    s = tracer().start_span(f"await {what}", start_time=int(started * 1e9), attributes={
+    s = tracer().start_span(f"await {what}", context=trace.set_span_in_context(run_parent(run_id)),
+                            start_time=int(started * 1e9), attributes={
         "threadteam.thread": thread, "threadteam.run_id": run_id, "threadteam.wait": what})
     s.end(end_time=int(ended * 1e9))
+
+
+def run_parent(run_id: str) -> trace.Span:
+    """All spans of one run share a trace id derived from the run id, across processes."""
+    trace_id = int(hashlib.sha256(run_id.encode()).hexdigest()[:32], 16) or 1
+    ctx = SpanContext(trace_id=trace_id, span_id=(trace_id & 0xFFFFFFFFFFFFFFFF) or 1,
+                      is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    return NonRecordingSpan(ctx)
