@@ -113,9 +113,9 @@ def _check(files: list[str]) -> int:
 
 
 def _list(settings: Settings) -> int:
-    from .app import load_catalog
+    from teams.catalog import TeamCatalog
 
-    catalog = load_catalog(settings)
+    catalog = TeamCatalog.load(settings.teams_dir)
     width = max((len(n) for n in catalog.names()), default=0)
     for name, desc in catalog.choices():
         print(f"{name:<{width}}  {desc}")

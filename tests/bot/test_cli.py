@@ -1,0 +1,130 @@
+"""The `threadteam` command as a newcomer meets it: help, team files, settings, a piped chat."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.logs import redact
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def threadteam(*args: str, stdin: str = "", env: dict[str, str] | None = None,
+               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("OPENAI_", "ANTHROPIC_", "THREADTEAM_", "OTEL_"))}
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], input=stdin, text=True,
+                          capture_output=True, timeout=timeout, cwd=ROOT,
+                          env={**base, **(env or {})})
+
+
+@pytest.mark.parametrize("args", [(), ("--help",), ("chat", "--help"), ("run", "--help"),
+                                  ("run", "slack", "--help"), ("run", "discord", "--help"),
+                                  ("teams", "--help"), ("teams", "check", "--help")])
+def test_every_command_has_help(args):
+    result = threadteam(*args)
+    assert result.returncode == 0, result.stderr
+    assert "usage: threadteam" in result.stdout
+
+
+def test_help_shows_the_default_store_path():
+    out = threadteam("chat", "--help").stdout
+    assert "THREADTEAM_STORE" in out and "threadteam.sqlite3" in out
+
+
+def test_teams_check_names_file_and_line(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("name: solo\nagents:\n  - {name: a, system_message: Hi.}\n"
+                    "termination: {max_messages: 2}\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: broken\nagents:\n  - name: a\n    sytem_message: Hi.\n"
+                   "termination: {max_messages: 2}\n")
+    result = threadteam("teams", "check", str(good), str(bad))
+    assert result.returncode == 1
+    assert f"{good}: ok" in result.stdout
+    assert f"{bad}:4: unknown key 'sytem_message'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert threadteam("teams", "check", str(good)).returncode == 0
+
+
+def test_teams_list_shows_builtins_and_user_teams(tmp_path):
+    (tmp_path / "mine.yaml").write_text(
+        "name: mine\ndescription: My own team.\nagents:\n  - {name: a, system_message: Hi.}\n"
+        "termination: {max_messages: 2}\n")
+    (tmp_path / "broken.yaml").write_text("name: [\n")
+    result = threadteam("teams", "list", "--teams-dir", str(tmp_path))
+    assert result.returncode == 0
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert names == ["announce", "debate", "mine", "triage"]
+    [problem] = result.stderr.splitlines()
+    assert problem.startswith("skipped ") and "broken.yaml:2: not valid YAML" in problem
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"THREADTEAM_STORE": "postgres://x"}, "THREADTEAM_STORE must be sqlite:///path or redis://"),
+    ({"THREADTEAM_MODEL": "gpt4"}, "THREADTEAM_MODEL must look like openai:"),
+    ({"THREADTEAM_TEAMS_DIR": "/nonexistent/teams"}, "THREADTEAM_TEAMS_DIR is '/nonexistent"),
+    ({"THREADTEAM_LEASE_TTL": "soon"}, "THREADTEAM_LEASE_TTL must be a positive number"),
+])
+def test_a_wrong_setting_is_one_line_naming_the_variable(env, message):
+    result = threadteam("teams", "list", env=env)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_team_lists_the_teams(tmp_path):
+    result = threadteam("chat", "--team", "debat", "--store", f"sqlite:///{tmp_path}/s.db", "x")
+    assert result.returncode == 2
+    assert "I don't know a team called `debat`" in result.stderr and "`triage`" in result.stderr
+
+
+def test_piped_chat_runs_on_rehearsal_and_says_so(tmp_path):
+    store = f"sqlite:///{tmp_path}/s.db"
+    result = threadteam("chat", "--store", store, "Should we migrate billing to Postgres?")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    posts = [line.split(":")[0] for line in lines if line.startswith(("Bull:", "Bear:", "Synth"))]
+    assert posts == ["Bull", "Bear", "Synthesis"]
+    assert "rehearsal text" in result.stdout
+    assert lines[-1].startswith("threadteam: Finished: synthesis said 'FINAL ANSWER'")
+    assert "\x1b[" not in result.stdout, "no colour codes when stdout is not a terminal"
+
+
+def test_piped_lines_answer_the_human_turn_and_resume_works(tmp_path):
+    teams = tmp_path / "teams"
+    teams.mkdir()
+    (teams / "pair.yaml").write_text(
+        "name: pair\nagents:\n  - {name: helper, system_message: Help.}\n"
+        "  - {name: you, human: true}\ntermination: {max_messages: 5}\n")
+    env = {"THREADTEAM_STORE": f"sqlite:///{tmp_path}/s.db", "THREADTEAM_TEAMS_DIR": str(teams)}
+    first = threadteam("chat", "--team", "pair", "Plan a trip.", stdin="Somewhere warm\n", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "pick it up with `threadteam chat --resume`" in first.stderr
+    assert "Helper: [rehearsal] helper on 'Somewhere warm'" in first.stdout
+    second = threadteam("chat", "--resume", stdin="By train\n", env=env)
+    assert second.returncode == 0, second.stderr
+    assert "Helper: [rehearsal] helper on 'By train'" in second.stdout
+    assert "Finished: 5 messages reached" in second.stdout
+
+
+def test_a_missing_key_is_reported_in_the_thread_naming_the_variable(tmp_path):
+    result = threadteam("chat", "--model", "anthropic:claude-3-5-haiku-latest",
+                        "--store", f"sqlite:///{tmp_path}/s.db", "x")
+    assert "could not go on" in result.stdout
+    assert "ANTHROPIC_API_KEY" in result.stdout and "retry" in result.stdout
+
+
+def test_secrets_never_reach_logs():
+    env = {"SLACK_BOT_TOKEN": "xoxb-1234567890-abcdefghij", "OPENAI_API_KEY": "sk-proj-Zz9" * 4}
+    text = (f"failed with token {env['SLACK_BOT_TOKEN']} and key {env['OPENAI_API_KEY']} "
+            f"via redis://:hunter2@host:6379/0")
+    cleaned = redact(text, env)
+    for secret in (env["SLACK_BOT_TOKEN"], env["OPENAI_API_KEY"], "hunter2"):
+        assert secret not in cleaned
+    assert "redis://***@host:6379/0" in cleaned
