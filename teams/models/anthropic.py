@@ -43,6 +43,9 @@ def make_client(env: Mapping[str, str]) -> anthropic.AsyncAnthropic:
         max_retries=0,  # our retry loop (_retry.py) is the only one
         timeout=TIMEOUT,
         http_client=anthropic.DefaultAioHttpClient(timeout=TIMEOUT),
+        # Our own spans already follow the GenAI conventions; the client's would duplicate
+        # them and send our trace context to the provider in request headers.
+        open_telemetry=False,
     )
 
 
