@@ -33,6 +33,7 @@ from .models.base import (
     ModelRequest,
     ModelResponse,
     TextSink,
+    ToolCall,
     ToolSpec,
 )
 from .spec import AgentSpec, Team
@@ -335,11 +336,30 @@ def reply_events(state: RunState, agent_name: str, response: ModelResponse, at: 
 
     `state` is the state the request was built from (before the reply is folded in).
     """
-    message = AgentMessage(agent=agent_name, text=response.text, tool_calls=response.tool_calls,
-                           usage=response.usage, model=response.model, at=at)
     if not response.tool_calls:
-        return [message]
+        return [AgentMessage(agent=agent_name, text=response.text, usage=response.usage,
+                             model=response.model, at=at)]
+    message = AgentMessage(agent=agent_name, text=response.text, usage=response.usage,
+                           tool_calls=_unique_ids(state, response.tool_calls),
+                           model=response.model, at=at)
     return [message, *call_events(state.team, message, _rounds(state, agent_name), at)]
+
+
+def _unique_ids(state: RunState, calls: tuple[ToolCall, ...]) -> tuple[ToolCall, ...]:
+    # Some OpenAI-compatible servers leave ids empty or reuse them; approvals and results
+    # are matched by id, so a missing or repeated one gets a fresh one (kept in the log).
+    seen: set[str] = set()
+    out = []
+    for j, call in enumerate(calls):
+        if not call.id or call.id in seen or call.id in state.calls:
+            n, fresh = 0, f"call_{state.model_calls}_{j}"
+            while fresh in seen or fresh in state.calls:
+                n += 1
+                fresh = f"call_{state.model_calls}_{j}_{n}"
+            call = ToolCall(fresh, call.name, call.arguments)
+        seen.add(call.id)
+        out.append(call)
+    return tuple(out)
 
 
 def call_events(team: Team, message: AgentMessage, rounds: int, at: float) -> list[Event]:

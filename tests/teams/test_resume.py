@@ -285,7 +285,8 @@ def scripted_answer(index: int, choice: int) -> Callable[[ModelRequest], ModelRe
         kind, pick = choice % 10, choice // 10
 
         def call(j: int, name: str, args: object) -> ToolCall:
-            return ToolCall(f"c{index}_{j}", name, json.dumps(args))
+            call_id = ["", "same"][pick % 2] if pick % 5 == 0 else f"c{index}_{j}"  # sloppy servers
+            return ToolCall(call_id, name, json.dumps(args))
 
         if kind == 3:
             return says(f"{request.agent}: DONE")

@@ -261,3 +261,17 @@ async def test_each_new_turn_gets_its_tool_rounds_back():
     assert [(r.agent, len(r.tools)) for r in run.model.requests] == [
         ("clerk", 1), ("clerk", 1), ("clerk", 0), ("checker", 1), ("checker", 1)]
     assert run.result_of("k").output == "9"
+
+
+async def test_missing_or_repeated_call_ids_are_made_unique():
+    # Some OpenAI-compatible servers send empty or repeated ids; each call must still run once.
+    twice = says("", call("calculate", '{"expression": "1+1"}', ""), call("calculate", '{"expression": "2+2"}', ""))
+    again = says("", call("calculate", '{"expression": "3+3"}', "call_x"))
+    run = Run(desk("calculate", messages=4), [twice, says("", call("calculate", '{"expression": "5"}', "call_x")),
+                                              again, "Done."])
+    await run.go()
+    ids = [e.call_id for e in run.of(ToolCallRequested)]
+    assert len(set(ids)) == 4 and all(ids)
+    assert [e.output for e in run.of(ToolResult)] == ["2", "4", "5", "6"]
+    sent = run.model.requests[1].messages[-3:]
+    assert [m.tool_call_id for m in sent[1:]] == [c.id for c in sent[0].tool_calls]
