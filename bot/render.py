@@ -78,7 +78,7 @@ def render(state: RunState, e: Event, seq: int, key: ThreadKey, run_id: str, men
         n = approval_number(state, e.call_id)
         args = _args_block(e.args)
         text = (f"Approval #{n}: {persona.display_name} wants to run `{e.tool}`\n{args}\n"
-                f"Approve or deny with the buttons, or reply `approve {n}` / `deny {n} <reason>`.")
+                f"Reply `approve {n}` or `deny {n} <reason>`.")
         return Outbound(key, text, approval_key(run_id, e.call_id), persona=persona,
                         approval=ApprovalPrompt(e.call_id, e.tool, dict(e.args), n))
     if isinstance(e, SpeakerSelected) and e.agent in team.humans:

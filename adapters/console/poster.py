@@ -43,7 +43,8 @@ class ConsolePoster:
 
     async def post(self, out: Outbound) -> str:
         where = f"[{out.key.channel}] " if not out.key.thread else ""
-        self._write(f"{where}{self._name(out.persona, out.notice)}: {out.text}\n")
+        hint = " (or just y / n)" if out.approval is not None else ""
+        self._write(f"{where}{self._name(out.persona, out.notice)}: {out.text}{hint}\n")
         return f"console-{next(self._ids)}"
 
     async def edit(self, out: Outbound, message_id: str) -> None:
