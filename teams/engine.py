@@ -132,14 +132,16 @@ def decide(state: RunState) -> Action:
         return Record(owed)
     if state.stop_by is not None:
         return Finish(f"stopped by {state.stop_by}")
-    if state.condition.fired:
-        return Finish(state.condition.fired)
     if state.open_calls:
+        # Calls already asked for are settled before the run may end: an approval prompt
+        # a person can see must not turn into a button that does nothing.
         pending = state.pending_approvals()
         first = state.calls[state.open_calls[0]]
         if first.request.needs_approval and first.decision is None:
             return AwaitApproval(tuple(pending))
         return RunTool(first)
+    if state.condition.fired:
+        return Finish(state.condition.fired)
     team = state.team
     if state.current is not None:
         if state.current in team.humans:

@@ -98,7 +98,7 @@ def finish_reason(state: RunState) -> str | None:
                  "calculate ran", id="tool_call"),
 ])
 def test_each_condition_alone(termination, events, reason):
-    assert finish_reason(fold(termination, *events, humans=True)) == reason
+    assert fold(termination, *events, humans=True).condition.fired == reason
 
 
 def test_a_person_stopping_ends_the_run_even_without_a_stop_condition():

@@ -6,7 +6,7 @@ import pytest
 
 from teams.engine import AwaitApproval, Idle, RunTool, decide
 from teams.errors import ToolError
-from teams.events import ApprovalDecided, ToolCallRequested, ToolResult
+from teams.events import ApprovalDecided, StopRequested, ToolCallRequested, ToolResult
 from teams.models.base import ToolCall
 from teams.tools import Tool, ToolContext, load_tool, registered, tool
 
@@ -275,3 +275,22 @@ async def test_missing_or_repeated_call_ids_are_made_unique():
     assert [e.output for e in run.of(ToolResult)] == ["2", "4", "5", "6"]
     sent = run.model.requests[1].messages[-3:]
     assert [m.tool_call_id for m in sent[1:]] == [c.id for c in sent[0].tool_calls]
+
+
+async def test_a_call_in_the_message_that_ends_the_run_still_gets_its_approval():
+    poster = Poster()
+    run = Run(desk("post_message", messages=1), [says("Posting it. DONE", call(
+        "post_message", '{"channel": "#general", "text": "Hi"}'))], context=ToolContext(post_message=poster))
+    assert isinstance(await run.go(), AwaitApproval), "the approval prompt is live, not orphaned"
+    assert run.state.condition.fired == "1 messages reached"
+    assert await run.decide_call(True) == Idle("finished")
+    assert poster.posts == [("#general", "Hi")]
+    assert run.state.finished == "1 messages reached"
+
+
+async def test_stop_ends_the_run_even_with_an_approval_pending():
+    run = Run(desk("post_message"), [says("", call("post_message", '{"channel": "#a", "text": "x"}'))])
+    await run.go()
+    run.add(StopRequested(by="U1"))
+    assert await run.go() == Idle("finished")
+    assert run.of(ToolResult) == []
