@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from teams.engine import AwaitApproval, AwaitHuman, CallModel, Idle, SelectWithModel, decide
-from teams.events import Handoff, HumanMessage, SpeakerSelected, StopRequested
+from teams.errors import ModelError
+from teams.events import (
+    Handoff,
+    HumanMessage,
+    RunContinued,
+    RunPaused,
+    RunResumed,
+    SpeakerSelected,
+    StopRequested,
+)
 from teams.models.base import ToolCall
 
 from .helpers import Run, agent, make_team, says
@@ -275,3 +284,32 @@ async def test_the_next_action_names_who_speaks():
     assert isinstance(action, CallModel) and action.agent == "bull"
     assert decide(Run(triage()).state) == SelectWithModel(
         ("dispatcher", "engineer", "billing", "customer"))
+
+
+async def test_a_remark_made_after_the_run_finished_reaches_the_team_on_continue():
+    run = Run(debate(1), ["b1", "r1"])
+    await run.go()
+    run.add(HumanMessage(user="U2", text="You forgot the fees."), RunContinued(by="U1"))
+    await run.go()
+    assert "You forgot the fees." in [m.content for m in run.model.requests[1].messages]
+
+
+# -- failures pause the run; retry picks up where it stopped ----------------------------------
+async def test_a_failed_model_call_pauses_and_retry_asks_the_same_agent_again():
+    run = Run(debate(2), ["b1", ModelError("429 rate limited"), "r1"])
+    assert await run.go() == Idle("paused")
+    assert run.state.status == "paused"
+    assert run.log[-1] == RunPaused(reason="429 rate limited", agent="bear")
+    run.add(RunResumed(by="U1"))
+    assert await run.go() == Idle("finished")
+    assert run.speakers == ["bull", "bear"]
+    assert [e.agent for e in run.of(SpeakerSelected)] == ["bull", "bear"], "bear is not re-chosen"
+
+
+async def test_a_failed_selector_call_pauses_and_retry_chooses_again():
+    run = Run(triage(1), [ModelError("timed out"), "engineer", "Rebooted."])
+    assert await run.go() == Idle("paused")
+    assert "choosing the next speaker failed: timed out" in run.state.paused
+    run.add(RunResumed(by="U1"))
+    await run.go()
+    assert run.speakers == ["engineer"]
