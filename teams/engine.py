@@ -262,13 +262,14 @@ def parse_selection(text: str, candidates: tuple[str, ...], state: RunState) -> 
             found.append((min(positions), name))
     if found:
         return min(found)[1], "model"
+    # No valid name: the next agent in the file's order. A garbled answer should not
+    # leave the run waiting on a person, so the human comes only when no agent may speak.
     names = state.team.names
     start = names.index(state.last_speaker) + 1 if state.last_speaker in names else 0
-    for i in range(len(names)):
-        name = names[(start + i) % len(names)]
-        if name in candidates:
-            return name, "fallback"
-    return candidates[0], "fallback"
+    ordered = [n for n in (names[(start + i) % len(names)] for i in range(len(names)))
+               if n in candidates]
+    agents = [n for n in ordered if n not in state.team.humans]
+    return (agents or ordered or list(candidates))[0], "fallback"
 
 
 def _word_at(text: str, word: str) -> int:

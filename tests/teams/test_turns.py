@@ -313,3 +313,11 @@ async def test_a_failed_selector_call_pauses_and_retry_chooses_again():
     run.add(RunResumed(by="U1"))
     await run.go()
     assert run.speakers == ["engineer"]
+
+
+async def test_a_garbled_choice_falls_back_to_an_agent_not_the_person():
+    run = Run(triage(2), ["billing", "Charged twice: refunding.", "uh, hmm", "Refund noted."])
+    await run.go()
+    # after billing the file's order reaches the customer, but a garbled answer skips people
+    assert run.speakers == ["billing", "dispatcher"]
+    assert run.of(SpeakerSelected)[-1] == SpeakerSelected(agent="dispatcher", how="fallback")
