@@ -85,7 +85,13 @@ class Runner:
         if team is None:
             log.warning("run %s: its team is no longer available", run_id)
             return None
-        return Loaded(run_id, ThreadKey.parse(thread), RunState.fold(team, events), events)
+        try:
+            state = RunState.fold(team, events)
+        except (KeyError, ValueError) as exc:  # the team file changed under a running run
+            log.error("run %s: team %r no longer matches the run's history (%s); fix the team "
+                      "file or start a new run", run_id, team.name, exc)
+            return None
+        return Loaded(run_id, ThreadKey.parse(thread), state, events)
 
     async def drive(self, run_id: str) -> bool:
         """Advance the run until it waits for a person; False if another driver holds it."""
