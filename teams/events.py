@@ -9,7 +9,8 @@ reads a clock itself.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
+from functools import cache
 from typing import Any, ClassVar
 
 from .models.base import ToolCall, Usage
@@ -164,9 +165,27 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 def to_dict(event: Event) -> dict[str, Any]:
     """The event as plain JSON-able data, tagged with its kind."""
-    data = asdict(event)
+    data = _plain(event)
     data["kind"] = event.kind
     return data
+
+
+@cache
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    return tuple(f.name for f in fields(cls)) if is_dataclass(cls) else None
+
+
+def _plain(value: Any) -> Any:
+    # What `dataclasses.asdict` gives, without its deep copies of immutable values
+    # (it is the hot path of every append).
+    names = _field_names(type(value))
+    if names is not None:
+        return {name: _plain(getattr(value, name)) for name in names}
+    if isinstance(value, tuple | list):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def from_dict(data: dict[str, Any]) -> Event:
@@ -178,13 +197,17 @@ def from_dict(data: dict[str, Any]) -> Event:
         data["usage"] = Usage(**data.get("usage", {}))
     elif cls is TaskStarted:
         data["approvers"] = tuple(data.get("approvers", ()))
-    names = {f.name for f in fields(cls)}
+    names = _field_names(cls) or ()
     return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def to_json(event: Event) -> str:
     """Serialise one event for a store."""
-    return json.dumps(to_dict(event), separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(to_dict(event))
+
+
+# json.dumps with options would build a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def from_json(text: str) -> Event:

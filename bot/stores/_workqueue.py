@@ -13,7 +13,7 @@ import itertools
 import time
 
 # How many runs one `next_work` call hands out at most.
-BATCH = 10
+BATCH = 100
 
 
 class WorkQueue:

@@ -30,7 +30,7 @@ from bot.stores.base import RunInfo, Store
 __all__ = ["RedisStore"]
 
 _GROUP = "workers"
-_BATCH = 10  # runs one next_work call hands out at most
+_BATCH = 100  # runs one read of the queue (claimed or new) hands out at most
 _CHUNK = 500  # RPUSH arguments per call inside Lua (unpack has a stack limit)
 
 _PUSH = f"""
@@ -352,11 +352,18 @@ class RedisStore(Store):
                 return await self._take(consumer, timeout)
 
     async def _take(self, consumer: str, wait: float) -> list[tuple[str, str]]:
-        # Work a dead consumer took and never acked comes first.
-        claimed = await self._q(lambda p: p.xautoclaim(
-            self._work, _GROUP, consumer, self._reclaim_ms, "0-0", count=_BATCH
-        ))
+        # Work a dead consumer took and never acked comes first; new work travels in the
+        # same pipeline, read without blocking.
+        claimed, fresh = await asyncio.gather(
+            self._q(lambda p: p.xautoclaim(
+                self._work, _GROUP, consumer, self._reclaim_ms, "0-0", count=_BATCH)),
+            self._q(lambda p: p.xreadgroup(_GROUP, consumer, {self._work: ">"}, count=_BATCH)),
+            return_exceptions=True)
+        for reply in (claimed, fresh):
+            if isinstance(reply, BaseException):
+                raise reply
         entries = [e for e in claimed[1] if e and e[1]]  # deleted entries come back empty
+        entries += [e for _, stream_entries in fresh or [] for e in stream_entries]
         if not entries:
             # A blocking read holds its connection, so it bypasses the auto-pipeline.
             assert self._r is not None

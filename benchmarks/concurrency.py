@@ -1,0 +1,334 @@
+"""Many runs at once in one host process: wall time against the latency bound, CPU, peak RSS.
+
+    .venv/bin/python benchmarks/concurrency.py [--runs 1000] [--store sqlite|redis|both]
+                                               [--openai] [--openai-runs 200]
+
+Each run is a 3-agent round-robin team that stops after 6 agent messages. Every
+model call takes 200 ms (`asyncio.sleep` in an in-process model), so a run can
+not finish faster than 6 x 0.2 = 1.2 s: the latency bound. All runs are summoned
+at once through `Host.handle`, as an adapter would, and a run counts as done when
+the poster has received its 6 agent posts and its "Finished" notice. AutoGen needs
+7.7 s and 142 MiB for the same shape (6.4x the bound).
+
+Each measurement runs in a fresh child process, so its peak RSS (ru_maxrss) is
+its own. CPU is the child's user+sys time while the runs are in flight, all
+threads included (the SQLite writer thread too).
+
+- SQLite: a temp file. Redis: REDIS_URL or redis://127.0.0.1:6379/0, under a
+  unique key prefix whose keys are deleted afterwards.
+- --openai: the same runs (a smaller count) through the real `openai` client
+  against a local fake Chat Completions server in another process, which
+  answers each request after 200 ms. CPU per model call next to the scripted
+  model's shows what the client library costs on top of the host.
+
+Loopback only; every child is bounded in time. Targets (SQLite): wall <= 1.5x the
+bound (1.8 s) and peak RSS < 150 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MESSAGES = 6
+LATENCY = 0.2
+BOUND = MESSAGES * LATENCY
+CHILD_TIMEOUT = 180.0  # seconds one measurement may take, start-up and clean-up included
+TEAM = """\
+name: trio
+description: Three agents take turns until six messages.
+strategy: round_robin
+model: {model}
+agents:
+  - {{name: bull, persona: {{display_name: Bull, avatar: ":ox:"}}, system_message: Argue for.}}
+  - {{name: bear, persona: {{display_name: Bear, avatar: ":bear:"}}, system_message: Argue against.}}
+  - {{name: synthesis, persona: {{display_name: Synthesis}}, system_message: Weigh both sides.}}
+termination: {{max_messages: {messages}}}
+"""
+TASK = "Should a small bakery move its ordering to an app?"
+OPENAI_MODEL = "openai:gpt-4o-mini"
+
+
+# -- the parent: one child process per measurement ----------------------------------------
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=1000, help="concurrent runs (default 1000)")
+    parser.add_argument("--store", choices=("sqlite", "redis", "both"), default="both")
+    parser.add_argument("--openai", action="store_true",
+                        help="also run through the real openai client against a local fake")
+    parser.add_argument("--openai-runs", type=int, default=200,
+                        help="concurrent runs for --openai (default 200)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure each row this many times; print the fastest (default 1)")
+    parser.add_argument("--child", nargs=2, metavar=("STORE", "MODEL"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-fake-openai", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--openai-url", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_fake_openai:
+        asyncio.run(serve_fake_openai())
+        return 0
+    if args.child:
+        store, model = args.child
+        print(json.dumps(asyncio.run(measure(store, model, args.runs, args.openai_url))))
+        return 0
+
+    redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    stores = ["sqlite", "redis"] if args.store == "both" else [args.store]
+    print(f"{MESSAGES} messages a run, each model call {LATENCY * 1000:.0f} ms: "
+          f"latency bound {BOUND:.1f} s; target on SQLite <= {1.5 * BOUND:.1f} s and < 150 MiB")
+    print(f"{'runs':>5}  {'store':<6} {'model':<15} {'wall s':>7} {'x bound':>8} {'CPU s':>6} "
+          f"{'CPU ms/call':>11} {'peak MiB':>9} {'base MiB':>9}  posts")
+    failed = False
+    rows: list[tuple[int, str, str, str]] = [(args.runs, s, "scripted", "") for s in stores]
+    fake: subprocess.Popen[str] | None = None
+    try:
+        if args.openai:
+            fake, url = start_fake_openai()
+            rows += [(args.openai_runs, s, "openai", url) for s in stores]
+        for runs, store, model, url in rows:
+            if store == "redis" and not redis_reachable(redis_url):
+                print(f"{runs:>5}  redis  {model:<15} skipped: no Redis at {redis_url}")
+                continue
+            results = [run_child(store, model, runs, url) for _ in range(max(args.repeat, 1))]
+            ok = [r for r in results if "error" not in r]
+            best = min(ok, key=lambda r: r["wall"]) if ok else results[0]
+            best["median"] = statistics.median(r["wall"] for r in ok) if len(ok) > 1 else None
+            failed |= not print_row(runs, store, model, best) or len(ok) < len(results)
+    finally:
+        if fake is not None:
+            fake.send_signal(signal.SIGTERM)
+            fake.wait(10)
+    print("AutoGen, same shape: 7.7 s (6.4x the bound), 142 MiB")
+    return 1 if failed else 0
+
+
+def run_child(store: str, model: str, runs: int, url: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", store, model, "--runs", str(runs),
+           "--openai-url", url]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {CHILD_TIMEOUT:.0f} s"}
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
+    return json.loads(lines[-1])
+
+
+def print_row(runs: int, store: str, model: str, r: dict) -> bool:
+    label = "scripted" if model == "scripted" else "openai client"
+    if "error" in r:
+        print(f"{runs:>5}  {store:<6} {label:<15} FAILED: {r['error']}")
+        return False
+    print(f"{runs:>5}  {store:<6} {label:<15} {r['wall']:>7.2f} {r['wall'] / BOUND:>7.2f}x "
+          f"{r['cpu']:>6.2f} {r['cpu'] / r['calls'] * 1000:>11.3f} {r['peak_mib']:>9.1f} "
+          f"{r['base_mib']:>9.1f}  {r['posts']}"
+          + ("" if r["median"] is None else f"  (median wall {r['median']:.2f} s)")
+          + ("" if r["complete"] else f"  INCOMPLETE: {r['done']}/{runs} runs finished"))
+    return bool(r["complete"])
+
+
+def redis_reachable(url: str) -> bool:
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+        return True
+    except redis.RedisError:
+        return False
+
+
+def start_fake_openai() -> tuple[subprocess.Popen[str], str]:
+    """The fake server in its own process, so its CPU and memory are not counted as ours."""
+    proc = subprocess.Popen([sys.executable, __file__, "--serve-fake-openai"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http://127.0.0.1:"):
+        proc.kill()
+        raise RuntimeError("the fake OpenAI server did not start")
+    return proc, url
+
+
+async def serve_fake_openai() -> None:
+    from tests.fakes.openai_server import FakeOpenAI
+
+    class SlowFake(FakeOpenAI):
+        async def _handle(self, request):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(LATENCY)
+            self.requests.clear()  # nobody reads them here
+            return await super()._handle(request)
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with SlowFake(fallback_text="On balance: pilot it for pre-orders first.") as fake:
+        print(fake.url, flush=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), CHILD_TIMEOUT * 4)  # never outlive the parent
+
+
+# -- a child: one measurement --------------------------------------------------------------
+class SleepyModel:
+    """Answers every call after `LATENCY` seconds; keeps nothing of what it was asked."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        from teams.models import ModelResponse, Usage
+
+        self.lines = [ModelResponse(text=t, usage=Usage(40, 20), model="scripted") for t in (
+            "Orders arrive at 6am by phone; an app would let us bake to demand.",
+            "The app costs 49 a month plus 3% a sale; regulars like to call.",
+            "Pilot the app for pre-orders only, keep the phone, review after a quarter.")]
+        self.calls = 0
+
+    async def complete(self, request, on_text=None):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        await asyncio.sleep(LATENCY)
+        return self.lines[self.calls % 3]
+
+    async def aclose(self) -> None:
+        return None
+
+
+class CountingPoster:
+    """A platform that only counts: agent posts and notices per thread."""
+
+    def __init__(self, runs: int) -> None:
+        self.agent_posts: dict[str, int] = defaultdict(int)
+        self.notices: dict[str, int] = defaultdict(int)
+        self.total = 0
+        self.done = 0
+        self.runs = runs
+        self.all_done = asyncio.Event()
+
+    async def post(self, out) -> str:  # type: ignore[no-untyped-def]
+        self.total += 1
+        thread = out.key.thread
+        if not out.notice:
+            self.agent_posts[thread] += 1
+        else:
+            self.notices[thread] += 1
+            if out.text.startswith("Finished") and self.agent_posts[thread] == MESSAGES:
+                self.done += 1
+                if self.done == self.runs:
+                    self.all_done.set()
+        return f"m{self.total}"
+
+    async def edit(self, out, message_id: str) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+    async def working(self, key, persona) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+    def mention(self, user: str) -> str:
+        return f"<@{user}>"
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def measure(store_kind: str, model_kind: str, runs: int, openai_url: str) -> dict:
+    from bot.host import Host
+    from bot.shapes import Inbound, ThreadKey
+    from bot.stores.redis import RedisStore
+    from bot.stores.sqlite import SQLiteStore
+    from teams.catalog import TeamCatalog
+    from teams.models import ModelPool
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "trio.yaml").write_text(TEAM.format(
+            model="scripted" if model_kind == "scripted" else OPENAI_MODEL, messages=MESSAGES))
+        catalog = TeamCatalog.load(tmp, strict=True)
+        if model_kind == "scripted":
+            models = ModelPool(env={}, overrides={"scripted": SleepyModel()})
+        else:
+            models = ModelPool(env={"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": openai_url})
+        prefix = f"bench-{uuid.uuid4().hex[:12]}:"
+        redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+        store = SQLiteStore(str(Path(tmp) / "bench.db")) if store_kind == "sqlite" else \
+            RedisStore(redis_url, prefix=prefix)
+        await store.start()
+        try:
+            return await _measure(Host, Inbound, ThreadKey, store, catalog, models, runs)
+        finally:
+            await store.aclose()
+            await models.aclose()
+            if store_kind == "redis":
+                await delete_keys(redis_url, prefix)
+
+
+async def _measure(Host, Inbound, ThreadKey, store, catalog, models, runs: int) -> dict:  # type: ignore[no-untyped-def]
+    # One run first, so lazy imports and first-call set-up are not timed.
+    warm = CountingPoster(1)
+    host = Host(store=store, catalog=catalog, models=models, poster=warm)
+    await host.start()
+    await host.handle(Inbound(ThreadKey("bench", "W", "C", "warm-up"), "alice",
+                              f"trio {TASK}", "summon", "warm-up"))
+    await asyncio.wait_for(warm.all_done.wait(), 30)
+    await host.idle()
+    await host.aclose()
+
+    poster = CountingPoster(runs)
+    host = Host(store=store, catalog=catalog, models=models, poster=poster)
+    await host.start()
+    summons = [Inbound(ThreadKey("bench", "W", "C", str(i)), f"user{i}", f"trio {TASK}",
+                       "summon", f"ev-{i}") for i in range(runs)]
+    gc.collect()
+    base = rss_mib()
+    cpu0, main0, t0 = cpu_seconds(), time.thread_time(), time.perf_counter()
+    await asyncio.gather(*(host.handle(s) for s in summons))
+    summoned = time.perf_counter() - t0
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(poster.all_done.wait(), CHILD_TIMEOUT / 2)
+    wall, cpu, main = time.perf_counter() - t0, cpu_seconds() - cpu0, time.thread_time() - main0
+    complete = poster.all_done.is_set()
+    if complete:
+        await host.idle(30)
+    await host.aclose()
+    agent_posts = sum(poster.agent_posts.values())
+    return {"wall": wall, "summoned": summoned, "cpu": cpu, "loop_cpu": main, "calls": max(agent_posts, 1), "complete": complete,
+            "done": poster.done, "base_mib": base,
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "posts": f"{agent_posts} agent + {sum(poster.notices.values())} notices"}
+
+
+async def delete_keys(url: str, prefix: str) -> None:
+    """Delete this run's keys (and only them)."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.Redis.from_url(url)
+    try:
+        batch = [key async for key in r.scan_iter(match=f"{prefix}*", count=1000)]
+        for i in range(0, len(batch), 1000):
+            await r.unlink(*batch[i:i + 1000])
+    finally:
+        await r.aclose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
