@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -45,6 +46,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         host = await build_host(settings, adapter.poster)
         try:
             await adapter.start(host, port=args.port, bind=args.bind)
+            _freeze_startup_heap()
             mode = "Socket Mode" if config.socket_mode else f"HTTP on port {adapter.port}"
             print(f"threadteam: serving Slack as @{adapter.bot_name} ({mode}); Ctrl-C stops",
                   file=sys.stderr)
@@ -55,6 +57,16 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             await close_host(host)
     finally:
         await adapter.aclose()
+
+
+def _freeze_startup_heap() -> None:
+    """Keep what lives as long as the process out of garbage collection.
+
+    Modules, team specs and clients (~100k objects) can never be garbage, yet every
+    full collection walked them: 60-80 ms pauses during which no event was acked.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def _until_stopped() -> None:
