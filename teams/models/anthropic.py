@@ -11,12 +11,11 @@ import anthropic
 from ..errors import MissingCredentials, ModelAuthError, ModelHTTPError
 from ._retry import (
     Failure,
-    RetryPolicy,
-    call_with_retries,
     is_retryable_status,
     redact,
     retry_after_seconds,
 )
+from ._streaming import StreamingModel
 from .base import ChatMessage, ModelRequest, ModelResponse, TextSink, ToolCall, Usage
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -49,35 +48,11 @@ def make_client(env: Mapping[str, str]) -> anthropic.AsyncAnthropic:
     )
 
 
-class AnthropicModel:
+class AnthropicModel(StreamingModel):
     """A Claude model on a (usually shared) `AsyncAnthropic` client."""
 
-    def __init__(self, client: anthropic.AsyncAnthropic, model: str, *,
-                 policy: RetryPolicy | None = None, owns_client: bool = False) -> None:
-        self.name = f"anthropic:{model}"
-        self.model = model
-        self._client = client
-        self._policy = policy or RetryPolicy()
-        self._owns_client = owns_client
+    provider = "anthropic"
 
-    async def complete(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelResponse:
-        """Stream one message; text deltas go to `on_text` as they arrive."""
-        params = self._params(request)
-        emitted = False
-
-        async def sink(text: str) -> None:
-            nonlocal emitted
-            emitted = True
-            if on_text is not None:
-                await on_text(text)
-
-        return await call_with_retries(lambda: self._stream(params, sink), self._translate,
-                                       self._policy, may_retry=lambda: not emitted)
-
-    async def aclose(self) -> None:
-        """Close the client if this model owns it; a pool closes shared clients itself."""
-        if self._owns_client:
-            await self._client.close()
 
     def _params(self, request: ModelRequest) -> dict:
         params: dict = {

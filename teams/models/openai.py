@@ -17,11 +17,11 @@ from ..errors import MissingCredentials, ModelAuthError, ModelHTTPError
 from ._retry import (
     Failure,
     RetryPolicy,
-    call_with_retries,
     is_retryable_status,
     redact,
     retry_after_seconds,
 )
+from ._streaming import StreamingModel
 from .base import ChatMessage, ModelRequest, ModelResponse, TextSink, ToolCall, Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -48,39 +48,18 @@ def make_client(env: Mapping[str, str]) -> openai.AsyncOpenAI:
     )
 
 
-class OpenAIModel:
+class OpenAIModel(StreamingModel):
     """A Chat Completions model on a (usually shared) `AsyncOpenAI` client."""
+
+    provider = "openai"
 
     def __init__(self, client: openai.AsyncOpenAI, model: str, *,
                  policy: RetryPolicy | None = None, owns_client: bool = False) -> None:
-        self.name = f"openai:{model}"
-        self.model = model
-        self._client = client
-        self._policy = policy or RetryPolicy()
-        self._owns_client = owns_client
+        super().__init__(client, model, policy=policy, owns_client=owns_client)
         base = str(client.base_url).rstrip("/")
         self._custom = base != DEFAULT_BASE_URL
         host = urlsplit(base).hostname or base
         self._label = f"The OpenAI-compatible server at {host}" if self._custom else "OpenAI"
-
-    async def complete(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelResponse:
-        """Stream one chat completion; text deltas go to `on_text` as they arrive."""
-        params = self._params(request)
-        emitted = False
-
-        async def sink(text: str) -> None:
-            nonlocal emitted
-            emitted = True
-            if on_text is not None:
-                await on_text(text)
-
-        return await call_with_retries(lambda: self._stream(params, sink), self._translate,
-                                       self._policy, may_retry=lambda: not emitted)
-
-    async def aclose(self) -> None:
-        """Close the client if this model owns it; a pool closes shared clients itself."""
-        if self._owns_client:
-            await self._client.close()
 
     def _params(self, request: ModelRequest) -> dict:
         params: dict = {
