@@ -53,7 +53,6 @@ class AnthropicModel(StreamingModel):
 
     provider = "anthropic"
 
-
     def _params(self, request: ModelRequest) -> dict:
         params: dict = {
             "model": self.model,
