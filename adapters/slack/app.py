@@ -1,36 +1,29 @@
 """The Slack adapter: a slack_bolt AsyncApp in Socket Mode or behind an HTTP endpoint.
 
-    Slack ──► bolt (signature, auth, ignore self) ──► ignore bots ──► de-duplicate
-          ──► listener: ack at once, translate to Inbound ──► task: host.handle()
+    receiver thread:  Slack ──► bolt (signature, auth, ignore self) ──► ignore bots
+                        ──► de-duplicate ──► listener: ack, translate to Inbound
+    main loop:        ──► host.handle(inbound) ──► ephemeral reply, if any
 
 Every listener acks before any work (bolt runs with `process_before_response`, so
-the ack goes back the moment the listener returns, and the listener only spawns
-the work as a task). The host is reached after the ack, never before.
+the ack goes back the moment the listener returns) and hands the work to the main
+loop, where the host and the poster live (see `_receive` for why two loops).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
-from collections.abc import Awaitable, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response
-from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
-from slack_sdk.signature import SignatureVerifier
-from slack_sdk.socket_mode.request import SocketModeRequest
-from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import ConfigError, PlatformError
@@ -47,6 +40,7 @@ from ._inbound import (
     message_inbound,
 )
 from ._outbound import SlackPoster
+from ._receive import EVENTS_PATH, Receiver
 
 if TYPE_CHECKING:
     from bot.host import Host
@@ -55,7 +49,6 @@ __all__ = ["EVENTS_PATH", "SlackAdapter", "SlackConfig"]
 
 log = logging.getLogger("threadteam.slack")
 
-EVENTS_PATH = "/slack/events"
 COMMAND = "/team"
 
 
@@ -101,20 +94,22 @@ class SlackAdapter:
 
     def __init__(self, config: SlackConfig) -> None:
         self.config = config
-        base = config.api_url.rstrip("/") + "/" if config.api_url else AsyncWebClient.BASE_URL
-        self.client = AsyncWebClient(token=config.bot_token, base_url=base)
+        self._base_url = (config.api_url.rstrip("/") + "/" if config.api_url
+                          else AsyncWebClient.BASE_URL)
+        self.client = AsyncWebClient(token=config.bot_token, base_url=self._base_url)
         self.poster = SlackPoster(self.client)
         self.bot_user_id = ""
         self.bot_name = "threadteam"
         self.host: Host | None = None
-        self.port: int | None = None
+        self._receiver: Receiver | None = None
+        self._main: asyncio.AbstractEventLoop | None = None
         self._recent = RecentIds()
         self._names: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._bolt: AsyncApp | None = None
-        self._socket: AsyncSocketModeHandler | None = None
-        self._runner: web.AppRunner | None = None
-        self._verifier = SignatureVerifier(config.signing_secret or "-")
+        # Work handed over by the receiver thread (only it counts up `_handed`) and
+        # taken up by the main loop (only it counts up `_taken`): equal means settled.
+        self._handed = 0
+        self._taken = 0
 
     # -- lifecycle ----------------------------------------------------------------------
     async def connect(self) -> None:
@@ -141,25 +136,22 @@ class SlackAdapter:
         if not self.bot_user_id:
             await self.connect()
         self.host = host
-        self._bolt = self._build_bolt()
+        self._main = asyncio.get_running_loop()
+        self._receiver = Receiver(
+            bot_token=self.config.bot_token, base_url=self._base_url,
+            signing_secret=self.config.signing_secret, app_token=self.config.app_token,
+            bot_user_id=self.bot_user_id, build_bolt=self._build_bolt)
         try:
-            if self.config.socket_mode:
-                await self._start_socket_mode()
-            else:
-                await self._start_http(bind, 3000 if port is None else port)
+            await self._receiver.start(port=port, bind=bind)
         except BaseException:
             await self.aclose()
             raise
 
     async def stop(self) -> None:
         """Stop receiving and let the work already acked reach the host (briefly)."""
-        socket_mode, self._socket = self._socket, None
-        if socket_mode is not None:
-            with contextlib.suppress(Exception):
-                await socket_mode.close_async()
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            await receiver.stop()
         await self.settle(timeout=5.0)
 
     async def aclose(self) -> None:
@@ -172,83 +164,30 @@ class SlackAdapter:
             self.client.session = None
 
     async def settle(self, timeout: float = 10.0) -> None:
-        """Wait for the work spawned after acks to finish (tests, shutdown)."""
+        """Wait for the work acked so far to be done (tests, shutdown)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                while self._tasks:
-                    await asyncio.gather(*list(self._tasks), return_exceptions=True)
+                while self._tasks or self._taken < self._handed:
+                    if self._tasks:
+                        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+                    else:
+                        await asyncio.sleep(0.001)
+
+    @property
+    def port(self) -> int | None:
+        """The HTTP port being served (HTTP mode)."""
+        return self._receiver.port if self._receiver else None
 
     @property
     def url(self) -> str:
         """The HTTP endpoint on loopback (HTTP mode)."""
         return f"http://127.0.0.1:{self.port}{EVENTS_PATH}"
 
-    async def _start_http(self, bind: str, port: int) -> None:
-        web_app = web.Application()
-        web_app.router.add_post(EVENTS_PATH, self._on_http)
-        web_app.router.add_get("/healthz", self._on_health)
-        self._runner = web.AppRunner(web_app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, bind, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ConfigError(f"--port {port}: cannot listen on {bind}:{port} "
-                              f"({exc.strerror or exc})") from None
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
-        log.info("slack: serving %s on port %s", EVENTS_PATH, self.port)
-
-    async def _start_socket_mode(self) -> None:
-        assert self._bolt is not None
-        self._socket = _SocketModeHandler(self._bolt, self.config.app_token,
-                                          web_client=self.client)
-        self._socket.bot_user_id = self.bot_user_id
-        client = self._socket.client
-        try:
-            # Asked here, not inside connect(), which would retry a refused token forever.
-            client.wss_uri = await client.issue_new_wss_url()
-        except SlackApiError as exc:
-            error = exc.response.get("error", "unknown_error")
-            raise ConfigError(f"SLACK_APP_TOKEN was refused by Slack ({error})") from None
-        await self._socket.connect_async()
-        log.info("slack: connected in Socket Mode")
-
-    async def _on_http(self, request: web.Request) -> web.StreamResponse:
-        assert self._bolt is not None
-        body = await request.text()
-        if self._verified_bot_echo(body, request.headers):
-            return web.Response(status=200)
-        bolt_request = AsyncBoltRequest(body=body, query=request.query_string,
-                                        headers=request.headers)  # type: ignore[arg-type]
-        return await to_aiohttp_response(await self._bolt.async_dispatch(bolt_request))
-
-    def _verified_bot_echo(self, body: str, headers: Mapping[str, str]) -> bool:
-        """A signed event carrying a bot's post: 3 of every 4 events a run brings in.
-
-        Slack sends each persona post back; answering those before bolt's request
-        machinery halves the endpoint's work per turn. Unsigned bodies go on to
-        bolt, which refuses them.
-        """
-        if '"bot_id"' not in body and '"bot_message"' not in body:
-            return False
-        if not self._verifier.is_valid(body, headers.get("X-Slack-Request-Timestamp", ""),
-                                       headers.get("X-Slack-Signature", "")):
-            return False
-        try:
-            event = json.loads(body).get("event")
-        except (ValueError, AttributeError):
-            return False
-        return isinstance(event, dict) and is_from_bot(event, self.bot_user_id)
-
-    async def _on_health(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({"ok": True, "mode": "http"})
-
     # -- bolt wiring ----------------------------------------------------------------------
-    def _build_bolt(self) -> AsyncApp:
+    def _build_bolt(self, client: AsyncWebClient) -> AsyncApp:
+        """Bolt, built on the receiver thread with that thread's client."""
         bolt = AsyncApp(
-            client=self.client,
+            client=client,
             signing_secret=self.config.signing_secret,
             request_verification_enabled=not self.config.socket_mode,
             process_before_response=True,  # our listeners only ack and spawn: see module doc
@@ -299,7 +238,14 @@ class SlackAdapter:
         self._spawn(self._summon_from_command(command, text, respond))
 
     # -- after the ack ---------------------------------------------------------------------
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Hand `work` from the receiver thread to the main loop, where the host lives."""
+        assert self._main is not None
+        self._handed += 1
+        self._main.call_soon_threadsafe(self._take, work)
+
+    def _take(self, work: Coroutine[Any, Any, None]) -> None:
+        self._taken += 1
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -346,19 +292,6 @@ class SlackAdapter:
                 self._names.clear()
             self._names[user] = name
         return self._names[user]
-
-
-class _SocketModeHandler(AsyncSocketModeHandler):
-    """Acks bots' posts (our persona posts echoed back) without running them through bolt."""
-
-    bot_user_id = ""
-
-    async def handle(self, client: Any, req: SocketModeRequest) -> None:  # type: ignore[override]
-        event = req.payload.get("event") if req.type == "events_api" else None
-        if isinstance(event, dict) and is_from_bot(event, self.bot_user_id):
-            await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
-            return
-        await super().handle(client, req)
 
 
 def _code(exc: PlatformError) -> str:
