@@ -23,8 +23,9 @@ __all__ = [
 PLATFORM = "slack"
 APPROVE_ACTION = "threadteam_approve"
 DENY_ACTION = "threadteam_deny"
-# A thread_broadcast is a person's reply also sent to the channel: still a reply.
-_HUMAN_SUBTYPES = (None, "thread_broadcast")
+# A thread_broadcast is a person's reply also sent to the channel, a file_share one
+# with a file attached: both are still what a person wrote.
+_HUMAN_SUBTYPES = (None, "thread_broadcast", "file_share")
 
 
 def strip_mention(text: str, bot_user_id: str) -> str:

@@ -62,6 +62,7 @@ def test_bots_edits_and_joins_are_not_people() -> None:
     assert message_inbound(body(subtype="message_changed", thread_ts="5.1"), BOT) is None
     assert message_inbound(body(subtype="channel_join", thread_ts="5.1"), BOT) is None
     assert message_inbound(body(subtype="thread_broadcast", thread_ts="5.1"), BOT) is not None
+    assert message_inbound(body(subtype="file_share", thread_ts="5.1"), BOT) is not None
 
 
 def test_a_direct_message_summons_without_a_mention() -> None:
