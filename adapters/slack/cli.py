@@ -20,7 +20,7 @@ log = logging.getLogger("threadteam.slack")
 _HELP = f"""Slack: Socket Mode when SLACK_APP_TOKEN is set, else HTTP on --port
 (POST {EVENTS_PATH} for events, slash commands and interactivity; GET /healthz).
 
-environment:
+Slack environment:
   SLACK_BOT_TOKEN       Bot User OAuth Token, xoxb-... (always)
   SLACK_APP_TOKEN       app-level token, xapp-... (Socket Mode)
   SLACK_SIGNING_SECRET  signing secret (HTTP mode)
