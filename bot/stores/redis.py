@@ -354,15 +354,16 @@ class RedisStore(Store):
     async def _take(self, consumer: str, wait: float) -> list[tuple[str, str]]:
         # Work a dead consumer took and never acked comes first; new work travels in the
         # same pipeline, read without blocking.
-        claimed, fresh = await asyncio.gather(
+        replies: list[Any] = list(await asyncio.gather(
             self._q(lambda p: p.xautoclaim(
                 self._work, _GROUP, consumer, self._reclaim_ms, "0-0", count=_BATCH)),
             self._q(lambda p: p.xreadgroup(_GROUP, consumer, {self._work: ">"}, count=_BATCH)),
-            return_exceptions=True)
-        for reply in (claimed, fresh):
+            return_exceptions=True))
+        for reply in replies:
             if isinstance(reply, BaseException):
                 raise reply
-        entries = [e for e in claimed[1] if e and e[1]]  # deleted entries come back empty
+        claimed, fresh = replies
+        entries: list[Any] = [e for e in claimed[1] if e and e[1]]  # deleted ones come back empty
         entries += [e for _, stream_entries in fresh or [] for e in stream_entries]
         if not entries:
             # A blocking read holds its connection, so it bypasses the auto-pipeline.
