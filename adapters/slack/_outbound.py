@@ -43,6 +43,7 @@ class SlackPoster:
         self._locks: dict[str, list[Any]] = {}  # thread -> [lock, users]
         self._no_status: set[str] = set()  # channels where assistant.threads.setStatus fails
         self._reacted: set[ThreadKey] = set()  # thread roots wearing our "working" reaction
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- the Poster protocol ------------------------------------------------------------
     async def post(self, out: Outbound) -> str:
@@ -69,32 +70,48 @@ class SlackPoster:
                             blocks=[_section(text)])
 
     async def working(self, key: ThreadKey, persona: Persona) -> None:
-        """Show that `persona` is working: the thread's status line, else a reaction on its root.
+        """Show that `persona` is working, without holding up the model call that follows.
 
-        `assistant.threads.setStatus` only works where Slack shows assistant threads;
-        where it fails once, that channel gets an hourglass reaction on the run's root
-        message instead, taken off when the next post lands.
+        The indicator goes out in the background but in the thread's queue, so it
+        can never land after the reply it announces.
         """
         if not key.thread:
             return
-        if key.channel not in self._no_status:
-            params = {"channel_id": key.channel, "thread_ts": key.thread, "status": "is thinking…",
-                      **_face(persona)}
-            try:
-                await self.client.api_call("assistant.threads.setStatus", json=params)
-                return
-            except SlackApiError as exc:
-                if _is_ratelimited(exc):
-                    return  # a courtesy is not worth waiting for
-                self._no_status.add(key.channel)
-            except (aiohttp.ClientError, TimeoutError):
-                return
-        if key in self._reacted:
-            return
-        self._reacted.add(key)
-        with contextlib.suppress(SlackApiError, aiohttp.ClientError, TimeoutError):
-            await self.client.api_call("reactions.add", json={
-                "channel": key.channel, "timestamp": key.thread, "name": WORKING_REACTION})
+        task = asyncio.ensure_future(self._show_working(key, persona))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _show_working(self, key: ThreadKey, persona: Persona) -> None:
+        """The thread's status line, else an hourglass reaction on the run's root message.
+
+        `assistant.threads.setStatus` only works where Slack shows assistant threads;
+        where it fails once, that channel gets the reaction instead, taken off when the
+        next post lands. A courtesy: never retried, never waited on for long.
+        """
+        async with self._thread(key):
+            with contextlib.suppress(SlackApiError, aiohttp.ClientError, TimeoutError):
+                async with asyncio.timeout(5.0):
+                    if key.channel not in self._no_status:
+                        params = {"channel_id": key.channel, "thread_ts": key.thread,
+                                  "status": "is thinking…", **_face(persona)}
+                        try:
+                            await self.client.api_call("assistant.threads.setStatus",
+                                                       json=params)
+                            return
+                        except SlackApiError as exc:
+                            if _is_ratelimited(exc):
+                                return
+                            self._no_status.add(key.channel)
+                    if key not in self._reacted:
+                        self._reacted.add(key)
+                        await self.client.api_call("reactions.add", json={
+                            "channel": key.channel, "timestamp": key.thread,
+                            "name": WORKING_REACTION})
+
+    async def drain(self) -> None:
+        """Wait for working indicators still on their way."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     def mention(self, user: str) -> str:
         """A Slack user mention."""

@@ -159,6 +159,9 @@ class SlackAdapter:
         await self.stop()
         for t in list(self._tasks):
             t.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await self.poster.drain()
         if self.client.session is not None:
             await self.client.session.close()
             self.client.session = None
