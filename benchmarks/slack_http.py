@@ -5,8 +5,8 @@
 Two processes on loopback, nothing leaves the machine:
 
 - the bot (a child process): the real SlackAdapter in HTTP mode and a Host on the
-  Redis store (`REDIS_URL`, else a throw-away `redis-server`), its model a
-  ScriptedModel that answers at once and writes the moment its answer was ready
+  Redis store (`REDIS_URL`, else a throw-away `redis-server`), its model a scripted
+  one that answers after 100 ms and writes the moment its answer was ready
   (CLOCK_MONOTONIC, shared by all processes) into the answer's text;
 - this process: the fake Slack (Web API + echoes of the bot's posts, as Slack
   sends them) and a load generator POSTing signed `app_mention` events.
@@ -72,14 +72,17 @@ class TimedPoster:
         return getattr(self.poster, name)
 
 
-class InstantModel:
-    """Answers at once, stamping when the answer was ready; unlike ScriptedModel it keeps
-    no record of requests, which over thousands of runs would be the bot's biggest heap."""
+class QuickModel:
+    """Answers after 100 ms (a fast model; none answers in no time, and the turn's
+    "is thinking…" status is sent while it works), stamping when the answer was ready.
+    Unlike ScriptedModel it keeps no record of requests, which over thousands of runs
+    would become the bot's biggest heap."""
 
-    name = "instant"
+    name = "quick"
 
     async def complete(self, request, on_text=None):  # the teams.models.base.Model shape
         from teams.models.scripted import reply
+        await asyncio.sleep(0.1)
         return reply(f"FINAL ANSWER ready={time.monotonic():.6f}")
 
     async def aclose(self) -> None:
@@ -97,7 +100,7 @@ async def serve(api_url: str, store_url: str) -> None:
 
     teams = Path(tempfile.mkdtemp(prefix="tt-bench-teams-"))
     (teams / "bench.yaml").write_text(TEAM_FILE)
-    model = InstantModel()
+    model = QuickModel()
     store = open_store(store_url)
     await store.start()
     adapter = SlackAdapter(SlackConfig(BOT_TOKEN, SIGNING_SECRET, api_url=api_url))
