@@ -17,7 +17,7 @@ from bot.shapes import Inbound, ThreadKey
 
 __all__ = [
     "APPROVE_ACTION", "DENY_ACTION", "RecentIds", "button_inbound", "command_key",
-    "is_from_bot", "message_inbound", "strip_mention",
+    "is_from_bot", "message_inbound", "strip_mention", "unescape",
 ]
 
 PLATFORM = "slack"
@@ -26,6 +26,11 @@ DENY_ACTION = "threadteam_deny"
 # A thread_broadcast is a person's reply also sent to the channel, a file_share one
 # with a file attached: both are still what a person wrote.
 _HUMAN_SUBTYPES = (None, "thread_broadcast", "file_share")
+
+
+def unescape(text: str) -> str:
+    """Slack's text as a person typed it: `&lt;` `&gt;` `&amp;` back to `<` `>` `&`."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def strip_mention(text: str, bot_user_id: str) -> str:
@@ -61,7 +66,7 @@ def message_inbound(body: dict[str, Any], bot_user_id: str) -> Inbound | None:
         return None
     team = _team(body, event)
     raw = event.get("text") or ""
-    text = strip_mention(raw, bot_user_id)
+    text = unescape(strip_mention(raw, bot_user_id))
     thread_ts = event.get("thread_ts")
     in_thread = bool(thread_ts) and thread_ts != ts
     is_dm = event.get("channel_type") == "im"

@@ -38,6 +38,7 @@ from ._inbound import (
     command_key,
     is_from_bot,
     message_inbound,
+    unescape,
 )
 from ._outbound import SlackPoster
 from ._receive import EVENTS_PATH, Receiver
@@ -232,7 +233,7 @@ class SlackAdapter:
 
     async def _on_command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
         assert self.host is not None
-        text = (command.get("text") or "").strip()
+        text = unescape((command.get("text") or "").strip())
         problem = self.host.check_summon(text)
         if problem is not None:  # answered in the ack itself: only the caller sees it
             await ack(text=to_mrkdwn(problem, italics=False), response_type="ephemeral")
@@ -255,10 +256,9 @@ class SlackAdapter:
 
     async def _summon_from_command(self, command: dict[str, Any], text: str, respond: Any) -> None:
         user, channel = command["user_id"], command["channel_id"]
-        team, task = text.split(None, 1)
+        team, task = command["text"].strip().split(None, 1)  # Slack's own markup, as typed
         try:
-            ts = await self.poster.root(channel, f"<@{user}> summoned *{team.lower()}*: "
-                                                 f"{to_mrkdwn(task)}")
+            ts = await self.poster.root(channel, f"<@{user}> summoned *{team.lower()}*: {task}")
         except PlatformError as exc:
             log.warning("slack: /team could not post in %s: %s", channel, exc)
             with contextlib.suppress(Exception):
@@ -268,8 +268,7 @@ class SlackAdapter:
             return
         key = command_key(command, ts)
         await self._deliver(Inbound(key=key, user=user, text=text, kind="summon",
-                                    event_id=f"{key.workspace}:{channel}:{ts}",
-                                    display_name=command.get("user_name", "")))
+                                    event_id=f"{key.workspace}:{channel}:{ts}"))
 
     async def _deliver(self, inbound: Inbound) -> None:
         assert self.host is not None

@@ -35,6 +35,12 @@ def test_top_level_mention_summons_into_its_own_thread() -> None:
     assert got.event_id == f"{TEAM}:{CHANNEL}:100.000001"
 
 
+def test_text_reaches_the_team_as_typed() -> None:
+    got = message_inbound(body(thread_ts="5.1", text="is a &lt; b &amp;&amp; c &gt; d? &amp;lt;"),
+                          BOT)
+    assert got is not None and got.text == "is a < b && c > d? &lt;"
+
+
 def test_thread_reply_is_a_reply_in_that_thread() -> None:
     got = message_inbound(body(thread_ts="50.000001", text="I disagree"), BOT)
     assert got is not None and got.kind == "reply" and got.key.thread == "50.000001"
