@@ -28,6 +28,8 @@ from ._inbound import APPROVE_ACTION, DENY_ACTION
 
 __all__ = ["SlackPoster"]
 
+_Turn = tuple["asyncio.Future[None] | None", "asyncio.Future[None]"]
+
 log = logging.getLogger("threadteam.slack")
 
 WORKING_REACTION = "hourglass_flowing_sand"
@@ -40,7 +42,7 @@ class SlackPoster:
     def __init__(self, client: AsyncWebClient, *, limit: int = LIMIT) -> None:
         self.client = client
         self.limit = limit
-        self._locks: dict[str, list[Any]] = {}  # thread -> [lock, users]
+        self._tails: dict[str, asyncio.Future[None]] = {}  # thread -> its last queued call
         self._no_status: set[str] = set()  # channels where assistant.threads.setStatus fails
         self._reacted: set[ThreadKey] = set()  # thread roots wearing our "working" reaction
         self._background: set[asyncio.Task[None]] = set()
@@ -49,7 +51,7 @@ class SlackPoster:
     async def post(self, out: Outbound) -> str:
         """Post `out` in its thread (split if long); the first part's ts, or the buttons' part."""
         parts = split_text(_mrkdwn(out), self.limit) or [""]
-        async with self._thread(out.key):
+        async with self._in_turn(out.key):
             ids = []
             for i, part in enumerate(parts):
                 buttons = out.approval is not None and i == len(parts) - 1
@@ -65,7 +67,7 @@ class SlackPoster:
     async def edit(self, out: Outbound, message_id: str) -> None:
         """Replace a message's text in place; the blocks are rewritten so no buttons remain."""
         text = _truncate(_mrkdwn(out), self.limit)
-        async with self._thread(out.key):
+        async with self._in_turn(out.key):
             await self.call("chat.update", channel=out.key.channel, ts=message_id, text=text,
                             blocks=[_section(text)])
 
@@ -77,18 +79,20 @@ class SlackPoster:
         """
         if not key.thread:
             return
-        task = asyncio.ensure_future(self._show_working(key, persona))
+        turn = self._queue(key)  # taken now, so the reply that follows queues behind it
+        task = asyncio.ensure_future(self._show_working(key, persona, turn))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda _: self._release(key, *turn))  # even if never run
 
-    async def _show_working(self, key: ThreadKey, persona: Persona) -> None:
+    async def _show_working(self, key: ThreadKey, persona: Persona, turn: _Turn) -> None:
         """The thread's status line, else an hourglass reaction on the run's root message.
 
         `assistant.threads.setStatus` only works where Slack shows assistant threads;
         where it fails once, that channel gets the reaction instead, taken off when the
         next post lands. A courtesy: never retried, never waited on for long.
         """
-        async with self._thread(key):
+        async with self._in_turn(key, turn):
             with contextlib.suppress(SlackApiError, aiohttp.ClientError, TimeoutError):
                 async with asyncio.timeout(5.0):
                     if key.channel not in self._no_status:
@@ -158,20 +162,40 @@ class SlackPoster:
             params["thread_ts"] = key.thread
         return params
 
-    @contextlib.asynccontextmanager
-    async def _thread(self, key: ThreadKey) -> AsyncIterator[None]:
-        # One lock per thread keeps its posts in order however many turns race;
-        # the entry goes when nobody holds or waits for it, so idle threads cost nothing.
+    # One queue per thread keeps its calls in the order they were asked for, however
+    # many turns race; a call's place is taken synchronously when it is asked for (so a
+    # background indicator cannot be overtaken), and an idle thread costs nothing.
+    def _queue(self, key: ThreadKey) -> _Turn:
         name = str(key)
-        entry = self._locks.setdefault(name, [asyncio.Lock(), 0])
-        entry[1] += 1
+        before = self._tails.get(name)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tails[name] = mine
+        return before, mine
+
+    @contextlib.asynccontextmanager
+    async def _in_turn(self, key: ThreadKey, turn: _Turn | None = None) -> AsyncIterator[None]:
+        before, mine = turn or self._queue(key)
         try:
-            async with entry[0]:
-                yield
+            if before is not None and not before.done():
+                await asyncio.shield(before)
+            yield
         finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                self._locks.pop(name, None)
+            self._release(key, before, mine)
+
+    def _release(self, key: ThreadKey, before: asyncio.Future[None] | None,
+                 mine: asyncio.Future[None]) -> None:
+        def done(_: object = None) -> None:
+            if not mine.done():
+                mine.set_result(None)
+            if self._tails.get(str(key)) is mine:
+                del self._tails[str(key)]
+
+        # A call cancelled while waiting still lets the next one go only after its
+        # predecessor, so order holds even then.
+        if before is None or before.done():
+            done()
+        else:
+            before.add_done_callback(done)
 
     async def _clear_working(self, key: ThreadKey) -> None:
         if key in self._reacted:

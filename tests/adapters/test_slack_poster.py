@@ -1,0 +1,101 @@
+"""SlackPoster against the fake Slack: order, rate limits, splits and approvals."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack import SlackPoster
+from adapters.slack._inbound import APPROVE_ACTION
+from bot.errors import PlatformError
+from bot.shapes import ApprovalPrompt, Outbound, ThreadKey
+from teams.persona import Persona
+from tests.fakes.slack import BOT_TOKEN, CHANNEL, FakeSlack, wait_until
+
+KEY = ThreadKey("slack", "T0FAKE", CHANNEL, "1700000000.000001")
+BEAR = Persona("Bear", ":bear:")
+
+
+@pytest.fixture
+async def poster(fake_slack: FakeSlack) -> AsyncIterator[SlackPoster]:
+    async with aiohttp.ClientSession() as session:
+        client = AsyncWebClient(token=BOT_TOKEN, base_url=fake_slack.api_url, session=session)
+        p = SlackPoster(client)
+        yield p
+        await p.drain()
+
+
+def out(text: str, n: int = 0, **kw) -> Outbound:
+    return Outbound(KEY, text, f"run:{n}", persona=BEAR, meta={"agent": "bear"}, **kw)
+
+
+async def test_racing_posts_keep_their_order_through_a_429_burst(fake_slack, poster) -> None:
+    fake_slack.rate_limit("chat.postMessage", times=2, retry_after=1)
+    await asyncio.gather(*(poster.post(out(f"message {i}", i)) for i in range(6)))
+    texts = [c.params["text"] for c in fake_slack.calls_to("chat.postMessage", ok=True)]
+    assert texts == [f"message {i}" for i in range(6)]
+
+
+async def test_other_threads_are_not_held_up_by_one_threads_queue(fake_slack, poster) -> None:
+    other = ThreadKey("slack", "T0FAKE", CHANNEL, "1700000000.000002")
+    fake_slack.rate_limit("chat.postMessage", times=1, retry_after=1)
+    waiting = asyncio.ensure_future(poster.post(out("first")))  # meets the 429, waits 1 s
+    await wait_until(lambda: fake_slack.calls_to("chat.postMessage"))
+    await poster.post(Outbound(other, "elsewhere", "run2:0"))
+    assert not waiting.done()
+    await waiting
+    texts = [c.params["text"] for c in fake_slack.calls_to("chat.postMessage", ok=True)]
+    assert texts == ["elsewhere", "first"]
+
+
+async def test_a_long_approval_has_its_buttons_on_its_last_part(fake_slack, poster) -> None:
+    text = "\n\n".join(f"Section {i}. " + "detail " * 300 for i in range(3))
+    prompt = ApprovalPrompt("call_7", "post_message", {"channel": "#x"})
+    message_id = await poster.post(Outbound(KEY, text, "run:approval:call_7", persona=BEAR,
+                                            approval=prompt))
+    posts = fake_slack.calls_to("chat.postMessage")
+    assert len(posts) > 1
+    assert ["blocks" in c.params for c in posts] == [False] * (len(posts) - 1) + [True]
+    last = fake_slack.message(CHANNEL, message_id)
+    assert [e["value"] for b in last["blocks"] if b["type"] == "actions"
+            for e in b["elements"]] == ["call_7", "call_7"]
+    await poster.edit(Outbound(KEY, "✅ Approved by <@U0ALICE>", "k:decided", persona=BEAR),
+                      message_id)
+    assert not [b for b in fake_slack.message(CHANNEL, message_id)["blocks"]
+                if b["type"] == "actions"]
+    assert APPROVE_ACTION not in str(fake_slack.message(CHANNEL, message_id))
+
+
+async def test_a_post_to_a_channel_has_no_thread(fake_slack, poster) -> None:
+    await poster.post(Outbound(ThreadKey("slack", "T0FAKE", "#announcements", ""), "Hi", "k"))
+    (call,) = fake_slack.calls_to("chat.postMessage")
+    assert call.params["channel"] == "#announcements" and "thread_ts" not in call.params
+
+
+async def test_a_refusal_is_a_platform_error_naming_the_method(fake_slack, poster) -> None:
+    fake_slack.fail("chat.postMessage", "channel_not_found")
+    with pytest.raises(PlatformError, match=r"chat.postMessage \(channel_not_found\)"):
+        await poster.post(out("lost"))
+
+
+async def test_working_falls_back_to_a_reaction_once_per_thread(fake_slack, poster) -> None:
+    fake_slack.status_error = "not_allowed"
+    await poster.working(KEY, BEAR)
+    await poster.working(KEY, BEAR)
+    await poster.drain()
+    assert len(fake_slack.calls_to("assistant.threads.setStatus")) == 1  # not asked again
+    assert len(fake_slack.calls_to("reactions.add")) == 1
+    await poster.post(out("done"))
+    assert len(fake_slack.calls_to("reactions.remove")) == 1
+
+
+async def test_the_working_indicator_never_lands_after_the_reply(fake_slack, poster) -> None:
+    fake_slack.rate_limit("chat.postMessage", times=1, retry_after=1)
+    await poster.working(KEY, BEAR)
+    await poster.post(out("reply"))
+    order = [c.method for c in fake_slack.calls if c.error is None]
+    assert order.index("assistant.threads.setStatus") < order.index("chat.postMessage")
