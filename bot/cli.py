@@ -23,6 +23,8 @@ _ENV_HELP = """environment:
                         (default: OpenAI if OPENAI_API_KEY is set, else Anthropic if
                         ANTHROPIC_API_KEY is set, else the offline rehearsal model)
   THREADTEAM_TEAMS_DIR  a folder of team files (*.yaml) added to the built-in teams
+  THREADTEAM_LEASE_TTL  seconds before another process takes over a crashed one's runs (10)
+  THREADTEAM_LOG_LEVEL  DEBUG, INFO (default), WARNING or ERROR
   OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL
   OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER   tracing (off when unset)
 """
