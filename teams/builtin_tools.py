@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import operator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from .tools import ToolContext, tool
@@ -26,7 +27,7 @@ def current_time(timezone_offset_hours: float = 0.0) -> str:
     return now.isoformat(timespec="seconds")
 
 
-_OPS = {
+_OPS: dict[type, Callable[..., float]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
     ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
     ast.Pow: operator.pow, ast.USub: operator.neg, ast.UAdd: operator.pos,
@@ -39,16 +40,18 @@ def calculate(expression: str) -> str:
     def ev(node: ast.AST) -> float:
         if isinstance(node, ast.Expression):
             return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-            return node.value
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float) \
+                and not isinstance(node.value, bool):
+            return float(node.value)  # floats overflow at once where ints would grow unbounded
         if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            if isinstance(node.op, ast.Pow) and abs(ev(node.right)) > 100:
-                raise ValueError("exponent too large")
             return _OPS[type(node.op)](ev(node.left), ev(node.right))
         if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
             return _OPS[type(node.op)](ev(node.operand))
         raise ValueError("only numbers and + - * / // % ** are allowed")
     try:
-        return repr(ev(ast.parse(expression, mode="eval")))
+        value = ev(ast.parse(expression, mode="eval"))
+    except OverflowError:
+        raise ValueError(f"cannot calculate {expression!r}: the result is too large") from None
     except (SyntaxError, ValueError, ZeroDivisionError) as exc:
         raise ValueError(f"cannot calculate {expression!r}: {exc}") from exc
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)

@@ -262,7 +262,8 @@ def _leaf(kind: str, arg: Any) -> Condition:
                     "max_output_tokens": "max_output"}
             if not arg or set(arg) - set(keys):
                 raise ValueError(f"token_usage takes a number or any of {', '.join(keys)}")
-            return TokenUsage(**{keys[k]: _positive(v, k) for k, v in arg.items()})
+            limits: dict[str, Any] = {keys[k]: _positive(v, k) for k, v in arg.items()}
+            return TokenUsage(**limits)
         return TokenUsage(max_total=_positive(arg, "token_usage"))
     if kind == "timeout":
         return Timeout(_seconds(arg))

@@ -62,7 +62,8 @@ class Tool:
     @cached_property
     def spec(self) -> ToolSpec:
         """The tool as a model sees it (built once: every turn offers it again)."""
-        schema = self._model.model_json_schema() if self._model else {"type": "object"}
+        schema: dict[str, Any] = (self._model.model_json_schema() if self._model
+                                  else {"type": "object"})
         schema.pop("title", None)
         for prop in schema.get("properties", {}).values():
             prop.pop("title", None)

@@ -294,3 +294,14 @@ async def test_stop_ends_the_run_even_with_an_approval_pending():
     run.add(StopRequested(by="U1"))
     assert await run.go() == Idle("finished")
     assert run.of(ToolResult) == []
+
+
+async def test_calculate_refuses_numbers_too_large_instead_of_hanging():
+    from teams.tools import ToolContext, registered
+
+    calculate = registered()["calculate"]
+    assert await calculate.invoke({"expression": "(1200 * 0.15) / 12"}, ToolContext()) == "15"
+    with pytest.raises(ValueError, match="too large"):
+        await calculate.invoke({"expression": "9**9**9**9"}, ToolContext())
+    with pytest.raises(ValueError, match="only numbers"):
+        await calculate.invoke({"expression": "__import__('os')"}, ToolContext())
