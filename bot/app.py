@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 
 from teams.catalog import TeamCatalog
 
@@ -44,3 +46,21 @@ async def close_host(host: Host) -> None:
     if close is not None:
         await close()
     await host.store.aclose()
+
+
+async def until_signalled(*also: asyncio.Future) -> None:
+    """Wait for SIGINT/SIGTERM, or until one of `also` finishes (its error is raised)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+            pass
+    stopped = asyncio.ensure_future(stop.wait())
+    done, pending = await asyncio.wait({stopped, *also}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    for task in done:
+        if task is not stopped:
+            task.result()

@@ -254,7 +254,7 @@ class Runner:
         async def post_message(channel: str, text: str) -> str:
             target = ThreadKey(run.key.platform, run.key.workspace, channel.strip(), "")
             return await self.deliver(Outbound(target, text, f"{run.run_id}:tool:{call_id}",
-                                               persona=persona))
+                                               persona=persona, meta={"agent": agent}))
 
         return ToolContext(run_id=run.run_id, thread=str(run.key), agent=agent,
                            post_message=post_message)

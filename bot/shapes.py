@@ -80,8 +80,8 @@ class Outbound:
     `persona` is the agent's face (or the bot's own for host notices).
     `idempotency_key` is unique per post: the host records the platform's message
     id under it and never posts the same key twice. `approval`, when set, asks for
-    Approve / Deny buttons. `decided` marks an edit that settles an approval
-    (the adapter removes the buttons).
+    Approve / Deny buttons. `meta["agent"]` marks text a model wrote (Markdown, for
+    the adapter to translate), as opposed to the host's own notices.
     """
 
     key: ThreadKey
@@ -99,8 +99,9 @@ class Poster(Protocol):
     async def post(self, out: Outbound) -> str:
         """Post in the thread; return the platform's message id.
 
-        Long text is split by the adapter; the id returned is the first part's.
-        Rate limits are waited out, never dropped.
+        Long text is split by the adapter; the id returned is the part `edit` must reach
+        later: the one carrying the approval buttons, else the first. Rate limits are
+        waited out, never dropped.
         """
         ...
 

@@ -7,10 +7,9 @@ import asyncio
 import base64
 import binascii
 import os
-import signal
 import sys
 
-from bot.app import build_host, close_host
+from bot.app import build_host, close_host, until_signalled
 from bot.config import Settings
 from bot.errors import ConfigError
 
@@ -86,27 +85,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         me = adapter.client.user
         print(f"threadteam: serving Discord as @{me.name if me else '?'}; Ctrl-C stops",
               file=sys.stderr)
-        await _until_stopped(adapter)
+        await until_signalled(asyncio.ensure_future(adapter.wait_closed()))
         return 0
     finally:
         await adapter.aclose()
         if host is not None:
             await close_host(host)
-
-
-async def _until_stopped(adapter: DiscordAdapter) -> None:
-    """Until SIGINT/SIGTERM, or until the gateway connection ends for good (raised)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
-            pass
-    stopped = asyncio.create_task(stop.wait())
-    closed = asyncio.create_task(adapter.wait_closed())
-    done, pending = await asyncio.wait({stopped, closed}, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    if closed in done:
-        closed.result()  # a fatal close (token revoked, intent switched off) as a sentence

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import logging
 import os
-import signal
 import sys
 
-from bot.app import build_host, close_host
+from bot.app import build_host, close_host, until_signalled
 from bot.config import Settings
 
 from .app import EVENTS_PATH, SlackAdapter, SlackConfig
@@ -50,7 +48,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             mode = "Socket Mode" if config.socket_mode else f"HTTP on port {adapter.port}"
             print(f"threadteam: serving Slack as @{adapter.bot_name} ({mode}); Ctrl-C stops",
                   file=sys.stderr)
-            await _until_stopped()
+            await until_signalled()
             await adapter.stop()  # no new events while the host winds down
             return 0
         finally:
@@ -67,14 +65,3 @@ def _freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-async def _until_stopped() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
-            pass
-    await stop.wait()
