@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import json
 import logging
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -40,6 +41,7 @@ __all__ = ["EVENTS_PATH", "Receiver"]
 log = logging.getLogger("threadteam.slack")
 
 EVENTS_PATH = "/slack/events"
+_SWITCH_INTERVAL = 0.0005  # seconds; the interpreter's default is 0.005
 
 
 class Receiver:
@@ -62,6 +64,10 @@ class Receiver:
     async def start(self, *, port: int | None, bind: str) -> None:
         """Start the thread; return once it listens (or is connected), or raise why not."""
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        # Every socket call the receiver makes (accept, recv, send) gives up the GIL, and
+        # while the main loop computes, getting it back takes up to the switch interval:
+        # at the default 5 ms an ack paid that several times over.
+        sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL))
         self._thread = threading.Thread(target=self._run, args=(ready, port, bind),
                                         name="slack-receiver", daemon=True)
         self._thread.start()
