@@ -16,18 +16,18 @@ Discord does, so a bot that forgets to ignore them loops. The fixture is
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+
+from tests.fakes.waiting import wait_until
 
 __all__ = ["Call", "FakeDiscord", "fake_discord", "wait_until"]
 
@@ -52,19 +52,6 @@ class Call:
     body: Any
     status: int = 200
     at: float = field(default_factory=time.monotonic)
-
-
-async def wait_until(predicate: Callable[[], Any], within: float = 5.0, what: str = "") -> Any:
-    """Poll `predicate` until it returns something truthy; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what or predicate}")
-        await asyncio.sleep(0.01)
-
 
 def _iso(ts: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(ts or time.time()))

@@ -26,7 +26,6 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -34,6 +33,8 @@ from urllib.parse import parse_qsl, urlencode
 import aiohttp
 import pytest
 from aiohttp import web
+
+from tests.fakes.waiting import wait_until
 
 __all__ = ["Call", "Delivery", "FakeSlack", "fake_slack", "wait_until"]
 
@@ -75,19 +76,6 @@ class Delivery:
     status: int = 0
     response: Any = None
     seconds: float = 0.0
-
-
-async def wait_until(predicate: Callable[[], Any], within: float = 5.0, what: str = "") -> Any:
-    """Poll `predicate` until it returns something truthy; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what or predicate}")
-        await asyncio.sleep(0.01)
-
 
 def sign(body: str, timestamp: int | str, secret: str = SIGNING_SECRET) -> str:
     """Slack's request signature: v0=hex(HMAC-SHA256(secret, "v0:{ts}:{body}"))."""
