@@ -19,6 +19,7 @@ from bot.stores import SQLiteStore
 from teams.catalog import TeamCatalog
 from teams.models import ModelPool
 from teams.models.scripted import ScriptedModel, reply
+from tests.bot.helpers import DEBATE as HOST_DEBATE
 from tests.fakes.discord import (
     ALICE,
     BOT_ID,
@@ -30,17 +31,8 @@ from tests.fakes.discord import (
     wait_until,
 )
 
-DEBATE = """
-name: debate
-description: Bull and bear argue, synthesis concludes.
-model: scripted
-agents:
-  - {name: bull, persona: {display_name: Bull, avatar: ":ox:"}, system_message: Argue for.}
-  - {name: bear, persona: {display_name: Bear, avatar: "https://example.com/bear.png"}, system_message: Argue against.}
-  - {name: synthesis, persona: {display_name: Synthesis}, system_message: "End with 'FINAL ANSWER:'."}
-termination:
-  any: [{text_mention: FINAL ANSWER}, {max_messages: 12}]
-"""
+# The shared test debate, with an https avatar for Bear: webhooks take images, not emoji.
+DEBATE = HOST_DEBATE.replace('":bear:"', '"https://example.com/bear.png"')
 
 INTERVIEW = """
 name: interview
