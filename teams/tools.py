@@ -151,6 +151,8 @@ def load_tool(ref: str) -> Tool:
         raise ToolError(f"unknown tool {ref!r}; built-in tools are {', '.join(sorted(known))}, "
                         f"or name a function as 'module:function'")
     module_name, _, attr = ref.partition(":")
+    if not module_name.strip() or not attr.strip():
+        raise ToolError(f"tool {ref!r} must be a built-in tool name or 'module:function'")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -305,3 +305,12 @@ async def test_calculate_refuses_numbers_too_large_instead_of_hanging():
         await calculate.invoke({"expression": "9**9**9**9"}, ToolContext())
     with pytest.raises(ValueError, match="only numbers"):
         await calculate.invoke({"expression": "__import__('os')"}, ToolContext())
+
+
+@pytest.mark.parametrize("ref", [":ox:", "mod:", ":fn"])
+def test_a_half_written_module_reference_is_a_tool_error(ref):
+    from teams.errors import ToolError
+    from teams.tools import load_tool
+
+    with pytest.raises(ToolError, match="must be a built-in tool name or 'module:function'"):
+        load_tool(ref)
