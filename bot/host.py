@@ -312,13 +312,19 @@ class Host:
             record_wait(what, str(loaded.key), run_id, loaded.events[-1].at, self.clock())
 
     # -- the work loop ----------------------------------------------------------------------
-    async def _enqueue(self, run_id: str) -> None:
-        self._outstanding += 1
+    async def _enqueue(self, run_id: str, *, counted: bool = False) -> None:
+        """Queue a turn of `run_id`; `counted`: idle() already knows it is coming."""
+        if not counted:
+            self._outstanding += 1
         try:
             await self.store.enqueue(run_id)
         except BaseException:
             self._outstanding -= 1
             raise
+
+    async def resume(self, run_id: str) -> None:
+        """Ask for a turn of `run_id` now (a run picked up again by hand)."""
+        await self._enqueue(run_id)
 
     async def _work_loop(self) -> None:
         while not self._closing:
@@ -339,6 +345,7 @@ class Host:
                 self._driving[run_id] = asyncio.create_task(self._drive(run_id, receipt))
 
     async def _drive(self, run_id: str, receipt: str) -> None:
+        acked = False
         try:
             while True:
                 self._again.discard(run_id)
@@ -350,12 +357,19 @@ class Host:
                     log.exception("run %s: driving failed", run_id)
                     got = True
                 if not got:  # another process holds the lease (or held it, and died): ask again
+                    self._outstanding += 1  # now, so idle() does not see a gap until then
                     asyncio.get_running_loop().call_later(
                         min(0.5, self.lease_ttl / 4),
-                        lambda: asyncio.ensure_future(self._enqueue(run_id)))
+                        lambda: asyncio.ensure_future(self._enqueue(run_id, counted=True)))
+                if run_id in self._again:
+                    continue
+                if not acked:
+                    await self.store.ack_work(receipt)
+                    acked = True
+                # Work for this run that arrived during the ack was handed to this task
+                # (it was still registered as driving it): do it rather than drop it.
                 if run_id not in self._again:
                     break
-            await self.store.ack_work(receipt)
         finally:
             self._driving.pop(run_id, None)
             self._done_one()

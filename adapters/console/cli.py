@@ -63,7 +63,7 @@ async def _open_run(host: Host, args: argparse.Namespace, user: str,
                 if loaded:
                     print(f"Resuming {loaded.state.team.name}: {loaded.state.task} "
                           f"({host.status_text(loaded.state).splitlines()[0]})", file=sys.stderr)
-                await host.store.enqueue(info.run_id)
+                await host.resume(info.run_id)
                 return key
         print("There is no console run to resume; start one with `threadteam chat TASK`.",
               file=sys.stderr)

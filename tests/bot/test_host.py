@@ -10,6 +10,7 @@ from teams.errors import ModelHTTPError
 from teams.models.scripted import ScriptedModel, reply
 from tests.bot.helpers import ANNOUNCE, DEBATE, make_host, press, say, summon, thread, write_teams
 from tests.fakes.poster import RecordingPoster
+from tests.fakes.waiting import wait_until
 
 
 @pytest.fixture
@@ -269,3 +270,47 @@ async def test_a_resumed_run_posts_what_a_crashed_driver_left_out_once(store, po
     await host2.aclose()
     await host3.aclose()
     assert [p.text for p in poster.posts[before:]] == ["Late words."]
+
+
+RELAY = """
+name: relay
+description: An agent and you take turns.
+model: scripted
+agents:
+  - {name: alpha, persona: {display_name: Alpha}, system_message: Say something.}
+  - {name: you, human: true}
+termination: {max_messages: 4}
+"""
+
+
+class _SlowAcks:
+    """The test's store, its work-queue acks taking a while (as over a slow network)."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.acking = asyncio.Event()
+
+    async def ack_work(self, receipt: str) -> None:
+        self.acking.set()
+        await asyncio.sleep(0.05)
+        await self._store.ack_work(receipt)
+        self.acking.clear()
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+
+async def test_a_reply_arriving_while_the_last_turn_is_acked_is_not_dropped(store, poster, tmp_path):
+    slow = _SlowAcks(store)
+    host = make_host(slow, poster, ScriptedModel(["First.", "Second."]),
+                     write_teams(tmp_path / "teams", RELAY))
+    await host.start()
+    try:
+        key = thread()
+        await host.handle(summon(key, "relay Plan the offsite."))
+        await wait_until(slow.acking.is_set, what="the first turn's ack")
+        await host.handle(say(key, "Keep it cheap."))  # the run is still marked as driven
+        await host.idle()
+        assert poster.in_thread(key) == [("Alpha", "First."), ("Alpha", "Second.")]
+    finally:
+        await host.aclose()
