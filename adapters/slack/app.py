@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import re
+import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -36,8 +37,11 @@ from ._inbound import (
     RecentIds,
     button_inbound,
     command_key,
+    group_labels,
+    is_approval,
     is_from_bot,
     message_inbound,
+    roles_held,
     unescape,
 )
 from ._outbound import SlackPoster
@@ -51,6 +55,7 @@ __all__ = ["EVENTS_PATH", "SlackAdapter", "SlackConfig"]
 log = logging.getLogger("threadteam.slack")
 
 COMMAND = "/team"
+GROUPS_TTL = 60.0  # seconds a workspace's user groups are trusted before asking Slack again
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ class SlackAdapter:
         self._main: asyncio.AbstractEventLoop | None = None
         self._recent = RecentIds()
         self._names: dict[str, str] = {}
+        self.usergroups = UserGroups(self.poster)
         self._tasks: set[asyncio.Task[None]] = set()
         # Work handed over by the receiver thread (only it counts up `_handed`) and
         # taken up by the main loop (only it counts up `_taken`): equal means settled.
@@ -160,6 +166,7 @@ class SlackAdapter:
         await self.stop()
         for t in list(self._tasks):
             t.cancel()
+        self.usergroups.cancel()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
                 await self.poster.drain()
@@ -275,6 +282,8 @@ class SlackAdapter:
         try:
             if not inbound.display_name:
                 inbound = replace(inbound, display_name=await self._display_name(inbound.user))
+            if is_approval(inbound) and not inbound.roles:
+                inbound = replace(inbound, roles=await self._roles(inbound))
             private = await self.host.handle(inbound)
             if private:
                 await self.poster.ephemeral(inbound.key, inbound.user, private)
@@ -294,6 +303,91 @@ class SlackAdapter:
                 self._names.clear()
             self._names[user] = name
         return self._names[user]
+
+    async def _roles(self, inbound: Inbound) -> tuple[str, ...]:
+        """The run's `role:` approvers this person holds through a Slack user group.
+
+        Asked only for approval attempts, and Slack is asked only when the run's team
+        names `role:` approvers at all. Any failure means no roles: the host then
+        refuses politely, as it would anyone who may not approve.
+        """
+        assert self.host is not None
+        try:
+            run_id = await self.host.store.run_for_thread(str(inbound.key))
+            loaded = await self.host.runner.load(run_id) if run_id else None
+        except Exception:
+            log.exception("slack: could not read the run of %s for its approvers", inbound.key)
+            return ()
+        wanted = [a[5:] for a in loaded.state.approvers if a.startswith("role:")] \
+            if loaded is not None else []
+        if not wanted:
+            return ()
+        return roles_held(wanted, await self.usergroups.of(inbound.key.workspace, inbound.user))
+
+
+class UserGroups:
+    """Who is in which Slack user group, per workspace, from `usergroups.list`.
+
+    A workspace's groups are fetched at most once per `ttl` (a burst of clicks shares
+    one call, even while it is in flight) through `SlackPoster.call`, so Slack's rate
+    limits are waited out like any other call. A failure (typically `missing_scope`:
+    the app lacks `usergroups:read`) is logged once and counts as "in no group" for
+    the same `ttl`.
+    """
+
+    def __init__(self, poster: SlackPoster, ttl: float = GROUPS_TTL, timeout: float = 30.0
+                 ) -> None:
+        self.poster = poster
+        self.ttl = ttl
+        self.timeout = timeout
+        self._cache: dict[str, tuple[float, list[tuple[frozenset[str], frozenset[str]]]]] = {}
+        self._fetching: dict[str, asyncio.Task[list[tuple[frozenset[str], frozenset[str]]]]] = {}
+        self._warned: set[tuple[str, str]] = set()
+
+    async def of(self, workspace: str, user: str) -> list[frozenset[str]]:
+        """The labels (`group_labels`) of each group `user` is a member of."""
+        return [labels for labels, members in await self._groups(workspace) if user in members]
+
+    def forget(self) -> None:
+        """Drop what is known, so the next attempt asks Slack again."""
+        self._cache.clear()
+
+    def cancel(self) -> None:
+        """Abandon fetches in flight (shutdown)."""
+        for task in list(self._fetching.values()):
+            task.cancel()
+
+    async def _groups(self, workspace: str) -> list[tuple[frozenset[str], frozenset[str]]]:
+        cached = self._cache.get(workspace)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        task = self._fetching.get(workspace)
+        if task is None:
+            task = asyncio.ensure_future(self._fetch(workspace))
+            self._fetching[workspace] = task
+            task.add_done_callback(lambda _: self._fetching.pop(workspace, None))
+        return await asyncio.shield(task)
+
+    async def _fetch(self, workspace: str) -> list[tuple[frozenset[str], frozenset[str]]]:
+        groups: list[tuple[frozenset[str], frozenset[str]]] = []
+        try:
+            async with asyncio.timeout(self.timeout):
+                answer = await self.poster.call("usergroups.list", include_users=True)
+            groups = [(group_labels(g), frozenset(g.get("users") or ()))
+                      for g in answer.get("usergroups") or ()]
+            self._warned = {w for w in self._warned if w[0] != workspace}
+        except Exception as exc:  # refused, unreachable, timed out: in no group, for now
+            code = (_code(exc) if isinstance(exc, PlatformError) and isinstance(
+                exc.__cause__, SlackApiError) else str(exc) or type(exc).__name__)
+            if (workspace, code) not in self._warned:
+                self._warned.add((workspace, code))
+                hint = (" (user groups also need a paid Slack plan)"
+                        if code == "plan_upgrade_required" else "")
+                log.warning("slack: could not list user groups (%s), so nobody counts as a "
+                            "member of a role: approver group; give the Slack app the "
+                            "usergroups:read bot scope and reinstall it%s", code, hint)
+        self._cache[workspace] = (time.monotonic() + self.ttl, groups)
+        return groups
 
 
 def _code(exc: PlatformError) -> str:

@@ -3,7 +3,7 @@
 One aiohttp server on 127.0.0.1 plays Slack's three faces:
 
 - the Web API under `/api/<method>` (auth.test, chat.postMessage, chat.update,
-  chat.postEphemeral, assistant.threads.setStatus, reactions.*, users.info,
+  chat.postEphemeral, assistant.threads.setStatus, reactions.*, users.info, usergroups.list,
   apps.connections.open), recording every call in order in `FakeSlack.calls`,
   with `ratelimited` 429 + Retry-After bursts and other errors injectable;
 - Socket Mode: `apps.connections.open` hands out `ws://.../link`, which says
@@ -89,6 +89,10 @@ class FakeSlack:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        # The workspace's user groups as Slack stores them: id, team_id, name, handle, users
+        # (and date_delete, non-zero for a disabled group). Make usergroups.list fail
+        # (missing_scope, plan_upgrade_required) with `fail("usergroups.list", ...)`.
+        self.usergroups: list[dict[str, Any]] = []
         self.deliveries: list[Delivery] = []
         self.responses: list[dict[str, Any]] = []  # what the app sent to response_urls
         self.events_url: str | None = None  # the app's HTTP endpoint, for Events API mode
@@ -223,6 +227,26 @@ class FakeSlack:
                                      "real_name": name.title(), "is_bot": uid == BOT_USER,
                                      "profile": {"display_name": name.title(),
                                                  "real_name": name.title()}}}
+
+    def _m_usergroups_list(self, p: dict, r: web.Request) -> dict:
+        def flag(name: str) -> bool:
+            return str(p.get(name, "")).lower() in ("true", "1")
+
+        out = []
+        for group in self.usergroups:
+            if group.get("date_delete") and not flag("include_disabled"):
+                continue
+            g = {"team_id": TEAM, "is_usergroup": True, "description": "", "is_external": False,
+                 "date_create": 1_700_000_000, "date_update": 1_700_000_000, "date_delete": 0,
+                 "auto_type": None, "created_by": ALICE, "updated_by": ALICE,
+                 "deleted_by": None, "prefs": {"channels": [], "groups": []}, **group}
+            users = list(g.pop("users", []))
+            if flag("include_count"):
+                g["user_count"] = len(users)
+            if flag("include_users"):
+                g["users"] = users
+            out.append(g)
+        return {"ok": True, "usergroups": out}
 
     def _m_chat_postMessage(self, p: dict, r: web.Request) -> dict:
         channel = p.get("channel")
