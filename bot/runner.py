@@ -150,6 +150,7 @@ class Runner:
             agent = state.team.by_name[action.agent]
             model = self.models.resolve_name(agent.model, state.team.model)
             await self._working(key, agent.persona)
+            env.on_text = partial(self._stream, key, agent.persona)
             with span(f"invoke_agent {agent.name}", gen_ai__operation__name="invoke_agent",
                       gen_ai__agent__name=agent.name, threadteam__thread=str(key)), \
                     span(f"chat {model}", gen_ai__operation__name="chat",
@@ -264,6 +265,11 @@ class Runner:
             await self.poster.working(key, persona)
         except Exception:  # a typing indicator is a courtesy; never fail a turn for it
             log.debug("working indicator failed", exc_info=True)
+
+    def _stream(self, key: ThreadKey, persona, agent: str):
+        """Where an agent's reply streams to while the model writes it, if the poster shows that."""
+        stream = getattr(self.poster, "stream", None)
+        return stream(key, persona) if stream is not None else None
 
     async def _heartbeat(self, run_id: str) -> None:
         while True:

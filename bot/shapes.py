@@ -94,7 +94,12 @@ class Outbound:
 
 
 class Poster(Protocol):
-    """What an adapter offers the host for output."""
+    """What an adapter offers the host for output.
+
+    A poster that can show a reply while the model writes it also offers
+    `stream(key, persona) -> TextSink | None`, asked right after `working`: the
+    model's text deltas go there (Slack edits them into a placeholder post).
+    """
 
     async def post(self, out: Outbound) -> str:
         """Post in the thread; return the platform's message id.

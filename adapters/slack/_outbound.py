@@ -5,6 +5,12 @@ slack_sdk errors are translated: `ratelimited` (HTTP 429) is waited out for as
 long as `Retry-After` says, as often as it takes (a post is never dropped);
 connection failures and Slack 5xx are retried a few times with backoff; any other
 refusal becomes a `PlatformError` naming the method and Slack's error code.
+
+While an agent works, the thread says so: `assistant.threads.setStatus` where
+Slack accepts it, otherwise a placeholder post under the
+agent's persona that fills with the reply as the model streams it (edited at
+most once a second; Slack's chat.update allows about 50 a minute) and becomes
+the reply itself.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -32,8 +39,27 @@ _Turn = tuple["asyncio.Future[None] | None", "asyncio.Future[None]"]
 
 log = logging.getLogger("threadteam.slack")
 
-WORKING_REACTION = "hourglass_flowing_sand"
 _TRANSIENT_TRIES = 5
+PLACEHOLDER = "_thinking…_"
+SEEN_REACTION = "eyes"  # on a person's reply once the run has taken it
+LIVE_EVERY = 1.0  # seconds between edits of a reply being streamed into its placeholder
+KV = "slack"  # the store namespace for placeholders a crashed process left behind
+
+
+@dataclass(eq=False)
+class _Live:
+    """A turn's placeholder post: where the reply streams to, and then lands."""
+
+    persona: Persona
+    stale: _Live | None = None  # an earlier turn's placeholder nobody replied into
+    ts: str = ""  # the placeholder's message, once posted
+    text: str = ""  # what the model has streamed so far
+    shown: str = ""  # what the placeholder shows now
+    last: float = 0.0  # when it was last edited (loop time)
+    done: bool = False  # the reply is being posted: no more streaming edits
+    more: asyncio.Event = field(default_factory=asyncio.Event)
+    edits: asyncio.Task[None] | None = None
+    editing: bool = False
 
 
 class SlackPoster:
@@ -44,22 +70,37 @@ class SlackPoster:
         self.limit = limit
         self._tails: dict[str, asyncio.Future[None]] = {}  # thread -> its last queued call
         self._no_status: set[str] = set()  # channels where assistant.threads.setStatus fails
-        self._reacted: set[ThreadKey] = set()  # thread roots wearing our "working" reaction
+        self._live: dict[ThreadKey, _Live] = {}  # threads with an agent at work
+        self._edits_hold = 0.0  # no streaming edits before this (loop time): rate limited
         self._background: set[asyncio.Task[None]] = set()
+        #: The host's store (kv_get / kv_set), attached by the adapter: it remembers
+        #: placeholders across a restart so a resumed turn reuses or removes them.
+        self.store: Any = None
 
     # -- the Poster protocol ------------------------------------------------------------
     async def post(self, out: Outbound) -> str:
-        """Post `out` in its thread (split if long); the first part's ts, or the buttons' part."""
+        """Post `out` in its thread (split if long); the first part's ts, or the buttons' part.
+
+        An agent's placeholder in the thread becomes the first part when the same
+        persona speaks; anyone else's post takes the placeholder down first.
+        """
         parts = split_text(_mrkdwn(out), self.limit) or [""]
+        live = self._finish_live(out.key)
         async with self._in_turn(out.key):
+            into = await self._placeholder_for(out, live)
             ids = []
             for i, part in enumerate(parts):
                 buttons = out.approval is not None and i == len(parts) - 1
+                if i == 0 and into:
+                    params: dict[str, Any] = {"channel": out.key.channel, "ts": into, "text": part}
+                    if buttons:
+                        params["blocks"] = approval_blocks(part, out)
+                    ids.append((await self.call("chat.update", **params))["ts"])
+                    continue
                 params = self._message(out.key, part, out.persona)
                 if buttons:
                     params["blocks"] = approval_blocks(part, out)
                 ids.append((await self.call("chat.postMessage", **params))["ts"])
-            await self._clear_working(out.key)
         # An approval's buttons sit on its last part, and that is the message an edit must
         # reach to take them away; any other post is known by its first part.
         return ids[-1] if out.approval is not None else ids[0]
@@ -80,24 +121,42 @@ class SlackPoster:
         if not key.thread:
             return
         turn = self._queue(key)  # taken now, so the reply that follows queues behind it
-        task = asyncio.ensure_future(self._show_working(key, persona, turn))
+        live = self._live[key] = _Live(persona, stale=self._live.get(key))
+        task = asyncio.ensure_future(self._show_working(key, live, turn))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(lambda _: self._release(key, *turn))  # even if never run
 
-    async def _show_working(self, key: ThreadKey, persona: Persona, turn: _Turn) -> None:
-        """The thread's status line, else an hourglass reaction on the run's root message.
+    def stream(self, key: ThreadKey, persona: Persona) -> Callable[[str], Awaitable[None]] | None:
+        """Where the model's text goes while `persona` answers: into its placeholder."""
+        live = self._live.get(key)
+        if live is None or live.persona != persona:
+            return None
 
-        `assistant.threads.setStatus` only works where Slack shows assistant threads;
-        where it fails once, that channel gets the reaction instead, taken off when the
-        next post lands. A courtesy: never retried, never waited on for long.
+        async def sink(delta: str) -> None:
+            if live.done:
+                return
+            live.text += delta
+            live.more.set()
+            if live.edits is None:
+                live.edits = asyncio.ensure_future(self._stream_edits(key, live))
+                self._background.add(live.edits)
+                live.edits.add_done_callback(self._background.discard)
+
+        return sink
+
+    async def _show_working(self, key: ThreadKey, live: _Live, turn: _Turn) -> None:
+        """The thread's status line, else a placeholder post under the persona.
+
+        Where `assistant.threads.setStatus` fails once, that channel gets placeholders.
+        A courtesy: never retried, never waited on for long.
         """
         async with self._in_turn(key, turn):
             with contextlib.suppress(SlackApiError, aiohttp.ClientError, TimeoutError):
                 async with asyncio.timeout(5.0):
                     if key.channel not in self._no_status:
                         params = {"channel_id": key.channel, "thread_ts": key.thread,
-                                  "status": "is thinking…", **_face(persona)}
+                                  "status": "is thinking…", **_face(live.persona)}
                         try:
                             await self.client.api_call("assistant.threads.setStatus",
                                                        json=params)
@@ -106,11 +165,96 @@ class SlackPoster:
                             if _is_ratelimited(exc):
                                 return
                             self._no_status.add(key.channel)
-                    if key not in self._reacted:
-                        self._reacted.add(key)
-                        await self.client.api_call("reactions.add", json={
-                            "channel": key.channel, "timestamp": key.thread,
-                            "name": WORKING_REACTION})
+                    await self._place(key, live)
+
+    async def _place(self, key: ThreadKey, live: _Live) -> None:
+        """Post `live`'s placeholder, or adopt the one an earlier try of the turn left."""
+        stale = live.stale.ts if live.stale is not None else ""
+        stale_face = _face_id(live.stale.persona) if live.stale is not None else ""
+        live.stale = None
+        if not stale and (kept := await self._kv_get(f"live:{key}")):
+            stale, _, stale_face = kept.partition(" ")
+        if stale and stale_face == _face_id(live.persona):
+            live.ts = stale  # the same agent again (a retry, a resumed run): it still fits
+            return
+        if stale:
+            await self._take_down(key, stale)
+        reply = await self.client.api_call(
+            "chat.postMessage", json=self._message(key, PLACEHOLDER, live.persona))
+        live.ts = reply["ts"]
+        live.more.set()  # text that streamed in meanwhile can show now
+        await self._kv_set(f"live:{key}", f"{live.ts} {_face_id(live.persona)}")
+
+    async def _stream_edits(self, key: ThreadKey, live: _Live) -> None:
+        """Edit the placeholder as text streams in, at most once every LIVE_EVERY seconds."""
+        loop = asyncio.get_running_loop()
+        while not live.done:
+            await live.more.wait()
+            live.more.clear()
+            await asyncio.sleep(max(0.0, live.last + LIVE_EVERY - loop.time(),
+                                    self._edits_hold - loop.time()))
+            if live.done or not live.ts or live.text == live.shown:
+                continue
+            text, live.editing = live.text, True
+            try:
+                async with asyncio.timeout(5.0):
+                    await self.client.api_call("chat.update", json={
+                        "channel": key.channel, "ts": live.ts,
+                        "text": _truncate(to_mrkdwn(text, italics=True) + " …", self.limit)})
+                live.shown = text
+            except SlackApiError as exc:
+                if _is_ratelimited(exc):  # streaming is the first thing to give way
+                    self._edits_hold = loop.time() + max(_retry_after(exc), LIVE_EVERY)
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            finally:
+                live.editing = False
+                live.last = loop.time()
+
+    def _finish_live(self, key: ThreadKey) -> _Live | None:
+        """Stop streaming into the thread's placeholder; it is about to be replied into."""
+        live = self._live.pop(key, None)
+        if live is not None:
+            live.done = True
+            live.more.set()
+            if live.edits is not None and not live.editing:
+                live.edits.cancel()  # asleep between edits: nothing on the wire to wait for
+        return live
+
+    async def _placeholder_for(self, out: Outbound, live: _Live | None) -> str:
+        """The placeholder `out` should replace, if any; others are taken down."""
+        if live is None:
+            return ""
+        if live.edits is not None:  # an edit on the wire lands before the reply does
+            await asyncio.wait({live.edits})
+        into = ""
+        for placeholder in (live.stale, live):
+            if placeholder is None or not placeholder.ts:
+                continue
+            if placeholder is live and live.persona == out.persona and not into:
+                into = live.ts
+            else:
+                await self._take_down(out.key, placeholder.ts)
+        if live.ts:
+            self._forget(f"live:{out.key}")
+        return into
+
+    async def _take_down(self, key: ThreadKey, ts: str) -> None:
+        with contextlib.suppress(SlackApiError, aiohttp.ClientError, TimeoutError):
+            async with asyncio.timeout(5.0):
+                await self.client.api_call("chat.delete", json={"channel": key.channel, "ts": ts})
+
+    def acknowledge(self, key: ThreadKey, ts: str) -> None:
+        """React 👀 to a person's message the run has taken (in the background)."""
+        async def react() -> None:
+            with contextlib.suppress(SlackApiError, aiohttp.ClientError, TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await self.client.api_call("reactions.add", json={
+                        "channel": key.channel, "timestamp": ts, "name": SEEN_REACTION})
+
+        task = asyncio.ensure_future(react())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def drain(self) -> None:
         """Wait for working indicators still on their way."""
@@ -197,12 +341,24 @@ class SlackPoster:
         else:
             before.add_done_callback(done)
 
-    async def _clear_working(self, key: ThreadKey) -> None:
-        if key in self._reacted:
-            self._reacted.discard(key)
-            with contextlib.suppress(SlackApiError, aiohttp.ClientError, TimeoutError):
-                await self.client.api_call("reactions.remove", json={
-                    "channel": key.channel, "timestamp": key.thread, "name": WORKING_REACTION})
+    async def _kv_get(self, key: str) -> str | None:
+        if self.store is None:
+            return None
+        with contextlib.suppress(Exception):  # a placeholder is a courtesy
+            return await self.store.kv_get(KV, key)
+        return None
+
+    async def _kv_set(self, key: str, value: str) -> None:
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                await self.store.kv_set(KV, key, value)
+
+    def _forget(self, key: str) -> None:
+        """Clear a kv entry without holding up the post that made it obsolete."""
+        if self.store is not None:
+            task = asyncio.ensure_future(self._kv_set(key, ""))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
 
 def approval_blocks(text: str, out: Outbound) -> list[dict[str, Any]]:
@@ -244,6 +400,11 @@ def _face(persona: Persona) -> dict[str, str]:
     elif persona.avatar_url:
         face["icon_url"] = persona.avatar_url
     return face
+
+
+def _face_id(persona: Persona) -> str:
+    """A persona as one token, to tell whether a placeholder still fits its speaker."""
+    return f"{persona.display_name}|{persona.avatar}".replace(" ", "\u00a0")
 
 
 def _mrkdwn(out: Outbound) -> str:

@@ -143,6 +143,7 @@ class SlackAdapter:
         if not self.bot_user_id:
             await self.connect()
         self.host = host
+        self.poster.store = getattr(host, "store", None)  # placeholders outlive a restart
         self._main = asyncio.get_running_loop()
         self._receiver = Receiver(
             bot_token=self.config.bot_token, base_url=self._base_url,
@@ -183,6 +184,7 @@ class SlackAdapter:
                         await asyncio.gather(*list(self._tasks), return_exceptions=True)
                     else:
                         await asyncio.sleep(0.001)
+                await self.poster.drain()  # reactions and placeholders on their way
 
     @property
     def port(self) -> int | None:
@@ -287,6 +289,11 @@ class SlackAdapter:
             private = await self.host.handle(inbound)
             if private:
                 await self.poster.ephemeral(inbound.key, inbound.user, private)
+            elif inbound.kind == "reply" and not is_approval(inbound) \
+                    and await self.host.store.run_for_thread(str(inbound.key)):
+                # Taken into the run: say so on the message itself, for the person who
+                # answered from a phone while an agent was at work.
+                self.poster.acknowledge(inbound.key, inbound.event_id.rsplit(":", 1)[-1])
         except Exception:
             log.exception("slack: handling %s %s failed", inbound.kind, inbound.event_id)
 

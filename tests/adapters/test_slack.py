@@ -199,11 +199,15 @@ async def test_a_reply_in_the_thread_reaches_the_next_model_request(stack_factor
                      what="the hand-off to the person")
     analyst = s.fake.calls_to("chat.postMessage")[1].params
     assert (analyst["username"], analyst["icon_url"]) == ("Analyst", "https://example.com/analyst.png")
-    await s.fake.say(ALICE, "About 10k a year.", thread_ts=ts)
+    reply_ts = await s.fake.say(ALICE, "About 10k a year.", thread_ts=ts)
+    await s.fake.say(ALICE, "Chatter in a thread without a run.", thread_ts="1600000000.000001")
     await s.finished(ts)
     last = s.model.requests[-1].messages
     assert any("About 10k a year." in m.content for m in last)
     assert ("user", "Alice", "About 10k a year.") in [(m.role, m.name, m.content) for m in last]
+    await s.idle()
+    seen = [(c.params["timestamp"], c.params["name"]) for c in s.fake.calls_to("reactions.add")]
+    assert seen == [(reply_ts, "eyes")]  # the reply was taken; the chatter is none of ours
 
 
 async def test_other_bots_in_the_thread_are_ignored(stack_factory) -> None:
@@ -349,22 +353,25 @@ async def test_a_long_reply_is_split_in_order_under_one_persona(stack_factory) -
     assert [m.get("username") for m in thread].index("Bear") > thread.index(bull[-1])
 
 
-async def test_working_shows_status_or_falls_back_to_a_reaction(stack_factory) -> None:
+async def test_working_shows_status_or_a_placeholder_that_becomes_the_reply(stack_factory) -> None:
     s = await stack_factory("http", "Bull.", "Bear.", "FINAL ANSWER.")
     ts = await s.fake.say(ALICE, f"{BOT} debate Status?")
     await s.finished(ts)
     status = s.fake.calls_to("assistant.threads.setStatus")
     assert [c.params["username"] for c in status] == ["Bull", "Bear", "Synthesis"]
-    assert s.fake.calls_to("reactions.add") == []
+    assert s.fake.calls_to("chat.update") == []
 
     s.fake.status_error = "not_allowed"  # a plain channel thread: no assistant status there
-    s.model.add("Bull.", "Bear.", "FINAL ANSWER.")
-    ts = await s.fake.say(ALICE, f"{BOT} debate Reaction?")
-    await s.finished(ts)
+    s.model.add("Growth.", "Risk.", "FINAL ANSWER: slowly.")
+    ts = await s.fake.say(ALICE, f"{BOT} debate Placeholder?")
+    thread = await s.finished(ts)
     await s.idle()
-    added = s.fake.calls_to("reactions.add")
-    assert added and all(c.params["timestamp"] == ts for c in added)
-    assert len(s.fake.calls_to("reactions.remove")) == len(added)
+    placeholders = [c for c in s.fake.calls_to("chat.postMessage")
+                    if c.params.get("thread_ts") == ts and "thinking" in c.params["text"]]
+    assert [c.params["username"] for c in placeholders] == ["Bull", "Bear", "Synthesis"]
+    agents = [(m.get("username"), m["text"]) for m in thread if m.get("username")]
+    assert agents == [("Bull", "Growth."), ("Bear", "Risk."), ("Synthesis", "FINAL ANSWER: slowly.")]
+    assert not any("thinking" in m["text"] for m in thread) and s.fake.deleted == []
 
 
 # -- the HTTP endpoint --------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -82,15 +83,99 @@ async def test_a_refusal_is_a_platform_error_naming_the_method(fake_slack, poste
         await poster.post(out("lost"))
 
 
-async def test_working_falls_back_to_a_reaction_once_per_thread(fake_slack, poster) -> None:
+async def test_without_assistant_status_a_placeholder_under_the_persona_becomes_the_reply(
+        fake_slack, poster) -> None:
     fake_slack.status_error = "not_allowed"
     await poster.working(KEY, BEAR)
-    await poster.working(KEY, BEAR)
     await poster.drain()
-    assert len(fake_slack.calls_to("assistant.threads.setStatus")) == 1  # not asked again
-    assert len(fake_slack.calls_to("reactions.add")) == 1
-    await poster.post(out("done"))
-    assert len(fake_slack.calls_to("reactions.remove")) == 1
+    [placeholder] = fake_slack.calls_to("chat.postMessage")
+    assert placeholder.params["username"] == "Bear" and "thinking" in placeholder.params["text"]
+    message_id = await poster.post(out("Risk!"))
+    [update] = fake_slack.calls_to("chat.update")
+    assert update.params["ts"] == message_id == fake_slack.thread(CHANNEL, KEY.thread)[0]["ts"]
+    assert [(m["username"], m["text"]) for m in fake_slack.thread(CHANNEL, KEY.thread)] == [
+        ("Bear", "Risk!")]
+
+    await poster.working(KEY, BEAR)  # the next turn: the channel is known to have no status
+    await poster.post(out("More risk.", 1))
+    assert len(fake_slack.calls_to("assistant.threads.setStatus")) == 1
+    assert [m["text"] for m in fake_slack.thread(CHANNEL, KEY.thread)] == ["Risk!", "More risk."]
+
+
+async def test_streamed_text_fills_the_placeholder_at_most_once_a_second(fake_slack, poster) -> None:
+    fake_slack.status_error = "not_allowed"
+    await poster.working(KEY, BEAR)
+    sink = poster.stream(KEY, BEAR)
+    assert sink is not None and poster.stream(KEY, Persona("Bull", ":ox:")) is None
+    words = [f"word{i} " for i in range(25)]
+    for word in words:  # 2.5 s of streaming
+        await sink(word)
+        await asyncio.sleep(0.1)
+    final = "".join(words).strip()
+    message_id = await poster.post(out(final))
+    *streamed, last = fake_slack.calls_to("chat.update")
+    assert 2 <= len(streamed) <= 4, [c.params["text"] for c in streamed]
+    assert all(c.params["ts"] == message_id and c.params["text"].endswith(" …") for c in streamed)
+    shown = [c.params["text"].removesuffix(" …").strip() for c in streamed]
+    assert all(final.startswith(text) for text in shown) and shown == sorted(shown, key=len)
+    assert all(b.at - a.at >= 0.9 for a, b in itertools.pairwise(streamed))
+    assert last.params["text"] == final
+    assert fake_slack.message(CHANNEL, message_id)["text"] == final
+
+
+async def test_another_speaker_takes_the_placeholder_down(fake_slack, poster) -> None:
+    fake_slack.status_error = "not_allowed"
+    await poster.working(KEY, BEAR)
+    await poster.post(Outbound(KEY, "The model failed; reply `retry`.", "run:1", notice=True))
+    [deleted] = fake_slack.deleted
+    assert deleted["username"] == "Bear"
+    assert [m["text"] for m in fake_slack.thread(CHANNEL, KEY.thread)] == [
+        "The model failed; reply `retry`."]
+
+
+async def test_an_approval_lands_in_the_placeholder_with_its_buttons(fake_slack, poster) -> None:
+    fake_slack.status_error = "not_allowed"
+    await poster.working(KEY, BEAR)
+    prompt = ApprovalPrompt("call_9", "post_message", {"channel": "#x"})
+    message_id = await poster.post(Outbound(KEY, "May I post?", "run:approval:call_9",
+                                            persona=BEAR, approval=prompt))
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1  # the placeholder, nothing else
+    assert any(b["type"] == "actions" for b in fake_slack.message(CHANNEL, message_id)["blocks"])
+    await poster.edit(Outbound(KEY, "✅ Approved by <@U0ALICE>", "k:decided", persona=BEAR),
+                      message_id)
+    assert fake_slack.message(CHANNEL, message_id)["text"] == "✅ Approved by <@U0ALICE>"
+
+
+async def test_a_placeholder_left_by_a_crash_is_reused_or_taken_down(fake_slack, store) -> None:
+    fake_slack.status_error = "not_allowed"
+    bull = Persona("Bull", ":ox:")
+    async with aiohttp.ClientSession() as session:
+        def restarted() -> SlackPoster:
+            p = SlackPoster(AsyncWebClient(token=BOT_TOKEN, base_url=fake_slack.api_url,
+                                           session=session))
+            p.store = store
+            return p
+
+        crashed = restarted()
+        await crashed.working(KEY, BEAR)
+        await crashed.drain()  # its placeholder is up; then the process dies
+        [left] = fake_slack.thread(CHANNEL, KEY.thread)
+
+        again = restarted()  # the resumed run asks Bear again: the placeholder still fits
+        await again.working(KEY, BEAR)
+        assert await again.post(out("Risk!")) == left["ts"]
+        assert len(fake_slack.calls_to("chat.postMessage")) == 1
+
+        crashed = restarted()
+        await crashed.working(KEY, BEAR)
+        await crashed.drain()
+        other = restarted()  # this time the resumed run goes on with another agent
+        await other.working(KEY, bull)
+        await other.post(Outbound(KEY, "Growth!", "run:3", persona=bull))
+        await other.drain()
+    assert [(m["username"], m["text"]) for m in fake_slack.thread(CHANNEL, KEY.thread)] == [
+        ("Bear", "Risk!"), ("Bull", "Growth!")]
+    assert [m["username"] for m in fake_slack.deleted] == ["Bear"]
 
 
 async def test_the_working_indicator_never_lands_after_the_reply(fake_slack, poster) -> None:

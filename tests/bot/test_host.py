@@ -45,6 +45,8 @@ async def test_three_personas_post_in_order_until_final_answer(started, poster):
     assert "Finished" in poster.notices(key)[-1]
     assert model.requests[0].messages[0].content == "Should we migrate billing to Postgres?"
     assert [k for k, _ in poster.working_calls] == [key] * 3
+    assert [(name, text) for k, name, text in poster.streamed if k == key] == [
+        ("Bull", "Growth!"), ("Bear", "Risk!"), ("Synthesis", "FINAL ANSWER: do it slowly.")]
     model.assert_used()
 
 

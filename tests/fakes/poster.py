@@ -32,6 +32,7 @@ class Seen:
 class RecordingPoster:
     posts: list[Seen] = field(default_factory=list)
     working_calls: list[tuple[ThreadKey, str]] = field(default_factory=list)
+    streamed: list[tuple[ThreadKey, str, str]] = field(default_factory=list)  # (key, name, delta)
     fail_next: int = 0
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
@@ -51,6 +52,11 @@ class RecordingPoster:
 
     async def working(self, key: ThreadKey, persona: Persona) -> None:
         self.working_calls.append((key, persona.display_name))
+
+    def stream(self, key: ThreadKey, persona: Persona):
+        async def sink(delta: str) -> None:
+            self.streamed.append((key, persona.display_name, delta))
+        return sink
 
     def mention(self, user: str) -> str:
         return f"<@{user}>"

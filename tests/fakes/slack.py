@@ -2,7 +2,7 @@
 
 One aiohttp server on 127.0.0.1 plays Slack's three faces:
 
-- the Web API under `/api/<method>` (auth.test, chat.postMessage, chat.update,
+- the Web API under `/api/<method>` (auth.test, chat.postMessage, chat.update, chat.delete,
   chat.postEphemeral, assistant.threads.setStatus, reactions.*, users.info, usergroups.list,
   apps.connections.open), recording every call in order in `FakeSlack.calls`,
   with `ratelimited` 429 + Retry-After bursts and other errors injectable;
@@ -89,6 +89,7 @@ class FakeSlack:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        self.deleted: list[dict[str, Any]] = []  # messages taken down with chat.delete
         # The workspace's user groups as Slack stores them: id, team_id, name, handle, users
         # (and date_delete, non-zero for a disabled group). Make usergroups.list fail
         # (missing_scope, plan_upgrade_required) with `fail("usergroups.list", ...)`.
@@ -283,6 +284,16 @@ class FakeSlack:
                     "channel": msg["channel"], "ts": self._next_ts(), "message": dict(msg),
                     "previous_message": previous})
         return {"ok": True, "channel": msg["channel"], "ts": msg["ts"], "text": msg["text"]}
+
+    def _m_chat_delete(self, p: dict, r: web.Request) -> dict:
+        msg = self.messages.pop((p.get("channel"), p.get("ts")), None)
+        if msg is None:
+            return {"ok": False, "error": "message_not_found"}
+        self.deleted.append(msg)
+        self._echo({"type": "message", "subtype": "message_deleted", "hidden": True,
+                    "channel": msg["channel"], "ts": self._next_ts(), "deleted_ts": msg["ts"],
+                    "previous_message": dict(msg)})
+        return {"ok": True, "channel": msg["channel"], "ts": msg["ts"]}
 
     def _m_chat_postEphemeral(self, p: dict, r: web.Request) -> dict:
         if not (p.get("channel") and p.get("user")):
