@@ -95,7 +95,7 @@ async def test_cli_serves_http_until_terminated(fake_slack: FakeSlack, tmp_path)
                 return False
 
         ok = False
-        for _ in range(200):
+        for _ in range(600):  # a cold start on a busy machine can take seconds
             if ok := await healthy():
                 break
             await asyncio.sleep(0.05)
