@@ -56,7 +56,8 @@ class _Live:
     text: str = ""  # what the model has streamed so far
     shown: str = ""  # what the placeholder shows now
     last: float = 0.0  # when it was last edited (loop time)
-    done: bool = False  # the reply is being posted: no more streaming edits
+    done: bool = False  # the reply is being posted (or the turn passed): no more edits
+    status: bool = False  # the thread's status line shows the work: nothing to stream into
     more: asyncio.Event = field(default_factory=asyncio.Event)
     edits: asyncio.Task[None] | None = None
     editing: bool = False
@@ -73,6 +74,7 @@ class SlackPoster:
         self._live: dict[ThreadKey, _Live] = {}  # threads with an agent at work
         self._edits_hold = 0.0  # no streaming edits before this (loop time): rate limited
         self._background: set[asyncio.Task[None]] = set()
+        self._streaming: set[asyncio.Task[None]] = set()  # edits into placeholders, per turn
         #: The host's store (kv_get / kv_set), attached by the adapter: it remembers
         #: placeholders across a restart so a resumed turn reuses or removes them.
         self.store: Any = None
@@ -121,7 +123,10 @@ class SlackPoster:
         if not key.thread:
             return
         turn = self._queue(key)  # taken now, so the reply that follows queues behind it
-        live = self._live[key] = _Live(persona, stale=self._live.get(key))
+        stale = self._live.get(key)
+        if stale is not None:  # its turn ended without a post (a tool call, say)
+            _stop_streaming(stale)
+        live = self._live[key] = _Live(persona, stale=stale)
         task = asyncio.ensure_future(self._show_working(key, live, turn))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -134,14 +139,14 @@ class SlackPoster:
             return None
 
         async def sink(delta: str) -> None:
-            if live.done:
+            if live.done or live.status:
                 return
             live.text += delta
             live.more.set()
-            if live.edits is None:
+            if live.edits is None:  # lives as long as the turn: not one of drain()'s
                 live.edits = asyncio.ensure_future(self._stream_edits(key, live))
-                self._background.add(live.edits)
-                live.edits.add_done_callback(self._background.discard)
+                self._streaming.add(live.edits)
+                live.edits.add_done_callback(self._streaming.discard)
 
         return sink
 
@@ -160,6 +165,8 @@ class SlackPoster:
                         try:
                             await self.client.api_call("assistant.threads.setStatus",
                                                        json=params)
+                            live.status = True
+                            live.more.set()  # lets a streaming task see it has nothing to do
                             return
                         except SlackApiError as exc:
                             if _is_ratelimited(exc):
@@ -191,6 +198,8 @@ class SlackPoster:
         while not live.done:
             await live.more.wait()
             live.more.clear()
+            if live.status:
+                return
             await asyncio.sleep(max(0.0, live.last + LIVE_EVERY - loop.time(),
                                     self._edits_hold - loop.time()))
             if live.done or not live.ts or live.text == live.shown:
@@ -215,18 +224,16 @@ class SlackPoster:
         """Stop streaming into the thread's placeholder; it is about to be replied into."""
         live = self._live.pop(key, None)
         if live is not None:
-            live.done = True
-            live.more.set()
-            if live.edits is not None and not live.editing:
-                live.edits.cancel()  # asleep between edits: nothing on the wire to wait for
+            _stop_streaming(live)
         return live
 
     async def _placeholder_for(self, out: Outbound, live: _Live | None) -> str:
         """The placeholder `out` should replace, if any; others are taken down."""
         if live is None:
             return ""
-        if live.edits is not None:  # an edit on the wire lands before the reply does
-            await asyncio.wait({live.edits})
+        edits = {p.edits for p in (live, live.stale) if p is not None and p.edits is not None}
+        if edits:  # an edit on the wire lands before the reply does
+            await asyncio.wait(edits)
         into = ""
         for placeholder in (live.stale, live):
             if placeholder is None or not placeholder.ts:
@@ -260,6 +267,13 @@ class SlackPoster:
         """Wait for working indicators still on their way."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def stop_streaming(self) -> None:
+        """Stop streaming into placeholders (shutdown: the turns are cut short)."""
+        for live in list(self._live.values()):
+            _stop_streaming(live)
+        if self._streaming:
+            await asyncio.wait(list(self._streaming), timeout=5.0)
 
     def mention(self, user: str) -> str:
         """A Slack user mention."""
@@ -359,6 +373,13 @@ class SlackPoster:
             task = asyncio.ensure_future(self._kv_set(key, ""))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+
+def _stop_streaming(live: _Live) -> None:
+    live.done = True
+    live.more.set()
+    if live.edits is not None and not live.editing:
+        live.edits.cancel()  # asleep between edits: nothing on the wire to wait for
 
 
 def approval_blocks(text: str, out: Outbound) -> list[dict[str, Any]]:

@@ -171,6 +171,7 @@ class SlackAdapter:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
                 await self.poster.drain()
+        await self.poster.stop_streaming()
         if self.client.session is not None:
             await self.client.session.close()
             self.client.session = None

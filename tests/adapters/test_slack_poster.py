@@ -28,6 +28,7 @@ async def poster(fake_slack: FakeSlack) -> AsyncIterator[SlackPoster]:
         p = SlackPoster(client)
         yield p
         await p.drain()
+        await p.stop_streaming()
 
 
 def out(text: str, n: int = 0, **kw) -> Outbound:
@@ -184,3 +185,18 @@ async def test_the_working_indicator_never_lands_after_the_reply(fake_slack, pos
     await poster.post(out("reply"))
     order = [c.method for c in fake_slack.calls if c.error is None]
     assert order.index("assistant.threads.setStatus") < order.index("chat.postMessage")
+
+
+async def test_a_turn_without_a_post_hands_its_placeholder_to_the_next(fake_slack, poster) -> None:
+    fake_slack.status_error = "not_allowed"
+    await poster.working(KEY, BEAR)  # this turn streams a little, then only calls a tool
+    await (poster.stream(KEY, BEAR))("Let me look that up")
+    await poster.drain()
+    await poster.working(KEY, BEAR)  # the next turn of the same agent
+    await (poster.stream(KEY, BEAR))("Found it.")
+    message_id = await poster.post(out("Found it."))
+    async with asyncio.timeout(5):
+        await poster.drain()  # nothing left streaming into a turn that has passed
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
+    assert [(m["ts"], m["text"]) for m in fake_slack.thread(CHANNEL, KEY.thread)] == [
+        (message_id, "Found it.")]
