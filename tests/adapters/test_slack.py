@@ -86,7 +86,8 @@ class Stack:
 async def stack_factory(fake_slack: FakeSlack, tmp_path: Path) -> AsyncIterator:
     built: list[Stack] = []
 
-    async def build(mode: str = "http", *steps) -> Stack:
+    async def build(mode: str = "http", *steps, model_env: dict[str, str] | None = None) -> Stack:
+        """`steps` script the model; or `model_env` configures a real provider's client."""
         teams = tmp_path / "teams"
         teams.mkdir(exist_ok=True)
         (teams / "interview.yaml").write_text(INTERVIEW)
@@ -95,9 +96,9 @@ async def stack_factory(fake_slack: FakeSlack, tmp_path: Path) -> AsyncIterator:
         await store.start()
         config = SlackConfig.from_env(fake_slack.env(socket_mode=mode == "socket"))
         adapter = SlackAdapter(config)
-        host = Host(store=store, catalog=TeamCatalog.load(teams),
-                    models=ModelPool(env={"THREADTEAM_MODEL": "scripted"},
-                                     overrides={"scripted": model}),
+        models = ModelPool(env=model_env) if model_env else \
+            ModelPool(env={"THREADTEAM_MODEL": "scripted"}, overrides={"scripted": model})
+        host = Host(store=store, catalog=TeamCatalog.load(teams), models=models,
                     poster=adapter.poster)
         await host.start()
         await adapter.start(host, port=0, bind="127.0.0.1")
@@ -115,6 +116,7 @@ async def stack_factory(fake_slack: FakeSlack, tmp_path: Path) -> AsyncIterator:
         await s.host.aclose()
         await s.adapter.aclose()
         await s.host.store.aclose()
+        await s.host.models.aclose()
 
 
 MODES = pytest.mark.parametrize("mode", ["http", "socket"])
@@ -372,6 +374,30 @@ async def test_working_shows_status_or_a_placeholder_that_becomes_the_reply(stac
     agents = [(m.get("username"), m["text"]) for m in thread if m.get("username")]
     assert agents == [("Bull", "Growth."), ("Bear", "Risk."), ("Synthesis", "FINAL ANSWER: slowly.")]
     assert not any("thinking" in m["text"] for m in thread) and s.fake.deleted == []
+
+
+async def test_a_streaming_model_fills_the_placeholder_as_it_writes(stack_factory,
+                                                                     fake_openai) -> None:
+    answer = "Which **plan** do you prefer: A, B or C? I will compare them on cost."
+    fake_openai.queue_text(answer, chunks=6)
+    fake_openai.chunk_delay = 0.5  # about three seconds of writing
+    s = await stack_factory("http", model_env={
+        "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": fake_openai.url,
+        "THREADTEAM_MODEL": "openai:gpt-4o-mini"})
+    s.fake.status_error = "not_allowed"
+    ts = await s.fake.say(ALICE, f"{BOT} interview Which plan?")
+    await wait_until(lambda: any("waiting for you" in m["text"] for m in s.thread(ts)),
+                     within=15, what="the analyst's turn")
+    [placeholder] = [c for c in s.fake.calls_to("chat.postMessage")
+                     if c.params.get("username") == "Analyst"]
+    assert "thinking" in placeholder.params["text"]
+    [analyst] = [m for m in s.thread(ts) if m.get("username") == "Analyst"]
+    *streamed, final = s.fake.calls_to("chat.update")
+    shown = [c.params["text"].removesuffix(" …") for c in streamed]
+    assert len(shown) >= 2 and shown == sorted(shown, key=len) and len(set(shown)) == len(shown)
+    assert all(c.params["ts"] == analyst["ts"] for c in [*streamed, final])
+    assert final.params["text"] == analyst["text"] == (
+        "Which *plan* do you prefer: A, B or C? I will compare them on cost.")
 
 
 # -- the HTTP endpoint --------------------------------------------------------------------------
