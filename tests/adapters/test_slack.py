@@ -8,19 +8,12 @@ thread would see.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from adapters.slack import SlackAdapter, SlackConfig
 from adapters.slack._inbound import APPROVE_ACTION, DENY_ACTION
-from bot.host import Host
-from bot.stores import open_store
-from teams.catalog import TeamCatalog
-from teams.models import ModelPool
-from teams.models.scripted import ScriptedModel, reply
+from teams.models.scripted import reply
+from tests.adapters.slack_stack import Stack
 from tests.fakes.slack import (
     ALICE,
     BOT_USER,
@@ -28,97 +21,10 @@ from tests.fakes.slack import (
     DM_ALICE,
     MALLORY,
     OTHER_BOT_ID,
-    FakeSlack,
     wait_until,
 )
 
 BOT = f"<@{BOT_USER}>"
-INTERVIEW = """\
-name: interview
-description: An analyst asks you one question, then answers.
-strategy: round_robin
-agents:
-  - name: analyst
-    persona: {display_name: Analyst, avatar: "https://example.com/analyst.png"}
-    system_message: Ask one question, then answer and say DONE.
-  - name: you
-    human: true
-    persona: {display_name: You}
-termination:
-  any:
-    - text_mention: {text: DONE, sources: [analyst]}
-    - max_messages: 6
-"""
-
-
-@dataclass
-class Stack:
-    """The fake Slack, the adapter and a real Host sharing one ScriptedModel."""
-
-    fake: FakeSlack
-    adapter: SlackAdapter
-    host: Host
-    model: ScriptedModel
-
-    async def idle(self) -> None:
-        """Everything settled: acks' work done, no run mid-turn, echoes delivered."""
-        for _ in range(3):
-            await self.adapter.settle()
-            await self.host.idle()
-            await self.fake.drain()
-
-    def thread(self, ts: str, channel: str = CHANNEL) -> list[dict]:
-        return self.fake.thread(channel, ts)
-
-    async def finished(self, ts: str, channel: str = CHANNEL, within: float = 10.0) -> list[dict]:
-        await wait_until(lambda: any(m["text"].startswith("Finished")
-                                     for m in self.thread(ts, channel)),
-                         within, "the run's Finished notice")
-        return self.thread(ts, channel)
-
-    async def run_events(self, ts: str, channel: str = CHANNEL) -> list[dict]:
-        run_id = await self.host.store.run_for_thread(f"slack:T0FAKE:{channel}:{ts}")
-        assert run_id, "no run in that thread"
-        return [json.loads(e) for e in await self.host.store.load(run_id)]
-
-
-@pytest.fixture
-async def stack_factory(fake_slack: FakeSlack, tmp_path: Path) -> AsyncIterator:
-    built: list[Stack] = []
-
-    async def build(mode: str = "http", *steps, model_env: dict[str, str] | None = None) -> Stack:
-        """`steps` script the model; or `model_env` configures a real provider's client."""
-        teams = tmp_path / "teams"
-        teams.mkdir(exist_ok=True)
-        (teams / "interview.yaml").write_text(INTERVIEW)
-        model = ScriptedModel(steps)
-        store = open_store(f"sqlite:///{tmp_path / 'runs.sqlite3'}")
-        await store.start()
-        config = SlackConfig.from_env(fake_slack.env(socket_mode=mode == "socket"))
-        adapter = SlackAdapter(config)
-        models = ModelPool(env=model_env) if model_env else \
-            ModelPool(env={"THREADTEAM_MODEL": "scripted"}, overrides={"scripted": model})
-        host = Host(store=store, catalog=TeamCatalog.load(teams), models=models,
-                    poster=adapter.poster)
-        await host.start()
-        await adapter.start(host, port=0, bind="127.0.0.1")
-        if mode == "http":
-            fake_slack.events_url = adapter.url
-        else:
-            await wait_until(lambda: fake_slack.sockets, what="the Socket Mode connection")
-        stack = Stack(fake_slack, adapter, host, model)
-        built.append(stack)
-        return stack
-
-    yield build
-    for s in built:
-        await s.adapter.stop()
-        await s.host.aclose()
-        await s.adapter.aclose()
-        await s.host.store.aclose()
-        await s.host.models.aclose()
-
-
 MODES = pytest.mark.parametrize("mode", ["http", "socket"])
 
 

@@ -10,21 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from adapters.slack import SlackAdapter, SlackConfig
 from adapters.slack._inbound import APPROVE_ACTION, DENY_ACTION, group_labels, roles_held
-from bot.host import Host
-from bot.stores import open_store
-from teams.catalog import TeamCatalog
-from teams.models import ModelPool
-from teams.models.scripted import ScriptedModel, reply
+from teams.models.scripted import reply
+from tests.adapters.slack_stack import Stack
 from tests.bot.helpers import ANNOUNCE
-from tests.fakes.slack import ALICE, BOB, BOT_USER, CHANNEL, MALLORY, TEAM, FakeSlack, wait_until
+from tests.fakes.slack import ALICE, BOB, BOT_USER, CHANNEL, MALLORY, TEAM, wait_until
 
 BOT = f"<@{BOT_USER}>"
 ONCALL = {"id": "S0ONCALL", "team_id": TEAM, "name": "On-call engineers", "handle": "oncall",
@@ -36,71 +29,27 @@ STEPS = (reply("", ("post_message", json.dumps({"channel": "#announcements",
          "Posted. DONE")
 
 
-@dataclass
-class Stack:
-    fake: FakeSlack
-    adapter: SlackAdapter
-    host: Host
-    model: ScriptedModel
+async def _approval(s: Stack) -> tuple[str, dict]:
+    """Alice summons the announcer; the thread and its approval request."""
+    ts = await s.fake.say(ALICE, f"{BOT} announce Friday's release")
+    request = await wait_until(lambda: next((m for m in s.thread(ts) if _buttons(m)), None),
+                               what="the approval request")
+    await s.idle()
+    return ts, request
 
-    async def idle(self) -> None:
-        for _ in range(3):
-            await self.adapter.settle()
-            await self.host.idle()
-            await self.fake.drain()
 
-    def thread(self, ts: str) -> list[dict]:
-        return self.fake.thread(CHANNEL, ts)
-
-    async def approval(self) -> tuple[str, dict]:
-        """Alice summons the announcer; the thread and its approval request."""
-        ts = await self.fake.say(ALICE, f"{BOT} announce Friday's release")
-        request = await wait_until(
-            lambda: next((m for m in self.thread(ts) if _buttons(m)), None),
-            what="the approval request")
-        await self.idle()
-        return ts, request
-
-    async def finished(self, ts: str) -> None:
-        await wait_until(lambda: any(m["text"].startswith("Finished") for m in self.thread(ts)),
-                         what="the run's Finished notice")
-
-    def announced(self) -> list:
-        return [c for c in self.fake.calls_to("chat.postMessage")
-                if c.params["channel"] == "#announcements"]
+def _announced(s: Stack) -> list:
+    return [c for c in s.fake.calls_to("chat.postMessage")
+            if c.params["channel"] == "#announcements"]
 
 
 @pytest.fixture
-async def stack_factory(fake_slack: FakeSlack, tmp_path: Path) -> AsyncIterator:
-    built: list[Stack] = []
-
+def announcer(stack_factory):
+    """A Slack stack whose `announce` team has the given `approvers:` (YAML flow list)."""
     async def build(approvers: str, mode: str = "http") -> Stack:
-        teams = tmp_path / "teams"
-        teams.mkdir(exist_ok=True)
-        (teams / "announce.yaml").write_text(ANNOUNCE.format(approvers=approvers))
-        model = ScriptedModel(STEPS)
-        store = open_store(f"sqlite:///{tmp_path / 'runs.sqlite3'}")
-        await store.start()
-        adapter = SlackAdapter(SlackConfig.from_env(fake_slack.env(socket_mode=mode == "socket")))
-        host = Host(store=store, catalog=TeamCatalog.load(teams, strict=True),
-                    models=ModelPool(env={}, overrides={"scripted": model}),
-                    poster=adapter.poster)
-        await host.start()
-        await adapter.start(host, port=0, bind="127.0.0.1")
-        if mode == "http":
-            fake_slack.events_url = adapter.url
-        else:
-            await wait_until(lambda: fake_slack.sockets, what="the Socket Mode connection")
-        stack = Stack(fake_slack, adapter, host, model)
-        built.append(stack)
-        return stack
-
-    yield build
-    for s in built:
-        await s.adapter.stop()
-        await s.host.aclose()
-        await s.adapter.aclose()
-        await s.host.store.aclose()
+        return await stack_factory(mode, *STEPS,
+                                   teams={"announce": ANNOUNCE.format(approvers=approvers)})
+    return build
 
 
 def _buttons(message: dict) -> list[str]:
@@ -126,10 +75,10 @@ def test_roles_come_back_as_the_team_file_wrote_them() -> None:
 
 # -- end to end -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["http", "socket"])
-async def test_a_member_of_the_group_approves_by_button(stack_factory, mode) -> None:
-    s = await stack_factory('["role:OnCall"]', mode)  # any case: the handle is `oncall`
+async def test_a_member_of_the_group_approves_by_button(announcer, mode) -> None:
+    s = await announcer('["role:OnCall"]', mode)  # any case: the handle is `oncall`
     s.fake.usergroups = [OTHERS, ONCALL]
-    ts, request = await s.approval()
+    ts, request = await _approval(s)
     assert s.fake.calls_to("usergroups.list") == []  # summons and agents' turns never ask
 
     await s.fake.click(CHANNEL, request["ts"], APPROVE_ACTION, user=BOB)
@@ -137,17 +86,17 @@ async def test_a_member_of_the_group_approves_by_button(stack_factory, mode) -> 
     updated = s.fake.message(CHANNEL, request["ts"])
     assert updated["text"].startswith(f"✅ Approved by <@{BOB}>")
     assert _buttons(updated) == []
-    assert len(s.announced()) == 1
+    assert len(_announced(s)) == 1
     assert s.fake.calls_to("chat.postEphemeral") == []
     [asked] = s.fake.calls_to("usergroups.list")
     assert asked.params.get("include_users") in (True, "true", "1")
 
 
 async def test_someone_outside_the_group_is_refused_privately_and_nothing_changes(
-        stack_factory) -> None:
-    s = await stack_factory('["role:oncall"]')
+        announcer) -> None:
+    s = await announcer('["role:oncall"]')
     s.fake.usergroups = [OTHERS, ONCALL]
-    ts, request = await s.approval()
+    ts, request = await _approval(s)
     asked = len(s.model.requests)
 
     for user, action in ((MALLORY, APPROVE_ACTION), (ALICE, DENY_ACTION)):  # Alice summoned it
@@ -162,7 +111,7 @@ async def test_someone_outside_the_group_is_refused_privately_and_nothing_change
         assert r.params["text"].startswith("Sorry, only members of oncall can approve")
     assert s.fake.calls_to("chat.update") == []
     assert _buttons(s.fake.message(CHANNEL, request["ts"])) == [APPROVE_ACTION, DENY_ACTION]
-    assert len(s.model.requests) == asked and s.announced() == []
+    assert len(s.model.requests) == asked and _announced(s) == []
     # A burst of attempts asks Slack once: the groups are kept for a minute.
     assert len(s.fake.calls_to("usergroups.list")) == 1
 
@@ -175,10 +124,10 @@ async def test_someone_outside_the_group_is_refused_privately_and_nothing_change
         f"✅ Approved by <@{MALLORY}>")
 
 
-async def test_a_member_approves_by_reply(stack_factory) -> None:
-    s = await stack_factory('[U0CAROL, "role:@oncall"]')  # `@oncall`, as Slack shows it
+async def test_a_member_approves_by_reply(announcer) -> None:
+    s = await announcer('[U0CAROL, "role:@oncall"]')  # `@oncall`, as Slack shows it
     s.fake.usergroups = [ONCALL]
-    ts, request = await s.approval()
+    ts, request = await _approval(s)
     await s.fake.say(MALLORY, "approve", thread_ts=ts)
     [refusal] = await wait_until(lambda: s.fake.calls_to("chat.postEphemeral"),
                                  what="Mallory's refusal")
@@ -188,14 +137,14 @@ async def test_a_member_approves_by_reply(stack_factory) -> None:
     await s.finished(ts)
     updated = s.fake.message(CHANNEL, request["ts"])
     assert updated["text"].startswith(f"✅ Approved by <@{BOB}>") and _buttons(updated) == []
-    assert len(s.announced()) == 1
+    assert len(_announced(s)) == 1
     assert len(s.fake.calls_to("usergroups.list")) == 1
 
 
-async def test_slack_is_not_asked_when_the_team_names_no_roles(stack_factory) -> None:
-    s = await stack_factory(f"[{ALICE}]")
+async def test_slack_is_not_asked_when_the_team_names_no_roles(announcer) -> None:
+    s = await announcer(f"[{ALICE}]")
     s.fake.usergroups = [ONCALL]
-    ts, request = await s.approval()
+    ts, request = await _approval(s)
     await s.fake.say(BOB, "Looks good to me", thread_ts=ts)  # not an approval attempt
     await s.fake.click(CHANNEL, request["ts"], APPROVE_ACTION, user=BOB)
     await wait_until(lambda: s.fake.calls_to("chat.postEphemeral"), what="Bob's refusal")
@@ -206,11 +155,11 @@ async def test_slack_is_not_asked_when_the_team_names_no_roles(stack_factory) ->
 
 
 async def test_without_the_scope_a_member_is_refused_politely_and_a_warning_says_why(
-        stack_factory, caplog) -> None:
-    s = await stack_factory('["role:oncall"]')
+        announcer, caplog) -> None:
+    s = await announcer('["role:oncall"]')
     s.fake.usergroups = [ONCALL]
     s.fake.fail("usergroups.list", "missing_scope")  # the next call only
-    ts, request = await s.approval()
+    ts, request = await _approval(s)
     caplog.set_level(logging.WARNING, logger="threadteam")
 
     await s.fake.click(CHANNEL, request["ts"], APPROVE_ACTION, user=BOB)
@@ -222,7 +171,7 @@ async def test_without_the_scope_a_member_is_refused_politely_and_a_warning_says
     for r in refusals:
         assert r.params["user"] == BOB
         assert r.params["text"].startswith("Sorry, only members of oncall can approve")
-    assert s.fake.calls_to("chat.update") == [] and s.announced() == []
+    assert s.fake.calls_to("chat.update") == [] and _announced(s) == []
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     line = warnings[0].getMessage()
