@@ -54,6 +54,8 @@ __all__ = ["Host"]
 
 #: How long one read of the work queue may block; also bounds how long aclose() takes.
 _POLL = 0.25
+#: How often the host looks for runs whose time limit has passed (seconds).
+_TIMER_EVERY = 1.0
 
 
 class Host:
@@ -84,7 +86,8 @@ class Host:
         young, *older = gc.get_threshold()
         gc.set_threshold(max(young, 10_000), *older)
         self._loops = [asyncio.create_task(self._work_loop(), name="threadteam-work"),
-                       asyncio.create_task(self._sweep_loop(), name="threadteam-sweep")]
+                       asyncio.create_task(self._sweep_loop(), name="threadteam-sweep"),
+                       asyncio.create_task(self._timer_loop(), name="threadteam-timers")]
         for run_id in await self.store.active_runs():
             log.info("resuming run %s", run_id)
             await self._enqueue(run_id)
@@ -376,6 +379,19 @@ class Host:
 
     def _done_one(self) -> None:
         self._outstanding = max(0, self._outstanding - 1)
+
+    async def _timer_loop(self) -> None:
+        """Wake runs whose `timeout:` passed while they waited for a person."""
+        while not self._closing:
+            await asyncio.sleep(_TIMER_EVERY)
+            try:
+                for run_id in await self.store.due_runs(self.clock()):
+                    log.info("run %s: its time limit has passed", run_id)
+                    await self._enqueue(run_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("checking run time limits failed; trying again")
 
     async def _sweep_loop(self) -> None:
         """Pick up runs whose driver died (their lease expired) in a multi-process setup."""

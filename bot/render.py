@@ -105,7 +105,8 @@ def render_decision(state: RunState, e: ApprovalDecided, key: ThreadKey, run_id:
     verdict = "Approved" if e.approved else "Denied"
     reason = f": {e.reason}" if e.reason else ""
     n = approval_number(state, e.call_id)
-    text = (f"{'✅' if e.approved else '❌'} {verdict} by {mention(e.by)}{reason}\n"
+    by = f" by {mention(e.by)}" if e.by else ""  # no one: the run's time limit decided
+    text = (f"{'✅' if e.approved else '❌'} {verdict}{by}{reason}\n"
             f"Approval #{n}: {persona.display_name} wanted to run `{req.tool}`\n"
             f"{_args_block(req.args)}")
     return approval_key(run_id, e.call_id), Outbound(key, text, approval_key(run_id, e.call_id)

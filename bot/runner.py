@@ -19,7 +19,17 @@ from opentelemetry import trace
 
 from teams import engine
 from teams.catalog import TeamCatalog
-from teams.engine import Action, CallModel, Env, RunTool, SelectWithModel, decide, perform
+from teams.engine import (
+    Action,
+    CallModel,
+    Env,
+    RunTool,
+    SelectWithModel,
+    deadline,
+    decide,
+    perform,
+    time_passed,
+)
 from teams.events import (
     AgentMessage,
     ApprovalDecided,
@@ -33,6 +43,7 @@ from teams.events import (
     to_json,
 )
 from teams.state import RunState
+from teams.termination import has_timeout
 from teams.tools import ToolContext
 
 from .errors import ConflictError
@@ -120,7 +131,12 @@ class Runner:
         while True:
             action = decide(state)
             if action.waits:
-                break
+                late = time_passed(state, self.clock())
+                if not late:
+                    break
+                for seq, event in await self._append(run, late):  # a time limit ends the wait
+                    await self._post(run, seq, event, fresh=True)
+                continue
             if not active:  # lands while the model works, and before the run's next append
                 self._later(run, self.store.set_active(run.run_id, True))
                 active = True
@@ -130,6 +146,9 @@ class Runner:
             for seq, event in await self._append(run, events):
                 await self._post(run, seq, event, fresh=True)
         self._later(run, self.store.set_active(run.run_id, False))
+        if has_timeout(state.condition):  # wake it when its limit passes, if it still waits
+            self._later(run, self.store.set_deadline(
+                run.run_id, deadline(state) if action.waits else None))
         await self._settle(run)
 
     def _later(self, run: Loaded, write: Awaitable[None]) -> None:

@@ -19,6 +19,8 @@ from typing import Protocol
 from .errors import ModelError
 from .events import (
     AgentMessage,
+    ApprovalDecided,
+    ClockChecked,
     Event,
     Handoff,
     RunFinished,
@@ -153,6 +155,26 @@ def decide(state: RunState) -> Action:
     if agent in team.humans:
         return Select(agent, how)
     return CallModel(agent, SpeakerSelected(agent=agent, how=how))
+
+
+def deadline(state: RunState) -> float | None:
+    """When a `timeout:` condition would end this run if nothing else happened first."""
+    if state.finished is not None or state.paused is not None:
+        return None
+    return state.condition.deadline(state.started_at)
+
+
+def time_passed(state: RunState, now: float) -> list[Event]:
+    """What a waiting run records once its time limit has passed: the clock reading,
+    and a denial for each approval still pending (the run may not end with a live
+    button); [] while there is time left. Pure, like `decide`."""
+    due = deadline(state)
+    if due is None or now < due or not decide(state).waits:
+        return []
+    denials: list[Event] = [ApprovalDecided(call_id=c.request.call_id, approved=False, by="",
+                                            reason="the run's time limit was reached", at=now)
+                            for c in state.pending_approvals()]
+    return [ClockChecked(at=now), *denials]
 
 
 def _owed(state: RunState) -> tuple[Event, ...]:
@@ -412,9 +434,9 @@ async def _run_tool(state: RunState, call: CallState, env: Env) -> list[Event]:
         return [ToolResult(call_id=req.call_id, output=req.problem, error=True, at=env.now())]
     if call.decision is not None and not call.decision.approved:
         why = f": {call.decision.reason}" if call.decision.reason else ""
+        who = f"A person ({call.decision.by})" if call.decision.by else "The run's time limit"
         return [ToolResult(call_id=req.call_id, error=True, at=env.now(),
-                           output=f"A person ({call.decision.by}) denied this call{why}. "
-                                  f"Do not retry it unchanged.")]
+                           output=f"{who} denied this call{why}. Do not retry it unchanged.")]
     target = state.handoff_of(req)
     if target is not None:
         at = env.now()

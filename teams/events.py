@@ -152,12 +152,19 @@ class RunContinued(Event):
     instructions: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class ClockChecked(Event):
+    """The runner looked at the clock while the run waited: a `timeout:` may have passed."""
+
+    kind: ClassVar[str] = "clock_checked"
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
         TaskStarted, HumanMessage, SpeakerSelected, AgentMessage, ToolCallRequested,
         ApprovalDecided, ToolResult, Handoff, StopRequested, RunPaused, RunResumed,
-        RunFinished, RunContinued,
+        RunFinished, RunContinued, ClockChecked,
     )
 }
 

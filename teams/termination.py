@@ -7,7 +7,7 @@ a team file lives in `parse_termination`, which reports the path of a bad entry.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,10 @@ class Condition:
 
     def reset(self) -> None:
         self.fired = None
+
+    def deadline(self, started_at: float) -> float | None:
+        """When the clock alone would make this fire (a `timeout:` not yet reached)."""
+        return None
 
     def describe(self) -> str:
         return type(self).__name__
@@ -110,6 +114,9 @@ class Timeout(Condition):
         if event.at and started_at and event.at - started_at >= self.seconds:
             self.fired = f"time limit of {self.seconds:g} s reached"
 
+    def deadline(self, started_at: float) -> float | None:
+        return None if self.fired or not started_at else started_at + self.seconds
+
 
 @dataclass
 class SourceMatch(Condition):
@@ -168,6 +175,9 @@ class AnyOf(Condition):
             if c.fired and not self.fired:
                 self.fired = c.fired
 
+    def deadline(self, started_at: float) -> float | None:
+        return _earliest(c.deadline(started_at) for c in self.children if not c.fired)
+
     def reset(self) -> None:
         self.fired = None
         for c in self.children:
@@ -186,10 +196,24 @@ class AllOf(Condition):
         if not self.fired and all(c.fired for c in self.children):
             self.fired = " and ".join(c.fired or "" for c in self.children)
 
+    def deadline(self, started_at: float) -> float | None:
+        return _earliest(c.deadline(started_at) for c in self.children if not c.fired)
+
     def reset(self) -> None:
         self.fired = None
         for c in self.children:
             c.reset()
+
+
+def has_timeout(condition: Condition) -> bool:
+    """Whether a `timeout:` sits anywhere in the condition tree."""
+    if isinstance(condition, Timeout):
+        return True
+    return any(has_timeout(c) for c in getattr(condition, "children", ()))
+
+
+def _earliest(times: Iterable[float | None]) -> float | None:
+    return min((t for t in times if t is not None), default=None)
 
 
 class TerminationSpecError(ValueError):

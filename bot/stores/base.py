@@ -78,6 +78,16 @@ class Store(ABC):
     async def active_runs(self) -> list[str]:
         """Runs marked active: the ones to resume after a crash."""
 
+    @abstractmethod
+    async def set_deadline(self, run_id: str, at: float | None) -> None:
+        """Wake the run at `at` (its time limit, while it waits for a person); None: never."""
+
+    @abstractmethod
+    async def due_runs(self, now: float, limit: int = 100, grace: float = 60.0) -> list[str]:
+        """Runs whose deadline is at or before `now`, earliest first. Each goes to one
+        caller: its deadline moves to `now + grace`, so a caller that dies before
+        handling it hands it on; handling it sets a new deadline or clears it."""
+
     # -- keyed side effects -------------------------------------------------
     @abstractmethod
     async def get_post(self, key: str) -> str | None:

@@ -9,6 +9,7 @@ run in one slot and the Lua scripts below touch only that slot. Keys
     p runs         zset run id by updated time   p active      set of run ids
     p post:<key>   platform message id           p seen:<id>   de-dup marker, PX
     p kv:<ns>      hash                          p work        stream + group "workers"
+    p deadlines    zset run id by time to wake it
 """
 
 from __future__ import annotations
@@ -307,6 +308,19 @@ class RedisStore(Store):
         with self._errors():
             return sorted(await self._q(lambda p: p.smembers(f"{self._p}active")))
 
+    async def set_deadline(self, run_id: str, at: float | None) -> None:
+        """Wake the run at `at` (its time limit, while it waits for a person); None: never."""
+        key = f"{self._p}deadlines"
+        with self._errors():
+            await self._q(lambda p: p.zrem(key, run_id) if at is None
+                          else p.zadd(key, {run_id: at}))
+
+    async def due_runs(self, now: float, limit: int = 100, grace: float = 60.0) -> list[str]:
+        """Runs whose deadline has passed, earliest first; each goes to one caller."""
+        with self._errors():
+            return list(await self._run_script("due", [f"{self._p}deadlines"],
+                                               [now, limit, now + grace]))
+
     # -- keyed side effects -------------------------------------------------
     async def get_post(self, key: str) -> str | None:
         """The platform message id recorded for an idempotency key."""
@@ -388,7 +402,15 @@ class RedisStore(Store):
             )
 
 
-_SCRIPTS = {"create": _CREATE, "append": _APPEND, "acquire": _ACQUIRE, "release": _RELEASE}
+# The runs whose deadline has passed, moved on by a grace period: each goes to one worker.
+_DUE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[3], id) end
+return ids
+"""
+
+_SCRIPTS = {"create": _CREATE, "append": _APPEND, "acquire": _ACQUIRE, "release": _RELEASE,
+            "due": _DUE}
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

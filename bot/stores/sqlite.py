@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS seen (
 CREATE TABLE IF NOT EXISTS posts (
     key TEXT PRIMARY KEY, message_id TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deadlines (
+    run_id TEXT PRIMARY KEY, at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deadlines_at ON deadlines (at);
 CREATE TABLE IF NOT EXISTS kv (
     namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (namespace, key)
@@ -161,6 +165,19 @@ class SQLiteStore(Store):
         rows = await self._writer.submit(_all, "SELECT run_id FROM runs WHERE active = 1", ())
         return [row[0] for row in rows]
 
+    async def set_deadline(self, run_id: str, at: float | None) -> None:
+        """Wake the run at `at` (its time limit, while it waits for a person); None: never."""
+        if at is None:
+            await self._writer.submit(_exec, "DELETE FROM deadlines WHERE run_id = ?", (run_id,))
+        else:
+            await self._writer.submit(
+                _exec, "INSERT INTO deadlines (run_id, at) VALUES (?, ?) "
+                "ON CONFLICT (run_id) DO UPDATE SET at = excluded.at", (run_id, at))
+
+    async def due_runs(self, now: float, limit: int = 100, grace: float = 60.0) -> list[str]:
+        """Runs whose deadline has passed, earliest first; each goes to one caller."""
+        return await self._writer.submit(_take_due, now, limit, grace)
+
     # -- keyed side effects -------------------------------------------------
     async def get_post(self, key: str) -> str | None:
         """The platform message id recorded for an idempotency key."""
@@ -272,6 +289,14 @@ def _insert_events(conn: sqlite3.Connection, run_id: str, first: int, events: li
         conn.execute(sql, (run_id, first, events[0]))
     else:
         conn.executemany(sql, [(run_id, first + i, body) for i, body in enumerate(events)])
+
+
+def _take_due(conn: sqlite3.Connection, now: float, limit: int, grace: float) -> list[str]:
+    rows = conn.execute("SELECT run_id FROM deadlines WHERE at <= ? ORDER BY at LIMIT ?",
+                        (now, limit)).fetchall()
+    conn.executemany("UPDATE deadlines SET at = ? WHERE run_id = ?",
+                     [(now + grace, row[0]) for row in rows])
+    return [row[0] for row in rows]
 
 
 def _acquire_lease(conn: sqlite3.Connection, run_id: str, owner: str, ttl: float) -> bool:

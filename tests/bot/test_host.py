@@ -316,3 +316,74 @@ async def test_a_reply_arriving_while_the_last_turn_is_acked_is_not_dropped(stor
         assert poster.in_thread(key) == [("Alpha", "First."), ("Alpha", "Second.")]
     finally:
         await host.aclose()
+
+
+TIMED = """
+name: timed
+description: Asks you, or asks to post; gives up after a second.
+model: scripted
+agents:
+  - name: alpha
+    persona: {display_name: Alpha}
+    system_message: Ask.
+    tools: [post_message]
+  - {name: you, human: true}
+termination:
+  any: [{timeout: 1s}, {max_messages: 10}]
+"""
+
+
+def _timed_out(key):
+    return lambda p: any("time limit of 1 s reached" in n for n in p.notices(key))
+
+
+async def test_a_run_waiting_for_a_person_ends_when_its_time_limit_passes(started, poster):
+    model = ScriptedModel(["Which venue?"])
+    host = await started(model, TIMED)
+    key = thread()
+    await host.handle(summon(key, "timed Plan the offsite."))
+    await host.idle()
+    assert (await host.runner.load(await host.store.run_for_thread(str(key)))).state.status \
+        == "awaiting_human"
+    await poster.wait_for(_timed_out(key), timeout=10)  # nobody answered
+    await host.idle()
+    assert poster.notices(key)[-1].startswith("Finished: time limit of 1 s reached")
+    assert len(model.requests) == 1  # no one was asked again
+    model.assert_used()
+
+
+async def test_an_approval_pending_at_the_time_limit_is_denied_and_its_buttons_go(started, poster):
+    model = ScriptedModel([reply("May I?", ("post_message", '{"channel": "#general", "text": "Hi"}'))])
+    host = await started(model, TIMED)
+    key = thread()
+    await host.handle(summon(key, "timed Announce it."))
+    await host.idle()
+    [request] = [p for p in poster.posts if p.buttons]
+    await poster.wait_for(_timed_out(key), timeout=10)
+    await host.idle()
+    assert request.edited and not request.buttons
+    assert request.text.startswith("❌ Denied: the run's time limit was reached")
+    assert not any(p.key.channel == "#general" for p in poster.posts)
+    state = (await host.runner.load(await host.store.run_for_thread(str(key)))).state
+    [call_id] = state.calls
+    late = await host.handle(press(key, "approve", call_id))  # a click after the limit
+    assert late == "That request has already been decided."
+    assert state.status == "finished" and len(model.requests) == 1
+
+
+async def test_a_time_limit_passing_while_the_bot_is_down_ends_the_run_on_start(
+        store, poster, tmp_path):
+    teams = write_teams(tmp_path / "teams", TIMED)
+    first = make_host(store, poster, ScriptedModel(["Which venue?"]), teams)
+    await first.start()
+    key = thread()
+    await first.handle(summon(key, "timed Plan the offsite."))
+    await first.idle()
+    await first.aclose()
+    await asyncio.sleep(1.2)  # the limit passes while no process runs
+    second = make_host(store, poster, ScriptedModel([]), teams)
+    await second.start()
+    try:
+        await poster.wait_for(_timed_out(key), timeout=10)
+    finally:
+        await second.aclose()

@@ -202,6 +202,22 @@ async def test_active_runs(store: Store) -> None:
     assert sorted(await store.active_runs()) == ["run-1", "run-3"]
 
 
+async def test_deadlines_come_due_once_in_order(store: Store) -> None:
+    await store.set_deadline("run-late", 1_000_300.0)
+    await store.set_deadline("run-soon", 1_000_100.0)
+    await store.set_deadline("run-moved", 1_000_050.0)
+    await store.set_deadline("run-moved", 1_000_200.0)  # a later wait sets a new deadline
+    await store.set_deadline("run-gone", 1_000_000.0)
+    await store.set_deadline("run-gone", None)  # it finished: never wake it
+    assert await store.due_runs(999_999.0) == []
+    assert await store.due_runs(1_000_250.0, grace=60) == ["run-soon", "run-moved"]
+    assert await store.due_runs(1_000_250.0) == []  # taken: each goes to one caller
+    await store.set_deadline("run-soon", None)  # handled: it finished
+    # run-moved's taker died without handling it: it comes round again after the grace.
+    taken = await asyncio.gather(*(store.due_runs(1_000_320.0) for _ in range(4)))
+    assert sorted(r for runs in taken for r in runs) == ["run-late", "run-moved"]
+
+
 # -- work queue -----------------------------------------------------------------
 async def test_each_queued_run_goes_to_one_consumer(store: Store) -> None:
     wanted = [f"run-{i}" for i in range(25)]

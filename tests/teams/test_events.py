@@ -11,6 +11,7 @@ from teams.events import (
     EVENT_TYPES,
     AgentMessage,
     ApprovalDecided,
+    ClockChecked,
     Event,
     Handoff,
     HumanMessage,
@@ -58,6 +59,7 @@ EVENTS: dict[type[Event], st.SearchStrategy[Event]] = {
     RunResumed: st.builds(RunResumed, by=names, at=at),
     RunFinished: st.builds(RunFinished, reason=text, at=at),
     RunContinued: st.builds(RunContinued, by=names, instructions=text, at=at),
+    ClockChecked: st.builds(ClockChecked, at=at),
 }
 any_event = st.one_of(*EVENTS.values())
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from teams.engine import Finish, Idle, decide
+from teams.engine import Finish, Idle, deadline, decide, time_passed
 from teams.events import (
     AgentMessage,
+    ClockChecked,
     Event,
     Handoff,
     HumanMessage,
     RunContinued,
     RunFinished,
+    SpeakerSelected,
     StopRequested,
     TaskStarted,
     ToolCallRequested,
@@ -216,3 +218,45 @@ def test_continue_resets_every_child_of_a_combination():
     assert finish_reason(state) is None, "the AGREED from before the continue no longer counts"
     state.apply(said("bull", "AGREED"))
     assert finish_reason(state) == "bull said 'AGREED' and 3 messages reached"
+
+
+def _waiting_for_you(termination) -> RunState:
+    """bull spoke, then the person's turn came: the run waits."""
+    state = RunState(make_team("bull", agent("you", human=True), termination=termination))
+    for e in (TaskStarted(team="team", task="t", by="U1", at=START), said("bull", at=START + 1),
+              SpeakerSelected(agent="you", how="order", at=START + 1)):
+        state.apply(e)
+    assert decide(state).waits
+    return state
+
+
+def test_a_time_limit_ends_a_wait_only_once_it_has_passed():
+    state = _waiting_for_you({"any": [{"timeout": "10m"}, {"max_messages": 50}]})
+    assert deadline(state) == START + 600
+    assert time_passed(state, START + 599) == []
+    late = time_passed(state, START + 600)
+    assert late == [ClockChecked(at=START + 600)]
+    for e in late:
+        state.apply(e)
+    assert decide(state) == Finish("time limit of 600 s reached")
+    assert deadline(state) is None and time_passed(state, START + 9999) == []
+
+
+def test_a_time_limit_inside_all_waits_for_the_rest_and_wakes_the_run_once():
+    state = _waiting_for_you({"all": [{"timeout": 60}, {"text_mention": "AGREED"}]})
+    assert deadline(state) == START + 60
+    for e in time_passed(state, START + 61):
+        state.apply(e)
+    assert decide(state).waits and deadline(state) is None  # the other half is still owed
+
+
+def test_continue_starts_the_clock_again():
+    state = _waiting_for_you({"timeout": 60})
+    for e in (*time_passed(state, START + 61), RunFinished(reason="x", at=START + 61),
+              RunContinued(by="U1", at=START + 500)):
+        state.apply(e)
+    assert deadline(state) == START + 560
+
+
+def test_teams_without_a_time_limit_are_never_woken():
+    assert deadline(_waiting_for_you({"max_messages": 5})) is None
