@@ -26,6 +26,8 @@ _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
 _BULLET = re.compile(r"^(\s*)[-*+]\s+(?=\S)")
 _RULE = re.compile(r"^\s{0,3}([-*_])(\s*\1){2,}\s*$")
 _BOLD_MARK = "\x00"  # bold is set aside while single-star italics are rewritten
+# A line with none of these is the same in mrkdwn (most of what models write).
+_MARKUP = re.compile(r"[-*_~`\[#>&<+!]")
 
 
 def to_mrkdwn(markdown: str, *, italics: bool = True) -> str:
@@ -34,6 +36,8 @@ def to_mrkdwn(markdown: str, *, italics: bool = True) -> str:
     With `italics=False` a single-star `*word*` stays as it is (Slack's bold): the
     host writes its own notices that way, while models mean Markdown italics.
     """
+    if not _MARKUP.search(markdown):
+        return markdown
     out: list[str] = []
     in_code = False
     for line in markdown.split("\n"):
@@ -48,6 +52,8 @@ def to_mrkdwn(markdown: str, *, italics: bool = True) -> str:
 
 
 def _line(line: str, italics: bool) -> str:
+    if not _MARKUP.search(line):
+        return line
     if _RULE.match(line):
         return "───"
     heading = _HEADING.match(line)

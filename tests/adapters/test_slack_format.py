@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from adapters.slack._format import LIMIT, split_text, to_mrkdwn
+from adapters.slack._format import (
+    _BULLET,
+    _FENCE,
+    _HEADING,
+    _RULE,
+    LIMIT,
+    _inline,
+    split_text,
+    to_mrkdwn,
+)
 
 
 @pytest.mark.parametrize(("markdown", "mrkdwn"), [
@@ -68,3 +79,11 @@ def test_a_split_code_block_is_closed_and_reopened() -> None:
     lines = [ln for p in code_parts for ln in p.splitlines() if ln.startswith("line")]
     assert lines == [f"line {i}" for i in range(400)]
     assert parts[0] == "Intro." and parts[-1].endswith("Outro.")
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="-*_~`[#>&<+!\x00\x01"), max_size=200))
+def test_text_without_markup_characters_is_already_mrkdwn(text) -> None:
+    # to_mrkdwn returns such text untouched without rewriting it: it must be a no-op.
+    for line in text.split("\n"):
+        assert not any(r.match(line) for r in (_RULE, _HEADING, _BULLET, _FENCE))
+        assert _inline(line, True) == line == _inline(line, False)
