@@ -38,6 +38,7 @@ def to_mrkdwn(markdown: str, *, italics: bool = True) -> str:
     """
     if not _MARKUP.search(markdown):
         return markdown
+    markdown = markdown.replace(_BOLD_MARK, "").replace("\x01", "")  # our markers, not text
     out: list[str] = []
     in_code = False
     for line in markdown.split("\n"):

@@ -28,6 +28,7 @@ from adapters.slack._format import (
     ("- one\n* two\n  + three", "• one\n• two\n  • three"),
     ("> quoted **words**", "> quoted *words*"),
     ("a < b && c > d", "a &lt; b &amp;&amp; c &gt; d"),
+    ("**a**\x00\x01b", "*a*b"),  # the rewrite's own markers never come out as text
     ("ask <@U123> in <#C42> <!here>", "ask <@U123> in <#C42> <!here>"),
     ("x = 2 * 3 * 4", "x = 2 * 3 * 4"),
     ("snake_case_name stays", "snake_case_name stays"),
