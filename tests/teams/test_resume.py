@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from teams.engine import AwaitApproval, AwaitHuman, Env, Idle, decide, perform
+from teams.engine import (
+    AwaitApproval,
+    AwaitHuman,
+    Env,
+    Idle,
+    deadline,
+    decide,
+    perform,
+    time_passed,
+)
 from teams.errors import ModelError
 from teams.events import (
     AgentMessage,
@@ -61,17 +70,24 @@ Respond = Callable[[RunState, object], Event | None]
 class People:
     """What the people in the thread do: answer waits in order, and interject after N messages."""
 
-    replies: list[Event | Callable[[RunState], Event]] = field(default_factory=list)
+    replies: list[Event | Callable[[RunState], Event | list[Event]]] = field(default_factory=list)
     interjections: dict[int, Event] = field(default_factory=dict)
 
     def interjection(self, state: RunState) -> Event | None:
         return self.interjections.pop(state.model_calls, None)
 
-    def reply(self, state: RunState, action: object) -> Event | None:
+    def reply(self, state: RunState, action: object) -> Event | list[Event] | None:
         if not self.replies:
             return None
         nxt = self.replies.pop(0)
         return nxt(state) if callable(nxt) else nxt
+
+
+def time_up(state: RunState) -> list[Event]:
+    """Nobody answers: the host wakes the run once its time limit has passed."""
+    due = deadline(state)
+    assert due is not None, "the run has no time limit to pass"
+    return time_passed(state, due + 1)
 
 
 def approve(approved: bool = True, reason: str = "") -> Callable[[RunState], Event]:
@@ -101,17 +117,18 @@ async def run_through(team: Team, answers: list, people: People, task: str = "Go
         state.apply(e)
         log.append(e)
 
-    add(TaskStarted(team=team.name, task=task, by="U1"))
+    add(TaskStarted(team=team.name, task=task, by="U1", at=1.0))
     for _ in range(2_000):
         if (e := people.interjection(state)) is not None:
             add(e, by_person=True)
             continue
         action = decide(state)
         if action.waits:
-            e = people.reply(state, action)
-            if e is None:
+            said = people.reply(state, action)
+            if said is None:
                 break
-            add(e, by_person=True)
+            for e in said if isinstance(said, list) else [said]:
+                add(e, by_person=True)
             continue
         for e in await perform(state, action, env):
             add(e)
@@ -231,6 +248,27 @@ async def test_swarm_handoffs_to_the_person_and_back_with_approvals():
                     interjections={3: HumanMessage(user="U9", text="Remember the tests.")})
     log = await assert_resumable_everywhere(team, answers, people)
     assert [e.target for e in log if e.kind == "handoff"] == ["you", "coder", "planner", "coder"]
+
+
+async def test_time_limits_end_a_wait_for_a_person_and_an_approval():
+    team = make_team(agent("writer", tools=["post_message"]), agent("you", human=True),
+                     termination={"any": [{"timeout": "1h"}, {"max_messages": 12}]})
+    answers = [
+        "Which channel?",
+        says("Posting.", ToolCall("w1", "post_message", '{"channel": "#ops", "text": "hi"}')),
+        "Not posted.",
+    ]
+    people = People(replies=[
+        time_up,  # nobody answers the writer
+        RunContinued(by="U1", at=9_000.0), HumanMessage(user="U1", text="#ops, sorry"),
+        time_up,  # nobody decides the approval
+        RunContinued(by="U1", at=20_000.0)])
+    log = await assert_resumable_everywhere(team, answers, people)
+    assert [e.reason for e in log if e.kind == "run_finished"] == [
+        "time limit of 3600 s reached"] * 2
+    [denied] = [e for e in log if e.kind == "approval_decided"]
+    assert not denied.approved and denied.by == "" and "time limit" in denied.reason
+    assert kinds(log) >= {"clock_checked", "tool_result"}
 
 
 async def test_a_finished_run_continued_from_its_stored_log_keeps_its_history():
