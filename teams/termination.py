@@ -7,7 +7,7 @@ a team file lives in `parse_termination`, which reports the path of a bad entry.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,18 +165,15 @@ class ToolCalled(Condition):
 
 
 @dataclass
-class AnyOf(Condition):
+class _Group(Condition):
+    """`any` / `all`: children that reset together and share the earliest deadline."""
+
     children: list[Condition]
     fired: str | None = None
 
-    def observe(self, event: Event, started_at: float) -> None:
-        for c in self.children:
-            c.observe(event, started_at)
-            if c.fired and not self.fired:
-                self.fired = c.fired
-
     def deadline(self, started_at: float) -> float | None:
-        return _earliest(c.deadline(started_at) for c in self.children if not c.fired)
+        times = (c.deadline(started_at) for c in self.children if not c.fired)
+        return min((t for t in times if t is not None), default=None)
 
     def reset(self) -> None:
         self.fired = None
@@ -185,10 +182,16 @@ class AnyOf(Condition):
 
 
 @dataclass
-class AllOf(Condition):
-    children: list[Condition]
-    fired: str | None = None
+class AnyOf(_Group):
+    def observe(self, event: Event, started_at: float) -> None:
+        for c in self.children:
+            c.observe(event, started_at)
+            if c.fired and not self.fired:
+                self.fired = c.fired
 
+
+@dataclass
+class AllOf(_Group):
     def observe(self, event: Event, started_at: float) -> None:
         for c in self.children:
             if not c.fired:
@@ -196,24 +199,12 @@ class AllOf(Condition):
         if not self.fired and all(c.fired for c in self.children):
             self.fired = " and ".join(c.fired or "" for c in self.children)
 
-    def deadline(self, started_at: float) -> float | None:
-        return _earliest(c.deadline(started_at) for c in self.children if not c.fired)
-
-    def reset(self) -> None:
-        self.fired = None
-        for c in self.children:
-            c.reset()
-
 
 def has_timeout(condition: Condition) -> bool:
     """Whether a `timeout:` sits anywhere in the condition tree."""
-    if isinstance(condition, Timeout):
-        return True
-    return any(has_timeout(c) for c in getattr(condition, "children", ()))
-
-
-def _earliest(times: Iterable[float | None]) -> float | None:
-    return min((t for t in times if t is not None), default=None)
+    if isinstance(condition, _Group):
+        return any(has_timeout(c) for c in condition.children)
+    return isinstance(condition, Timeout)
 
 
 class TerminationSpecError(ValueError):

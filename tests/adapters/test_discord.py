@@ -19,6 +19,7 @@ from bot.stores import SQLiteStore
 from teams.catalog import TeamCatalog
 from teams.models import ModelPool
 from teams.models.scripted import ScriptedModel, reply
+from tests.bot.helpers import ANNOUNCE
 from tests.bot.helpers import DEBATE as HOST_DEBATE
 from tests.fakes.discord import (
     ALICE,
@@ -44,20 +45,6 @@ agents:
   - {name: closer, persona: {display_name: Closer}, system_message: "Sum up, say DONE."}
 termination:
   any: [{text_mention: DONE}, {max_messages: 8}]
-"""
-
-ANNOUNCE = """
-name: announce
-description: Posts an announcement once approved.
-model: scripted
-approvers: {approvers}
-agents:
-  - name: announcer
-    persona: {{display_name: Announcer, avatar: ":mega:"}}
-    system_message: Post it.
-    tools: [post_message]
-termination:
-  any: [{{text_mention: DONE}}, {{max_messages: 6}}]
 """
 
 POST_CALL = ("post_message", json.dumps({"channel": "#random", "text": "Release 2.0 is out!"}))
