@@ -201,7 +201,7 @@ class SleepyModel:
     name = "scripted"
 
     def __init__(self) -> None:
-        from teams.models import ModelResponse, Usage
+        from threadteam.teams.models import ModelResponse, Usage
 
         self.lines = [ModelResponse(text=t, usage=Usage(40, 20), model="scripted") for t in (
             "Orders arrive at 6am by phone; an app would let us bake to demand.",
@@ -263,12 +263,12 @@ def cpu_seconds() -> float:
 
 
 async def measure(store_kind: str, model_kind: str, runs: int, openai_url: str) -> dict:
-    from bot.host import Host
-    from bot.shapes import Inbound, ThreadKey
-    from bot.stores.redis import RedisStore
-    from bot.stores.sqlite import SQLiteStore
-    from teams.catalog import TeamCatalog
-    from teams.models import ModelPool
+    from threadteam.bot.host import Host
+    from threadteam.bot.shapes import Inbound, ThreadKey
+    from threadteam.bot.stores.redis import RedisStore
+    from threadteam.bot.stores.sqlite import SQLiteStore
+    from threadteam.teams.catalog import TeamCatalog
+    from threadteam.teams.models import ModelPool
 
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "trio.yaml").write_text(TEAM.format(

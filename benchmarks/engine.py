@@ -21,11 +21,11 @@ import gc
 import statistics
 import time
 
-from teams.engine import Env, drive
-from teams.events import TaskStarted
-from teams.models.base import ModelRequest, ModelResponse, TextSink, Usage
-from teams.spec import Team, parse_team
-from teams.state import RunState
+from threadteam.teams.engine import Env, drive
+from threadteam.teams.events import TaskStarted
+from threadteam.teams.models.base import ModelRequest, ModelResponse, TextSink, Usage
+from threadteam.teams.spec import Team, parse_team
+from threadteam.teams.state import RunState
 
 TASK = "Should a small bakery move its ordering to an app?"
 LINES = (

@@ -81,7 +81,7 @@ class QuickModel:
     name = "quick"
 
     async def complete(self, request, on_text=None):  # the teams.models.base.Model shape
-        from teams.models.scripted import reply
+        from threadteam.teams.models.scripted import reply
         await asyncio.sleep(0.1)
         return reply(f"FINAL ANSWER ready={time.monotonic():.6f}")
 
@@ -91,24 +91,26 @@ class QuickModel:
 
 async def serve(api_url: str, store_url: str) -> None:
     """Run the adapter + Host + Redis store until SIGTERM; print the port once listening."""
-    from adapters.slack import SlackAdapter, SlackConfig
-    from adapters.slack.cli import _freeze_startup_heap
-    from bot.host import Host
-    from bot.stores import open_store
-    from teams.catalog import TeamCatalog
-    from teams.models import ModelPool
+    from threadteam.adapters.slack import SlackAdapter, SlackConfig
+    from threadteam.adapters.slack.cli import _freeze_startup_heap
+    from threadteam.bot.host import Host
+    from threadteam.bot.memory import StoreMemory
+    from threadteam.bot.stores import open_store
+    from threadteam.teams.catalog import TeamCatalog
+    from threadteam.teams.models import ModelPool
 
     teams = Path(tempfile.mkdtemp(prefix="tt-bench-teams-"))
     (teams / "bench.yaml").write_text(TEAM_FILE)
     model = QuickModel()
     store = open_store(store_url)
     await store.start()
-    adapter = SlackAdapter(SlackConfig(BOT_TOKEN, SIGNING_SECRET, api_url=api_url))
+    adapter = SlackAdapter(SlackConfig(BOT_TOKEN, SIGNING_SECRET, api_url=api_url),
+                           memory=StoreMemory(store, "slack"))
     poster = TimedPoster(adapter.poster)
     host = Host(store=store, catalog=TeamCatalog.load(teams),
                 models=ModelPool(env={"THREADTEAM_MODEL": "scripted"},
                                  overrides={"scripted": model}),
-                poster=poster)
+                poster=poster, directory=adapter.directory)
     await host.start()
     await adapter.start(host, port=0, bind="127.0.0.1")
     _freeze_startup_heap()  # as `threadteam run slack` does

@@ -35,7 +35,7 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 from engine import LINES, TASK, CannedModel, OneModel, debate, run_once
 
-from teams.engine import Env
+from threadteam.teams.engine import Env
 
 MESSAGES = 12
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import Any
 
-from teams.catalog import TeamCatalog
+from threadteam.teams.catalog import TeamCatalog
+from threadteam.teams.engine import ModelSource
 
 from .config import Settings
 from .host import Host
-from .shapes import Poster
+from .memory import StoreMemory
+from .shapes import Directory, Memory, Poster
 from .stores import open_store
+from .stores.base import Store
 from .telemetry import setup_tracing
 
 log = logging.getLogger("threadteam")
@@ -25,42 +29,86 @@ def load_catalog(settings: Settings) -> TeamCatalog:
     return catalog
 
 
-async def build_host(settings: Settings, poster: Poster, *, models=None, **host_options) -> Host:
-    """Open the store, load teams and models, and start a Host that posts through `poster`."""
-    from teams.models import ModelPool
+class Runtime:
+    """The store, teams and models of one process, opened before any adapter is built.
 
-    setup_tracing(dict(settings.env))
-    store = open_store(settings.store_url)
-    await store.start()
-    host = Host(store=store, catalog=load_catalog(settings),
-                models=models or ModelPool(env=settings.model_env()), poster=poster,
-                **{"lease_ttl": settings.lease_ttl, **host_options})
-    await host.start()
-    return host
+    The platform command opens it, gives its adapter the `memory` it needs at
+    construction, then starts the host with the adapter's poster and directory:
+
+        runtime = await Runtime.open(settings)
+        adapter = SlackAdapter(config, memory=runtime.memory("slack"))
+        host = await runtime.start_host(adapter.poster, directory=adapter.directory)
+        ...
+        await runtime.aclose()   # the host, then models and store
+    """
+
+    def __init__(self, settings: Settings, store: Store, catalog: TeamCatalog,
+                 models: ModelSource) -> None:
+        self.settings, self.store, self.catalog, self.models = settings, store, catalog, models
+        self.host: Host | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings, *, models: ModelSource | None = None) -> Runtime:
+        """Set up tracing, open the store, load the teams and the models."""
+        from threadteam.teams.models import ModelPool
+
+        setup_tracing(dict(settings.env))
+        store = open_store(settings.store_url)
+        await store.start()
+        return cls(settings, store, load_catalog(settings),
+                   models or ModelPool(env=settings.model_env()))
+
+    def memory(self, namespace: str) -> Memory:
+        """Durable small values for the adapter called `namespace`."""
+        return StoreMemory(self.store, namespace)
+
+    async def start_host(self, poster: Poster, *, directory: Directory | None = None,
+                         **host_options: Any) -> Host:
+        """Start the host that posts through `poster` and asks `directory` about people."""
+        self.host = Host(store=self.store, catalog=self.catalog, models=self.models,
+                         poster=poster, directory=directory,
+                         **{"lease_ttl": self.settings.lease_ttl, **host_options})
+        await self.host.start()
+        return self.host
+
+    async def aclose(self) -> None:
+        """Stop the host (if started), then close the models and the store."""
+        if self.host is not None:
+            await self.host.aclose()
+        close = getattr(self.models, "aclose", None)
+        if close is not None:
+            await close()
+        await self.store.aclose()
 
 
-async def close_host(host: Host) -> None:
-    """Stop the host, then its models and store."""
-    await host.aclose()
-    close = getattr(host.models, "aclose", None)
-    if close is not None:
-        await close()
-    await host.store.aclose()
+class Shutdown:
+    """SIGINT/SIGTERM, caught from the moment this is made.
 
+    Made first thing in a command, before anything is served: a `docker stop` that
+    lands while the process is still starting then ends it cleanly instead of killing
+    it with the default handler.
+    """
 
-async def until_signalled(*also: asyncio.Future) -> None:
-    """Wait for SIGINT/SIGTERM, or until one of `also` finishes (its error is raised)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
-            pass
-    stopped = asyncio.ensure_future(stop.wait())
-    done, pending = await asyncio.wait({stopped, *also}, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    for task in done:
-        if task is not stopped:
-            task.result()
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._event.set)
+            except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+                pass
+
+    @property
+    def requested(self) -> bool:
+        """A signal has arrived."""
+        return self._event.is_set()
+
+    async def wait(self, *also: asyncio.Future[object]) -> None:
+        """Until a signal, or until one of `also` finishes (its error is raised)."""
+        stopped = asyncio.ensure_future(self._event.wait())
+        done, pending = await asyncio.wait({stopped, *also}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            if task is not stopped:
+                task.result()

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from teams.errors import ThreadteamError
+from threadteam.teams.errors import ThreadteamError
 
 
 class ConfigError(ThreadteamError):

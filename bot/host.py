@@ -1,5 +1,9 @@
 """The host: turns what people do in threads into runs, and keeps the runs moving.
 
+It is the adapters' one front door: `handle` an inbound event, `check_summon`,
+`team_choices`, `thread_status`, `latest_run` and `resume`. Adapters never reach
+the store or the runner; the host asks an adapter's `Directory` about people.
+
 `handle()` never waits for a model: it de-duplicates the event, checks who may
 do what, appends the person's event to the run's log and queues the run. A
 worker loop takes queued runs and drives each until it waits for a person; a
@@ -18,8 +22,8 @@ import time
 import uuid
 from collections.abc import Callable
 
-from teams.catalog import TeamCatalog
-from teams.engine import (
+from threadteam.teams.catalog import TeamCatalog
+from threadteam.teams.engine import (
     AwaitApproval,
     AwaitHuman,
     CallModel,
@@ -28,7 +32,7 @@ from teams.engine import (
     SelectWithModel,
     decide,
 )
-from teams.events import (
+from threadteam.teams.events import (
     ApprovalDecided,
     Event,
     HumanMessage,
@@ -38,13 +42,13 @@ from teams.events import (
     TaskStarted,
     to_json,
 )
-from teams.state import RunState
+from threadteam.teams.state import RunState
 
 from .commands import HELP, Command, parse_command
 from .errors import ConflictError
 from .render import approval_number
 from .runner import Loaded, Runner
-from .shapes import Inbound, Outbound, Poster
+from .shapes import Directory, Handled, Inbound, Outbound, Poster, RunSummary, ThreadKey
 from .stores.base import Store
 from .telemetry import record_wait
 
@@ -62,9 +66,10 @@ class Host:
     """Hosts every run of one process; many processes may share one store."""
 
     def __init__(self, *, store: Store, catalog: TeamCatalog, models: ModelSource, poster: Poster,
-                 worker_id: str | None = None, clock: Callable[[], float] = time.time,
-                 lease_ttl: float = 10.0) -> None:
+                 directory: Directory | None = None, worker_id: str | None = None,
+                 clock: Callable[[], float] = time.time, lease_ttl: float = 10.0) -> None:
         self.store, self.catalog, self.models, self.poster = store, catalog, models, poster
+        self.directory = directory
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.clock = clock
         self.lease_ttl = lease_ttl
@@ -141,23 +146,46 @@ class Host:
         return "Teams:\n" + "\n".join(lines) + f"\nFor example: `{example} <task>`."
 
     # -- inbound ----------------------------------------------------------------------------
-    async def handle(self, inbound: Inbound) -> str | None:
-        """Take one thing a person did; return a text only they should see, if any."""
+    async def handle(self, inbound: Inbound) -> Handled:
+        """Take one thing a person did: append it to its run and queue the run."""
         if not await self.store.first_sight(inbound.event_id):
-            return None
+            return Handled()
         if inbound.kind == "summon":
             return await self._summon(inbound)
         run_id = await self.store.run_for_thread(str(inbound.key))
         if run_id is None:
-            return None  # a thread without a run is none of our business
+            return Handled()  # a thread without a run is none of our business
         return await self._on_run(run_id, inbound)
 
-    async def _summon(self, inbound: Inbound) -> str | None:
+    async def thread_status(self, key: ThreadKey) -> str | None:
+        """The status of the run living in `key` (`running`, `awaiting_human`, ...), or
+        None when the thread has no run."""
+        run_id = await self.store.run_for_thread(str(key))
+        if run_id is None:
+            return None
+        loaded = await self.runner.load(run_id)
+        return loaded.state.status if loaded is not None else "finished"
+
+    async def latest_run(self, platform: str, run_id: str | None = None) -> RunSummary | None:
+        """The most recent run of `platform` (or its run `run_id`) whose team is known."""
+        for info in await self.store.runs(limit=200):
+            if run_id is not None and info.run_id != run_id:
+                continue
+            if not info.thread.startswith(platform + ":"):
+                continue
+            loaded = await self.runner.load(info.run_id)
+            if loaded is not None:
+                state = loaded.state
+                return RunSummary(info.run_id, loaded.key, state.team.name, state.task,
+                                  state.status, self.status_text(state).splitlines()[0])
+        return None
+
+    async def _summon(self, inbound: Inbound) -> Handled:
         problem = self.check_summon(inbound.text)
         if problem is not None:
             await self.runner.deliver(Outbound(inbound.key, problem, f"summon:{inbound.event_id}",
                                                notice=True))
-            return None
+            return Handled()
         name, task = inbound.text.strip().split(None, 1)
         team = self.catalog.get(name)
         assert team is not None
@@ -166,17 +194,20 @@ class Host:
                               approvers=team.approvers or (inbound.user,), at=self.clock())
         if not await self.store.create_run(run_id, str(inbound.key), [to_json(started)]):
             existing = await self.store.run_for_thread(str(inbound.key))
-            return await self._on_run(existing, inbound) if existing else None
+            return await self._on_run(existing, inbound) if existing else Handled()
         log.info("run %s started: team=%s thread=%s", run_id, team.name, inbound.key)
         await self._enqueue(run_id)
-        return None
+        return Handled(taken=True)
 
-    async def _on_run(self, run_id: str, inbound: Inbound) -> str | None:
+    async def _on_run(self, run_id: str, inbound: Inbound) -> Handled:
         for _ in range(50):  # appends race with the run's driver: re-read and decide again
             loaded = await self.runner.load(run_id)
             if loaded is None:
-                return None
-            events, public, private = self._interpret(loaded.state, inbound)
+                return Handled()
+            cmd = (Command(inbound.action or "", None, "") if inbound.kind == "button"
+                   else parse_command(inbound.text))
+            roles = await self._roles_for(loaded.state, inbound, cmd)
+            events, public, private = self._interpret(loaded.state, inbound, cmd, roles)
             if events:
                 try:
                     await self.store.append(run_id, loaded.state.length, [to_json(e) for e in events])
@@ -187,16 +218,32 @@ class Host:
             if public:
                 await self.runner.deliver(Outbound(loaded.key, public,
                                                    f"reply:{inbound.event_id}", notice=True))
-            return private
+            taken = any(isinstance(e, HumanMessage) for e in events)
+            return Handled(private, taken)
         raise RuntimeError(f"run {run_id}: could not append after many tries")
 
-    def _interpret(self, state: RunState, inbound: Inbound) -> tuple[list[Event], str, str | None]:
+    async def _roles_for(self, state: RunState, inbound: Inbound, cmd: Command | None
+                         ) -> tuple[str, ...]:
+        """The person's role labels, asked of the directory only for an approval attempt
+        in a run that names `role:` approvers, by someone not named as a person."""
+        if inbound.roles or self.directory is None or not state.approvers.needs_roles:
+            return inbound.roles
+        deciding = cmd is not None and cmd.word in ("approve", "deny")
+        if inbound.user in state.approvers.people or not deciding:
+            return inbound.roles
+        try:
+            return tuple(await self.directory.roles(inbound.key, inbound.user))
+        except Exception:
+            log.exception("looking up the roles of %s failed; treating as none", inbound.user)
+            return ()
+
+    def _interpret(self, state: RunState, inbound: Inbound, cmd: Command | None,
+                   roles: tuple[str, ...]) -> tuple[list[Event], str, str | None]:
         """(events to append, a reply for the thread, a reply only the person sees)."""
         now, user = self.clock(), inbound.user
         if inbound.kind == "button":
-            cmd = Command(inbound.action or "", None, "")
-            return self._decide(state, inbound, cmd, inbound.call_id)
-        cmd = parse_command(inbound.text)
+            assert cmd is not None
+            return self._decide(state, inbound, cmd, inbound.call_id, roles)
         if cmd is None or (inbound.kind == "summon"):
             return self._message(state, inbound, inbound.text)
         word, rest = cmd.word, cmd.rest
@@ -222,7 +269,7 @@ class Host:
             if state.paused is None:
                 return [], f"Nothing to retry: the run is {self._status_word(state)}.", None
             return [RunResumed(by=user, at=now)], "", None
-        return self._decide(state, inbound, cmd, None)
+        return self._decide(state, inbound, cmd, None, roles)
 
     def _message(self, state: RunState, inbound: Inbound, text: str
                  ) -> tuple[list[Event], str, str | None]:
@@ -235,8 +282,8 @@ class Host:
         return [msg], ("This run has finished; your message is kept. Reply `continue` to have the "
                        "team pick it up."), None
 
-    def _decide(self, state: RunState, inbound: Inbound, cmd: Command, call_id: str | None
-                ) -> tuple[list[Event], str, str | None]:
+    def _decide(self, state: RunState, inbound: Inbound, cmd: Command, call_id: str | None,
+                roles: tuple[str, ...]) -> tuple[list[Event], str, str | None]:
         approve = cmd.word == "approve"
         pending = state.pending_approvals()
         if call_id is not None:
@@ -257,9 +304,10 @@ class Host:
                         ), None
         else:
             chosen = pending
-        if not state.may_approve(inbound.user, inbound.roles):
-            who = ", ".join(self.poster.mention(a) if not a.startswith("role:") else
-                            f"members of {a[5:]}" for a in state.approvers)
+        if not state.may_approve(inbound.user, roles):
+            rule = state.approvers
+            who = ", ".join([*(self.poster.mention(p) for p in rule.people),
+                             *(f"members of {r}" for r in rule.roles)])
             return [], "", (f"Sorry, only {who} can approve or deny this run's actions; "
                             f"nothing was changed.")
         return [ApprovalDecided(call_id=chosen[0].request.call_id, approved=approve,
@@ -401,3 +449,4 @@ class Host:
                 for run_id in await self.store.active_runs():
                     if run_id not in self._driving:
                         await self.store.enqueue(run_id)
+

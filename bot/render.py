@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from teams.events import (
+from threadteam.teams.events import (
     AgentMessage,
     ApprovalDecided,
     Event,
@@ -19,7 +19,7 @@ from teams.events import (
     TaskStarted,
     ToolCallRequested,
 )
-from teams.state import RunState
+from threadteam.teams.state import RunState
 
 from .shapes import ApprovalPrompt, Outbound, ThreadKey
 

@@ -17,9 +17,9 @@ from functools import partial
 
 from opentelemetry import trace
 
-from teams import engine
-from teams.catalog import TeamCatalog
-from teams.engine import (
+from threadteam.teams import engine
+from threadteam.teams.catalog import TeamCatalog
+from threadteam.teams.engine import (
     Action,
     CallModel,
     Env,
@@ -30,7 +30,7 @@ from teams.engine import (
     perform,
     time_passed,
 )
-from teams.events import (
+from threadteam.teams.events import (
     AgentMessage,
     ApprovalDecided,
     Event,
@@ -42,9 +42,9 @@ from teams.events import (
     from_json,
     to_json,
 )
-from teams.state import RunState
-from teams.termination import has_timeout
-from teams.tools import ToolContext
+from threadteam.teams.state import RunState
+from threadteam.teams.termination import has_timeout
+from threadteam.teams.tools import ToolContext
 
 from .errors import ConflictError
 from .render import is_postable, post_key, render, render_decision

@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from teams.persona import Persona
+from threadteam.teams.persona import Persona
 
 __all__ = [
-    "BOT_PERSONA", "ApprovalPrompt", "Inbound", "Outbound", "Poster", "ThreadKey",
+    "BOT_PERSONA", "ApprovalPrompt", "Directory", "Handled", "Inbound", "Memory", "Outbound",
+    "Poster", "RunSummary", "ThreadKey",
 ]
 
 
@@ -45,8 +46,9 @@ class Inbound:
     - summon: `text` is `<team> <task>`; `key` is the thread the run will live in
     - reply: a message in a run's thread (a command word or plain text)
     - button: an approval button; `action` is "approve" or "deny", `call_id` names the call
-    `event_id` is the platform's id for de-duplication; `roles` are the person's
-    role names/ids where the platform has them (for `role:` approvers).
+    `event_id` is the platform's id for de-duplication; `roles`, when the platform
+    event already carries them, are the labels of the person's roles (for `role:`
+    approvers); otherwise the host asks the adapter's `Directory` when it needs them.
     """
 
     key: ThreadKey
@@ -120,4 +122,50 @@ class Poster(Protocol):
 
     def mention(self, user: str) -> str:
         """How to name `user` in a post (e.g. `<@U123>`)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """What became of an `Inbound`: `private` is a reply only the person should see;
+    `taken` says a person's message went into a run (for an adapter's "seen" mark)."""
+
+    private: str | None = None
+    taken: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """A run as a person would name it: where it lives, its team and task, its status."""
+
+    run_id: str
+    key: ThreadKey
+    team: str
+    task: str
+    status: str
+    headline: str  # the first line of `status`, e.g. "*debate* — waiting for a reply"
+
+
+class Directory(Protocol):
+    """What an adapter knows of people that the host may ask for."""
+
+    async def roles(self, key: ThreadKey, user: str) -> frozenset[str]:
+        """Labels of the roles `user` holds where `key` lives (what `role:` approvers match).
+
+        Asked only while deciding an approval whose run names `role:` approvers.
+        A failure is the adapter's to log; it answers with no roles.
+        """
+        ...
+
+
+class Memory(Protocol):
+    """Small durable values an adapter keeps (webhook ids, placeholder posts), in the
+    host's store under the adapter's own namespace."""
+
+    async def get(self, key: str) -> str | None:
+        """The value stored under `key`, if any."""
+        ...
+
+    async def set(self, key: str, value: str) -> None:
+        """Store `value` under `key`."""
         ...

@@ -27,7 +27,7 @@ class TeamCatalog:
         bad file does not take the others down.
         """
         catalog = cls()
-        for entry in sorted(resources.files("teams.builtin").iterdir(), key=lambda p: p.name):
+        for entry in sorted(resources.files("threadteam.teams.builtin").iterdir(), key=lambda p: p.name):
             if entry.name.endswith((".yaml", ".yml")):
                 team = parse_team(entry.read_text(encoding="utf-8"), f"builtin:{entry.name}")
                 catalog.teams[team.name] = team

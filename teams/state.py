@@ -7,8 +7,10 @@ its log. Everything `engine.decide` needs is here; nothing here does I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from .approvers import Approvers
 from .events import (
     EVENT_TYPES,
     AgentMessage,
@@ -106,7 +108,7 @@ class RunState:
     length: int = 0
     task: str = ""
     by: str = ""
-    approvers: tuple[str, ...] = ()
+    approvers: Approvers = field(default_factory=Approvers)
     started_at: float = 0.0
     history: list[Event] = field(default_factory=list)
     last_speaker: str | None = None
@@ -168,7 +170,7 @@ class RunState:
 
     def _on_task_started(self, e: TaskStarted) -> None:
         self.task, self.by, self.started_at = e.task, e.by, e.at
-        self.approvers = e.approvers or (e.by,)
+        self.approvers = Approvers.parse(e.approvers or (e.by,))
         self.task_message = ChatMessage("user", e.task, name="task")
         self.history.append(e)
 
@@ -318,12 +320,9 @@ class RunState:
         return [self.calls[c] for c in self.open_calls
                 if self.calls[c].request.needs_approval and self.calls[c].decision is None]
 
-    def may_approve(self, user: str, roles: tuple[str, ...] = ()) -> bool:
-        """Whether this person may approve or deny this run's tool calls."""
-        for a in self.approvers:
-            if a == user or (a.startswith("role:") and a[5:] in roles):
-                return True
-        return False
+    def may_approve(self, user: str, roles: Collection[str] = ()) -> bool:
+        """Whether this person, holding roles that answer to `roles`, may decide approvals."""
+        return self.approvers.admits(user, roles)
 
 
 _HANDLERS = {cls: getattr(RunState, "_on_" + kind) for kind, cls in EVENT_TYPES.items()

@@ -10,10 +10,10 @@ import sys
 import threading
 import uuid
 
-from bot.app import build_host, close_host
-from bot.config import Settings
-from bot.host import Host
-from bot.shapes import Inbound, ThreadKey
+from threadteam.bot.app import Runtime
+from threadteam.bot.config import Settings
+from threadteam.bot.host import Host
+from threadteam.bot.shapes import Inbound, ThreadKey
 
 from .poster import ConsolePoster
 
@@ -31,7 +31,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run one console chat; return the exit code."""
     user = _user()
     poster = ConsolePoster(user=user)
-    host = await build_host(settings, poster)
+    runtime = await Runtime.open(settings)
+    host = await runtime.start_host(poster)
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     reader = asyncio.create_task(_read_lines(lines))
     try:
@@ -43,7 +44,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
-        await close_host(host)
+        await runtime.aclose()
 
 
 def _user() -> str:
@@ -56,15 +57,11 @@ def _user() -> str:
 async def _open_run(host: Host, args: argparse.Namespace, user: str,
                     lines: asyncio.Queue[str | None]) -> ThreadKey | None:
     if args.resume:
-        for info in await host.store.runs(limit=100):
-            if info.thread.startswith("console:"):
-                key = ThreadKey.parse(info.thread)
-                loaded = await host.runner.load(info.run_id)
-                if loaded:
-                    print(f"Resuming {loaded.state.team.name}: {loaded.state.task} "
-                          f"({host.status_text(loaded.state).splitlines()[0]})", file=sys.stderr)
-                await host.resume(info.run_id)
-                return key
+        run = await host.latest_run("console")
+        if run is not None:
+            print(f"Resuming {run.team}: {run.task} ({run.headline})", file=sys.stderr)
+            await host.resume(run.run_id)
+            return run.key
         print("There is no console run to resume; start one with `threadteam chat TASK`.",
               file=sys.stderr)
         return None
@@ -118,8 +115,8 @@ async def _converse(host: Host, key: ThreadKey, user: str, lines: asyncio.Queue[
             continue
         if await _status(host, key) == "awaiting_approval" and text.lower() in _YES | _NO:
             text = "approve" if text.lower() in _YES else "deny"
-        private = await host.handle(Inbound(key, user, text, "reply", uuid.uuid4().hex,
-                                            display_name=user))
+        private = (await host.handle(Inbound(key, user, text, "reply", uuid.uuid4().hex,
+                                             display_name=user))).private
         if private:
             print(private, file=sys.stderr)
         if text.lower() == "stop":
@@ -128,9 +125,7 @@ async def _converse(host: Host, key: ThreadKey, user: str, lines: asyncio.Queue[
 
 
 async def _status(host: Host, key: ThreadKey) -> str:
-    run_id = await host.store.run_for_thread(str(key))
-    loaded = await host.runner.load(run_id) if run_id else None
-    return loaded.state.status if loaded else "finished"
+    return await host.thread_status(key) or "finished"
 
 
 async def _read_lines(queue: asyncio.Queue[str | None]) -> None:

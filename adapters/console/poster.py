@@ -6,8 +6,8 @@ import itertools
 import sys
 from typing import TextIO
 
-from bot.shapes import Outbound, ThreadKey
-from teams.persona import Persona
+from threadteam.bot.shapes import Outbound, ThreadKey
+from threadteam.teams.persona import Persona
 
 _COLORS = ["\033[36m", "\033[33m", "\033[35m", "\033[32m", "\033[34m", "\033[31m"]
 _RESET, _BOLD, _DIM = "\033[0m", "\033[1m", "\033[2m"

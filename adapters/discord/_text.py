@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from teams.persona import Persona
+from threadteam.teams.persona import Persona
 
 __all__ = ["LIMIT", "emoji_of", "host_text", "split_message", "thread_name", "webhook_username"]
 

@@ -15,7 +15,8 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.errors import ConfigError
+from threadteam.bot.errors import ConfigError
+from threadteam.bot.shapes import Inbound, Memory, ThreadKey
 
 from . import inbound
 from ._api import point_gateway, point_rest
@@ -24,7 +25,7 @@ from ._retry import retrying
 from ._text import host_text, split_message, thread_name
 from .client import explain, make_client
 from .commands import team_command
-from .poster import KV, DiscordPoster
+from .poster import DiscordPoster
 from .views import ApprovalButton
 
 __all__ = ["DiscordAdapter"]
@@ -40,12 +41,12 @@ class DiscordAdapter:
     """Connects one host to Discord. `attach(host)` before `start()`."""
 
     def __init__(self, token: str, *, api_base: str | None = None, shards: int | None = None,
-                 sync_commands: bool = True) -> None:
+                 sync_commands: bool = True, memory: Memory | None = None) -> None:
         self.token = token.strip()
         self.api_base = api_base or None
         self.sync_commands = sync_commands
         self.client = make_client(self, shards)
-        self.poster = DiscordPoster(self.client)
+        self.poster = DiscordPoster(self.client, memory=memory)
         self.host: Any = None
         self.tree = app_commands.CommandTree(self.client)
         self.tree.add_command(team_command(self))
@@ -54,9 +55,8 @@ class DiscordAdapter:
         self._thread_locks = KeyedLocks()
 
     def attach(self, host: Any) -> None:
-        """Give the adapter its host (built with `self.poster`); its store keeps adapter state."""
+        """Give the adapter its host (built with `self.poster` and `self.directory`)."""
         self.host = host
-        self.poster.store = host.store
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self, *, within: float = 60.0) -> None:
@@ -127,6 +127,24 @@ class DiscordAdapter:
             except Exception as exc:  # already reported by whoever waited on it
                 log.debug("gateway task ended with %r", exc)
 
+    @property
+    def directory(self) -> DiscordAdapter:
+        """What the host asks about people: this adapter (see `roles`)."""
+        return self
+
+    async def roles(self, key: ThreadKey, user: str) -> frozenset[str]:
+        """The ids and names of the roles `user` holds in the guild of `key`."""
+        guild = self.client.get_guild(int(key.workspace)) if key.workspace.isdigit() else None
+        if guild is None or not user.isdigit():
+            return frozenset()
+        member = guild.get_member(int(user))
+        if member is None:
+            try:
+                member = await guild.fetch_member(int(user))
+            except discord.HTTPException:
+                return frozenset()
+        return frozenset(inbound.roles_of(member))
+
     def log_error(self, event: str) -> None:
         log.exception("error while handling Discord event %s", event)
 
@@ -156,7 +174,7 @@ class DiscordAdapter:
         key = inbound.key_of(channel, guild_id)
         # One thread's messages reach the host in the order Discord sent them.
         async with self._thread_locks[key.thread]:
-            if await self.host.store.run_for_thread(str(key)):
+            if await self.host.thread_status(key) is not None:
                 event = inbound.from_message(message, key, message.content if text is None else text)
             elif text is not None:
                 if (problem := self.host.check_summon(text)) is not None:
@@ -165,7 +183,7 @@ class DiscordAdapter:
                 event = inbound.from_message(message, key, text, kind="summon")
             else:
                 return  # a thread without a run is none of our business
-            answer = await self.host.handle(event)
+            answer = (await self.host.handle(event)).private
         if answer:
             await self._reply(message, answer)
 
@@ -182,7 +200,8 @@ class DiscordAdapter:
                                        "Threads** permission in this channel.")
             return
         key = inbound.key_of(thread, message.guild.id if message.guild else None)
-        answer = await self.host.handle(inbound.from_message(message, key, text, kind="summon"))
+        answer = (await self.host.handle(
+            inbound.from_message(message, key, text, kind="summon"))).private
         if answer:
             await self._reply(message, answer)
 
@@ -197,6 +216,9 @@ class DiscordAdapter:
             else:
                 await retrying(lambda p=part: message.channel.send(p, allowed_mentions=_QUIET))
 
+    async def _private(self, event: Inbound) -> str | None:
+        return (await self.host.handle(event)).private
+
     # -- /team ---------------------------------------------------------------------------
     async def on_team_command(self, interaction: discord.Interaction, team: str,
                               task: str) -> None:
@@ -209,7 +231,7 @@ class DiscordAdapter:
         intro = f"{interaction.user.mention} summoned **{team.strip()}**: {task.strip()}"
         if isinstance(channel, discord.Thread):
             key = inbound.key_of(channel, interaction.guild_id)
-            if await self.host.store.run_for_thread(str(key)):
+            if await self.host.thread_status(key) is not None:
                 await interaction.response.send_message(
                     "This thread already has a run. Use /team in a channel to start another.",
                     ephemeral=True)
@@ -230,7 +252,7 @@ class DiscordAdapter:
                     "permission in this channel.", ephemeral=True)
                 return
             key = inbound.key_of(thread, interaction.guild_id)
-        answer = await self.host.handle(inbound.summon(interaction, key, text))
+        answer = (await self.host.handle(inbound.summon(interaction, key, text))).private
         if answer:
             await interaction.followup.send(host_text(answer)[:2000], ephemeral=True)
 
@@ -239,12 +261,10 @@ class DiscordAdapter:
         """A button press: the host decides; a refusal is shown only to the person who pressed."""
         if self.host is None:
             return
-        call_id = ref
-        if ref.startswith("h."):  # a call id too long for a custom_id was stored by its digest
-            call_id = await self.host.store.kv_get(KV, f"call:{ref[2:]}") or ref
+        call_id = await self.poster.call_id(ref)
         key = inbound.key_of(interaction.channel, interaction.guild_id)  # type: ignore[arg-type]
         handling = asyncio.ensure_future(
-            self.host.handle(inbound.from_button(interaction, key, action, call_id)))
+            self._private(inbound.from_button(interaction, key, action, call_id)))
         try:
             answer = await asyncio.wait_for(asyncio.shield(handling), _ANSWER_WITHIN)
         except TimeoutError:

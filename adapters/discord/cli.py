@@ -9,9 +9,9 @@ import binascii
 import os
 import sys
 
-from bot.app import build_host, close_host, until_signalled
-from bot.config import Settings
-from bot.errors import ConfigError
+from threadteam.bot.app import Runtime, Shutdown
+from threadteam.bot.config import Settings
+from threadteam.bot.errors import ConfigError
 
 from .adapter import DiscordAdapter
 from .client import PERMISSIONS, invite_url
@@ -74,20 +74,21 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(f"DISCORD_SHARDS must be a number, got {env['DISCORD_SHARDS']!r}") from None
     if shards is not None and shards < 0:
         raise ConfigError(f"--shards must be 0 or more, got {shards}")
+    shutdown = Shutdown()  # before anything is served: a stop during start-up is clean
+    runtime = await Runtime.open(settings)
     adapter = DiscordAdapter(env.get("DISCORD_BOT_TOKEN", ""), shards=shards,
-                             api_base=env.get("DISCORD_API_BASE") or None)
-    await adapter.login()  # a wrong token is reported before anything else starts
-    host = None
+                             api_base=env.get("DISCORD_API_BASE") or None,
+                             memory=runtime.memory("discord"))
     try:
-        host = await build_host(settings, adapter.poster)
+        await adapter.login()  # a wrong token is reported before the host starts
+        host = await runtime.start_host(adapter.poster, directory=adapter.directory)
         adapter.attach(host)
         await adapter.connect()
         me = adapter.client.user
         print(f"threadteam: serving Discord as @{me.name if me else '?'}; Ctrl-C stops",
               file=sys.stderr)
-        await until_signalled(asyncio.ensure_future(adapter.wait_closed()))
+        await shutdown.wait(asyncio.ensure_future(adapter.wait_closed()))
         return 0
     finally:
         await adapter.aclose()
-        if host is not None:
-            await close_host(host)
+        await runtime.aclose()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import discord
 
-from bot.errors import ConfigError, PlatformError
+from threadteam.bot.errors import ConfigError, PlatformError
 
 if TYPE_CHECKING:
     from .adapter import DiscordAdapter

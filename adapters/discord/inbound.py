@@ -9,7 +9,7 @@ import re
 
 import discord
 
-from bot.shapes import Inbound, InboundKind, ThreadKey
+from threadteam.bot.shapes import Inbound, InboundKind, ThreadKey
 
 __all__ = [
     "PLATFORM", "addressed_text", "from_button", "from_message", "ignored", "key_of",

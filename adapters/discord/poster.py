@@ -19,9 +19,10 @@ from typing import Any
 import aiohttp
 import discord
 
-from bot.errors import PlatformError
-from bot.shapes import BOT_PERSONA, Outbound, ThreadKey
-from teams.persona import Persona
+from threadteam.bot.errors import PlatformError
+from threadteam.bot.memory import LocalMemory
+from threadteam.bot.shapes import BOT_PERSONA, Memory, Outbound, ThreadKey
+from threadteam.teams.persona import Persona
 
 from ._locks import KeyedLocks
 from ._retry import retrying
@@ -33,7 +34,6 @@ __all__ = ["WEBHOOK_NAME", "DiscordPoster"]
 log = logging.getLogger(__name__)
 
 WEBHOOK_NAME = "threadteam"
-KV = "discord"  # store namespace for this adapter's small state
 _MISSING_PERMISSION = 50013
 _UNKNOWN_WEBHOOK = 10015
 _RECHECK_PERMISSION = 600.0  # seconds before trying webhooks again in a fallback channel
@@ -45,9 +45,10 @@ _NO_PINGS = discord.AllowedMentions(everyone=False, roles=False, users=True, rep
 class DiscordPoster:
     """The host's `Poster` for Discord."""
 
-    def __init__(self, client: discord.Client) -> None:
+    def __init__(self, client: discord.Client, *, memory: Memory | None = None) -> None:
         self.client = client
-        self.store: Any = None  # the host's store (kv_get/kv_set), attached once built
+        #: Webhook ids, split messages' parts, long call ids: outlive a restart.
+        self.memory: Memory = memory if memory is not None else LocalMemory()
         self.ready = asyncio.Event()  # set once the client is logged in
         self._hooks: dict[int, discord.Webhook] = {}
         self._no_hooks: dict[int, float] = {}  # channel -> when webhooks were refused
@@ -249,11 +250,16 @@ class DiscordPoster:
         await retrying(lambda: target.send(text, allowed_mentions=_NO_PINGS))
 
     async def _kv_get(self, key: str) -> str | None:
-        return await self.store.kv_get(KV, key) if self.store is not None else None
+        return await self.memory.get(key)
 
     async def _kv_set(self, key: str, value: str) -> None:
-        if self.store is not None:
-            await self.store.kv_set(KV, key, value)
+        await self.memory.set(key, value)
+
+    async def call_id(self, ref: str) -> str:
+        """The call id a button's `ref` names (a long one was stored under its digest)."""
+        if ref.startswith("h."):
+            return await self._kv_get(f"call:{ref[2:]}") or ref
+        return ref
 
 
 def _is_bot(out: Outbound) -> bool:

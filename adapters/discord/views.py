@@ -13,7 +13,7 @@ from typing import Any
 
 import discord
 
-from bot.shapes import ApprovalPrompt
+from threadteam.bot.shapes import ApprovalPrompt
 
 __all__ = ["ApprovalButton", "approval_view", "custom_id_for"]
 

@@ -10,16 +10,16 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
 from typing import Any
 
-from bot.commands import parse_command
-from bot.shapes import Inbound, ThreadKey
+from threadteam.bot.commands import parse_command
+from threadteam.bot.shapes import Inbound, ThreadKey
+from threadteam.teams.approvers import role_label
 
 __all__ = [
     "APPROVE_ACTION", "DENY_ACTION", "RecentIds", "button_inbound", "command_key",
-    "group_labels", "is_approval", "is_from_bot", "message_inbound", "role_label",
-    "roles_held", "strip_mention", "unescape",
+    "group_labels", "is_from_bot", "message_inbound",
+    "strip_mention", "unescape",
 ]
 
 PLATFORM = "slack"
@@ -109,33 +109,9 @@ def button_inbound(body: dict[str, Any]) -> Inbound | None:
                    display_name=name, action=verdict, call_id=action.get("value"))
 
 
-def is_approval(inbound: Inbound) -> bool:
-    """True for an attempt to decide an approval: a button, or an `approve` / `deny` reply."""
-    if inbound.kind == "button":
-        return True
-    if inbound.kind != "reply":
-        return False
-    command = parse_command(inbound.text)
-    return command is not None and command.word in ("approve", "deny")
-
-
-# `role:` approvers on Slack are user groups (people type them as `@oncall`).
-def role_label(name: str) -> str:
-    """How a `role:` name is compared with a user group: any case, with or without the @."""
-    return name.strip().removeprefix("@").strip().casefold()
-
-
 def group_labels(group: dict[str, Any]) -> frozenset[str]:
     """What a user group from `usergroups.list` answers to: its handle, name and id."""
     return frozenset(role_label(str(group[k])) for k in ("handle", "name", "id") if group.get(k))
-
-
-def roles_held(wanted: Iterable[str], groups: Iterable[frozenset[str]]) -> tuple[str, ...]:
-    """The names in `wanted` (from `role:NAME` approvers, as written) that one of the
-    person's user groups (their `group_labels`) answers to; as written, so the host's
-    exact match of `role:NAME` against `Inbound.roles` finds them."""
-    labels = frozenset[str]().union(*groups)
-    return tuple(dict.fromkeys(w for w in wanted if role_label(w) and role_label(w) in labels))
 
 
 def command_key(command: dict[str, Any], thread_ts: str) -> ThreadKey:

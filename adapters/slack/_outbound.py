@@ -26,9 +26,10 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import PlatformError
-from bot.shapes import BOT_PERSONA, Outbound, ThreadKey
-from teams.persona import Persona
+from threadteam.bot.errors import PlatformError
+from threadteam.bot.memory import LocalMemory
+from threadteam.bot.shapes import BOT_PERSONA, Memory, Outbound, ThreadKey
+from threadteam.teams.persona import Persona
 
 from ._format import LIMIT, split_text, to_mrkdwn
 from ._inbound import APPROVE_ACTION, DENY_ACTION
@@ -43,7 +44,6 @@ _TRANSIENT_TRIES = 5
 PLACEHOLDER = "_thinking…_"
 SEEN_REACTION = "eyes"  # on a person's reply once the run has taken it
 LIVE_EVERY = 1.0  # seconds between edits of a reply being streamed into its placeholder
-KV = "slack"  # the store namespace for placeholders a crashed process left behind
 
 
 @dataclass(eq=False)
@@ -66,8 +66,11 @@ class _Live:
 class SlackPoster:
     """Implements the host's Poster for Slack threads."""
 
-    def __init__(self, client: AsyncWebClient, *, limit: int = LIMIT) -> None:
+    def __init__(self, client: AsyncWebClient, *, memory: Memory | None = None,
+                 limit: int = LIMIT) -> None:
         self.client = client
+        #: Remembers placeholders across a restart, so a resumed turn reuses or removes them.
+        self.memory: Memory = memory if memory is not None else LocalMemory()
         self.limit = limit
         self._tails: dict[str, asyncio.Future[None]] = {}  # thread -> its last queued call
         self._no_status: set[str] = set()  # channels where assistant.threads.setStatus fails
@@ -75,9 +78,6 @@ class SlackPoster:
         self._edits_hold = 0.0  # no streaming edits before this (loop time): rate limited
         self._background: set[asyncio.Task[None]] = set()
         self._streaming: set[asyncio.Task[None]] = set()  # edits into placeholders, per turn
-        #: The host's store (kv_get / kv_set), attached by the adapter: it remembers
-        #: placeholders across a restart so a resumed turn reuses or removes them.
-        self.store: Any = None
 
     # -- the Poster protocol ------------------------------------------------------------
     async def post(self, out: Outbound) -> str:
@@ -356,23 +356,19 @@ class SlackPoster:
             before.add_done_callback(done)
 
     async def _kv_get(self, key: str) -> str | None:
-        if self.store is None:
-            return None
         with contextlib.suppress(Exception):  # a placeholder is a courtesy
-            return await self.store.kv_get(KV, key)
+            return await self.memory.get(key)
         return None
 
     async def _kv_set(self, key: str, value: str) -> None:
-        if self.store is not None:
-            with contextlib.suppress(Exception):
-                await self.store.kv_set(KV, key, value)
+        with contextlib.suppress(Exception):
+            await self.memory.set(key, value)
 
     def _forget(self, key: str) -> None:
         """Clear a kv entry without holding up the post that made it obsolete."""
-        if self.store is not None:
-            task = asyncio.ensure_future(self._kv_set(key, ""))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        task = asyncio.ensure_future(self._kv_set(key, ""))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
 
 def _stop_streaming(live: _Live) -> None:

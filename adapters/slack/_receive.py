@@ -33,7 +33,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import ConfigError
+from threadteam.bot.errors import ConfigError
 
 from ._inbound import is_from_bot
 

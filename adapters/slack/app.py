@@ -27,8 +27,8 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import ConfigError, PlatformError
-from bot.shapes import Inbound
+from threadteam.bot.errors import ConfigError, PlatformError
+from threadteam.bot.shapes import Inbound, Memory, ThreadKey
 
 from ._format import to_mrkdwn
 from ._inbound import (
@@ -38,17 +38,15 @@ from ._inbound import (
     button_inbound,
     command_key,
     group_labels,
-    is_approval,
     is_from_bot,
     message_inbound,
-    roles_held,
     unescape,
 )
 from ._outbound import SlackPoster
 from ._receive import EVENTS_PATH, Receiver
 
 if TYPE_CHECKING:
-    from bot.host import Host
+    from threadteam.bot.host import Host
 
 __all__ = ["EVENTS_PATH", "SlackAdapter", "SlackConfig"]
 
@@ -98,12 +96,12 @@ class SlackConfig:
 class SlackAdapter:
     """Connects one Slack workspace to a Host: events in, posts out through `poster`."""
 
-    def __init__(self, config: SlackConfig) -> None:
+    def __init__(self, config: SlackConfig, *, memory: Memory | None = None) -> None:
         self.config = config
         self._base_url = (config.api_url.rstrip("/") + "/" if config.api_url
                           else AsyncWebClient.BASE_URL)
         self.client = AsyncWebClient(token=config.bot_token, base_url=self._base_url)
-        self.poster = SlackPoster(self.client)
+        self.poster = SlackPoster(self.client, memory=memory)
         self.bot_user_id = ""
         self.bot_name = "threadteam"
         self.host: Host | None = None
@@ -143,7 +141,6 @@ class SlackAdapter:
         if not self.bot_user_id:
             await self.connect()
         self.host = host
-        self.poster.store = getattr(host, "store", None)  # placeholders outlive a restart
         self._main = asyncio.get_running_loop()
         self._receiver = Receiver(
             bot_token=self.config.bot_token, base_url=self._base_url,
@@ -285,13 +282,10 @@ class SlackAdapter:
         try:
             if not inbound.display_name:
                 inbound = replace(inbound, display_name=await self._display_name(inbound.user))
-            if is_approval(inbound) and not inbound.roles:
-                inbound = replace(inbound, roles=await self._roles(inbound))
-            private = await self.host.handle(inbound)
-            if private:
-                await self.poster.ephemeral(inbound.key, inbound.user, private)
-            elif inbound.kind == "reply" and not is_approval(inbound) \
-                    and await self.host.store.run_for_thread(str(inbound.key)):
+            handled = await self.host.handle(inbound)
+            if handled.private:
+                await self.poster.ephemeral(inbound.key, inbound.user, handled.private)
+            elif inbound.kind == "reply" and handled.taken:
                 # Taken into the run: say so on the message itself, for the person who
                 # answered from a phone while an agent was at work.
                 self.poster.acknowledge(inbound.key, inbound.event_id.rsplit(":", 1)[-1])
@@ -312,25 +306,19 @@ class SlackAdapter:
             self._names[user] = name
         return self._names[user]
 
-    async def _roles(self, inbound: Inbound) -> tuple[str, ...]:
-        """The run's `role:` approvers this person holds through a Slack user group.
+    @property
+    def directory(self) -> SlackAdapter:
+        """What the host asks about people: this adapter (see `roles`)."""
+        return self
 
-        Asked only for approval attempts, and Slack is asked only when the run's team
-        names `role:` approvers at all. Any failure means no roles: the host then
-        refuses politely, as it would anyone who may not approve.
+    async def roles(self, key: ThreadKey, user: str) -> frozenset[str]:
+        """The labels (handle, name, id) of each Slack user group `user` is in.
+
+        The host asks only while deciding an approval of a run that names `role:`
+        approvers. Any failure means no roles: the host then refuses politely, as it
+        would anyone who may not approve.
         """
-        assert self.host is not None
-        try:
-            run_id = await self.host.store.run_for_thread(str(inbound.key))
-            loaded = await self.host.runner.load(run_id) if run_id else None
-        except Exception:
-            log.exception("slack: could not read the run of %s for its approvers", inbound.key)
-            return ()
-        wanted = [a[5:] for a in loaded.state.approvers if a.startswith("role:")] \
-            if loaded is not None else []
-        if not wanted:
-            return ()
-        return roles_held(wanted, await self.usergroups.of(inbound.key.workspace, inbound.user))
+        return frozenset[str]().union(*await self.usergroups.of(key.workspace, user))
 
 
 class UserGroups:

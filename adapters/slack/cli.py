@@ -8,8 +8,8 @@ import logging
 import os
 import sys
 
-from bot.app import build_host, close_host, until_signalled
-from bot.config import Settings
+from threadteam.bot.app import Runtime, Shutdown
+from threadteam.bot.config import Settings
 
 from .app import EVENTS_PATH, SlackAdapter, SlackConfig
 
@@ -37,23 +37,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     """Check the tokens, start the host, serve Slack until SIGINT/SIGTERM; the exit code."""
+    shutdown = Shutdown()  # before anything is served: a stop during start-up is clean
     config = SlackConfig.from_env(settings.env)  # ConfigError: one line naming the variable
-    adapter = SlackAdapter(config)
+    runtime = await Runtime.open(settings)
+    adapter = SlackAdapter(config, memory=runtime.memory("slack"))
     try:
-        await adapter.connect()  # the bot token is checked before anything else starts
-        host = await build_host(settings, adapter.poster)
-        try:
-            await adapter.start(host, port=args.port, bind=args.bind)
-            _freeze_startup_heap()
-            mode = "Socket Mode" if config.socket_mode else f"HTTP on port {adapter.port}"
-            print(f"threadteam: serving Slack as @{adapter.bot_name} ({mode}); Ctrl-C stops",
-                  file=sys.stderr)
-            await until_signalled()
-            await adapter.stop()  # no new events while the host winds down
-            return 0
-        finally:
-            await close_host(host)
+        await adapter.connect()  # the bot token is checked before the host starts
+        host = await runtime.start_host(adapter.poster, directory=adapter.directory)
+        await adapter.start(host, port=args.port, bind=args.bind)
+        _freeze_startup_heap()
+        mode = "Socket Mode" if config.socket_mode else f"HTTP on port {adapter.port}"
+        print(f"threadteam: serving Slack as @{adapter.bot_name} ({mode}); Ctrl-C stops",
+              file=sys.stderr)
+        await shutdown.wait()
+        await adapter.stop()  # no new events while the host winds down
+        return 0
     finally:
+        await runtime.aclose()  # the host first: it posts through the adapter
         await adapter.aclose()
 
 

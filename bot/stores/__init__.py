@@ -7,10 +7,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import platformdirs
 
-from bot.errors import ConfigError
-from bot.stores.base import RunInfo, Store
-from bot.stores.redis import RedisStore
-from bot.stores.sqlite import SQLiteStore
+from threadteam.bot.errors import ConfigError
+from threadteam.bot.stores.base import RunInfo, Store
+from threadteam.bot.stores.redis import RedisStore
+from threadteam.bot.stores.sqlite import SQLiteStore
 
 __all__ = ["RedisStore", "RunInfo", "SQLiteStore", "Store", "default_store_url", "open_store"]
 

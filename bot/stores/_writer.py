@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from bot.errors import StoreError
+from threadteam.bot.errors import StoreError
 
 # Bounds the work one transaction holds so a flood cannot starve the first caller.
 MAX_BATCH = 2000

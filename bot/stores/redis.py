@@ -25,9 +25,9 @@ import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as rx
 
-from bot.errors import ConflictError, StoreError
-from bot.stores._autopipe import AutoPipeline, Command
-from bot.stores.base import RunInfo, Store
+from threadteam.bot.errors import ConflictError, StoreError
+from threadteam.bot.stores._autopipe import AutoPipeline, Command
+from threadteam.bot.stores.base import RunInfo, Store
 
 __all__ = ["RedisStore"]
 

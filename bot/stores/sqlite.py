@@ -6,10 +6,10 @@ import sqlite3
 import time
 from pathlib import Path
 
-from bot.errors import ConflictError, StoreError
-from bot.stores._workqueue import WorkQueue
-from bot.stores._writer import Writer
-from bot.stores.base import RunInfo, Store
+from threadteam.bot.errors import ConflictError, StoreError
+from threadteam.bot.stores._workqueue import WorkQueue
+from threadteam.bot.stores._writer import Writer
+from threadteam.bot.stores.base import RunInfo, Store
 
 __all__ = ["SQLiteStore"]
 

@@ -15,13 +15,14 @@ from types import MappingProxyType
 
 import pytest
 
-from adapters.slack import SlackAdapter, SlackConfig
-from bot.host import Host
-from bot.stores import open_store
-from teams.catalog import TeamCatalog
-from teams.models import ModelPool
-from teams.models.scripted import ScriptedModel
 from tests.fakes.slack import CHANNEL, FakeSlack, wait_until
+from threadteam.adapters.slack import SlackAdapter, SlackConfig
+from threadteam.bot.host import Host
+from threadteam.bot.memory import StoreMemory
+from threadteam.bot.stores import open_store
+from threadteam.teams.catalog import TeamCatalog
+from threadteam.teams.models import ModelPool
+from threadteam.teams.models.scripted import ScriptedModel
 
 INTERVIEW = """\
 name: interview
@@ -88,11 +89,11 @@ async def stack_factory(fake_slack: FakeSlack, tmp_path: Path) -> AsyncIterator:
         store = open_store(f"sqlite:///{tmp_path / 'runs.sqlite3'}")
         await store.start()
         config = SlackConfig.from_env(fake_slack.env(socket_mode=mode == "socket"))
-        adapter = SlackAdapter(config)
+        adapter = SlackAdapter(config, memory=StoreMemory(store, "slack"))
         models = ModelPool(env=model_env) if model_env else \
             ModelPool(env={"THREADTEAM_MODEL": "scripted"}, overrides={"scripted": model})
         host = Host(store=store, catalog=TeamCatalog.load(teams_dir, strict=True), models=models,
-                    poster=adapter.poster)
+                    poster=adapter.poster, directory=adapter.directory)
         await host.start()
         await adapter.start(host, port=0, bind="127.0.0.1")
         if mode == "http":

@@ -13,12 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from adapters.discord import DiscordAdapter
-from bot.host import Host
-from bot.stores import SQLiteStore
-from teams.catalog import TeamCatalog
-from teams.models import ModelPool
-from teams.models.scripted import ScriptedModel, reply
 from tests.bot.helpers import ANNOUNCE
 from tests.bot.helpers import DEBATE as HOST_DEBATE
 from tests.fakes.discord import (
@@ -31,6 +25,13 @@ from tests.fakes.discord import (
     FakeDiscord,
     wait_until,
 )
+from threadteam.adapters.discord import DiscordAdapter
+from threadteam.bot.host import Host
+from threadteam.bot.memory import StoreMemory
+from threadteam.bot.stores import SQLiteStore
+from threadteam.teams.catalog import TeamCatalog
+from threadteam.teams.models import ModelPool
+from threadteam.teams.models.scripted import ScriptedModel, reply
 
 # The shared test debate, with an https avatar for Bear: webhooks take images, not emoji.
 DEBATE = HOST_DEBATE.replace('":bear:"', '"https://example.com/bear.png"')
@@ -68,11 +69,12 @@ class Bot:
         self.model = model or self.model
         store = SQLiteStore(self.db)
         await store.start()
-        self.adapter = DiscordAdapter(self.fake.token, api_base=self.fake.url)
+        self.adapter = DiscordAdapter(self.fake.token, api_base=self.fake.url,
+                                      memory=StoreMemory(store, "discord"))
         await self.adapter.login()
         self.host = Host(store=store, catalog=TeamCatalog.load(self.teams, strict=True),
                          models=ModelPool(env={}, overrides={"scripted": self.model}),
-                         poster=self.adapter.poster)
+                         poster=self.adapter.poster, directory=self.adapter.directory)
         self.adapter.attach(self.host)
         await self.host.start()
         await self.adapter.connect(within=10)

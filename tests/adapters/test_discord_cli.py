@@ -12,10 +12,10 @@ from urllib.parse import parse_qs, urlsplit
 import discord
 import pytest
 
-from adapters.discord import DiscordAdapter
-from adapters.discord.cli import application_id
-from bot.errors import ConfigError
 from tests.fakes.discord import ALICE, CHANNEL_ID, FakeDiscord, wait_until
+from threadteam.adapters.discord import DiscordAdapter
+from threadteam.adapters.discord.cli import application_id
+from threadteam.bot.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,7 @@ async def threadteam(*args: str, env: dict[str, str], within: float = 30) -> tup
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "OPENAI_",
                                                                             "ANTHROPIC_"))}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", *args, cwd=ROOT, env={**full_env, **env},
+        sys.executable, "-m", "threadteam.adapters.cli", *args, cwd=ROOT, env={**full_env, **env},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), within)
     return proc.returncode or 0, out.decode(), err.decode()
@@ -89,7 +89,7 @@ async def test_sharded_client_serves_the_guild(fake_discord: FakeDiscord, store)
 
     fake_discord.shards = 2
     adapter = DiscordAdapter(fake_discord.token, api_base=fake_discord.url, shards=2)
-    host = RecordingHost(store)
+    host = RecordingHost()
     adapter.attach(host)
     await adapter.start(within=10)
     try:
@@ -107,7 +107,7 @@ async def test_sharded_client_serves_the_guild(fake_discord: FakeDiscord, store)
 
 @pytest.fixture
 async def store(tmp_path):
-    from bot.stores import SQLiteStore
+    from threadteam.bot.stores import SQLiteStore
 
     s = SQLiteStore(str(tmp_path / "runs.sqlite3"))
     await s.start()

@@ -5,16 +5,16 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.discord._text import (
+from threadteam.adapters.discord._text import (
     emoji_of,
     host_text,
     split_message,
     thread_name,
     webhook_username,
 )
-from adapters.discord.commands import choices
-from adapters.discord.views import custom_id_for
-from teams.persona import Persona
+from threadteam.adapters.discord.commands import choices
+from threadteam.adapters.discord.views import custom_id_for
+from threadteam.teams.persona import Persona
 
 
 def test_short_text_is_one_part() -> None:

@@ -13,10 +13,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from adapters.discord import DiscordAdapter
-from bot.shapes import ApprovalPrompt, Inbound, Outbound, ThreadKey
-from bot.stores import SQLiteStore
-from teams.persona import Persona
 from tests.fakes.discord import (
     ALICE,
     CAROL,
@@ -27,6 +23,11 @@ from tests.fakes.discord import (
     FakeDiscord,
     wait_until,
 )
+from threadteam.adapters.discord import DiscordAdapter
+from threadteam.bot.memory import StoreMemory
+from threadteam.bot.shapes import ApprovalPrompt, Handled, Inbound, Memory, Outbound, ThreadKey
+from threadteam.bot.stores import SQLiteStore
+from threadteam.teams.persona import Persona
 
 BEAR = Persona("Bear", ":bear:")
 BULL = Persona("Bull", "https://example.com/bull.png")
@@ -36,17 +37,18 @@ BULL = Persona("Bull", "https://example.com/bull.png")
 class RecordingHost:
     """Just enough of the host for the adapter: records what it is handed."""
 
-    store: SQLiteStore
     seen: list[Inbound] = field(default_factory=list)
     runs: set[str] = field(default_factory=set)
     refuse: str | None = None
 
-    async def handle(self, event: Inbound) -> str | None:
+    async def handle(self, event: Inbound) -> Handled:
         self.seen.append(event)
         if event.kind == "summon":
             self.runs.add(str(event.key))
-            await self.store.create_run(f"run-{len(self.runs)}", str(event.key), [])
-        return self.refuse if event.kind in ("button", "reply") else None
+        return Handled(self.refuse if event.kind in ("button", "reply") else None)
+
+    async def thread_status(self, key: ThreadKey) -> str | None:
+        return "running" if str(key) in self.runs else None
 
     def check_summon(self, text: str) -> str | None:
         team, _, task = text.partition(" ")
@@ -66,8 +68,9 @@ async def store(tmp_path) -> AsyncIterator[SQLiteStore]:
     await s.aclose()
 
 
-async def started(fake: FakeDiscord, host: RecordingHost) -> DiscordAdapter:
-    adapter = DiscordAdapter(fake.token, api_base=fake.url)
+async def started(fake: FakeDiscord, host: RecordingHost, memory: Memory | None = None
+                  ) -> DiscordAdapter:
+    adapter = DiscordAdapter(fake.token, api_base=fake.url, memory=memory)
     adapter.attach(host)
     await adapter.start(within=10)
     return adapter
@@ -75,8 +78,8 @@ async def started(fake: FakeDiscord, host: RecordingHost) -> DiscordAdapter:
 
 @pytest.fixture
 async def wired(fake_discord: FakeDiscord, store: SQLiteStore):
-    host = RecordingHost(store)
-    adapter = await started(fake_discord, host)
+    host = RecordingHost()
+    adapter = await started(fake_discord, host, StoreMemory(store, "discord"))
     yield adapter, host
     await adapter.aclose()
 
@@ -198,10 +201,10 @@ async def test_webhook_posts_personas_in_the_thread_and_echoes_are_ignored(
 
 async def test_webhook_found_in_the_store_after_restart(
         fake_discord: FakeDiscord, store: SQLiteStore) -> None:
-    host = RecordingHost(store)
+    host = RecordingHost()
     key = key_for(CHANNEL_ID)
     for _ in range(2):
-        adapter = await started(fake_discord, host)
+        adapter = await started(fake_discord, host, StoreMemory(store, "discord"))
         await adapter.poster.post(Outbound(key, "hello", "k", BEAR))
         await adapter.aclose()
     assert len(fake_discord.webhooks) == 1

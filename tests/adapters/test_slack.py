@@ -11,8 +11,6 @@ import json
 
 import pytest
 
-from adapters.slack._inbound import APPROVE_ACTION, DENY_ACTION
-from teams.models.scripted import reply
 from tests.adapters.slack_stack import Stack
 from tests.fakes.slack import (
     ALICE,
@@ -23,6 +21,8 @@ from tests.fakes.slack import (
     OTHER_BOT_ID,
     wait_until,
 )
+from threadteam.adapters.slack._inbound import APPROVE_ACTION, DENY_ACTION
+from threadteam.teams.models.scripted import reply
 
 BOT = f"<@{BOT_USER}>"
 MODES = pytest.mark.parametrize("mode", ["http", "socket"])

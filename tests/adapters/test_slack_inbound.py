@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from adapters.slack._inbound import (
+from tests.fakes.slack import ALICE, BOT_ID, BOT_USER, CHANNEL, TEAM, FakeSlack
+from threadteam.adapters.slack._inbound import (
     APPROVE_ACTION,
     RecentIds,
     button_inbound,
     message_inbound,
     strip_mention,
 )
-from bot.shapes import ThreadKey
-from tests.fakes.slack import ALICE, BOT_ID, BOT_USER, CHANNEL, TEAM, FakeSlack
+from threadteam.bot.shapes import ThreadKey
 
 BOT = BOT_USER
 

@@ -10,12 +10,13 @@ import aiohttp
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack import SlackPoster
-from adapters.slack._inbound import APPROVE_ACTION
-from bot.errors import PlatformError
-from bot.shapes import ApprovalPrompt, Outbound, ThreadKey
-from teams.persona import Persona
 from tests.fakes.slack import BOT_TOKEN, CHANNEL, FakeSlack, wait_until
+from threadteam.adapters.slack import SlackPoster
+from threadteam.adapters.slack._inbound import APPROVE_ACTION
+from threadteam.bot.errors import PlatformError
+from threadteam.bot.memory import StoreMemory
+from threadteam.bot.shapes import ApprovalPrompt, Outbound, ThreadKey
+from threadteam.teams.persona import Persona
 
 KEY = ThreadKey("slack", "T0FAKE", CHANNEL, "1700000000.000001")
 BEAR = Persona("Bear", ":bear:")
@@ -152,10 +153,8 @@ async def test_a_placeholder_left_by_a_crash_is_reused_or_taken_down(fake_slack,
     bull = Persona("Bull", ":ox:")
     async with aiohttp.ClientSession() as session:
         def restarted() -> SlackPoster:
-            p = SlackPoster(AsyncWebClient(token=BOT_TOKEN, base_url=fake_slack.api_url,
-                                           session=session))
-            p.store = store
-            return p
+            return SlackPoster(AsyncWebClient(token=BOT_TOKEN, base_url=fake_slack.api_url,
+                                              session=session), memory=StoreMemory(store, "slack"))
 
         crashed = restarted()
         await crashed.working(KEY, BEAR)

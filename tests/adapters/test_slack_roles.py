@@ -13,11 +13,12 @@ import logging
 
 import pytest
 
-from adapters.slack._inbound import APPROVE_ACTION, DENY_ACTION, group_labels, roles_held
-from teams.models.scripted import reply
 from tests.adapters.slack_stack import Stack
 from tests.bot.helpers import ANNOUNCE
 from tests.fakes.slack import ALICE, BOB, BOT_USER, CHANNEL, MALLORY, TEAM, wait_until
+from threadteam.adapters.slack._inbound import APPROVE_ACTION, DENY_ACTION, group_labels
+from threadteam.teams.approvers import Approvers
+from threadteam.teams.models.scripted import reply
 
 BOT = f"<@{BOT_USER}>"
 ONCALL = {"id": "S0ONCALL", "team_id": TEAM, "name": "On-call engineers", "handle": "oncall",
@@ -64,13 +65,14 @@ def _buttons(message: dict) -> list[str]:
     ("design", False), ("on", False), ("", False), ("@", False),
 ])
 def test_a_role_names_a_user_group_by_handle_or_name_in_any_case(wanted, held) -> None:
-    assert roles_held([wanted], [group_labels(ONCALL)]) == ((wanted,) if held else ())
+    assert Approvers.parse([f"role:{wanted}"]).admits("U0NOBODY", group_labels(ONCALL)) == held
 
 
-def test_roles_come_back_as_the_team_file_wrote_them() -> None:
-    groups = [group_labels(ONCALL), group_labels(OTHERS)]
-    assert roles_held(["@OnCall", "design", "ops"], groups) == ("@OnCall", "design")
-    assert roles_held(["oncall"], []) == ()
+def test_any_one_of_a_persons_groups_is_enough() -> None:
+    labels = group_labels(ONCALL) | group_labels(OTHERS)
+    assert Approvers.parse(["role:ops", "role:@OnCall"]).admits("U0NOBODY", labels)
+    assert not Approvers.parse(["role:ops"]).admits("U0NOBODY", labels)
+    assert not Approvers.parse(["role:oncall"]).admits("U0NOBODY", ())
 
 
 # -- end to end -------------------------------------------------------------------------------------

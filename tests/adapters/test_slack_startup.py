@@ -11,9 +11,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from adapters.slack import SlackAdapter, SlackConfig
-from bot.errors import ConfigError
 from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack, wait_until
+from threadteam.adapters.slack import SlackAdapter, SlackConfig
+from threadteam.bot.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +53,7 @@ async def test_a_refused_app_token_says_so(fake_slack: FakeSlack) -> None:
 
 async def _cli(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "run", "slack", *args, cwd=ROOT,
+        sys.executable, "-m", "threadteam.adapters.cli", "run", "slack", *args, cwd=ROOT,
         env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), **env},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 

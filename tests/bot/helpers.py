@@ -6,11 +6,11 @@ import itertools
 import textwrap
 from pathlib import Path
 
-from bot.host import Host
-from bot.shapes import Inbound, ThreadKey
-from teams.catalog import TeamCatalog
-from teams.models import ModelPool
-from teams.models.scripted import ScriptedModel
+from threadteam.bot.host import Host
+from threadteam.bot.shapes import Inbound, ThreadKey
+from threadteam.teams.catalog import TeamCatalog
+from threadteam.teams.models import ModelPool
+from threadteam.teams.models.scripted import ScriptedModel
 
 _ids = itertools.count(1)
 

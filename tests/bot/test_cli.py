@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.logs import redact
+from threadteam.bot.logs import redact
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,7 +18,7 @@ def threadteam(*args: str, stdin: str = "", env: dict[str, str] | None = None,
                timeout: float = 60) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("OPENAI_", "ANTHROPIC_", "THREADTEAM_", "OTEL_"))}
-    return subprocess.run([sys.executable, "-m", "bot.cli", *args], input=stdin, text=True,
+    return subprocess.run([sys.executable, "-m", "threadteam.adapters.cli", *args], input=stdin, text=True,
                           capture_output=True, timeout=timeout, cwd=ROOT,
                           env={**base, **(env or {})})
 

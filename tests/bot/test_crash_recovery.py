@@ -34,7 +34,7 @@ class Console:
     @classmethod
     async def start(cls, env: dict[str, str], *args: str) -> Console:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "chat", *args, env=env,
+            sys.executable, "-m", "threadteam.adapters.cli", "chat", *args, env=env,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT)
         return cls(proc)

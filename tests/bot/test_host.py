@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-from teams.errors import ModelHTTPError
-from teams.models.scripted import ScriptedModel, reply
 from tests.bot.helpers import ANNOUNCE, DEBATE, make_host, press, say, summon, thread, write_teams
 from tests.fakes.poster import RecordingPoster
 from tests.fakes.waiting import wait_until
+from threadteam.teams.errors import ModelHTTPError
+from threadteam.teams.models.scripted import ScriptedModel, reply
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ async def test_approve_by_reply_runs_the_tool_and_settles_the_request(started, p
     assert "approve 1" in request.text
     assert not any(p.key.channel == "#general" for p in poster.posts)
 
-    assert await host.handle(say(key, "approve", user="alice")) is None
+    assert (await host.handle(say(key, "approve", user="alice"))).private is None
     await host.idle()
     [announcement] = [p for p in poster.posts if p.key.channel == "#general"]
     assert announcement.text == "Hi all" and announcement.name == "Announcer"
@@ -138,16 +138,17 @@ async def test_only_approvers_may_decide_and_agents_cannot(started, poster):
     await host.idle()
     [request] = [p for p in poster.posts if p.buttons]
     call_id = "call_0_post_message"
-    refusal = await host.handle(press(key, "approve", call_id, user="mallory"))
+    refusal = (await host.handle(press(key, "approve", call_id, user="mallory"))).private
     assert refusal and "only <@carol>, members of Moderators" in refusal
-    refusal = await host.handle(say(key, "approve", user="alice"))  # the summoner is not listed
+    refusal = (await host.handle(say(key, "approve", user="alice"))).private  # the summoner is not listed
     assert refusal and "nothing was changed" in refusal
     await host.idle()
     assert request.buttons and not request.edited
-    assert await host.handle(press(key, "approve", call_id, user="dan", roles=("Moderators",))) is None
+    assert (await host.handle(press(key, "approve", call_id, user="dan",
+                                   roles=("Moderators",)))).private is None
     await host.idle()
     assert request.text.startswith("✅ Approved by <@dan>")
-    assert await host.handle(press(key, "deny", call_id, user="carol")) == \
+    assert (await host.handle(press(key, "deny", call_id, user="carol"))).private == \
         "That request has already been decided."
 
 
@@ -244,7 +245,7 @@ async def test_waiting_runs_hold_no_task_and_many_runs_overlap(started, poster):
 
 
 async def test_a_resumed_run_posts_what_a_crashed_driver_left_out_once(store, poster, tmp_path):
-    from teams.events import AgentMessage, SpeakerSelected, to_json
+    from threadteam.teams.events import AgentMessage, SpeakerSelected, to_json
 
     teams_dir = write_teams(tmp_path / "teams", DEBATE)
     model = ScriptedModel(["Bull.", "Bear.", "FINAL ANSWER: x"])
@@ -366,7 +367,7 @@ async def test_an_approval_pending_at_the_time_limit_is_denied_and_its_buttons_g
     assert not any(p.key.channel == "#general" for p in poster.posts)
     state = (await host.runner.load(await host.store.run_for_thread(str(key)))).state
     [call_id] = state.calls
-    late = await host.handle(press(key, "approve", call_id))  # a click after the limit
+    late = (await host.handle(press(key, "approve", call_id))).private  # a click after the limit
     assert late == "That request has already been decided."
     assert state.status == "finished" and len(model.requests) == 1
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-import bot.stores
-from bot.errors import ConfigError
-from bot.stores import RedisStore, SQLiteStore, default_store_url, open_store
+import threadteam.bot.stores as stores
+from threadteam.bot.errors import ConfigError
+from threadteam.bot.stores import RedisStore, SQLiteStore, default_store_url, open_store
 
 
 def test_public_surface() -> None:
-    assert sorted(bot.stores.__all__) == sorted([
+    assert sorted(stores.__all__) == sorted([
         "RedisStore", "RunInfo", "SQLiteStore", "Store", "default_store_url", "open_store",
     ])
 
@@ -51,7 +51,7 @@ def test_bad_url_error_hides_a_password() -> None:
 
 
 async def test_default_store_url_opens_a_sqlite_file_in_the_state_dir(monkeypatch, tmp_path) -> None:
-    monkeypatch.setattr(bot.stores.platformdirs, "user_state_dir", lambda app: str(tmp_path / app))
+    monkeypatch.setattr(stores.platformdirs, "user_state_dir", lambda app: str(tmp_path / app))
     url = default_store_url()
     assert url == f"sqlite:///{tmp_path}/threadteam/threadteam.sqlite3"
     store = open_store(url)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from bot.errors import ConflictError, StoreError
-from bot.stores import RedisStore, SQLiteStore, Store
+from threadteam.bot.errors import ConflictError, StoreError
+from threadteam.bot.stores import RedisStore, SQLiteStore, Store
 
 THREAD = "slack:T1:C1:1700000000.000100"
 

@@ -8,10 +8,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from bot.telemetry import setup_tracing
-from teams.models.scripted import ScriptedModel, reply
 from tests.bot.helpers import ANNOUNCE, make_host, say, summon, thread, write_teams
 from tests.fakes.poster import RecordingPoster
+from threadteam.bot.telemetry import setup_tracing
+from threadteam.teams.models.scripted import ScriptedModel, reply
 
 _exporter = InMemorySpanExporter()
 _provider = TracerProvider()
@@ -28,7 +28,7 @@ def spans(monkeypatch):
 
 
 async def test_a_run_is_traced_with_genai_attributes(spans, tmp_path):
-    from bot.stores import SQLiteStore
+    from threadteam.bot.stores import SQLiteStore
 
     store = SQLiteStore(str(tmp_path / "s.sqlite3"))
     await store.start()

@@ -10,8 +10,8 @@ import asyncio
 import itertools
 from dataclasses import dataclass, field
 
-from bot.shapes import Outbound, ThreadKey
-from teams.persona import Persona
+from threadteam.bot.shapes import Outbound, ThreadKey
+from threadteam.teams.persona import Persona
 
 
 @dataclass

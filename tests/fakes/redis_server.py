@@ -25,7 +25,7 @@ import pytest
 import pytest_asyncio
 import redis
 
-from bot.stores import RedisStore, SQLiteStore, Store
+from threadteam.bot.stores import RedisStore, SQLiteStore, Store
 
 StoreFactory = Callable[[], Awaitable[Store]]
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
-from teams.engine import Action, Env, decide, drive, perform
-from teams.events import (
+from threadteam.teams.engine import Action, Env, decide, drive, perform
+from threadteam.teams.events import (
     AgentMessage,
     ApprovalDecided,
     Event,
@@ -17,11 +17,11 @@ from teams.events import (
     ToolCallRequested,
     ToolResult,
 )
-from teams.models.base import Model, ModelResponse, ToolCall, Usage
-from teams.models.scripted import ScriptedModel
-from teams.spec import Team, parse_team
-from teams.state import RunState
-from teams.tools import ToolContext
+from threadteam.teams.models.base import Model, ModelResponse, ToolCall, Usage
+from threadteam.teams.models.scripted import ScriptedModel
+from threadteam.teams.spec import Team, parse_team
+from threadteam.teams.state import RunState
+from threadteam.teams.tools import ToolContext
 
 
 def agent(name: str, **fields: Any) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from teams.tools import ToolContext
+from threadteam.teams.tools import ToolContext
 
 
 def create_ticket(title: str, priority: Literal["low", "high"] = "low", tags: list[str] | None = None) -> dict:

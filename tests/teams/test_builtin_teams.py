@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from teams.catalog import TeamCatalog
-from teams.engine import AwaitApproval, AwaitHuman, Env, Idle, drive
-from teams.events import AgentMessage, ApprovalDecided, Event, HumanMessage, TaskStarted
-from teams.models import ModelPool
-from teams.state import RunState
-from teams.tools import ToolContext
+from threadteam.teams.catalog import TeamCatalog
+from threadteam.teams.engine import AwaitApproval, AwaitHuman, Env, Idle, drive
+from threadteam.teams.events import AgentMessage, ApprovalDecided, Event, HumanMessage, TaskStarted
+from threadteam.teams.models import ModelPool
+from threadteam.teams.state import RunState
+from threadteam.teams.tools import ToolContext
 
 BUILT_IN = TeamCatalog.load().teams
 # The condition each team is meant to end on, not its safety net.

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from teams.catalog import TeamCatalog
-from teams.errors import TeamFileError
+from threadteam.teams.catalog import TeamCatalog
+from threadteam.teams.errors import TeamFileError
 
 MINE = """\
 name: {name}

@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from teams.events import (
+from threadteam.teams.events import (
     EVENT_TYPES,
     AgentMessage,
     ApprovalDecided,
@@ -27,7 +27,7 @@ from teams.events import (
     from_json,
     to_json,
 )
-from teams.models.base import ToolCall, Usage
+from threadteam.teams.models.base import ToolCall, Usage
 
 text = st.text(max_size=40)
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_-0123456789", min_size=1, max_size=12)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from teams.engine import (
+from threadteam.teams.engine import (
     AwaitApproval,
     AwaitHuman,
     Env,
@@ -26,8 +26,8 @@ from teams.engine import (
     perform,
     time_passed,
 )
-from teams.errors import ModelError
-from teams.events import (
+from threadteam.teams.errors import ModelError
+from threadteam.teams.events import (
     AgentMessage,
     ApprovalDecided,
     Event,
@@ -41,11 +41,11 @@ from teams.events import (
     from_json,
     to_json,
 )
-from teams.models.base import ModelRequest, ModelResponse, ToolCall, Usage
-from teams.models.scripted import ScriptedModel
-from teams.spec import Team
-from teams.state import RunState
-from teams.tools import ToolContext
+from threadteam.teams.models.base import ModelRequest, ModelResponse, ToolCall, Usage
+from threadteam.teams.models.scripted import ScriptedModel
+from threadteam.teams.spec import Team
+from threadteam.teams.state import RunState
+from threadteam.teams.tools import ToolContext
 
 from .helpers import Models, agent, make_team, says
 

@@ -10,9 +10,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from teams.errors import TeamFileError
-from teams.spec import load_team, parse_team
-from teams.termination import AnyOf, MaxMessages, TextMention
+from threadteam.teams.errors import TeamFileError
+from threadteam.teams.spec import load_team, parse_team
+from threadteam.teams.termination import AnyOf, MaxMessages, TextMention
 
 DEBATE = """\
 name: debate

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from teams.engine import Finish, Idle, deadline, decide, time_passed
-from teams.events import (
+from threadteam.teams.engine import Finish, Idle, deadline, decide, time_passed
+from threadteam.teams.events import (
     AgentMessage,
     ClockChecked,
     Event,
@@ -19,8 +19,8 @@ from teams.events import (
     ToolCallRequested,
     ToolResult,
 )
-from teams.models.base import ToolCall, Usage
-from teams.state import RunState
+from threadteam.teams.models.base import ToolCall, Usage
+from threadteam.teams.state import RunState
 
 from .helpers import Run, agent, make_team
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from teams.engine import AwaitApproval, Idle, RunTool, decide
-from teams.errors import ToolError
-from teams.events import ApprovalDecided, StopRequested, ToolCallRequested, ToolResult
-from teams.models.base import ToolCall
-from teams.tools import Tool, ToolContext, load_tool, registered, tool
+from threadteam.teams.engine import AwaitApproval, Idle, RunTool, decide
+from threadteam.teams.errors import ToolError
+from threadteam.teams.events import ApprovalDecided, StopRequested, ToolCallRequested, ToolResult
+from threadteam.teams.models.base import ToolCall
+from threadteam.teams.tools import Tool, ToolContext, load_tool, registered, tool
 
 from . import sample_tools
 from .helpers import Run, agent, make_team, says
@@ -297,7 +297,7 @@ async def test_stop_ends_the_run_even_with_an_approval_pending():
 
 
 async def test_calculate_refuses_numbers_too_large_instead_of_hanging():
-    from teams.tools import ToolContext, registered
+    from threadteam.teams.tools import ToolContext, registered
 
     calculate = registered()["calculate"]
     assert await calculate.invoke({"expression": "(1200 * 0.15) / 12"}, ToolContext()) == "15"
@@ -309,8 +309,8 @@ async def test_calculate_refuses_numbers_too_large_instead_of_hanging():
 
 @pytest.mark.parametrize("ref", [":ox:", "mod:", ":fn"])
 def test_a_half_written_module_reference_is_a_tool_error(ref):
-    from teams.errors import ToolError
-    from teams.tools import load_tool
+    from threadteam.teams.errors import ToolError
+    from threadteam.teams.tools import load_tool
 
     with pytest.raises(ToolError, match="must be a built-in tool name or 'module:function'"):
         load_tool(ref)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from teams.engine import AwaitApproval, AwaitHuman, CallModel, Idle, SelectWithModel, decide
-from teams.errors import ModelError
-from teams.events import (
+from threadteam.teams.engine import (
+    AwaitApproval,
+    AwaitHuman,
+    CallModel,
+    Idle,
+    SelectWithModel,
+    decide,
+)
+from threadteam.teams.errors import ModelError
+from threadteam.teams.events import (
     Handoff,
     HumanMessage,
     RunContinued,
@@ -13,7 +20,7 @@ from teams.events import (
     SpeakerSelected,
     StopRequested,
 )
-from teams.models.base import ToolCall
+from threadteam.teams.models.base import ToolCall
 
 from .helpers import Run, agent, make_team, says
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest_asyncio
 
-from teams.models import ModelPool
+from threadteam.teams.models import ModelPool
 
 from .helpers import ANTHROPIC_KEY, OPENAI_KEY
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from teams.models import ChatMessage, ModelRequest, ToolCall, ToolSpec
+from threadteam.teams.models import ChatMessage, ModelRequest, ToolCall, ToolSpec
 
 # Shaped like a real key, so both exact and pattern redaction are exercised.
 OPENAI_KEY = "sk-test-DoNotLeak0123456789abcdefXYZ"

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from teams.errors import MissingCredentials, ModelAuthError, ModelHTTPError
-from teams.models import ModelPool, ToolCall
-from teams.models.anthropic import NUDGE, OPENING
+from threadteam.teams.errors import MissingCredentials, ModelAuthError, ModelHTTPError
+from threadteam.teams.models import ModelPool, ToolCall
+from threadteam.teams.models.anthropic import NUDGE, OPENING
 
 from .helpers import ANTHROPIC_KEY, SEARCH, Collector, ask, me, result, user
 

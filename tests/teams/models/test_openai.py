@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from teams.errors import MissingCredentials, ModelAuthError, ModelHTTPError
-from teams.models import ModelPool, ToolCall
-from teams.models.openai import speaker_name
+from threadteam.teams.errors import MissingCredentials, ModelAuthError, ModelHTTPError
+from threadteam.teams.models import ModelPool, ToolCall
+from threadteam.teams.models.openai import speaker_name
 
 from .helpers import OPENAI_KEY, SEARCH, Collector, ask, me, result, user
 

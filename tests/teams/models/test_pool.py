@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-import teams.models as models
-from teams.errors import ModelError
-from teams.models import ModelPool, RehearsalModel, ScriptedModel
+import threadteam.teams.models as models
+from threadteam.teams.errors import ModelError
+from threadteam.teams.models import ModelPool, RehearsalModel, ScriptedModel
 
 from .helpers import ask
 

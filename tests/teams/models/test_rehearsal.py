@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from teams.models import Candidate, ToolCall, ToolSpec
-from teams.models.rehearsal import RehearsalModel
+from threadteam.teams.models import Candidate, ToolCall, ToolSpec
+from threadteam.teams.models.rehearsal import RehearsalModel
 
 from .helpers import SEARCH, Collector, ask, me, result, user
 

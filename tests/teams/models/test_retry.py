@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from teams.errors import ModelHTTPError
-from teams.models._retry import RetryPolicy, redact, retry_after_seconds
+from threadteam.teams.errors import ModelHTTPError
+from threadteam.teams.models._retry import RetryPolicy, redact, retry_after_seconds
 
 from .helpers import OPENAI_KEY, ask
 
