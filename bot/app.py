@@ -103,9 +103,9 @@ class Shutdown:
         """A signal has arrived."""
         return self._event.is_set()
 
-    async def wait(self, *also: asyncio.Future[object]) -> None:
+    async def wait(self, *also: asyncio.Future[Any]) -> None:
         """Until a signal, or until one of `also` finishes (its error is raised)."""
-        stopped = asyncio.ensure_future(self._event.wait())
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(self._event.wait())
         done, pending = await asyncio.wait({stopped, *also}, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()

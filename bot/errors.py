@@ -5,7 +5,8 @@
     ├── ConfigError    a setting or environment variable is wrong (names it)
     ├── StoreError     the store failed or is unreachable
     │   └── ConflictError  an append expected another log length (a stale driver)
-    └── PlatformError  a chat platform refused a call after retries
+    ├── PlatformError  a chat platform refused a call after retries
+    └── Refused        an action is outside what the deciding person may reach
 """
 
 from __future__ import annotations
@@ -33,3 +34,8 @@ class ConflictError(StoreError):
 
 class PlatformError(ThreadteamError):
     """A chat platform refused a call after retries."""
+
+
+class Refused(ThreadteamError):
+    """An action is outside what the deciding person may reach; the message says why,
+    in words fit for the thread and for the model."""

@@ -102,13 +102,12 @@ class Host:
         self._closing = True
         # The work loop ends on its own after its current short read: cancelling a blocking
         # queue read mid-flight can leave a shared connection pool in a bad state.
-        work, *others = self._loops or [None]
+        work, others = (self._loops[0], self._loops[1:]) if self._loops else (None, [])
         for t in [*others, *self._driving.values()]:
             t.cancel()
-        for t in [*others, *self._driving.values(), work]:
-            if t is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+        for t in [*others, *self._driving.values(), *([work] if work else [])]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
 
     async def idle(self, limit: float = 30.0) -> None:
         """Wait until no turn this host queued or runs is left (one-process tests and scripts).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 import re
 import sys
 import time
@@ -17,11 +18,11 @@ _TOKEN_SHAPES = re.compile(
     r"|(?<=://)[^/@\s:]*:[^/@\s]+(?=@))")
 
 
-def redact(text: str, env: dict[str, str] | None = None) -> str:
+def redact(text: str, env: Mapping[str, str] | None = None) -> str:
     """`text` with secret values and token-shaped strings replaced by ***."""
-    env = os.environ if env is None else env
+    values: Mapping[str, str] = os.environ if env is None else env
     for name in SECRET_VARIABLES:
-        value = env.get(name, "")
+        value = values.get(name, "")
         if len(value) >= 6 and name != "THREADTEAM_STORE" and name != "REDIS_URL":
             text = text.replace(value, "***")
     return _TOKEN_SHAPES.sub("***", text)

@@ -157,6 +157,17 @@ class Directory(Protocol):
         """
         ...
 
+    async def reach(self, key: ThreadKey, user: str, channel: str) -> str:
+        """The channel id that `channel` (`#name`, `<#id>` or an id) names where `key`
+        lives, if `user` could post there themselves; else raise `Refused` saying why.
+
+        Asked before an approved side effect posts outside its thread (`post_message`):
+        an approved action reaches no further than the person who approved it. Never
+        another workspace or guild, never a user or a DM; on Slack only a channel the
+        person is a member of, on Discord one where their permissions let them post.
+        """
+        ...
+
 
 class Memory(Protocol):
     """Small durable values an adapter keeps (webhook ids, placeholder posts), in the
