@@ -63,11 +63,17 @@ class Runtime:
         return StoreMemory(self.store, namespace)
 
     async def start_host(self, poster: Poster, *, directory: Directory | None = None,
-                         **host_options: Any) -> Host:
-        """Start the host that posts through `poster` and asks `directory` about people."""
+                         shared: bool = True, **host_options: Any) -> Host:
+        """Start the host that posts through `poster` and asks `directory` about people.
+
+        `shared`: many people summon through this host (Slack, Discord), so the summon
+        limits of the settings apply; the console has one person at the keyboard.
+        """
+        options: dict[str, Any] = {"lease_ttl": self.settings.lease_ttl}
+        if shared:
+            options["limits"] = self.settings.limits
         self.host = Host(store=self.store, catalog=self.catalog, models=self.models,
-                         poster=poster, directory=directory,
-                         **{"lease_ttl": self.settings.lease_ttl, **host_options})
+                         poster=poster, directory=directory, **{**options, **host_options})
         await self.host.start()
         return self.host
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .limits import SummonLimits
 from .stores import default_store_url
 
 _PROVIDERS = ("openai:", "anthropic:", "rehearsal")
@@ -22,6 +23,7 @@ class Settings:
     teams_dir: str | None = None
     log_level: str = "INFO"
     lease_ttl: float = 10.0
+    limits: SummonLimits = field(default_factory=SummonLimits)
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
 
     @classmethod
@@ -35,6 +37,9 @@ class Settings:
             teams_dir=teams_dir or env.get("THREADTEAM_TEAMS_DIR") or None,
             log_level=env.get("THREADTEAM_LOG_LEVEL", "INFO"),
             lease_ttl=_seconds(env.get("THREADTEAM_LEASE_TTL", "10"), "THREADTEAM_LEASE_TTL"),
+            limits=SummonLimits(
+                active_per_user=_count(env, "THREADTEAM_MAX_ACTIVE_RUNS_PER_USER", 3),
+                per_hour=_count(env, "THREADTEAM_MAX_RUNS_PER_HOUR", 60)),
             env=env,
         )
         settings.check(store_flag=bool(store), model_flag=bool(model), teams_flag=bool(teams_dir))
@@ -73,4 +78,17 @@ def _seconds(text: str, variable: str) -> float:
         value = -1.0
     if value <= 0:
         raise ConfigError(f"{variable} must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _count(env: Mapping[str, str], variable: str, default: int) -> int:
+    text = env.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"{variable} must be a whole number above 0, got {text!r}")
     return value

@@ -46,6 +46,7 @@ from threadteam.teams.state import RunState
 
 from .commands import HELP, Command, parse_command
 from .errors import ConflictError
+from .limits import SummonGate, SummonLimits
 from .render import approval_number
 from .runner import Loaded, Runner
 from .shapes import Directory, Handled, Inbound, Outbound, Poster, RunSummary, ThreadKey
@@ -53,6 +54,10 @@ from .stores.base import Store
 from .telemetry import record_wait
 
 log = logging.getLogger("threadteam.host")
+
+_STEERING = ("continue", "retry", "stop")
+#: The longest piece of a person's text the host repeats back in a public notice.
+_ECHO_LIMIT = 64
 
 __all__ = ["Host"]
 
@@ -67,7 +72,8 @@ class Host:
 
     def __init__(self, *, store: Store, catalog: TeamCatalog, models: ModelSource, poster: Poster,
                  directory: Directory | None = None, worker_id: str | None = None,
-                 clock: Callable[[], float] = time.time, lease_ttl: float = 10.0) -> None:
+                 clock: Callable[[], float] = time.time, lease_ttl: float = 10.0,
+                 limits: SummonLimits | None = None) -> None:
         self.store, self.catalog, self.models, self.poster = store, catalog, models, poster
         self.directory = directory
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -76,6 +82,8 @@ class Host:
         self.runner = Runner(store=store, catalog=catalog, models=models, poster=poster,
                              owner=self.worker_id, clock=clock, lease_ttl=lease_ttl,
                              rehearsal_notice=self._rehearsal_notice)
+        self.gate = (SummonGate(store, limits, clock, self._is_active)
+                     if limits is not None else None)
         self._driving: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -133,7 +141,7 @@ class Host:
             return "Summon a team with `<team> <task>`.\n" + self._team_list()
         team = self.catalog.get(parts[0])
         if team is None:
-            return f"I don't know a team called `{parts[0]}`.\n" + self._team_list()
+            return f"I don't know a team called {_echo(parts[0])}.\n" + self._team_list()
         if len(parts) < 2:
             return (f"Tell *{team.name}* what to work on: `{team.name} <task>`, for example "
                     f"`{team.name} Should we migrate billing to Postgres?`")
@@ -185,6 +193,16 @@ class Host:
             await self.runner.deliver(Outbound(inbound.key, problem, f"summon:{inbound.event_id}",
                                                notice=True))
             return Handled()
+        if self.gate is None:
+            return await self._start_run(inbound)
+        async with self.gate.lock(inbound.key):
+            refusal = await self.gate.refusal(inbound.key, inbound.user)
+            if refusal is not None:
+                log.info("summon by %s in %s refused: %s", inbound.user, inbound.key, refusal)
+                return Handled(private=refusal)
+            return await self._start_run(inbound)
+
+    async def _start_run(self, inbound: Inbound) -> Handled:
         name, task = inbound.text.strip().split(None, 1)
         team = self.catalog.get(name)
         assert team is not None
@@ -195,8 +213,14 @@ class Host:
             existing = await self.store.run_for_thread(str(inbound.key))
             return await self._on_run(existing, inbound) if existing else Handled()
         log.info("run %s started: team=%s thread=%s", run_id, team.name, inbound.key)
+        if self.gate is not None:
+            await self.gate.admitted(inbound.key, inbound.user, run_id)
         await self._enqueue(run_id)
         return Handled(taken=True)
+
+    async def _is_active(self, run_id: str) -> bool:
+        loaded = await self.runner.load(run_id)
+        return loaded is not None and loaded.state.finished is None
 
     async def _on_run(self, run_id: str, inbound: Inbound) -> Handled:
         for _ in range(50):  # appends race with the run's driver: re-read and decide again
@@ -227,8 +251,8 @@ class Host:
         in a run that names `role:` approvers, by someone not named as a person."""
         if inbound.roles or self.directory is None or not state.approvers.needs_roles:
             return inbound.roles
-        deciding = cmd is not None and cmd.word in ("approve", "deny")
-        if inbound.user in state.approvers.people or not deciding:
+        deciding = cmd is not None and cmd.word in ("approve", "deny", *_STEERING)
+        if inbound.user in state.approvers.people or inbound.user == state.by or not deciding:
             return inbound.roles
         try:
             return tuple(await self.directory.roles(inbound.key, inbound.user))
@@ -250,6 +274,10 @@ class Host:
             return [], HELP, None
         if word == "status":
             return [], self.status_text(state), None
+        if word in _STEERING and not self._may_steer(state, user, roles, word):
+            if word == "continue" and rest and state.finished is None and state.paused is None:
+                return self._message(state, inbound, rest)  # just words for a running team
+            return [], "", self._who_may_steer(state, word)
         if word == "stop":
             if state.finished is not None:
                 return [], "This run has already finished. `continue` starts it again.", None
@@ -269,6 +297,25 @@ class Host:
                 return [], f"Nothing to retry: the run is {self._status_word(state)}.", None
             return [RunResumed(by=user, at=now)], "", None
         return self._decide(state, inbound, cmd, None, roles)
+
+    def _may_steer(self, state: RunState, user: str, roles: tuple[str, ...], word: str) -> bool:
+        """The summoner and the approvers steer a run; `stop` is also open to its stoppers."""
+        if user == state.by or state.approvers.admits(user, roles):
+            return True
+        stoppers = getattr(state.team, "stoppers", None)
+        return word == "stop" and stoppers is not None and stoppers.admits(user, roles)
+
+    def _who_may_steer(self, state: RunState, word: str) -> str:
+        rule = state.approvers
+        who = [self.poster.mention(state.by),
+               *(self.poster.mention(p) for p in rule.people if p != state.by),
+               *(f"members of {r}" for r in rule.roles)]
+        stoppers = getattr(state.team, "stoppers", None)
+        if word == "stop" and stoppers is not None:
+            who += [*(self.poster.mention(p) for p in stoppers.people if p not in who),
+                    *(f"members of {r}" for r in stoppers.roles)]
+        names = ", ".join(who[:-1]) + f" or {who[-1]}" if len(who) > 1 else who[0]
+        return f"Sorry, only {names} can `{word}` this run; nothing was changed."
 
     def _message(self, state: RunState, inbound: Inbound, text: str
                  ) -> tuple[list[Event], str, str | None]:
@@ -449,3 +496,11 @@ class Host:
                     if run_id not in self._driving:
                         await self.store.enqueue(run_id)
 
+
+def _echo(text: str) -> str:
+    """A person's words, repeated in a public notice: in a code span they cannot leave,
+    on one line, at most `_ECHO_LIMIT` characters."""
+    flat = " ".join(text.replace("`", "'").split())
+    if len(flat) > _ECHO_LIMIT:
+        flat = flat[: _ECHO_LIMIT - 1] + "…"
+    return f"`{flat}`"

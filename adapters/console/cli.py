@@ -32,7 +32,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     user = _user()
     poster = ConsolePoster(user=user)
     runtime = await Runtime.open(settings)
-    host = await runtime.start_host(poster)
+    host = await runtime.start_host(poster, shared=False)
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     reader = asyncio.create_task(_read_lines(lines))
     try:

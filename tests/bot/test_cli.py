@@ -70,6 +70,10 @@ def test_teams_list_shows_builtins_and_user_teams(tmp_path):
     ({"THREADTEAM_MODEL": "gpt4"}, "THREADTEAM_MODEL must look like openai:"),
     ({"THREADTEAM_TEAMS_DIR": "/nonexistent/teams"}, "THREADTEAM_TEAMS_DIR is '/nonexistent"),
     ({"THREADTEAM_LEASE_TTL": "soon"}, "THREADTEAM_LEASE_TTL must be a positive number"),
+    ({"THREADTEAM_MAX_RUNS_PER_HOUR": "lots"},
+     "THREADTEAM_MAX_RUNS_PER_HOUR must be a whole number above 0, got 'lots'"),
+    ({"THREADTEAM_MAX_ACTIVE_RUNS_PER_USER": "0"},
+     "THREADTEAM_MAX_ACTIVE_RUNS_PER_USER must be a whole number above 0"),
 ])
 def test_a_wrong_setting_is_one_line_naming_the_variable(env, message):
     result = threadteam("teams", "list", env=env)

@@ -1,0 +1,167 @@
+"""Who may steer a run and start runs: the summoner and the approvers steer; a bystander
+is refused privately and nothing changes; summons are capped per person and per workspace."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.bot.helpers import ANNOUNCE, DEBATE, make_host, say, summon, thread, write_teams
+from tests.fakes.poster import RecordingPoster
+from threadteam.bot.limits import SummonLimits
+from threadteam.teams.errors import ModelHTTPError
+from threadteam.teams.models.scripted import ScriptedModel, reply
+
+WAITS = """
+name: waits
+description: Asks the person, then waits.
+model: scripted
+agents:
+  - {name: asker, persona: {display_name: Asker}, system_message: Ask.}
+  - {name: you, human: true}
+termination: {text_mention: DONE}
+"""
+
+
+@pytest.fixture
+def poster() -> RecordingPoster:
+    return RecordingPoster()
+
+
+@pytest.fixture
+async def started(store, poster, tmp_path):
+    hosts = []
+
+    async def start(model: ScriptedModel, *teams: str, **options):
+        host = make_host(store, poster, model, write_teams(tmp_path / "teams", *teams), **options)
+        await host.start()
+        hosts.append(host)
+        return host
+
+    yield start
+    for h in hosts:
+        await h.aclose()
+
+
+async def test_a_bystander_cannot_continue_a_finished_run(started, poster, store):
+    model = ScriptedModel(["Bull.", "Bear.", "FINAL ANSWER: no.", "Bull again.", "Bear again.",
+                           "FINAL ANSWER: still no."])
+    host = await started(model, DEBATE)
+    key = thread()
+    await host.handle(summon(key, "debate x", user="alice"))
+    await host.idle()
+    posts_before = len(poster.posts)
+    run_id = await store.run_for_thread(str(key))
+    log_before = await store.load(run_id)
+
+    handled = await host.handle(say(key, "continue and say yes", user="mallory"))
+    await host.idle()
+    assert handled.private == "Sorry, only <@alice> can `continue` this run; nothing was changed."
+    assert len(poster.posts) == posts_before, "nothing is posted for a refused continue"
+    assert await store.load(run_id) == log_before
+
+    assert (await host.handle(say(key, "continue", user="alice"))).private is None
+    await host.idle()
+    assert [n for n, _ in poster.in_thread(key)][-3:] == ["Bull", "Bear", "Synthesis"]
+
+
+async def test_a_bystander_cannot_retry_or_stop_but_an_approver_can(started, poster, store):
+    model = ScriptedModel(["Bull.", ModelHTTPError("OpenAI is overloaded (503).", 503),
+                           "Bear.", "FINAL ANSWER: ok."])
+    team = DEBATE.replace("model: scripted", "model: scripted\napprovers: [bob]")
+    host = await started(model, team)
+    key = thread()
+    await host.handle(summon(key, "debate x", user="alice"))
+    await host.idle()
+    assert "could not go on" in poster.notices(key)[-1]
+
+    for word in ("retry", "stop"):
+        handled = await host.handle(say(key, word, user="mallory"))
+        assert handled.private == (f"Sorry, only <@alice> or <@bob> can `{word}` this run; "
+                                   f"nothing was changed.")
+    await host.idle()
+    assert [n for n, _ in poster.in_thread(key)] == ["Bull"], "the run stayed paused"
+
+    assert (await host.handle(say(key, "retry", user="bob"))).private is None
+    await host.idle()
+    assert [n for n, _ in poster.in_thread(key)] == ["Bull", "Bear", "Synthesis"]
+
+
+async def test_continue_with_words_while_running_is_just_a_message(started, poster):
+    model = ScriptedModel(["Which city?", "DONE: Lisbon."])
+    host = await started(model, WAITS)
+    key = thread()
+    await host.handle(summon(key, "waits plan a trip", user="alice"))
+    await host.idle()
+    assert (await host.handle(say(key, "continue with Lisbon", user="mallory"))).private is None
+    await host.idle()
+    assert model.requests[1].messages[-1].content == "with Lisbon"
+
+
+async def test_a_person_gets_three_active_runs_then_a_private_no(started, poster, store):
+    model = ScriptedModel(["Which city?"] * 4)
+    host = await started(model, WAITS, limits=SummonLimits(active_per_user=3, per_hour=100))
+    for n in range(1, 4):
+        assert (await host.handle(summon(thread(n), "waits trip", user="alice"))).taken
+    refused = await host.handle(summon(thread(4), "waits trip", user="alice"))
+    assert refused.private == ("You already have 3 active runs (the limit is 3 per person). "
+                               "Finish or `stop` one of them, then summon the team again.")
+    assert await store.run_for_thread(str(thread(4))) is None
+    assert poster.in_thread(thread(4), notices=True) == [], "the refusal is private"
+    assert (await host.handle(summon(thread(5), "waits trip", user="bob"))).taken
+
+    await host.idle()
+    await host.handle(say(thread(1), "stop", user="alice"))
+    await host.idle()
+    assert (await host.handle(summon(thread(6), "waits trip", user="alice"))).taken
+    await host.idle()
+
+
+async def test_a_workspace_gets_so_many_runs_an_hour(started, poster, store):
+    now = [1_000_000.0]
+    model = ScriptedModel(["Which city?"] * 3)
+    host = await started(model, WAITS, limits=SummonLimits(active_per_user=5, per_hour=2),
+                         clock=lambda: now[0])
+    assert (await host.handle(summon(thread(1), "waits a", user="alice"))).taken
+    assert (await host.handle(summon(thread(2), "waits b", user="bob"))).taken
+    refused = await host.handle(summon(thread(3), "waits c", user="carol"))
+    assert refused.private is not None and "2 runs in the last hour" in refused.private
+    assert await store.run_for_thread(str(thread(3))) is None
+    now[0] += 3601
+    assert (await host.handle(summon(thread(4), "waits d", user="carol"))).taken
+    await host.idle()
+
+
+async def test_a_burst_of_summons_by_one_person_stops_at_the_limit(started, poster, store):
+    import asyncio
+    model = ScriptedModel(["Which city?"] * 3)
+    host = await started(model, WAITS, limits=SummonLimits(active_per_user=3, per_hour=60))
+    handled = await asyncio.gather(*(host.handle(summon(thread(n), "waits x", user="alice"))
+                                     for n in range(300)))
+    assert sum(h.taken for h in handled) == 3
+    assert sum(h.private is not None for h in handled) == 297
+    await host.idle()
+
+
+async def test_an_unknown_team_name_is_echoed_inert_and_short(started, poster):
+    host = await started(ScriptedModel(), DEBATE)
+    key = thread()
+    await host.handle(summon(key, "x`<!here>`" + "y" * 200 + " do it"))
+    [notice] = poster.notices(key)
+    first = notice.splitlines()[0]
+    assert first.count("`") == 2, "the echo cannot leave its code span"
+    assert first.startswith("I don't know a team called `x'<!here>'yyy")
+    assert len(first.split("`")[1]) == 64
+
+
+async def test_approvers_decide_and_steer_but_a_bystander_approve_changes_nothing(
+        started, poster, store):
+    model = ScriptedModel([
+        reply("Posting.", ("post_message", '{"channel": "#general", "text": "Hi"}')), "DONE."])
+    host = await started(model, ANNOUNCE.format(approvers="[]"))
+    key = thread()
+    await host.handle(summon(key, "announce it", user="alice"))
+    await host.idle()
+    handled = await host.handle(say(key, "approve", user="mallory"))
+    assert handled.private is not None and "only <@alice>" in handled.private
+    await host.idle()
+    assert not any(p.key.channel == "#general" for p in poster.posts)
