@@ -4,7 +4,8 @@
     ├── (teams)        TeamFileError, ToolError, ModelError, ...
     ├── ConfigError    a setting or environment variable is wrong (names it)
     ├── StoreError     the store failed or is unreachable
-    │   └── ConflictError  an append expected another log length (a stale driver)
+    │   ├── ConflictError  an append expected another log length (a stale driver)
+    │   └── PermanentStoreError  a failure retrying will not cure (pause the run, say so)
     ├── PlatformError  a chat platform refused a call after retries
     └── Refused        an action is outside what the deciding person may reach
 """
@@ -30,6 +31,12 @@ class ConflictError(StoreError):
         self.expected = expected
         self.actual = actual
         super().__init__(f"run {run_id}: expected log length {expected}, found {actual}")
+
+
+class PermanentStoreError(StoreError):
+    """A store failure that retrying will not cure: a value the store cannot hold, a
+    corrupt file, a key of the wrong type, an unknown run. A plain `StoreError` is
+    transient (unreachable, locked) and worth retrying; this one is not."""
 
 
 class PlatformError(ThreadteamError):
