@@ -1,7 +1,22 @@
-"""Slack: teams in Slack threads, through slack_bolt (Socket Mode or HTTP events)."""
+"""Slack: teams in Slack threads, through slack_bolt (Socket Mode or HTTP events).
 
-from ._format import split_text, to_mrkdwn
-from ._outbound import SlackPoster
-from .app import EVENTS_PATH, SlackAdapter, SlackConfig
+    adapter.py       SlackAdapter, SlackConfig: lifecycle (start(host) / aclose()) and wiring
+    receive.py       the HTTP endpoint / Socket Mode connection, on a thread of its own
+    inbound.py       Slack payloads -> Inbound
+    poster.py        the host's Poster: posts in order per thread
+    placeholders.py  "is thinking…" status, placeholder posts, streamed replies
+    blocks.py        Block Kit: approval buttons
+    text.py          Markdown -> mrkdwn, splitting long posts
+    directory.py     the host's Directory: user groups (roles), names
+    api.py           the one caller of the Web API, under the one retry policy
+    cli.py           `threadteam run slack`
+"""
 
-__all__ = ["EVENTS_PATH", "SlackAdapter", "SlackConfig", "SlackPoster", "split_text", "to_mrkdwn"]
+from .adapter import EVENTS_PATH, SlackAdapter, SlackConfig
+from .api import SlackApi, SlackError
+from .directory import SlackDirectory
+from .poster import SlackPoster
+from .text import split_text, to_mrkdwn
+
+__all__ = ["EVENTS_PATH", "SlackAdapter", "SlackApi", "SlackConfig", "SlackDirectory",
+           "SlackError", "SlackPoster", "split_text", "to_mrkdwn"]

@@ -11,7 +11,9 @@ import sys
 from threadteam.bot.app import Runtime, Shutdown
 from threadteam.bot.config import Settings
 
-from .app import EVENTS_PATH, SlackAdapter, SlackConfig
+from .adapter import EVENTS_PATH, SlackAdapter, SlackConfig
+
+__all__ = ["add_arguments", "run"]
 
 log = logging.getLogger("threadteam.slack")
 

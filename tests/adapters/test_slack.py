@@ -21,7 +21,7 @@ from tests.fakes.slack import (
     OTHER_BOT_ID,
     wait_until,
 )
-from threadteam.adapters.slack._inbound import APPROVE_ACTION, DENY_ACTION
+from threadteam.adapters.slack.inbound import APPROVE_ACTION, DENY_ACTION
 from threadteam.teams.models.scripted import reply
 
 BOT = f"<@{BOT_USER}>"

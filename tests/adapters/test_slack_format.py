@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from threadteam.adapters.slack._format import (
+from threadteam.adapters.slack.text import (
     _BULLET,
     _FENCE,
     _HEADING,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.fakes.slack import ALICE, BOT_ID, BOT_USER, CHANNEL, TEAM, FakeSlack
-from threadteam.adapters.slack._inbound import (
+from threadteam.adapters.slack.inbound import (
     APPROVE_ACTION,
     RecentIds,
     button_inbound,

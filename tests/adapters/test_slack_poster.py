@@ -11,8 +11,8 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.fakes.slack import BOT_TOKEN, CHANNEL, FakeSlack, wait_until
-from threadteam.adapters.slack import SlackPoster
-from threadteam.adapters.slack._inbound import APPROVE_ACTION
+from threadteam.adapters.slack import SlackApi, SlackPoster
+from threadteam.adapters.slack.inbound import APPROVE_ACTION
 from threadteam.bot.errors import PlatformError
 from threadteam.bot.memory import StoreMemory
 from threadteam.bot.shapes import ApprovalPrompt, Outbound, ThreadKey
@@ -26,7 +26,7 @@ BEAR = Persona("Bear", ":bear:")
 async def poster(fake_slack: FakeSlack) -> AsyncIterator[SlackPoster]:
     async with aiohttp.ClientSession() as session:
         client = AsyncWebClient(token=BOT_TOKEN, base_url=fake_slack.api_url, session=session)
-        p = SlackPoster(client)
+        p = SlackPoster(SlackApi(client))
         yield p
         await p.drain()
         await p.stop_streaming()
@@ -153,8 +153,8 @@ async def test_a_placeholder_left_by_a_crash_is_reused_or_taken_down(fake_slack,
     bull = Persona("Bull", ":ox:")
     async with aiohttp.ClientSession() as session:
         def restarted() -> SlackPoster:
-            return SlackPoster(AsyncWebClient(token=BOT_TOKEN, base_url=fake_slack.api_url,
-                                              session=session), memory=StoreMemory(store, "slack"))
+            client = AsyncWebClient(token=BOT_TOKEN, base_url=fake_slack.api_url, session=session)
+            return SlackPoster(SlackApi(client), memory=StoreMemory(store, "slack"))
 
         crashed = restarted()
         await crashed.working(KEY, BEAR)

@@ -16,7 +16,8 @@ import pytest
 from tests.adapters.slack_stack import Stack
 from tests.bot.helpers import ANNOUNCE
 from tests.fakes.slack import ALICE, BOB, BOT_USER, CHANNEL, MALLORY, TEAM, wait_until
-from threadteam.adapters.slack._inbound import APPROVE_ACTION, DENY_ACTION, group_labels
+from threadteam.adapters.slack.directory import group_labels
+from threadteam.adapters.slack.inbound import APPROVE_ACTION, DENY_ACTION
 from threadteam.teams.approvers import Approvers
 from threadteam.teams.models.scripted import reply
 
@@ -119,7 +120,7 @@ async def test_someone_outside_the_group_is_refused_privately_and_nothing_change
 
     # Joining the group counts once the minute is up.
     s.fake.usergroups = [{**OTHERS, "users": [MALLORY]}, {**ONCALL, "users": [BOB, MALLORY]}]
-    s.adapter.usergroups.forget()
+    s.adapter.directory.forget()
     await s.fake.say(MALLORY, "approve", thread_ts=ts)
     await s.finished(ts)
     assert s.fake.message(CHANNEL, request["ts"])["text"].startswith(
@@ -182,7 +183,7 @@ async def test_without_the_scope_a_member_is_refused_politely_and_a_warning_says
     assert len(s.fake.calls_to("usergroups.list")) == 1
 
     # The failure is kept for the minute too; once the scope is granted, the member gets through.
-    s.adapter.usergroups.forget()
+    s.adapter.directory.forget()
     await s.fake.click(CHANNEL, request["ts"], APPROVE_ACTION, user=BOB)
     await s.finished(ts)
     assert s.fake.message(CHANNEL, request["ts"])["text"].startswith(f"✅ Approved by <@{BOB}>")

@@ -13,12 +13,11 @@ from collections import OrderedDict
 from typing import Any
 
 from threadteam.bot.commands import parse_command
-from threadteam.bot.shapes import Inbound, ThreadKey
-from threadteam.teams.approvers import role_label
+from threadteam.bot.shapes import Inbound, InboundKind, ThreadKey
 
 __all__ = [
     "APPROVE_ACTION", "DENY_ACTION", "RecentIds", "button_inbound", "command_key",
-    "group_labels", "is_from_bot", "message_inbound",
+    "is_from_bot", "message_inbound",
     "strip_mention", "unescape",
 ]
 
@@ -72,6 +71,7 @@ def message_inbound(body: dict[str, Any], bot_user_id: str) -> Inbound | None:
     thread_ts = event.get("thread_ts")
     in_thread = bool(thread_ts) and thread_ts != ts
     is_dm = event.get("channel_type") == "im"
+    kind: InboundKind
     if event.get("type") == "app_mention":
         kind = "reply" if in_thread and parse_command(text) is not None else "summon"
     elif is_dm:
@@ -82,7 +82,7 @@ def message_inbound(body: dict[str, Any], bot_user_id: str) -> Inbound | None:
         kind = "reply"
     if in_thread and not text:
         return None  # a bare mention inside a thread says nothing to the run
-    key = ThreadKey(PLATFORM, team, channel, thread_ts if in_thread else ts)
+    key = ThreadKey(PLATFORM, team, channel, str(thread_ts) if in_thread else ts)
     return Inbound(key=key, user=user, text=text, kind=kind, event_id=f"{team}:{channel}:{ts}")
 
 
@@ -107,11 +107,6 @@ def button_inbound(body: dict[str, Any]) -> Inbound | None:
     event_id = f"{team}:{channel}:{message_ts}:{action.get('action_ts', '')}:{user['id']}"
     return Inbound(key=key, user=user["id"], text="", kind="button", event_id=event_id,
                    display_name=name, action=verdict, call_id=action.get("value"))
-
-
-def group_labels(group: dict[str, Any]) -> frozenset[str]:
-    """What a user group from `usergroups.list` answers to: its handle, name and id."""
-    return frozenset(role_label(str(group[k])) for k in ("handle", "name", "id") if group.get(k))
 
 
 def command_key(command: dict[str, Any], thread_ts: str) -> ThreadKey:

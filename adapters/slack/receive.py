@@ -35,7 +35,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from threadteam.bot.errors import ConfigError
 
-from ._inbound import is_from_bot
+from .inbound import is_from_bot
 
 __all__ = ["EVENTS_PATH", "Receiver"]
 

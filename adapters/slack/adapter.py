@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import re
-import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -24,26 +23,26 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from threadteam.bot.errors import ConfigError, PlatformError
-from threadteam.bot.shapes import Inbound, Memory, ThreadKey
+from threadteam.bot.shapes import Inbound, Memory
 
-from ._format import to_mrkdwn
-from ._inbound import (
+from .api import SlackApi, SlackError
+from .directory import SlackDirectory
+from .inbound import (
     APPROVE_ACTION,
     DENY_ACTION,
     RecentIds,
     button_inbound,
     command_key,
-    group_labels,
     is_from_bot,
     message_inbound,
     unescape,
 )
-from ._outbound import SlackPoster
-from ._receive import EVENTS_PATH, Receiver
+from .poster import SlackPoster
+from .receive import EVENTS_PATH, Receiver
+from .text import to_mrkdwn
 
 if TYPE_CHECKING:
     from threadteam.bot.host import Host
@@ -53,7 +52,6 @@ __all__ = ["EVENTS_PATH", "SlackAdapter", "SlackConfig"]
 log = logging.getLogger("threadteam.slack")
 
 COMMAND = "/team"
-GROUPS_TTL = 60.0  # seconds a workspace's user groups are trusted before asking Slack again
 
 
 @dataclass(frozen=True)
@@ -94,22 +92,26 @@ class SlackConfig:
 
 
 class SlackAdapter:
-    """Connects one Slack workspace to a Host: events in, posts out through `poster`."""
+    """Connects one Slack workspace to a Host: events in, posts out through `poster`.
+
+    Lifecycle: construct (cheap, no I/O), `await start(host)` (checks the bot token,
+    then receives), `await aclose()` (after the host, which posts through `poster`).
+    """
 
     def __init__(self, config: SlackConfig, *, memory: Memory | None = None) -> None:
         self.config = config
         self._base_url = (config.api_url.rstrip("/") + "/" if config.api_url
                           else AsyncWebClient.BASE_URL)
         self.client = AsyncWebClient(token=config.bot_token, base_url=self._base_url)
-        self.poster = SlackPoster(self.client, memory=memory)
+        self.api = SlackApi(self.client)
+        self._poster = SlackPoster(self.api, memory=memory)
+        self._directory = SlackDirectory(self.api)
         self.bot_user_id = ""
         self.bot_name = "threadteam"
         self.host: Host | None = None
         self._receiver: Receiver | None = None
         self._main: asyncio.AbstractEventLoop | None = None
         self._recent = RecentIds()
-        self._names: dict[str, str] = {}
-        self.usergroups = UserGroups(self.poster)
         self._tasks: set[asyncio.Task[None]] = set()
         # Work handed over by the receiver thread (only it counts up `_handed`) and
         # taken up by the main loop (only it counts up `_taken`): equal means settled.
@@ -124,20 +126,29 @@ class SlackAdapter:
             self.client.session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=60))
         try:
-            who = await self.client.auth_test()
-        except SlackApiError as exc:
+            who = await self.api.once("auth.test", timeout=30.0)
+        except SlackError as exc:
             await self.aclose()
-            error = exc.response.get("error", "unknown_error")
-            raise ConfigError(f"SLACK_BOT_TOKEN was refused by Slack ({error})") from None
-        except Exception as exc:  # aiohttp's errors, DNS, refused connections
-            await self.aclose()
+            if exc.answered:
+                raise ConfigError(f"SLACK_BOT_TOKEN was refused by Slack ({exc.code})") from None
             where = self.config.api_url or "slack.com"
-            raise ConfigError(f"Slack could not be reached at {where}: {exc}") from None
+            raise ConfigError(f"Slack could not be reached at {where} ({exc.code})") from None
         self.bot_user_id = who.get("user_id", "")
         self.bot_name = who.get("user") or self.bot_name
 
+    @property
+    def poster(self) -> SlackPoster:
+        """The host's `Poster` for this workspace."""
+        return self._poster
+
+    @property
+    def directory(self) -> SlackDirectory:
+        """What the host asks about people: roles (user groups) and channel reach."""
+        return self._directory
+
     async def start(self, host: Host, *, port: int | None = None, bind: str = "0.0.0.0") -> None:
-        """Start receiving: Socket Mode if an app token is set, else HTTP on `port`."""
+        """Check the bot token (unless `connect` did), then receive: Socket Mode if an app
+        token is set, else HTTP on `port` (3000 by default) at `bind`."""
         if not self.bot_user_id:
             await self.connect()
         self.host = host
@@ -164,7 +175,7 @@ class SlackAdapter:
         await self.stop()
         for t in list(self._tasks):
             t.cancel()
-        self.usergroups.cancel()
+        self._directory.cancel()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
                 await self.poster.drain()
@@ -281,7 +292,8 @@ class SlackAdapter:
         assert self.host is not None
         try:
             if not inbound.display_name:
-                inbound = replace(inbound, display_name=await self._display_name(inbound.user))
+                inbound = replace(inbound,
+                                  display_name=await self._directory.display_name(inbound.user))
             handled = await self.host.handle(inbound)
             if handled.private:
                 await self.poster.ephemeral(inbound.key, inbound.user, handled.private)
@@ -292,102 +304,6 @@ class SlackAdapter:
         except Exception:
             log.exception("slack: handling %s %s failed", inbound.kind, inbound.event_id)
 
-    async def _display_name(self, user: str) -> str:
-        """The person's display name for the transcript the models read (cached)."""
-        if user not in self._names:
-            name = ""
-            with contextlib.suppress(Exception):
-                info = (await self.client.users_info(user=user)).get("user") or {}
-                profile = info.get("profile") or {}
-                name = (profile.get("display_name") or profile.get("real_name")
-                        or info.get("real_name") or info.get("name") or "")
-            if len(self._names) > 10_000:
-                self._names.clear()
-            self._names[user] = name
-        return self._names[user]
-
-    @property
-    def directory(self) -> SlackAdapter:
-        """What the host asks about people: this adapter (see `roles`)."""
-        return self
-
-    async def roles(self, key: ThreadKey, user: str) -> frozenset[str]:
-        """The labels (handle, name, id) of each Slack user group `user` is in.
-
-        The host asks only while deciding an approval of a run that names `role:`
-        approvers. Any failure means no roles: the host then refuses politely, as it
-        would anyone who may not approve.
-        """
-        return frozenset[str]().union(*await self.usergroups.of(key.workspace, user))
-
-
-class UserGroups:
-    """Who is in which Slack user group, per workspace, from `usergroups.list`.
-
-    A workspace's groups are fetched at most once per `ttl` (a burst of clicks shares
-    one call, even while it is in flight) through `SlackPoster.call`, so Slack's rate
-    limits are waited out like any other call. A failure (typically `missing_scope`:
-    the app lacks `usergroups:read`) is logged once and counts as "in no group" for
-    the same `ttl`.
-    """
-
-    def __init__(self, poster: SlackPoster, ttl: float = GROUPS_TTL, timeout: float = 30.0
-                 ) -> None:
-        self.poster = poster
-        self.ttl = ttl
-        self.timeout = timeout
-        self._cache: dict[str, tuple[float, list[tuple[frozenset[str], frozenset[str]]]]] = {}
-        self._fetching: dict[str, asyncio.Task[list[tuple[frozenset[str], frozenset[str]]]]] = {}
-        self._warned: set[tuple[str, str]] = set()
-
-    async def of(self, workspace: str, user: str) -> list[frozenset[str]]:
-        """The labels (`group_labels`) of each group `user` is a member of."""
-        return [labels for labels, members in await self._groups(workspace) if user in members]
-
-    def forget(self) -> None:
-        """Drop what is known, so the next attempt asks Slack again."""
-        self._cache.clear()
-
-    def cancel(self) -> None:
-        """Abandon fetches in flight (shutdown)."""
-        for task in list(self._fetching.values()):
-            task.cancel()
-
-    async def _groups(self, workspace: str) -> list[tuple[frozenset[str], frozenset[str]]]:
-        cached = self._cache.get(workspace)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        task = self._fetching.get(workspace)
-        if task is None:
-            task = asyncio.ensure_future(self._fetch(workspace))
-            self._fetching[workspace] = task
-            task.add_done_callback(lambda _: self._fetching.pop(workspace, None))
-        return await asyncio.shield(task)
-
-    async def _fetch(self, workspace: str) -> list[tuple[frozenset[str], frozenset[str]]]:
-        groups: list[tuple[frozenset[str], frozenset[str]]] = []
-        try:
-            async with asyncio.timeout(self.timeout):
-                answer = await self.poster.call("usergroups.list", include_users=True)
-            groups = [(group_labels(g), frozenset(g.get("users") or ()))
-                      for g in answer.get("usergroups") or ()]
-            self._warned = {w for w in self._warned if w[0] != workspace}
-        except Exception as exc:  # refused, unreachable, timed out: in no group, for now
-            code = (_code(exc) if isinstance(exc, PlatformError) and isinstance(
-                exc.__cause__, SlackApiError) else str(exc) or type(exc).__name__)
-            if (workspace, code) not in self._warned:
-                self._warned.add((workspace, code))
-                hint = (" (user groups also need a paid Slack plan)"
-                        if code == "plan_upgrade_required" else "")
-                log.warning("slack: could not list user groups (%s), so nobody counts as a "
-                            "member of a role: approver group; give the Slack app the "
-                            "usergroups:read bot scope and reinstall it%s", code, hint)
-        self._cache[workspace] = (time.monotonic() + self.ttl, groups)
-        return groups
-
 
 def _code(exc: PlatformError) -> str:
-    cause = exc.__cause__
-    if isinstance(cause, SlackApiError):
-        return str(cause.response.get("error", "error"))
-    return "error"
+    return exc.code if isinstance(exc, SlackError) else "error"

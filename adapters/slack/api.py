@@ -1,0 +1,163 @@
+"""The one caller of the Slack Web API, and the one place its errors are translated.
+
+Every call the adapter makes goes through `SlackApi`:
+
+- `call(method, ...)` follows the platform retry policy (`threadteam.bot.retry`):
+  a rate limit (HTTP 429, `ratelimited`) is waited out for as long as
+  `Retry-After` says, as often as it takes; a Slack 5xx, a dropped or refused
+  connection or a timeout is retried 5 times with backoff; any other refusal
+  fails at once. What fails is raised as `SlackError`.
+- `once(method, ...)` makes one attempt within a short deadline and raises
+  `SlackError` at the first failure: for courtesies (thread status,
+  placeholders, streaming edits, reactions) that must never hold up a post.
+
+A `SlackError` (a `PlatformError`) names the method and Slack's error code,
+nothing else: its text is posted in threads, so it never carries a URL, an
+internal host or a response body. The full error goes to the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from threadteam.bot.errors import PlatformError
+from threadteam.bot.retry import (
+    PLATFORM_RETRY,
+    RateLimited,
+    RetryPolicy,
+    Transient,
+    Verdict,
+    retrying,
+)
+
+__all__ = ["COURTESY_TIMEOUT", "SlackApi", "SlackError"]
+
+log = logging.getLogger("threadteam.slack")
+
+COURTESY_TIMEOUT = 5.0  # seconds a courtesy call (`once`) may take
+# Methods that take a JSON body; Slack reads the others' arguments from the query or
+# a form only (a JSON body there is silently ignored).
+_JSON_METHODS = frozenset({
+    "chat.postMessage", "chat.update", "chat.delete", "chat.postEphemeral",
+    "reactions.add", "reactions.remove", "assistant.threads.setStatus",
+})
+# Errors Slack answers (with HTTP 200) when the fault is on its side and may pass.
+_SLACK_TRANSIENT = frozenset({"internal_error", "fatal_error", "service_unavailable",
+                              "request_timeout"})
+
+
+class SlackError(PlatformError):
+    """Slack refused a call, or could not be reached, after the retry policy gave up.
+
+    `code` is Slack's error code (`channel_not_found`, `ratelimited`, ...) or, when
+    no answer came (`answered` False), what went wrong (`unreachable`, `timeout`);
+    `retry_after` is set for a rate limit.
+    """
+
+    def __init__(self, method: str, code: str, *, answered: bool = True,
+                 retry_after: float | None = None) -> None:
+        self.method = method
+        self.code = code
+        self.answered = answered
+        self.retry_after = retry_after
+        said = (f"Slack refused {method} ({code})" if answered
+                else f"Slack could not be reached for {method} ({code})")
+        super().__init__(said)
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.retry_after is not None
+
+
+class SlackApi:
+    """Calls Slack's Web API through one slack_sdk client, under one retry policy."""
+
+    def __init__(self, client: AsyncWebClient, *, policy: RetryPolicy = PLATFORM_RETRY) -> None:
+        self.client = client
+        self.policy = policy
+
+    async def call(self, method: str, **params: Any) -> Any:
+        """Call `method`; wait out rate limits, retry transient failures, else raise SlackError."""
+        try:
+            return await retrying(lambda: self._send(method, params), _classify,
+                                  what=f"slack {method}", policy=self.policy)
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            raise _translate(method, exc) from exc
+
+    async def once(self, method: str, *, timeout: float = COURTESY_TIMEOUT,
+                   **params: Any) -> Any:
+        """One attempt at `method` within `timeout` seconds; SlackError at the first failure."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._send(method, params)
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            raise _translate(method, exc) from exc
+
+    async def _send(self, method: str, params: Mapping[str, Any]) -> Any:
+        if method in _JSON_METHODS:
+            return await self.client.api_call(method, json=dict(params))
+        return await self.client.api_call(method, http_verb="GET", params=dict(params))
+
+
+def _classify(exc: BaseException) -> Verdict:
+    if isinstance(exc, SlackApiError):
+        if _is_ratelimited(exc):
+            return RateLimited(_retry_after(exc))
+        if exc.response.status_code >= 500:
+            return Transient(f"HTTP {exc.response.status_code}")
+        if _code_of(exc) in _SLACK_TRANSIENT:  # Slack's own "try again" answers
+            return Transient(_code_of(exc))
+        return None
+    if isinstance(exc, TimeoutError):
+        return Transient("timed out")
+    if isinstance(exc, aiohttp.ClientError):
+        return Transient(type(exc).__name__)
+    return None
+
+
+def _translate(method: str, exc: SlackApiError | aiohttp.ClientError | TimeoutError
+               ) -> SlackError:
+    """`exc` as a SlackError whose text is fit for a thread; the details go to the log."""
+    if isinstance(exc, SlackApiError):
+        status = exc.response.status_code
+        if _is_ratelimited(exc):
+            return SlackError(method, "ratelimited", retry_after=_retry_after(exc))
+        code = _code_of(exc) or f"http_{status}"
+        if status >= 500 or code in _SLACK_TRANSIENT:
+            log.warning("slack %s failed: %s", method, exc)
+        return SlackError(method, code)
+    if isinstance(exc, TimeoutError):
+        return SlackError(method, "timeout", answered=False)
+    log.warning("slack %s could not be sent: %s", method, exc)
+    return SlackError(method, "unreachable", answered=False)
+
+
+def _code_of(exc: SlackApiError) -> str:
+    """Slack's error code, if the answer has one that looks like a code (never free text)."""
+    data = exc.response.data
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, str) or not 0 < len(error) <= 64:
+        return ""
+    return error if all(c.isalnum() or c in "_.-" for c in error) else ""
+
+
+def _is_ratelimited(exc: SlackApiError) -> bool:
+    return exc.response.status_code == 429 or _code_of(exc) == "ratelimited"
+
+
+def _retry_after(exc: SlackApiError) -> float:
+    headers = {k.lower(): v for k, v in (exc.response.headers or {}).items()}
+    value = headers.get("retry-after", "1")
+    if isinstance(value, list):
+        value = value[0] if value else "1"
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 1.0
