@@ -47,7 +47,7 @@ from threadteam.teams.state import RunState
 from .commands import HELP, Command, parse_command
 from .errors import ConflictError
 from .limits import SummonGate, SummonLimits
-from .render import approval_number
+from .render import approval_key, approval_number
 from .runner import Loaded, Runner
 from .shapes import Directory, Handled, Inbound, Outbound, Poster, RunSummary, ThreadKey
 from .stores.base import Store
@@ -230,7 +230,8 @@ class Host:
             cmd = (Command(inbound.action or "", None, "") if inbound.kind == "button"
                    else parse_command(inbound.text))
             roles = await self._roles_for(loaded.state, inbound, cmd)
-            events, public, private = self._interpret(loaded.state, inbound, cmd, roles)
+            seen = await self._seen_requests(run_id, loaded.state, inbound, cmd)
+            events, public, private = self._interpret(loaded.state, inbound, cmd, roles, seen)
             if events:
                 try:
                     await self.store.append(run_id, loaded.state.length, [to_json(e) for e in events])
@@ -260,8 +261,28 @@ class Host:
             log.exception("looking up the roles of %s failed; treating as none", inbound.user)
             return ()
 
+    async def _seen_requests(self, run_id: str, state: RunState, inbound: Inbound,
+                             cmd: Command | None) -> set[str] | None:
+        """For a bare `approve`/`deny`: the pending requests posted before the person wrote
+        it (the only ones they can mean). None when the reply names its request."""
+        if inbound.kind == "button" or cmd is None or cmd.word not in ("approve", "deny") \
+                or cmd.number is not None:
+            return None
+        posted_at = getattr(self.poster, "posted_at", None)
+        seen = set()
+        for call in state.pending_approvals():
+            message_id = await self.store.get_post(approval_key(run_id, call.request.call_id))
+            if message_id is None:
+                continue  # not posted yet: nobody has seen it
+            when = posted_at(message_id) if posted_at is not None else None
+            if when is not None and inbound.sent_at is not None and when > inbound.sent_at:
+                continue
+            seen.add(call.request.call_id)
+        return seen
+
     def _interpret(self, state: RunState, inbound: Inbound, cmd: Command | None,
-                   roles: tuple[str, ...]) -> tuple[list[Event], str, str | None]:
+                   roles: tuple[str, ...], seen: set[str] | None = None
+                   ) -> tuple[list[Event], str, str | None]:
         """(events to append, a reply for the thread, a reply only the person sees)."""
         now, user = self.clock(), inbound.user
         if inbound.kind == "button":
@@ -296,7 +317,7 @@ class Host:
             if state.paused is None:
                 return [], f"Nothing to retry: the run is {self._status_word(state)}.", None
             return [RunResumed(by=user, at=now)], "", None
-        return self._decide(state, inbound, cmd, None, roles)
+        return self._decide(state, inbound, cmd, None, roles, seen)
 
     def _may_steer(self, state: RunState, user: str, roles: tuple[str, ...], word: str) -> bool:
         """The summoner and the approvers steer a run; `stop` is also open to its stoppers."""
@@ -329,9 +350,19 @@ class Host:
                        "team pick it up."), None
 
     def _decide(self, state: RunState, inbound: Inbound, cmd: Command, call_id: str | None,
-                roles: tuple[str, ...]) -> tuple[list[Event], str, str | None]:
+                roles: tuple[str, ...], seen: set[str] | None = None
+                ) -> tuple[list[Event], str, str | None]:
         approve = cmd.word == "approve"
         pending = state.pending_approvals()
+        if seen is not None and pending:  # a bare word: only what the person could have seen
+            visible = [c for c in pending if c.request.call_id in seen]
+            if not visible:
+                nums = ", ".join(f"#{approval_number(state, c.request.call_id)}" for c in pending)
+                return [], "", (f"Your `{cmd.word}` was written before request {nums} was "
+                                f"posted, so it was not applied. Reply `{cmd.word} <number>` "
+                                f"to decide it.")
+            if len(visible) < len(pending) and len(visible) == 1:
+                pending = visible
         if call_id is not None:
             chosen = [c for c in pending if c.request.call_id == call_id]
             if not chosen:

@@ -114,7 +114,7 @@ def render_decision(state: RunState, e: ApprovalDecided, key: ThreadKey, run_id:
 
 
 def _args_block(args: dict) -> str:
-    body = json.dumps(args, indent=2, ensure_ascii=False)
-    if len(body) > 1500:
-        body = body[:1500] + "\n…"
+    """The whole arguments, never a truncation of what will run: a person approves what
+    they read. (Adapters split a long post into several messages.)"""
+    body = json.dumps(args, indent=2, ensure_ascii=False).replace("```", "`\u200b``")
     return f"```\n{body}\n```"

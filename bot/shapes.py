@@ -46,7 +46,8 @@ class Inbound:
     - summon: `text` is `<team> <task>`; `key` is the thread the run will live in
     - reply: a message in a run's thread (a command word or plain text)
     - button: an approval button; `action` is "approve" or "deny", `call_id` names the call
-    `event_id` is the platform's id for de-duplication; `roles`, when the platform
+    `event_id` is the platform's id for de-duplication; `sent_at`, the platform's
+    time of the message, tells which approval requests the person could have seen; `roles`, when the platform
     event already carries them, are the labels of the person's roles (for `role:`
     approvers); otherwise the host asks the adapter's `Directory` when it needs them.
     """
@@ -60,6 +61,7 @@ class Inbound:
     roles: tuple[str, ...] = ()
     action: str | None = None
     call_id: str | None = None
+    sent_at: float | None = None  # when the platform says the person sent it (epoch s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,9 @@ class Poster(Protocol):
     A poster that can show a reply while the model writes it also offers
     `stream(key, persona) -> TextSink | None`, asked right after `working`: the
     model's text deltas go there (Slack edits them into a placeholder post).
+    A poster whose message ids carry the platform's time (a Slack `ts`, a Discord
+    snowflake) also offers `posted_at(message_id) -> float | None`, so a bare `approve`
+    is matched only against requests posted before the person wrote it.
     """
 
     async def post(self, out: Outbound) -> str:

@@ -3,6 +3,8 @@ is refused privately and nothing changes; summons are capped per person and per 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.bot.helpers import ANNOUNCE, DEBATE, make_host, say, summon, thread, write_teams
@@ -165,3 +167,44 @@ async def test_approvers_decide_and_steer_but_a_bystander_approve_changes_nothin
     assert handled.private is not None and "only <@alice>" in handled.private
     await host.idle()
     assert not any(p.key.channel == "#general" for p in poster.posts)
+
+
+async def test_a_bare_approve_never_reaches_a_request_posted_after_it(started, poster, store):
+    import dataclasses
+    import time
+    model = ScriptedModel([
+        reply("First.", ("post_message", '{"channel": "#general", "text": "one"}')),
+        reply("Second.", ("post_message", '{"channel": "#random", "text": "two"}')),
+        "DONE."])
+    host = await started(model, ANNOUNCE.format(approvers="[]"))
+    key = thread()
+    await host.handle(summon(key, "announce it", user="alice"))
+    await host.idle()
+    written = time.time()  # alice types "approve" for request #1 while it is alone...
+    late = dataclasses.replace(say(key, "approve", user="alice"), sent_at=written)
+    await host.handle(say(key, "deny 1 wrong channel", user="alice"))  # ...#1 is decided first
+    await host.idle()
+    assert [p.text.splitlines()[0] for p in poster.posts if p.buttons] == [
+        "Approval #2: Announcer wants to run `post_message`"]
+
+    handled = await host.handle(late)
+    await host.idle()
+    assert handled.private == ("Your `approve` was written before request #2 was posted, so it "
+                               "was not applied. Reply `approve <number>` to decide it.")
+    assert not any(p.key.channel in ("#general", "#random") for p in poster.posts)
+
+    await host.handle(say(key, "approve", user="alice"))  # written after #2 was posted
+    await host.idle()
+    assert [p.text for p in poster.posts if p.key.channel == "#random"] == ["two"]
+
+
+async def test_an_approval_request_shows_every_argument(started, poster):
+    long_text = "x" * 3000 + " <!channel> the hidden tail"
+    model = ScriptedModel([
+        reply("Posting.", ("post_message", json.dumps({"channel": "#general", "text": long_text}))),
+        "DONE."])
+    host = await started(model, ANNOUNCE.format(approvers="[]"))
+    await host.handle(summon(thread(), "announce it", user="alice"))
+    await host.idle()
+    [request] = [p for p in poster.posts if p.buttons]
+    assert long_text in request.text

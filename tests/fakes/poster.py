@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from dataclasses import dataclass, field
 
 from threadteam.bot.shapes import Outbound, ThreadKey
@@ -35,6 +36,7 @@ class RecordingPoster:
     streamed: list[tuple[ThreadKey, str, str]] = field(default_factory=list)  # (key, name, delta)
     fail_next: int = 0
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _times: dict[str, float] = field(default_factory=dict)
 
     async def post(self, out: Outbound) -> str:
         if self.fail_next:
@@ -43,7 +45,12 @@ class RecordingPoster:
         seen = Seen(f"m{next(self._ids)}", out.key, out.persona.display_name, out.text,
                     out.approval is not None, out.notice, out.idempotency_key)
         self.posts.append(seen)
+        self._times[seen.id] = time.time()
         return seen.id
+
+    def posted_at(self, message_id: str) -> float | None:
+        """When the platform took the post (Slack's ts, a Discord snowflake's time)."""
+        return self._times.get(message_id)
 
     async def edit(self, out: Outbound, message_id: str) -> None:
         for p in self.posts:
