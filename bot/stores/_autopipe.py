@@ -5,6 +5,10 @@ packing, parsing), not on the wire. A thousand runs appending at once issue
 their commands in the same loop turn; sending them as one non-transactional
 pipeline is the Redis twin of SQLite's group commit (~4x the appends/s).
 Blocking commands (XREADGROUP BLOCK) must not come through here.
+
+One command never fails another: an error reply goes to its own caller only, and
+a command that cannot even be packed (an argument of a type Redis cannot take)
+fails alone while the rest of its batch is sent without it.
 """
 
 from __future__ import annotations
@@ -14,16 +18,28 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis import exceptions as rx
 from redis.asyncio.client import Pipeline
 
+__all__ = ["AutoPipeline", "Command"]
+
 Command = Callable[[Pipeline], Any]  # adds one command to the pipeline it is given
+Entry = tuple[tuple[Any, ...], dict[str, Any]]  # a queued command: (args, options)
+
+# What packing a batch raises for one bad command, before anything is sent.
+_PACKING_ERRORS = (rx.DataError, TypeError, ValueError)
 
 
 class AutoPipeline:
-    """Queues commands and flushes them together at the end of the loop turn."""
+    """Queues commands and flushes them together at the end of the loop turn.
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    `check(*args)` packs one command as the connection would, raising what packing
+    it would raise; it finds the culprit when packing a whole batch fails.
+    """
+
+    def __init__(self, client: aioredis.Redis, check: Callable[..., Any]) -> None:
         self._client = client
+        self._check = check
         self._queued: list[tuple[Command, asyncio.Future[Any]]] = []
         self._flushing: set[asyncio.Task[None]] = set()  # keeps in-flight sends alive
 
@@ -59,7 +75,13 @@ class AutoPipeline:
                             future.set_exception(exc)
                     else:
                         sent.append(future)
-                replies = await pipe.execute(raise_on_error=False) if sent else []
+                entries: list[Entry] = list(pipe.command_stack)
+                try:
+                    replies = await pipe.execute(raise_on_error=False) if sent else []
+                except _PACKING_ERRORS as exc:
+                    # Packing precedes sending, so nothing went out: find who cannot
+                    # be packed and send the others without them.
+                    replies = await self._without_culprits(entries, exc)
         except Exception as exc:  # the connection failed: every caller hears it
             for future in sent:
                 if not future.done():
@@ -68,7 +90,29 @@ class AutoPipeline:
         for future, reply in zip(sent, replies, strict=True):
             if future.done():  # the caller was cancelled
                 continue
-            if isinstance(reply, Exception):
+            if isinstance(reply, BaseException):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+    async def _without_culprits(self, entries: list[Entry], error: Exception) -> list[Any]:
+        replies: list[Any] = [None] * len(entries)
+        innocent: list[int] = []
+        for i, (args, _) in enumerate(entries):
+            try:
+                self._check(*args)
+            except Exception as exc:
+                replies[i] = exc
+            else:
+                innocent.append(i)
+        if len(innocent) == len(entries):
+            raise error  # no one command is to blame
+        if innocent:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for i in innocent:
+                    args, options = entries[i]
+                    pipe.execute_command(*args, **options)
+                answers = await pipe.execute(raise_on_error=False)
+            for i, answer in zip(innocent, answers, strict=True):
+                replies[i] = answer
+        return replies

@@ -17,7 +17,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from threadteam.bot.errors import StoreError
+from threadteam.bot.errors import PermanentStoreError, StoreError
+
+__all__ = ["MAX_BATCH", "Op", "Writer", "error_class"]
 
 # Bounds the work one transaction holds so a flood cannot starve the first caller.
 MAX_BATCH = 2000
@@ -174,7 +176,26 @@ class Writer:
                 pass
 
 
+# SQLite's primary result codes that may pass by themselves: busy or locked by another
+# connection, out of memory, interrupted, an I/O error, a full disk, a lock protocol race.
+_TRANSIENT_CODES = frozenset({5, 6, 7, 9, 10, 13, 15})
+
+
+def error_class(exc: BaseException) -> type[StoreError]:
+    """`StoreError` for a failure that may pass by retrying (the file is locked, the disk
+    is full), `PermanentStoreError` for one that will not (a corrupt file, a value SQLite
+    cannot bind, a broken constraint, a path that cannot be opened)."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is None:  # raised by the sqlite3 module itself: a value it cannot bind, ...
+            return StoreError if isinstance(exc, sqlite3.OperationalError) else PermanentStoreError
+        return StoreError if code & 0xFF in _TRANSIENT_CODES else PermanentStoreError
+    return PermanentStoreError  # OSError when opening, or a value no code path can store
+
+
 def _wrap(exc: BaseException, name: str) -> StoreError:
-    error = StoreError(f"{name} failed: {exc}")
+    if isinstance(exc, StoreError):
+        return exc
+    error = error_class(exc)(f"{name} failed: {exc}")
     error.__cause__ = exc
     return error

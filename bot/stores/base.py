@@ -1,10 +1,15 @@
 """The one store interface the host talks to. Implementations: SQLite, Redis.
 
 A run is an append-only log of serialised events (JSON text, see
-`teams.events.to_json`). Appends state the log length they expect, so a stale
-driver cannot write (optimistic concurrency). Everything else here exists so
-side effects happen once: leases (one driver per run), post records
-(idempotency key -> platform message id) and inbound de-duplication.
+`teams.events.to_json`). The driver's appends state the log length they expect, so
+a stale driver cannot write (optimistic concurrency); what people add goes in with
+`append_external`, which needs no read. Every string a caller hands in is stored
+(lone surrogates become U+FFFD), never refused. Failures are `StoreError` when
+retrying may cure them and `PermanentStoreError` when it will not.
+
+Everything else here exists so side effects happen once: leases (one driver per
+run), post records (idempotency key -> platform message id) and inbound
+de-duplication.
 """
 
 from __future__ import annotations
@@ -35,7 +40,11 @@ class Store(ABC):
     # -- run logs ---------------------------------------------------------
     @abstractmethod
     async def create_run(self, run_id: str, thread: str, events: list[str]) -> bool:
-        """Create a run for `thread` with its first events; False if the thread has a run."""
+        """Create a run for `thread` with its first events; False if the thread has a run.
+
+        The run is active (`active_runs` lists it) from the moment it exists, so a crash
+        right after leaves a run that is resumed, not one that waits silently.
+        """
 
     @abstractmethod
     async def run_for_thread(self, thread: str) -> str | None:
@@ -47,13 +56,31 @@ class Store(ABC):
 
     @abstractmethod
     async def load(self, run_id: str, start: int = 0) -> list[str]:
-        """The run's events from index `start` on (all of them by default)."""
+        """The run's events from index `start` on (all of them by default).
+
+        Reading a tail costs the tail, not the log: fold incrementally from a known
+        length instead of reloading everything."""
 
     @abstractmethod
     async def append(self, run_id: str, expected: int, events: list[str]) -> int:
         """Append if the log has exactly `expected` events; return the new length.
 
-        Raises `ConflictError` otherwise, and `StoreError` for an unknown run.
+        Raises `ConflictError` otherwise, and `PermanentStoreError` for an unknown run.
+        """
+
+    @abstractmethod
+    async def append_external(self, run_id: str, events: list[str], *,
+                              key: str | None = None) -> int:
+        """Append at the end of the log whatever its length; return the new length.
+
+        For what comes from outside the run's driver (a person's reply, a button): no
+        read first and no retry loop. Appends are atomic and land in the order they
+        reach the store (calls made one after another from one process land in that
+        order). A driver's later `append` with its old `expected` length raises
+        `ConflictError`, so it reloads the tail. With `key` (the inbound event id, say)
+        an append is done once: a repeat with the same key appends nothing and returns
+        the length the first one produced, so a caller that lost the answer (a dropped
+        connection) may retry safely. Raises `PermanentStoreError` for an unknown run.
         """
 
     @abstractmethod

@@ -5,11 +5,15 @@ run in one slot and the Lua scripts below touch only that slot. Keys
 (`p` is the prefix):
 
     p{run}:meta    hash: thread, updated_at      p{run}:log    list of events
-    p{run}:lease   owner, with a PX expiry       p thread:<thread>  -> run id
+    p{run}:lease   owner, with a PX expiry       p{run}:appended  hash: key -> length
+    p thread:<thread>  -> run id
     p runs         zset run id by updated time   p active      set of run ids
     p post:<key>   platform message id           p seen:<id>   de-dup marker, PX
     p kv:<ns>      hash                          p work        stream + group "workers"
     p deadlines    zset run id by time to wake it
+
+Every string is made encodable where commands are packed (lone surrogates become
+U+FFFD), and one command's failure reaches only its own caller (see `_autopipe`).
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as rx
 
-from threadteam.bot.errors import ConflictError, StoreError
+from threadteam.bot.errors import ConflictError, PermanentStoreError, StoreError
 from threadteam.bot.stores._autopipe import AutoPipeline, Command
+from threadteam.bot.stores._text import clean
 from threadteam.bot.stores.base import RunInfo, Store
 
 __all__ = ["RedisStore"]
@@ -59,6 +64,21 @@ if n ~= tonumber(ARGV[1]) then return {0, n} end
 push(KEYS[2], 3)
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
 return {1, n + #ARGV - 2}
+"""
+
+# KEYS: meta, log, appended. ARGV: now, key ('' for none), events...
+#   -> {1, new length} appended | {2, length then} appended before under key | {-1, 0} no run
+_APPEND_EXTERNAL = _PUSH + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
+if ARGV[2] ~= '' then
+  local done = redis.call('HGET', KEYS[3], ARGV[2])
+  if done then return {2, tonumber(done)} end
+end
+push(KEYS[2], 3)
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])
+local n = redis.call('LLEN', KEYS[2])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], n) end
+return {1, n}
 """
 
 # KEYS: lease. ARGV: owner, ttl ms -> 1 held by owner now, 0 someone else holds it
@@ -126,7 +146,7 @@ class RedisStore(Store):
         )
         pool.connection_class = _hiredis_packing(pool.connection_class)
         self._r = r = aioredis.Redis.from_pool(pool)
-        self._pipe = AutoPipeline(r)
+        self._pipe = AutoPipeline(r, check=_HiredisPack().pack_command)
         try:
             with self._errors():
                 await r.ping()
@@ -180,14 +200,26 @@ class RedisStore(Store):
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        # Every redis-py error becomes a StoreError here, and only here.
+        # Every redis-py error becomes a StoreError here, and only here: a plain one
+        # when retrying may cure it, a PermanentStoreError when it will not.
         try:
             yield
+        except (rx.AuthenticationError, rx.AuthorizationError) as exc:
+            raise PermanentStoreError(
+                f"Redis at {self._address} refused the credentials: {str(exc).rstrip('.')}. "
+                "Check the password in THREADTEAM_STORE (redis://:PASSWORD@host:port/db)."
+            ) from exc
         except (rx.ConnectionError, rx.TimeoutError) as exc:
             raise StoreError(
                 f"Could not reach Redis at {self._address}: {str(exc).rstrip('.')}. "
                 "Check that redis-server is running and THREADTEAM_STORE points at it."
             ) from exc
+        except rx.ResponseError as exc:
+            kind = StoreError if _transient_reply(exc) else PermanentStoreError
+            raise kind(f"Redis at {self._address} failed: {exc}") from exc
+        except (rx.DataError, TypeError, ValueError) as exc:
+            raise PermanentStoreError(
+                f"Redis at {self._address} cannot store a value: {exc}") from exc
         except rx.RedisError as exc:
             raise StoreError(f"Redis at {self._address} failed: {exc}") from exc
 
@@ -199,22 +231,40 @@ class RedisStore(Store):
 
     # -- run logs ---------------------------------------------------------
     async def create_run(self, run_id: str, thread: str, events: list[str]) -> bool:
-        """Create a run for `thread` with its first events; False if the thread has a run."""
+        """Create a run for `thread` with its first events, active from birth; False if
+        the thread has a run."""
+        run_id, thread = clean(run_id), clean(thread)  # compared with what Redis hands back
         now = self._now()
         keys = [self._run_key(run_id, "meta"), self._run_key(run_id, "log")]
         thread_key = f"{self._p}thread:{thread}"
         with self._errors():
-            # The run's keys and the thread index live in different slots, so this is
-            # two steps: write the run, then claim the thread. A crash in between
-            # leaves an unlisted run, never a thread that points at nothing.
+            # The run's keys and the indexes live in different slots, so this is two
+            # steps: write the run, then claim the thread, mark the run active and list
+            # it, in that order in one pipeline (one write on the wire). A crash in
+            # between leaves an unlisted run that nothing points at; after it, a run
+            # that is active from the moment its thread points at it. A loser of the
+            # thread is active for an instant, which `active_runs` sees through.
             if not await self._run_script("create", keys, [thread, now, *events]):
-                if await self.thread_of(run_id) == thread:
-                    return False  # a retried create: the thread has (this) run
-                raise StoreError(f"A run with id {run_id!r} already exists in another thread.")
-            if not await self._q(lambda p: p.set(thread_key, run_id, nx=True)):
-                await self._q(lambda p: p.delete(*keys))
+                if await self.thread_of(run_id) != thread:
+                    raise PermanentStoreError(
+                        f"A run with id {run_id!r} already exists in another thread.")
+                # A retried create: this run exists; if a crash cut the first try short
+                # of claiming the thread, finish the job.
+                if not await self._q(lambda p: p.set(thread_key, run_id, nx=True)):
+                    return False  # the thread has a run (this one, or a rival's)
+                await asyncio.gather(self._q(lambda p: p.sadd(f"{self._p}active", run_id)),
+                                     self._q(lambda p: p.zadd(f"{self._p}runs", {run_id: now})))
+                return True
+            claimed, _, _ = await asyncio.gather(
+                self._q(lambda p: p.set(thread_key, run_id, nx=True)),
+                self._q(lambda p: p.sadd(f"{self._p}active", run_id)),
+                self._q(lambda p: p.zadd(f"{self._p}runs", {run_id: now})),
+            )
+            if not claimed:
+                await asyncio.gather(self._q(lambda p: p.srem(f"{self._p}active", run_id)),
+                                     self._q(lambda p: p.zrem(f"{self._p}runs", run_id)),
+                                     self._q(lambda p: p.delete(*keys)))
                 return False
-            await self._q(lambda p: p.zadd(f"{self._p}runs", {run_id: now}))
         return True
 
     async def run_for_thread(self, thread: str) -> str | None:
@@ -244,9 +294,26 @@ class RedisStore(Store):
             self._touch(run_id, now)
             status, length = await self._script_reply(reply, "append", keys, args)
         if status == -1:
-            raise StoreError(f"No run {run_id!r} in the store; it cannot be appended to.")
+            raise PermanentStoreError(f"No run {run_id!r} in the store; it cannot be appended to.")
         if status == 0:
             raise ConflictError(run_id, expected, int(length))
+        return int(length)
+
+    async def append_external(self, run_id: str, events: list[str], *,
+                              key: str | None = None) -> int:
+        """Append at the end, whatever the length, in one atomic script; the new length."""
+        now = self._now()
+        keys = [self._run_key(run_id, "meta"), self._run_key(run_id, "log"),
+                self._run_key(run_id, "appended")]
+        with self._errors():
+            # EVAL, not EVALSHA: a script cache lost mid-burst would send the NOSCRIPT
+            # fallbacks after later appends and reorder them. The body is small.
+            reply = self._q(lambda p: p.eval(_APPEND_EXTERNAL, len(keys), *keys,
+                                             now, "" if key is None else key, *events))
+            self._touch(run_id, now)
+            status, length = await reply
+        if status == -1:
+            raise PermanentStoreError(f"No run {run_id!r} in the store; it cannot be appended to.")
         return int(length)
 
     def _touch(self, run_id: str, now: float) -> None:
@@ -305,8 +372,28 @@ class RedisStore(Store):
 
     async def active_runs(self) -> list[str]:
         """Runs marked active: the ones to resume after a crash."""
+        key = f"{self._p}active"
         with self._errors():
-            return sorted(await self._q(lambda p: p.smembers(f"{self._p}active")))
+            ids = sorted(await self._q(lambda p: p.smembers(key)))
+            if not ids:
+                return []
+            # Only runs that own their thread: a create that lost its thread to a rival
+            # is marked active for an instant (and for good if it crashed right then).
+            threads = await asyncio.gather(*(
+                self._q(lambda p, r=r: p.hget(self._run_key(r, "meta"), "thread")) for r in ids))
+            owners = await asyncio.gather(*(
+                self._q(lambda p, t=t: p.get(f"{self._p}thread:{t}")) for t in threads if t))
+            owner_of = dict(zip([t for t in threads if t], owners, strict=True))
+            live, stale = [], []
+            for run_id, thread in zip(ids, threads, strict=True):
+                owner = owner_of.get(thread) if thread else None
+                if thread is None or (owner is not None and owner != run_id):
+                    stale.append(run_id)
+                else:
+                    live.append(run_id)
+            if stale:
+                await self._q(lambda p: p.srem(key, *stale))
+            return live
 
     async def set_deadline(self, run_id: str, at: float | None) -> None:
         """Wake the run at `at` (its time limit, while it waits for a person); None: never."""
@@ -412,6 +499,16 @@ return ids
 _SCRIPTS = {"create": _CREATE, "append": _APPEND, "acquire": _ACQUIRE, "release": _RELEASE,
             "due": _DUE}
 
+# Error replies that may pass by themselves: memory freed, a script finished, a
+# replica promoted, a snapshot that works again, a cluster that settles.
+_TRANSIENT_ERRORS = (rx.OutOfMemoryError, rx.ReadOnlyError, rx.TryAgainError,
+                     rx.ClusterDownError)
+_TRANSIENT_PREFIXES = ("BUSY", "MISCONF", "NOREPLICAS", "LOADING", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def _transient_reply(exc: rx.ResponseError) -> bool:
+    return isinstance(exc, _TRANSIENT_ERRORS) or str(exc).startswith(_TRANSIENT_PREFIXES)
+
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
@@ -436,7 +533,11 @@ class _HiredisPack:
             args = tuple(args[0].split()) + args[1:]
         args = tuple(bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args)
         try:
-            return [hiredis.pack_command(args)]
+            try:
+                return [hiredis.pack_command(args)]
+            except UnicodeEncodeError:
+                # A lone surrogate: the store boundary stores U+FFFD in its place.
+                return [hiredis.pack_command(tuple(clean(a) for a in args))]
         except TypeError as exc:
             raise rx.DataError(str(exc)) from exc
 

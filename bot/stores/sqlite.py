@@ -1,14 +1,23 @@
-"""The embedded store: one SQLite file in WAL mode, written by one group-committing thread."""
+"""The embedded store: one SQLite file in WAL mode, written by one group-committing thread.
+
+The file holds adapter secrets (webhook tokens) and everything people wrote, so it
+is owner-only: the file and any directory the store creates for it are made 0600 /
+0700 whatever the umask (SQLite gives its -wal and -shm files the file's mode), and
+an existing file readable by others is tightened when the store opens it.
+"""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
-from threadteam.bot.errors import ConflictError, StoreError
+from threadteam.bot.errors import ConflictError, PermanentStoreError
+from threadteam.bot.stores._text import clean_args
 from threadteam.bot.stores._workqueue import WorkQueue
-from threadteam.bot.stores._writer import Writer
+from threadteam.bot.stores._writer import Op, Writer, error_class
 from threadteam.bot.stores.base import RunInfo, Store
 
 __all__ = ["SQLiteStore"]
@@ -48,6 +57,11 @@ CREATE TABLE IF NOT EXISTS kv (
     namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (namespace, key)
 ) WITHOUT ROWID;
+-- Keyed external appends: a retried append_external with the same key appends nothing.
+CREATE TABLE IF NOT EXISTS appended (
+    run_id TEXT NOT NULL, key TEXT NOT NULL, length INTEGER NOT NULL,
+    PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
 """
 
 # Expired de-duplication ids are swept once per this many first_sight calls.
@@ -57,8 +71,10 @@ _SWEEP_EVERY = 1000
 class SQLiteStore(Store):
     """Run logs and keyed side effects in one SQLite file; a single process uses it."""
 
-    def __init__(self, path: str, *, reclaim_after: float = 60.0) -> None:
+    def __init__(self, path: str, *, reclaim_after: float = 60.0,
+                 busy_timeout: float = 5.0) -> None:
         self._path = path
+        self._busy_ms = max(int(busy_timeout * 1000), 0)
         self._writer = Writer(self._connect, f"The SQLite store at {path!r}")
         self._work = WorkQueue(reclaim_after)
         self._last_update = 0.0
@@ -79,25 +95,36 @@ class SQLiteStore(Store):
 
     def _connect(self) -> sqlite3.Connection:
         # Runs on the writer thread: sqlite3 connections stay on the thread that made them.
+        in_memory = self._path in (":memory:", "")
+        conn: sqlite3.Connection | None = None
         try:
-            if self._path != ":memory:":
-                Path(self._path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            if not in_memory:
+                _owner_only(Path(self._path).expanduser())
             conn = sqlite3.connect(
-                Path(self._path).expanduser() if self._path != ":memory:" else self._path,
+                self._path if in_memory else Path(self._path).expanduser(),
                 isolation_level=None,  # transactions are the writer's, explicitly
             )
             conn.execute("PRAGMA journal_mode=WAL")
             # In WAL, NORMAL survives process crashes; only power loss may drop the last commits.
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
             conn.execute("PRAGMA cache_size=-16000")  # 16 MB: the index pages of busy runs stay hot
             conn.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(
+            if conn is not None:
+                conn.close()
+            # A corrupt file, a path that is not a directory, no permission: permanent.
+            # Locked by another process for longer than the busy timeout: transient.
+            raise error_class(exc)(
                 f"Could not open the SQLite store at {self._path!r}: {exc}. "
                 "Check THREADTEAM_STORE and that the directory is writable."
             ) from exc
         return conn
+
+    def _submit(self, fn: Op, *args: Any) -> Any:
+        # The store boundary: every string argument is made encodable (lone surrogates
+        # become U+FFFD), so no text a person or a model wrote can fail a call.
+        return self._writer.submit(fn, *clean_args(args))
 
     def _now(self) -> float:
         # Strictly increasing so `runs()` has a stable order even within one clock tick.
@@ -107,28 +134,34 @@ class SQLiteStore(Store):
 
     # -- run logs ---------------------------------------------------------
     async def create_run(self, run_id: str, thread: str, events: list[str]) -> bool:
-        """Create a run for `thread` with its first events; False if the thread has a run."""
-        return await self._writer.submit(_create_run, run_id, thread, events, self._now())
+        """Create a run for `thread` with its first events, active from birth (one
+        transaction); False if the thread has a run."""
+        return await self._submit(_create_run, run_id, thread, events, self._now())
 
     async def run_for_thread(self, thread: str) -> str | None:
         """The run id living in `thread`, if any."""
-        return await self._writer.submit(
+        return await self._submit(
             _one, "SELECT run_id FROM runs WHERE thread = ?", (thread,)
         )
 
     async def thread_of(self, run_id: str) -> str | None:
         """The thread a run lives in."""
-        return await self._writer.submit(
+        return await self._submit(
             _one, "SELECT thread FROM runs WHERE run_id = ?", (run_id,)
         )
 
     async def load(self, run_id: str, start: int = 0) -> list[str]:
         """The run's events from index `start` on."""
-        return await self._writer.submit(_load, run_id, start)
+        return await self._submit(_load, run_id, start)
 
     async def append(self, run_id: str, expected: int, events: list[str]) -> int:
         """Append if the log has exactly `expected` events; return the new length."""
-        return await self._writer.submit(_append, run_id, expected, events, self._now())
+        return await self._submit(_append, run_id, expected, events, self._now())
+
+    async def append_external(self, run_id: str, events: list[str], *,
+                              key: str | None = None) -> int:
+        """Append at the end, whatever the length (one transaction); the new length."""
+        return await self._submit(_append_external, run_id, events, key, self._now())
 
     async def runs(self, limit: int = 20) -> list[RunInfo]:
         """Most recently updated runs first."""
@@ -136,7 +169,7 @@ class SQLiteStore(Store):
             return []
         # No index on updated_at: every append moves it, and keeping an index in step
         # cost ~30% of append throughput; a listing scans the (event-free) runs table.
-        rows = await self._writer.submit(_all, (
+        rows = await self._submit(_all, (
             "SELECT run_id, thread, length, updated_at FROM runs "
             "ORDER BY updated_at DESC LIMIT ?"
         ), (limit,))
@@ -145,49 +178,49 @@ class SQLiteStore(Store):
     # -- one driver per run ------------------------------------------------
     async def acquire_lease(self, run_id: str, owner: str, ttl: float) -> bool:
         """Take (or renew, if `owner` holds it) the run's lease for `ttl` seconds."""
-        return await self._writer.submit(_acquire_lease, run_id, owner, ttl)
+        return await self._submit(_acquire_lease, run_id, owner, ttl)
 
     async def release_lease(self, run_id: str, owner: str) -> None:
         """Give the lease up if `owner` holds it."""
-        await self._writer.submit(
+        await self._submit(
             _exec, "DELETE FROM leases WHERE run_id = ? AND owner = ?", (run_id, owner)
         )
 
     # -- runs that need driving --------------------------------------------
     async def set_active(self, run_id: str, active: bool) -> None:
         """Mark a run as mid-turn or settled."""
-        await self._writer.submit(
+        await self._submit(
             _exec, "UPDATE runs SET active = ? WHERE run_id = ?", (int(active), run_id)
         )
 
     async def active_runs(self) -> list[str]:
         """Runs marked active: the ones to resume after a crash."""
-        rows = await self._writer.submit(_all, "SELECT run_id FROM runs WHERE active = 1", ())
+        rows = await self._submit(_all, "SELECT run_id FROM runs WHERE active = 1", ())
         return [row[0] for row in rows]
 
     async def set_deadline(self, run_id: str, at: float | None) -> None:
         """Wake the run at `at` (its time limit, while it waits for a person); None: never."""
         if at is None:
-            await self._writer.submit(_exec, "DELETE FROM deadlines WHERE run_id = ?", (run_id,))
+            await self._submit(_exec, "DELETE FROM deadlines WHERE run_id = ?", (run_id,))
         else:
-            await self._writer.submit(
+            await self._submit(
                 _exec, "INSERT INTO deadlines (run_id, at) VALUES (?, ?) "
                 "ON CONFLICT (run_id) DO UPDATE SET at = excluded.at", (run_id, at))
 
     async def due_runs(self, now: float, limit: int = 100, grace: float = 60.0) -> list[str]:
         """Runs whose deadline has passed, earliest first; each goes to one caller."""
-        return await self._writer.submit(_take_due, now, limit, grace)
+        return await self._submit(_take_due, now, limit, grace)
 
     # -- keyed side effects -------------------------------------------------
     async def get_post(self, key: str) -> str | None:
         """The platform message id recorded for an idempotency key."""
-        return await self._writer.submit(
+        return await self._submit(
             _one, "SELECT message_id FROM posts WHERE key = ?", (key,)
         )
 
     async def put_post(self, key: str, message_id: str) -> None:
         """Record that the post with this key succeeded as `message_id`."""
-        await self._writer.submit(
+        await self._submit(
             _exec, "INSERT OR REPLACE INTO posts (key, message_id) VALUES (?, ?)",
             (key, message_id),
         )
@@ -196,18 +229,18 @@ class SQLiteStore(Store):
         """True the first time an inbound event id is seen within `ttl`; False after."""
         self._sightings += 1
         sweep = self._sightings % _SWEEP_EVERY == 0
-        return await self._writer.submit(_first_sight, event_id, ttl, sweep)
+        return await self._submit(_first_sight, event_id, ttl, sweep)
 
     # -- small adapter state --------------------------------------------------
     async def kv_get(self, namespace: str, key: str) -> str | None:
         """A value an adapter stored."""
-        return await self._writer.submit(
+        return await self._submit(
             _one, "SELECT value FROM kv WHERE namespace = ? AND key = ?", (namespace, key)
         )
 
     async def kv_set(self, namespace: str, key: str, value: str) -> None:
         """Store a small value for an adapter."""
-        await self._writer.submit(
+        await self._submit(
             _exec, "INSERT OR REPLACE INTO kv (namespace, key, value) VALUES (?, ?, ?)",
             (namespace, key, value),
         )
@@ -244,14 +277,15 @@ def _create_run(
     conn: sqlite3.Connection, run_id: str, thread: str, events: list[str], now: float
 ) -> bool:
     inserted = conn.execute(
-        "INSERT INTO runs (run_id, thread, length, updated_at) VALUES (?, ?, ?, ?) "
+        "INSERT INTO runs (run_id, thread, length, updated_at, active) VALUES (?, ?, ?, ?, 1) "
         "ON CONFLICT DO NOTHING",
         (run_id, thread, len(events), now),
     ).rowcount
     if not inserted:
         owner = _one(conn, "SELECT thread FROM runs WHERE run_id = ?", (run_id,))
         if owner not in (None, thread):
-            raise StoreError(f"A run with id {run_id!r} already exists in another thread.")
+            raise PermanentStoreError(
+                f"A run with id {run_id!r} already exists in another thread.")
         return False  # the thread has a run (perhaps this one: a retried create)
     _insert_events(conn, run_id, 0, events)
     return True
@@ -277,14 +311,39 @@ def _append(
     if not updated:
         row = conn.execute("SELECT length FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
-            raise StoreError(f"No run {run_id!r} in the store; it cannot be appended to.")
+            raise PermanentStoreError(f"No run {run_id!r} in the store; it cannot be appended to.")
         raise ConflictError(run_id, expected, row[0])
     _insert_events(conn, run_id, expected, events)
     return new_length
 
 
+def _append_external(
+    conn: sqlite3.Connection, run_id: str, events: list[str], key: str | None, now: float
+) -> int:
+    if key is not None:
+        done = conn.execute("SELECT length FROM appended WHERE run_id = ? AND key = ?",
+                            (run_id, key)).fetchall()
+        if done:
+            return int(done[0][0])
+    rows = conn.execute(
+        "UPDATE runs SET length = length + ?, updated_at = ? WHERE run_id = ? RETURNING length",
+        (len(events), now, run_id),
+    ).fetchall()
+    if not rows:  # raised before anything is written, as the writer requires
+        raise PermanentStoreError(f"No run {run_id!r} in the store; it cannot be appended to.")
+    new_length = int(rows[0][0])
+    if key is not None:
+        conn.execute("INSERT INTO appended (run_id, key, length) VALUES (?, ?, ?)",
+                     (run_id, key, new_length))
+    if events:
+        _insert_events(conn, run_id, new_length - len(events), events)
+    return new_length
+
+
 def _insert_events(conn: sqlite3.Connection, run_id: str, first: int, events: list[str]) -> None:
     sql = "INSERT INTO events (run_id, seq, body) VALUES (?, ?, ?)"
+    if not events:
+        return
     if len(events) == 1:  # the common case; execute is cheaper than executemany
         conn.execute(sql, (run_id, first, events[0]))
     else:
@@ -320,3 +379,33 @@ def _first_sight(conn: sqlite3.Connection, event_id: str, ttl: float, sweep: boo
         "WHERE seen.expires_at <= ?",
         (event_id, now + ttl, now),
     ).rowcount)
+
+
+def _owner_only(path: Path) -> None:
+    """Make the missing directories of `path` 0700 and the file 0600, whatever the umask."""
+    missing: list[Path] = []
+    directory = path.parent
+    while not os.path.lexists(directory):
+        missing.append(directory)
+        directory = directory.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:  # made meanwhile by someone else: theirs, left as it is
+            continue
+        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        info = os.fstat(fd)
+        if info.st_mode & 0o077 and info.st_uid == os.geteuid():
+            os.fchmod(fd, 0o600)  # made by an older version, or under a lax umask
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):  # SQLite creates them with the file's mode
+        side = path.with_name(path.name + suffix)
+        try:
+            info = side.stat()
+            if info.st_mode & 0o077 and info.st_uid == os.geteuid():
+                side.chmod(0o600)
+        except FileNotFoundError:
+            pass

@@ -194,6 +194,9 @@ async def test_kv_is_namespaced(store: Store) -> None:
 async def test_active_runs(store: Store) -> None:
     for i in (1, 2, 3):
         await new_run(store, f"run-{i}", f"{THREAD}-{i}")
+    assert sorted(await store.active_runs()) == ["run-1", "run-2", "run-3"]  # from birth
+    for i in (1, 2, 3):
+        await store.set_active(f"run-{i}", False)
     assert await store.active_runs() == []
     for i in (1, 2, 3):
         await store.set_active(f"run-{i}", True)

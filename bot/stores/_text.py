@@ -1,0 +1,45 @@
+"""Text made storable at the store boundary: nothing a caller hands in fails to encode.
+
+A Python `str` may hold lone surrogates (U+D800..U+DFFF) that no UTF-8 encoder
+accepts: a model's stream cut mid-pair, a `json.loads` of `"\\ud800"`, a tool's
+output. Stored as they are, they make the store call fail, and a run that keeps
+appending the same event fails for ever. At the boundary each lone surrogate
+becomes U+FFFD and a surrogate pair written as two code points becomes the one
+character it encodes; text with no surrogate is handed on untouched (the same object).
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+__all__ = ["clean", "clean_args"]
+
+T = TypeVar("T")
+
+
+def clean(text: T) -> T:
+    """`text` with lone surrogates replaced by U+FFFD; anything not a `str` as it is."""
+    if type(text) is not str or text.isascii():  # isascii() is O(1) on CPython
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # UTF-16 joins well-formed pairs; what is left alone becomes U+FFFD.
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")  # type: ignore[return-value]
+    return text
+
+
+def clean_args(args: tuple[object, ...]) -> tuple[object, ...]:
+    """Operation arguments with every string in them (one list or tuple deep) cleaned."""
+    return tuple(_clean_arg(a) for a in args)
+
+
+def _clean_arg(arg: object) -> object:
+    if isinstance(arg, str):
+        return clean(arg)
+    if isinstance(arg, (list, tuple)):
+        cleaned = [clean(a) for a in arg]
+        if all(a is b for a, b in zip(cleaned, arg, strict=True)):
+            return arg
+        return type(arg)(cleaned)
+    return arg
