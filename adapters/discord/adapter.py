@@ -10,22 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 import discord
 from discord import app_commands
 
-from threadteam.bot.errors import ConfigError
-from threadteam.bot.shapes import Inbound, Memory, ThreadKey
+from threadteam.bot.errors import ConfigError, PlatformError
+from threadteam.bot.retry import PLATFORM_RETRY, RetryPolicy
+from threadteam.bot.shapes import Inbound, Memory
 
 from . import inbound
-from ._api import point_gateway, point_rest
 from ._locks import KeyedLocks
-from ._retry import retrying
-from ._text import host_text, split_message, thread_name
+from .api import DiscordAPI, DiscordError, point_gateway, point_rest
 from .client import explain, make_client
 from .commands import team_command
+from .directory import DiscordDirectory
 from .poster import DiscordPoster
+from .text import host_text, split_message, thread_name
 from .views import ApprovalButton
 
 __all__ = ["DiscordAdapter"]
@@ -34,19 +36,29 @@ log = logging.getLogger(__name__)
 
 _ANSWER_WITHIN = 2.0  # Discord wants an interaction answered within 3 s
 _QUIET = discord.AllowedMentions.none()
-_ARCHIVE_AFTER = 10080  # minutes: a run may wait days for a person, so keep its thread open a week
+_ARCHIVE_AFTER: Literal[10080] = 10080  # minutes: a run may wait days for a person, so keep its thread open a week
+_NO_THREAD = ("I can't open a thread here: give me the **Create Public Threads** permission "
+              "in this channel.")
 
 
 class DiscordAdapter:
-    """Connects one host to Discord. `attach(host)` before `start()`."""
+    """Connects one host to Discord: `start(host)`, serve, `aclose()`.
+
+    Built before the host, which takes its `poster` and `directory`; `memory`
+    keeps webhook ids and long call ids across restarts; `retry` is the platform
+    retry policy (tests shorten its backoff).
+    """
 
     def __init__(self, token: str, *, api_base: str | None = None, shards: int | None = None,
-                 sync_commands: bool = True, memory: Memory | None = None) -> None:
+                 sync_commands: bool = True, memory: Memory | None = None,
+                 retry: RetryPolicy = PLATFORM_RETRY) -> None:
         self.token = token.strip()
         self.api_base = api_base or None
         self.sync_commands = sync_commands
+        self.api = DiscordAPI(retry)
         self.client = make_client(self, shards)
-        self.poster = DiscordPoster(self.client, memory=memory)
+        self._poster = DiscordPoster(self.client, memory=memory, api=self.api)
+        self._directory = DiscordDirectory(self.client, self.api)
         self.host: Any = None
         self.tree = app_commands.CommandTree(self.client)
         self.tree.add_command(team_command(self))
@@ -54,18 +66,29 @@ class DiscordAdapter:
         self.connected = asyncio.Event()
         self._thread_locks = KeyedLocks()
 
-    def attach(self, host: Any) -> None:
-        """Give the adapter its host (built with `self.poster` and `self.directory`)."""
-        self.host = host
+    @property
+    def poster(self) -> DiscordPoster:
+        """What the host posts through."""
+        return self._poster
+
+    @property
+    def directory(self) -> DiscordDirectory:
+        """What the host asks about people (roles, where they may post)."""
+        return self._directory
 
     # -- lifecycle ---------------------------------------------------------------------
-    async def start(self, *, within: float = 60.0) -> None:
-        """Log in and connect (see `login` and `connect`)."""
-        await self.login()
-        await self.connect(within=within)
+    async def start(self, host: Any, *, within: float = 60.0) -> None:
+        """Log in, hand events to `host`, connect the gateway; return once it is READY.
 
-    async def login(self) -> None:
-        """Check the token and register the buttons and `/team`; raises a sentence on failure."""
+        A token, intent or sharding problem is raised as a `ConfigError` sentence
+        saying what to fix; Discord unreachable as a `PlatformError`.
+        """
+        await self._login()
+        self.host = host
+        await self._connect(within)
+
+    async def _login(self) -> None:
+        """Check the token and register the buttons and `/team`."""
         if not self.token:
             raise ConfigError("DISCORD_BOT_TOKEN is not set: create a bot at "
                               "https://discord.com/developers/applications and export its token.")
@@ -75,9 +98,9 @@ class DiscordAdapter:
         except Exception as exc:
             await self.client.close()
             raise explain(exc, self.api_base) from exc
-        self.poster.ready.set()
+        self._poster.ready.set()
 
-    async def connect(self, *, within: float = 60.0) -> None:
+    async def _connect(self, within: float) -> None:
         """Open the gateway and return once it is READY (events flow to the host from then on)."""
         self._task = asyncio.create_task(self.client.connect(reconnect=True))
         ready = asyncio.create_task(self.connected.wait())
@@ -119,31 +142,13 @@ class DiscordAdapter:
 
     async def aclose(self) -> None:
         """Disconnect; safe to call twice."""
-        await self.poster.aclose()
+        await self._poster.aclose()
         await self.client.close()
         if self._task is not None:
             try:
                 await self._task
             except Exception as exc:  # already reported by whoever waited on it
                 log.debug("gateway task ended with %r", exc)
-
-    @property
-    def directory(self) -> DiscordAdapter:
-        """What the host asks about people: this adapter (see `roles`)."""
-        return self
-
-    async def roles(self, key: ThreadKey, user: str) -> frozenset[str]:
-        """The ids and names of the roles `user` holds in the guild of `key`."""
-        guild = self.client.get_guild(int(key.workspace)) if key.workspace.isdigit() else None
-        if guild is None or not user.isdigit():
-            return frozenset()
-        member = guild.get_member(int(user))
-        if member is None:
-            try:
-                member = await guild.fetch_member(int(user))
-            except discord.HTTPException:
-                return frozenset()
-        return frozenset(inbound.roles_of(member))
 
     def log_error(self, event: str) -> None:
         log.exception("error while handling Discord event %s", event)
@@ -158,14 +163,17 @@ class DiscordAdapter:
         if self.host is None or me is None or inbound.ignored(message, me):
             return
         text = inbound.addressed_text(message, me)
-        channel = message.channel
+        channel: Any = message.channel
         guild_id = message.guild.id if message.guild else None
         if isinstance(channel, discord.PartialMessageable):
             # Not in the cache (a thread archived before this process started):
             # ask which channel it is, so its parent is known.
+            cid = channel.id
             try:
-                channel = await self.client.fetch_channel(channel.id)
-            except discord.HTTPException:
+                channel = await self.api.call(lambda: self.client.fetch_channel(cid),
+                                              what="look up this thread")
+            except PlatformError as exc:
+                log.info("message %s in an unknown channel: %s", message.id, exc)
                 return
         if not isinstance(channel, discord.Thread):
             if text is not None:
@@ -193,11 +201,11 @@ class DiscordAdapter:
             return
         task = text.split(None, 1)[1] if " " in text else text
         try:
-            thread = await retrying(lambda: message.create_thread(
-                name=thread_name(task), auto_archive_duration=_ARCHIVE_AFTER))
-        except discord.Forbidden:
-            await self._reply(message, "I can't open a thread here: give me the **Create Public "
-                                       "Threads** permission in this channel.")
+            thread = await self.api.call(lambda: message.create_thread(
+                name=thread_name(task), auto_archive_duration=_ARCHIVE_AFTER),
+                what="open a thread")
+        except PlatformError as exc:
+            await self._reply(message, _NO_THREAD if _forbidden(exc) else str(exc))
             return
         key = inbound.key_of(thread, message.guild.id if message.guild else None)
         answer = (await self.host.handle(
@@ -207,14 +215,13 @@ class DiscordAdapter:
 
     async def _reply(self, message: discord.Message, text: str) -> None:
         """Answer a person's message, naming them, in as many parts as it takes."""
-        parts = split_message(host_text(text))
-        for i, part in enumerate(parts):
+        naming = discord.AllowedMentions(users=[message.author])
+        for i, part in enumerate(split_message(host_text(text))):
             if i == 0:
-                await retrying(lambda p=part: message.reply(
-                    p, mention_author=True,
-                    allowed_mentions=discord.AllowedMentions(users=[message.author])))
+                send = partial(message.reply, part, mention_author=True, allowed_mentions=naming)
             else:
-                await retrying(lambda p=part: message.channel.send(p, allowed_mentions=_QUIET))
+                send = partial(message.channel.send, part, allowed_mentions=_QUIET)
+            await self.api.call(send, what="answer you")
 
     async def _private(self, event: Inbound) -> str | None:
         return (await self.host.handle(event)).private
@@ -244,12 +251,12 @@ class DiscordAdapter:
             if not isinstance(message, discord.Message):
                 message = await interaction.original_response()
             try:
-                thread = await retrying(lambda: message.create_thread(
-                name=thread_name(task), auto_archive_duration=_ARCHIVE_AFTER))
-            except discord.Forbidden:
-                await interaction.followup.send(
-                    "I can't open a thread here: give me the **Create Public Threads** "
-                    "permission in this channel.", ephemeral=True)
+                thread = await self.api.call(lambda: message.create_thread(
+                    name=thread_name(task), auto_archive_duration=_ARCHIVE_AFTER),
+                    what="open a thread")
+            except PlatformError as exc:
+                await interaction.followup.send(_NO_THREAD if _forbidden(exc) else str(exc),
+                                                ephemeral=True)
                 return
             key = inbound.key_of(thread, interaction.guild_id)
         answer = (await self.host.handle(inbound.summon(interaction, key, text))).private
@@ -261,7 +268,7 @@ class DiscordAdapter:
         """A button press: the host decides; a refusal is shown only to the person who pressed."""
         if self.host is None:
             return
-        call_id = await self.poster.call_id(ref)
+        call_id = await self._poster.call_id(ref)
         key = inbound.key_of(interaction.channel, interaction.guild_id)  # type: ignore[arg-type]
         handling = asyncio.ensure_future(
             self._private(inbound.from_button(interaction, key, action, call_id)))
@@ -281,3 +288,7 @@ class DiscordAdapter:
         else:
             # The host edits the request itself ("Approved by ..."), so just acknowledge.
             await interaction.response.defer()
+
+
+def _forbidden(exc: PlatformError) -> bool:
+    return isinstance(exc, DiscordError) and exc.status == 403

@@ -80,10 +80,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                              api_base=env.get("DISCORD_API_BASE") or None,
                              memory=runtime.memory("discord"))
     try:
-        await adapter.login()  # a wrong token is reported before the host starts
         host = await runtime.start_host(adapter.poster, directory=adapter.directory)
-        adapter.attach(host)
-        await adapter.connect()
+        await adapter.start(host)  # a wrong token is one line saying what to fix
         me = adapter.client.user
         print(f"threadteam: serving Discord as @{me.name if me else '?'}; Ctrl-C stops",
               file=sys.stderr)

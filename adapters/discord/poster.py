@@ -4,8 +4,9 @@ Every agent posts through the parent channel's "threadteam" webhook into the
 run's thread with its own name and avatar. Where the bot may not manage
 webhooks it posts as itself with the persona's name in bold, and says once per
 channel which permission is missing. Posts to one thread are serialised, so
-parts and turns appear in order; failures that pass (429, 5xx, a dropped
-connection) are retried until they succeed, so nothing is dropped.
+parts and turns appear in order. Every call goes through `DiscordAPI` (api.py):
+429s are waited out, never dropped; a Discord that stays down fails the post
+with a `PlatformError` after the policy's retries.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -25,8 +28,8 @@ from threadteam.bot.shapes import BOT_PERSONA, Memory, Outbound, ThreadKey
 from threadteam.teams.persona import Persona
 
 from ._locks import KeyedLocks
-from ._retry import retrying
-from ._text import emoji_of, host_text, split_message, webhook_username
+from .api import MISSING_PERMISSIONS, UNKNOWN_WEBHOOK, DiscordAPI, DiscordError, webhook_session
+from .text import emoji_of, host_text, split_message, webhook_username
 from .views import approval_view, call_ref_digest
 
 __all__ = ["WEBHOOK_NAME", "DiscordPoster"]
@@ -34,8 +37,6 @@ __all__ = ["WEBHOOK_NAME", "DiscordPoster"]
 log = logging.getLogger(__name__)
 
 WEBHOOK_NAME = "threadteam"
-_MISSING_PERMISSION = 50013
-_UNKNOWN_WEBHOOK = 10015
 _RECHECK_PERMISSION = 600.0  # seconds before trying webhooks again in a fallback channel
 _TYPING_EVERY = 8.0  # Discord shows "typing" for ~10 s per trigger
 _TYPING_FOR = 300.0
@@ -45,8 +46,10 @@ _NO_PINGS = discord.AllowedMentions(everyone=False, roles=False, users=True, rep
 class DiscordPoster:
     """The host's `Poster` for Discord."""
 
-    def __init__(self, client: discord.Client, *, memory: Memory | None = None) -> None:
+    def __init__(self, client: discord.Client, *, memory: Memory | None = None,
+                 api: DiscordAPI | None = None) -> None:
         self.client = client
+        self.api = api or DiscordAPI()
         #: Webhook ids, split messages' parts, long call ids: outlive a restart.
         self.memory: Memory = memory if memory is not None else LocalMemory()
         self.ready = asyncio.Event()  # set once the client is logged in
@@ -55,6 +58,7 @@ class DiscordPoster:
         self._hook_locks = KeyedLocks()
         self._thread_locks = KeyedLocks()
         self._typing: dict[str, asyncio.Task[None]] = {}
+        self._session: aiohttp.ClientSession | None = None  # webhook calls (see api.py)
 
     # -- the Poster protocol ---------------------------------------------------------
     async def post(self, out: Outbound) -> str:
@@ -90,8 +94,10 @@ class DiscordPoster:
                 try:
                     await self._edit_parts(out, ids, channel, thread, hook)
                     return
-                except (discord.NotFound, discord.Forbidden):
-                    pass  # posted as the bot (before the webhook existed): edit it as the bot
+                except DiscordError as exc:
+                    if exc.status not in (403, 404):
+                        raise
+                    # posted as the bot (before the webhook existed): edit it as the bot
             await self._edit_parts(out, ids, channel, thread, None)
 
     async def working(self, key: ThreadKey, persona: Persona) -> None:
@@ -108,10 +114,14 @@ class DiscordPoster:
         return f"<@{user}>"
 
     async def aclose(self) -> None:
+        """Stop the typing indicators and close the webhook session."""
         for task in self._typing.values():
             task.cancel()
         await asyncio.gather(*self._typing.values(), return_exceptions=True)
         self._typing.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     def _where(self, key: ThreadKey) -> tuple[int, int]:
         """(the webhook's channel, where the post appears): a run's thread or a plain channel.
@@ -144,15 +154,15 @@ class DiscordPoster:
                     thread: int, content: str, view: discord.ui.View | None) -> str:
         extra: dict[str, Any] = {"view": view} if view is not None else {}
         if hook is not None:
+            send = partial(hook.send, content, username=webhook_username(out.persona),
+                           avatar_url=out.persona.avatar_url, thread=_in_thread(channel, thread),
+                           wait=True, allowed_mentions=_NO_PINGS, **extra)
             try:
-                msg = await retrying(lambda: hook.send(
-                    content, username=webhook_username(out.persona),
-                    avatar_url=out.persona.avatar_url, thread=_in_thread(channel, thread),
-                    wait=True, allowed_mentions=_NO_PINGS, **extra))
+                msg = await self.api.call(send, what="post in the thread")
                 return str(msg.id)
-            except discord.NotFound as exc:
-                if exc.code != _UNKNOWN_WEBHOOK:
-                    raise PlatformError(f"Discord refused the post: {exc}") from exc
+            except DiscordError as exc:
+                if exc.code != UNKNOWN_WEBHOOK:
+                    raise
                 # Someone deleted the webhook: make a new one and post again.
                 log.info("webhook for channel %s is gone; creating another", channel)
                 self._hooks.pop(channel, None)
@@ -160,8 +170,9 @@ class DiscordPoster:
                 hook = await self._webhook(channel, thread)
                 return await self._send(out, hook, channel, thread, content, view)
         target = self.client.get_partial_messageable(thread)
-        msg = await retrying(lambda: target.send(content, allowed_mentions=_NO_PINGS, **extra))
-        return str(msg.id)
+        sent = await self.api.call(partial(target.send, content, allowed_mentions=_NO_PINGS,
+                                           **extra), what="post in the thread")
+        return str(sent.id)
 
     async def _edit_parts(self, out: Outbound, ids: list[int], channel: int, thread: int,
                           hook: discord.Webhook | None) -> None:
@@ -172,12 +183,13 @@ class DiscordPoster:
             fields: dict[str, Any] = {"view": None, "allowed_mentions": _NO_PINGS}
             if i < len(chunks):
                 fields["content"] = chunks[i]
+            edit: Callable[[], Awaitable[discord.Message]]
             if hook is not None:
-                await retrying(lambda m=mid, f=fields: hook.edit_message(
-                    m, thread=_in_thread(channel, thread), **f))
+                edit = partial(hook.edit_message, mid, thread=_in_thread(channel, thread), **fields)
             else:
-                partial = self.client.get_partial_messageable(thread).get_partial_message(mid)
-                await retrying(lambda p=partial, f=fields: p.edit(**f))
+                message = self.client.get_partial_messageable(thread).get_partial_message(mid)
+                edit = partial(message.edit, **fields)
+            await self.api.call(edit, what="edit a post")
 
     async def _keep_typing(self, thread: int) -> None:
         deadline = time.monotonic() + _TYPING_FOR
@@ -214,30 +226,37 @@ class DiscordPoster:
             stored = await self._kv_get(f"webhook:{channel}")
             if stored:
                 wid, token = stored.split(":", 1)
-                hook = discord.Webhook.partial(int(wid), token, client=self.client)
+                hook = self._bind(int(wid), token)
             else:
                 try:
-                    data = await retrying(lambda: self._find_or_create(channel))
-                except discord.Forbidden as exc:
-                    if exc.code != _MISSING_PERMISSION:
-                        raise PlatformError(f"Discord refused webhooks: {exc}") from exc
+                    data = await self.api.call(lambda: self._find_or_create(channel),
+                                               what="set up the channel's webhook")
+                except DiscordError as exc:
+                    if exc.code != MISSING_PERMISSIONS:
+                        raise
                     self._no_hooks[channel] = time.monotonic()
                     await self._say_permission_missing(channel, thread)
                     return None
-                hook = discord.Webhook.partial(int(data["id"]), data["token"], client=self.client)
+                hook = self._bind(int(data["id"]), data["token"])
                 await self._kv_set(f"webhook:{channel}", f"{data['id']}:{data['token']}")
             self._no_hooks.pop(channel, None)
             self._hooks[channel] = hook
             return hook
 
+    def _bind(self, wid: int, token: str) -> discord.Webhook:
+        if self._session is None:
+            self._session = webhook_session()
+        return discord.Webhook.partial(wid, token, session=self._session, client=self.client)
+
     async def _find_or_create(self, channel: int) -> dict[str, Any]:
         me = str(self.client.application_id or (self.client.user and self.client.user.id))
-        for data in await self.client.http.channel_webhooks(channel):
+        hooks: list[Any] = await self.client.http.channel_webhooks(channel)
+        for data in hooks:
             owner = str(data.get("application_id") or (data.get("user") or {}).get("id"))
             if data.get("name") == WEBHOOK_NAME and data.get("token") and owner == me:
-                return data
-        return await self.client.http.create_webhook(channel, name=WEBHOOK_NAME,
-                                                     reason="threadteam agent personas")
+                return dict(data)
+        return dict(await self.client.http.create_webhook(channel, name=WEBHOOK_NAME,
+                                                          reason="threadteam agent personas"))
 
     async def _say_permission_missing(self, channel: int, thread: int) -> None:
         if await self._kv_get(f"told:{channel}"):
@@ -247,7 +266,8 @@ class DiscordPoster:
                 "name with its own in bold. Give me the **Manage Webhooks** permission here to "
                 "show every agent with its own name and avatar.")
         target = self.client.get_partial_messageable(thread)
-        await retrying(lambda: target.send(text, allowed_mentions=_NO_PINGS))
+        await self.api.call(lambda: target.send(text, allowed_mentions=_NO_PINGS),
+                            what="post in the thread")
 
     async def _kv_get(self, key: str) -> str | None:
         return await self.memory.get(key)

@@ -54,7 +54,7 @@ class ApprovalButton(
         self.ref = ref
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
                              match: Any, /) -> ApprovalButton:
         return cls(match["action"], match["ref"])
 

@@ -71,13 +71,11 @@ class Bot:
         await store.start()
         self.adapter = DiscordAdapter(self.fake.token, api_base=self.fake.url,
                                       memory=StoreMemory(store, "discord"))
-        await self.adapter.login()
         self.host = Host(store=store, catalog=TeamCatalog.load(self.teams, strict=True),
                          models=ModelPool(env={}, overrides={"scripted": self.model}),
                          poster=self.adapter.poster, directory=self.adapter.directory)
-        self.adapter.attach(self.host)
         await self.host.start()
-        await self.adapter.connect(within=10)
+        await self.adapter.start(self.host, within=10)
         return self
 
     async def stop(self) -> None:

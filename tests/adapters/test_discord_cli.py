@@ -90,8 +90,7 @@ async def test_sharded_client_serves_the_guild(fake_discord: FakeDiscord, store)
     fake_discord.shards = 2
     adapter = DiscordAdapter(fake_discord.token, api_base=fake_discord.url, shards=2)
     host = RecordingHost()
-    adapter.attach(host)
-    await adapter.start(within=10)
+    await adapter.start(host, within=10)
     try:
         assert isinstance(adapter.client, discord.AutoShardedClient)
         # discord.py spaces IDENTIFYs of further shards 5 s apart; the guild is on shard 1.

@@ -5,14 +5,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from threadteam.adapters.discord._text import (
+from threadteam.adapters.discord.commands import choices
+from threadteam.adapters.discord.text import (
     emoji_of,
     host_text,
     split_message,
     thread_name,
     webhook_username,
 )
-from threadteam.adapters.discord.commands import choices
 from threadteam.adapters.discord.views import custom_id_for
 from threadteam.teams.persona import Persona
 

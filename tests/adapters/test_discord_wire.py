@@ -24,7 +24,9 @@ from tests.fakes.discord import (
     wait_until,
 )
 from threadteam.adapters.discord import DiscordAdapter
+from threadteam.bot.errors import PlatformError
 from threadteam.bot.memory import StoreMemory
+from threadteam.bot.retry import RetryPolicy
 from threadteam.bot.shapes import ApprovalPrompt, Handled, Inbound, Memory, Outbound, ThreadKey
 from threadteam.bot.stores import SQLiteStore
 from threadteam.teams.persona import Persona
@@ -68,11 +70,14 @@ async def store(tmp_path) -> AsyncIterator[SQLiteStore]:
     await s.aclose()
 
 
+# The platform retry policy with its backoff shortened, so a test of giving up is quick.
+QUICK = RetryPolicy(first_backoff=0.01, max_backoff=0.02)
+
+
 async def started(fake: FakeDiscord, host: RecordingHost, memory: Memory | None = None
                   ) -> DiscordAdapter:
-    adapter = DiscordAdapter(fake.token, api_base=fake.url, memory=memory)
-    adapter.attach(host)
-    await adapter.start(within=10)
+    adapter = DiscordAdapter(fake.token, api_base=fake.url, memory=memory, retry=QUICK)
+    await adapter.start(host, within=10)
     return adapter
 
 
@@ -333,3 +338,32 @@ async def test_a_global_429_on_a_bot_post_is_waited_out(fake_discord: FakeDiscor
     await adapter.poster.post(notice)
     assert [p["content"] for p in fake_discord.posts_in(CHANNEL_ID)] == ["Finished: done."]
     assert len(fake_discord.calls_to("POST", rf"/channels/{CHANNEL_ID}/messages", status=429)) == 2
+
+
+async def test_a_discord_that_stays_down_fails_the_post_after_five_retries(
+        fake_discord: FakeDiscord, wired) -> None:
+    adapter, _ = wired
+    fake_discord.fail("POST", rf"/channels/{CHANNEL_ID}/messages", status=503, times=6)
+    with pytest.raises(PlatformError) as failed:
+        await adapter.poster.post(Outbound(key_for(CHANNEL_ID), "Finished: done.", "k"))
+    # One try and five retries, then a sentence for the thread: Discord, and what to do.
+    assert len(fake_discord.calls_to("POST", rf"/channels/{CHANNEL_ID}/messages", status=503)) == 6
+    message = str(failed.value)
+    assert message.startswith("Discord ") and "try again" in message
+    assert "127.0.0.1" not in message and "http" not in message and "injected" not in message
+    assert not fake_discord.posts_in(CHANNEL_ID)
+
+
+async def test_a_webhook_5xx_that_passes_is_retried_by_the_one_policy(
+        fake_discord: FakeDiscord, wired) -> None:
+    adapter, _ = wired
+    key = key_for(CHANNEL_ID)
+    await adapter.poster.post(Outbound(key, "warm-up", "k0", BEAR))
+    # discord.py alone would sleep 1 s + 3 s on these before answering; the policy's
+    # (shortened) backoff is the only wait.
+    fake_discord.fail("POST", r"/webhooks/\d+/[^/]+", status=502, times=2)
+    started_at = asyncio.get_running_loop().time()
+    await adapter.poster.post(Outbound(key, "after the outage", "k1", BEAR))
+    assert asyncio.get_running_loop().time() - started_at < 1.0
+    assert [p["content"] for p in fake_discord.posts_in(CHANNEL_ID)] == ["warm-up", "after the outage"]
+    assert len(fake_discord.calls_to("POST", r"/webhooks/\d+/[^/]+", status=502)) == 2
