@@ -32,6 +32,8 @@ _ENV_HELP = """environment:
   THREADTEAM_TEAMS_DIR  a folder of team files (*.yaml) added to the built-in teams
   THREADTEAM_LEASE_TTL  seconds before another process takes over a crashed one's runs (10)
   THREADTEAM_LOG_LEVEL  DEBUG, INFO (default), WARNING or ERROR
+  THREADTEAM_MAX_ACTIVE_RUNS_PER_USER  unfinished runs per person on Slack/Discord (3)
+  THREADTEAM_MAX_RUNS_PER_HOUR         runs a workspace/guild may start an hour (60)
   OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL
   OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER   tracing (off when unset)
 """
@@ -69,6 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     tsub.add_parser("list", parents=[common], help="list the teams that can be summoned")
     check = tsub.add_parser("check", help="check team files; exit 1 with file:line errors")
     check.add_argument("files", nargs="+", metavar="FILE")
+
+    runs = sub.add_parser("runs", help="list runs or print one for an audit")
+    rsub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
+    listing = rsub.add_parser("list", parents=[common], help="the most recent runs, newest first")
+    listing.add_argument("--limit", type=int, default=20, metavar="N", help="how many (20)")
+    show = rsub.add_parser("show", parents=[common],
+                           help="a run's transcript with every approval decision",
+                           description="Print a run's transcript: who said what, every tool "
+                                       "call with its arguments, and who approved or denied "
+                                       "it when.")
+    show.add_argument("run", metavar="RUN", help="a run id (or the start of one)")
     return p
 
 
@@ -82,9 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "teams" and args.teams_command == "check":
             return _check(args.files)
         settings = Settings.from_env(store=args.store, model=args.model, teams_dir=args.teams_dir)
-        setup_logging("WARNING" if args.command in ("chat", "teams") else settings.log_level)
+        setup_logging("WARNING" if args.command in ("chat", "teams", "runs") else settings.log_level)
         if args.command == "teams":
             return _list(settings)
+        if args.command == "runs":
+            return asyncio.run(_runs(args, settings))
         module = console_cli if args.command == "chat" else PLATFORMS[args.platform]
         return asyncio.run(module.run(args, settings))
     except ThreadteamError as exc:
@@ -109,6 +124,39 @@ def _check(files: list[str]) -> int:
         else:
             print(f"{f}: ok ({team.name}: {len(team.agents)} participants, {team.strategy})")
     return 1 if bad else 0
+
+
+async def _runs(args: argparse.Namespace, settings: Settings) -> int:
+    from threadteam.bot.audit import list_runs, transcript
+    from threadteam.bot.stores import open_store
+
+    store = open_store(settings.store_url)
+    await store.start()
+    try:
+        if args.runs_command == "show":
+            text = await transcript(store, args.run)
+            if text is None:
+                print(f"threadteam: no run {args.run!r} in {store_label(settings)}; "
+                      f"`threadteam runs list` shows the runs there", file=sys.stderr)
+                return 1
+            print(text)
+            return 0
+        for r in await list_runs(store, max(1, args.limit)):
+            task = r.task if len(r.task) <= 50 else r.task[:49] + "…"
+            print(f"{r.run_id}  {_when(r.updated)}  {r.state:<8}  {r.team:<12} {r.by:<12} "
+                  f"{r.thread}  {task}")
+        return 0
+    finally:
+        await store.aclose()
+
+
+def store_label(settings: Settings) -> str:
+    return redact(settings.store_url.split("@")[-1])
+
+
+def _when(at: float) -> str:
+    from datetime import datetime
+    return datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M")
 
 
 def _list(settings: Settings) -> int:

@@ -132,3 +132,54 @@ def test_secrets_never_reach_logs():
     for secret in (env["SLACK_BOT_TOKEN"], env["OPENAI_API_KEY"], "hunter2"):
         assert secret not in cleaned
     assert "redis://***@host:6379/0" in cleaned
+
+
+def test_runs_show_prints_every_approval_decision_for_an_audit(tmp_path):
+    import asyncio
+
+    from threadteam.bot.stores import open_store
+    from threadteam.teams.events import (
+        AgentMessage,
+        ApprovalDecided,
+        TaskStarted,
+        ToolCallRequested,
+        ToolResult,
+        to_json,
+    )
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    t = 1_790_000_000.0
+    events = [
+        TaskStarted(team="announce", task="announce the launch", by="U1", at=t),
+        AgentMessage(agent="announcer", text="Posting now.", at=t + 1),
+        ToolCallRequested(agent="announcer", call_id="c1", tool="post_message",
+                          args={"channel": "#general", "text": "Hi all"}, needs_approval=True,
+                          at=t + 2),
+        ApprovalDecided(call_id="c1", approved=True, by="U2", reason="looks right", at=t + 60),
+        ToolResult(call_id="c1", output="Posted to #general (message 5).", at=t + 61),
+    ]
+
+    async def seed() -> None:
+        store = open_store(url)
+        await store.start()
+        await store.create_run("feedc0de" * 4, "slack:T1:C1:1.0", [to_json(e) for e in events])
+        await store.aclose()
+
+    asyncio.run(seed())
+    listed = threadteam("runs", "list", "--store", url)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("feedc0de" * 4) and "announce" in listed.stdout
+
+    shown = threadteam("runs", "show", "feedc0de", "--store", url)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"run {'feedc0de' * 4} in slack:T1:C1:1.0 (running)"
+    assert ('announcer asks to run post_message (needs approval), call c1, arguments: '
+            '{"channel": "#general", "text": "Hi all"}') in shown.stdout
+    [decision] = [line for line in lines if "APPROVED" in line]
+    assert decision.endswith("APPROVED post_message call c1 by U2: looks right")
+    assert decision.startswith("2026-09-21 ")
+
+    missing = threadteam("runs", "show", "nope", "--store", url)
+    assert missing.returncode == 1 and "no run 'nope'" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -1,0 +1,132 @@
+"""Runs as an auditor reads them: a list, and one run's transcript with every approval
+decision (who, when, on which arguments). Read straight from the log, so a run whose
+team file has since changed or gone still reads as it happened."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from threadteam.teams.events import (
+    AgentMessage,
+    ApprovalDecided,
+    Event,
+    HumanMessage,
+    RunContinued,
+    RunFinished,
+    RunPaused,
+    RunResumed,
+    StopRequested,
+    TaskStarted,
+    ToolCallRequested,
+    ToolResult,
+    from_json,
+    to_dict,
+)
+
+from .stores.base import Store
+
+__all__ = ["RunLine", "list_runs", "transcript"]
+
+_QUIET = ("speaker_selected", "clock_checked")  # bookkeeping no auditor needs
+
+
+@dataclass(frozen=True, slots=True)
+class RunLine:
+    run_id: str
+    thread: str
+    team: str
+    by: str
+    started: float
+    updated: float
+    state: str
+    task: str
+
+
+async def list_runs(store: Store, limit: int = 20) -> list[RunLine]:
+    """The most recently updated runs, newest first."""
+    lines = []
+    for info in await store.runs(limit=limit):
+        events = [from_json(raw) for raw in await store.load(info.run_id)]
+        if not events or not isinstance(events[0], TaskStarted):
+            continue
+        start = events[0]
+        lines.append(RunLine(info.run_id, info.thread, start.team, start.by, start.at,
+                             info.updated_at, _state(events), start.task))
+    return lines
+
+
+async def transcript(store: Store, run_id: str) -> str | None:
+    """The run's log as text, one line per event; None when there is no such run."""
+    matches = [r.run_id for r in await store.runs(limit=10_000) if r.run_id.startswith(run_id)]
+    if run_id not in matches and len(matches) != 1:
+        return None
+    run_id = run_id if run_id in matches else matches[0]
+    raw = await store.load(run_id)
+    if not raw:
+        return None
+    events = [from_json(r) for r in raw]
+    thread = await store.thread_of(run_id) or "?"
+    tools: dict[str, str] = {}
+    out = [f"run {run_id} in {thread} ({_state(events)})"]
+    for e in events:
+        if e.kind in _QUIET:
+            continue
+        if isinstance(e, ToolCallRequested):
+            tools[e.call_id] = e.tool
+        out.append(f"{_when(e.at)}  " + _line(e, tools).replace("\n", "\n" + " " * 21))
+    return "\n".join(out)
+
+
+def _line(e: Event, tools: dict[str, str]) -> str:
+    if isinstance(e, TaskStarted):
+        return (f"{e.by} summoned {e.team}: {e.task}"
+                f"  [approvers: {', '.join(e.approvers) or e.by}]")
+    if isinstance(e, HumanMessage):
+        return f"{e.display_name or e.user} ({e.user}): {e.text}"
+    if isinstance(e, AgentMessage):
+        used = f"  [{e.usage.total} tokens, {e.model}]" if e.model else ""
+        return f"{e.agent}: {e.text}{used}"
+    if isinstance(e, ToolCallRequested):
+        gate = "needs approval" if e.needs_approval else "no approval needed"
+        return f"{e.agent} asks to run {e.tool} ({gate}), call {e.call_id}, arguments: " \
+               f"{json.dumps(e.args, ensure_ascii=False, sort_keys=True)}"
+    if isinstance(e, ApprovalDecided):
+        verdict = "APPROVED" if e.approved else "DENIED"
+        by = e.by or "the run's time limit"
+        note = f": {e.reason}" if e.reason else ""
+        return f"{verdict} {tools.get(e.call_id, '?')} call {e.call_id} by {by}{note}"
+    if isinstance(e, ToolResult):
+        what = "failed" if e.error else "returned"
+        return f"{tools.get(e.call_id, 'tool')} call {e.call_id} {what}: {e.output}"
+    if isinstance(e, StopRequested):
+        return f"stop requested by {e.by}"
+    if isinstance(e, RunPaused):
+        return f"paused: {e.reason}"
+    if isinstance(e, RunResumed):
+        return f"resumed by {e.by}"
+    if isinstance(e, RunContinued):
+        return f"continued by {e.by}" + (f": {e.instructions}" if e.instructions else "")
+    if isinstance(e, RunFinished):
+        return f"finished: {e.reason}"
+    data = to_dict(e)
+    data.pop("at", None)
+    kind = data.pop("kind")
+    return f"{kind.replace('_', ' ')}: {json.dumps(data, ensure_ascii=False, sort_keys=True)}"
+
+
+def _state(events: list[Event]) -> str:
+    state = "running"
+    for e in events:
+        if isinstance(e, RunFinished):
+            state = "finished"
+        elif isinstance(e, RunPaused):
+            state = "paused"
+        elif isinstance(e, RunResumed | RunContinued):
+            state = "running"
+    return state
+
+
+def _when(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S") if at else "-"
