@@ -8,7 +8,13 @@ Use the `fake_openai` fixture, or `async with FakeOpenAI() as fake:` elsewhere
     fake_openai.queue_tool_call("search", '{"q": "cats"}', chunks=4)
     fake_openai.queue_error(429, retry_after=0.01)     # then the next queued answer
     fake_openai.queue_stream_error("partial text")     # text, then an error event
+    fake_openai.queue_drop("partial text")             # text, then the connection is cut
+    fake_openai.queue_hang()                           # no answer at all, until aclose()
+    fake_openai.queue_hang("partial text")             # text, then silence
     client = openai.AsyncOpenAI(base_url=fake_openai.url, api_key="sk-test")
+
+To be reached under another host name (an internal one that does not resolve), give
+the client `fake.proxy_url` as its HTTP proxy and `fake.url_at(host)` as its base URL.
 
 Answers are served in order. With nothing queued the fake answers 400 "nothing
 queued" (so a test fails loudly), unless `fallback_text` is set (benchmarks).
@@ -64,7 +70,24 @@ class StreamFailure:
     message: str = "The server had an error while processing your request."
 
 
-Step = Reply | HTTPFailure | StreamFailure
+@dataclass(frozen=True)
+class Drop:
+    """A stream that sends `text`, then the connection is cut (no error event, no end)."""
+
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Hang:
+    """No answer: with `text` None not even headers; otherwise `text`, then silence.
+
+    The request hangs until the fake is closed (or the client gives up).
+    """
+
+    text: str | None = None
+
+
+Step = Reply | HTTPFailure | StreamFailure | Drop | Hang
 
 
 def split(text: str, pieces: int) -> list[str]:
@@ -84,7 +107,9 @@ class FakeServer:
     requests: list[Received] = field(default_factory=list)
     steps: deque[Step] = field(default_factory=deque)
     url: str = ""
+    port: int = 0
     _runner: web.AppRunner | None = None
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
 
     path = "/"  # the one POST route a subclass serves
     url_suffix = ""
@@ -96,11 +121,22 @@ class FakeServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}{self.url_suffix}"
+        host, self.port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{self.port}{self.url_suffix}"
         return self
 
+    def url_at(self, host: str) -> str:
+        """The base URL under another host name; reach it through `proxy_url`."""
+        return f"http://{host}:{self.port}{self.url_suffix}"
+
+    @property
+    def proxy_url(self) -> str:
+        """The fake as an HTTP proxy: a client using it reaches the fake under any host name
+        (`url_at("internal-llm.corp.example")`), even one no DNS server knows."""
+        return f"http://127.0.0.1:{self.port}"
+
     async def aclose(self) -> None:
+        self._released.set()  # hanging requests end, so shutdown does not wait on them
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -134,6 +170,14 @@ class FakeServer:
         """Start streaming `text`, then send an error event mid-stream."""
         self.steps.append(StreamFailure(text, message or StreamFailure.message))
 
+    def queue_drop(self, text: str = "") -> None:
+        """Start streaming `text` (in two pieces), then cut the connection mid-answer."""
+        self.steps.append(Drop(text))
+
+    def queue_hang(self, text: str | None = None) -> None:
+        """Never finish: no headers (`text` None), or stream `text` and then fall silent."""
+        self.steps.append(Hang(text))
+
     def bodies(self) -> list[dict]:
         """The JSON bodies received so far, in order."""
         return [r.body for r in self.requests]
@@ -153,6 +197,11 @@ class FakeServer:
             headers = {} if step.retry_after is None else {"retry-after": f"{step.retry_after:g}"}
             return web.json_response(self.error_body(step, request), status=step.status,
                                      headers=headers)
+        if isinstance(step, Hang) and step.text is None:
+            await self._released.wait()
+            raise web.HTTPServiceUnavailable()
+        if isinstance(step, Drop | Hang):
+            return await self._break_off(request, step, body)
         if not body.get("stream"):
             if isinstance(step, StreamFailure):
                 return web.json_response(self.error_body(HTTPFailure(500, None, step.message),
@@ -166,6 +215,22 @@ class FakeServer:
             if self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
         await response.write_eof()
+        return response
+
+    async def _break_off(self, request: web.Request, step: Drop | Hang,
+                         body: dict) -> web.StreamResponse:
+        """Stream the start of an answer, then cut the connection (Drop) or fall silent (Hang)."""
+        response = web.StreamResponse(headers={"content-type": "text/event-stream",
+                                               "cache-control": "no-cache"})
+        await response.prepare(request)
+        # A stream-error step's events, less the error event: the answer so far.
+        for event in self.events(StreamFailure(step.text or ""), body)[:-1]:
+            await response.write(event.encode())
+        if isinstance(step, Drop):
+            assert request.transport is not None
+            request.transport.abort()  # no terminating chunk: the client sees a cut stream
+        else:
+            await self._released.wait()
         return response
 
     # Subclasses speak the vendor's dialect through these three.
