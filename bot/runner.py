@@ -19,19 +19,8 @@ from opentelemetry import trace
 
 from threadteam.teams import engine
 from threadteam.teams.catalog import TeamCatalog
-from threadteam.teams.engine import (
-    Action,
-    CallModel,
-    Env,
-    RunTool,
-    SelectWithModel,
-    deadline,
-    decide,
-    perform,
-    time_passed,
-)
+from threadteam.teams.engine import Env, deadline, decide, perform, time_passed
 from threadteam.teams.events import (
-    AgentMessage,
     ApprovalDecided,
     Event,
     HumanMessage,
@@ -39,9 +28,12 @@ from threadteam.teams.events import (
     RunResumed,
     StopRequested,
     TaskStarted,
+    ToolCallRequested,
     from_json,
     to_json,
 )
+from threadteam.teams.models.base import TextSink
+from threadteam.teams.persona import Persona
 from threadteam.teams.state import RunState
 from threadteam.teams.termination import has_timeout
 from threadteam.teams.tools import ToolContext
@@ -50,7 +42,9 @@ from .errors import ConflictError
 from .render import is_postable, post_key, render, render_decision
 from .shapes import Outbound, Poster, ThreadKey
 from .stores.base import Store
-from .telemetry import run_parent, span
+from .telemetry import TracedModels, run_parent, span, traced_tools
+
+__all__ = ["EXTERNAL", "Loaded", "LostRun", "Runner"]
 
 log = logging.getLogger("threadteam.runner")
 
@@ -127,7 +121,7 @@ class Runner:
         return True
 
     async def _advance(self, run: Loaded) -> None:
-        state, active = run.state, False
+        state, active, env = run.state, False, self._env(run)
         while True:
             action = decide(state)
             if action.waits:
@@ -140,7 +134,7 @@ class Runner:
             if not active:  # lands while the model works, and before the run's next append
                 self._later(run, self.store.set_active(run.run_id, True))
                 active = True
-            events = await self._perform(run, action)
+            events = await perform(state, action, env)
             if not events:
                 break
             for seq, event in await self._append(run, events):
@@ -160,39 +154,6 @@ class Runner:
         writes, run.writes = run.writes, []
         for write in writes:
             await write
-
-    async def _perform(self, run: Loaded, action: Action) -> list[Event]:
-        state, key = run.state, run.key
-        env = Env(models=self.models, now=self.clock,
-                  tool_context=partial(self._tool_context, run, action))
-        if isinstance(action, CallModel):
-            agent = state.team.by_name[action.agent]
-            model = self.models.resolve_name(agent.model, state.team.model)
-            await self._working(key, agent.persona)
-            env.on_text = partial(self._stream, key, agent.persona)
-            with span(f"invoke_agent {agent.name}", gen_ai__operation__name="invoke_agent",
-                      gen_ai__agent__name=agent.name, threadteam__thread=str(key)), \
-                    span(f"chat {model}", gen_ai__operation__name="chat",
-                         gen_ai__request__model=model, gen_ai__agent__name=agent.name) as s:
-                events = await perform(state, action, env)
-                for e in events:
-                    if isinstance(e, AgentMessage):
-                        s.set_attribute("gen_ai.usage.input_tokens", e.usage.input_tokens)
-                        s.set_attribute("gen_ai.usage.output_tokens", e.usage.output_tokens)
-                        s.set_attribute("gen_ai.response.model", e.model or model)
-                return events
-        if isinstance(action, SelectWithModel):
-            model = self.models.resolve_name(state.team.selector_model, state.team.model)
-            with span(f"chat {model}", gen_ai__operation__name="chat",
-                      gen_ai__request__model=model, gen_ai__agent__name="selector"):
-                return await perform(state, action, env)
-        if isinstance(action, RunTool):
-            req = action.call.request
-            with span(f"execute_tool {req.tool}", gen_ai__operation__name="execute_tool",
-                      gen_ai__tool__name=req.tool, gen_ai__tool__call__id=req.call_id,
-                      gen_ai__agent__name=req.agent, threadteam__thread=str(key)):
-                return await perform(state, action, env)
-        return await perform(state, action, env)
 
     async def _append(self, run: Loaded, events: list[Event]) -> list[tuple[int, Event]]:
         """Append our events (after any a person added meanwhile); fold; return (seq, event)."""
@@ -242,11 +203,11 @@ class Runner:
             settled = render_decision(run.state, e, run.key, run.run_id, self.poster.mention)
             if settled is None:
                 return
-            request_key, out = settled
+            request_key, edit = settled
             message_id = await self.store.get_post(request_key)
-            if message_id is not None and await self.store.get_post(out.idempotency_key) is None:
-                await self.poster.edit(out, message_id)
-                await self.store.put_post(out.idempotency_key, message_id)
+            if message_id is not None and await self.store.get_post(edit.idempotency_key) is None:
+                await self.poster.edit(edit, message_id)
+                await self.store.put_post(edit.idempotency_key, message_id)
             return
         notice = self.rehearsal_notice(run.state) if isinstance(e, TaskStarted) else ""
         out = render(run.state, e, seq, run.key, run.run_id, self.poster.mention, notice)
@@ -267,8 +228,16 @@ class Runner:
         await self.store.put_post(out.idempotency_key, message_id)
         return message_id
 
-    def _tool_context(self, run: Loaded, action: Action, agent: str) -> ToolContext:
-        call_id = action.call.request.call_id if isinstance(action, RunTool) else "-"
+    def _env(self, run: Loaded) -> Env:
+        """What the engine needs to perform this run's actions; tracing wraps its seams."""
+        thread = str(run.key)
+        return Env(models=TracedModels(self.models, thread), now=self.clock,
+                   tool_context=partial(self._tool_context, run),
+                   on_turn=partial(self._working, run), on_text=partial(self._stream, run),
+                   run_tool=traced_tools(thread))
+
+    def _tool_context(self, run: Loaded, request: ToolCallRequested) -> ToolContext:
+        agent, call_id = request.agent, request.call_id
         persona = run.state.team.by_name[agent].persona
 
         async def post_message(channel: str, text: str) -> str:
@@ -279,16 +248,20 @@ class Runner:
         return ToolContext(run_id=run.run_id, thread=str(run.key), agent=agent,
                            post_message=post_message)
 
-    async def _working(self, key: ThreadKey, persona) -> None:
+    def _persona(self, run: Loaded, agent: str) -> Persona:
+        return run.state.team.by_name[agent].persona
+
+    async def _working(self, run: Loaded, agent: str) -> None:
+        """An agent's turn starts: show it working."""
         try:
-            await self.poster.working(key, persona)
+            await self.poster.working(run.key, self._persona(run, agent))
         except Exception:  # a typing indicator is a courtesy; never fail a turn for it
             log.debug("working indicator failed", exc_info=True)
 
-    def _stream(self, key: ThreadKey, persona, agent: str):
+    def _stream(self, run: Loaded, agent: str) -> TextSink | None:
         """Where an agent's reply streams to while the model writes it, if the poster shows that."""
         stream = getattr(self.poster, "stream", None)
-        return stream(key, persona) if stream is not None else None
+        return stream(run.key, self._persona(run, agent)) if stream is not None else None
 
     async def _heartbeat(self, run_id: str) -> None:
         while True:

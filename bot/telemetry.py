@@ -15,6 +15,16 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+from threadteam.teams.engine import ModelSource, ToolRunner, invoke_tool
+from threadteam.teams.events import ToolCallRequested
+from threadteam.teams.models.base import Model, ModelRequest, ModelResponse, TextSink
+from threadteam.teams.tools import Tool, ToolContext
+
+__all__ = [
+    "TRACER_NAME", "TracedModel", "TracedModels", "record_wait", "run_parent", "setup_tracing",
+    "span", "traced_tools", "tracer",
+]
+
 TRACER_NAME = "threadteam"
 
 _configured = False
@@ -84,3 +94,56 @@ def run_parent(run_id: str) -> trace.Span:
     ctx = SpanContext(trace_id=trace_id, span_id=(trace_id & 0xFFFFFFFFFFFFFFFF) or 1,
                       is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
     return NonRecordingSpan(ctx)
+
+
+# -- wrappers: the engine's seams, traced ----------------------------------------------------
+class TracedModels:
+    """A model source whose models trace each call: an agent's turn and its model call
+    (`invoke_agent`, `chat`), or the selector's call (`chat`)."""
+
+    def __init__(self, inner: ModelSource, thread: str) -> None:
+        self.inner, self.thread = inner, thread
+
+    def resolve_name(self, *preferred: str | None) -> str:
+        return self.inner.resolve_name(*preferred)
+
+    def get(self, name: str) -> Model:
+        return TracedModel(self.inner.get(name), self.thread)
+
+
+class TracedModel:
+    """One model, its calls wrapped in GenAI spans; everything else passes through."""
+
+    def __init__(self, inner: Model, thread: str) -> None:
+        self.inner, self.thread = inner, thread
+        self.name = inner.name
+
+    async def complete(self, request: ModelRequest, on_text: TextSink | None = None
+                       ) -> ModelResponse:
+        if request.purpose == "select":
+            return await self._chat(request, on_text)
+        with span(f"invoke_agent {request.agent}", gen_ai__operation__name="invoke_agent",
+                  gen_ai__agent__name=request.agent, threadteam__thread=self.thread):
+            return await self._chat(request, on_text)
+
+    async def _chat(self, request: ModelRequest, on_text: TextSink | None) -> ModelResponse:
+        with span(f"chat {request.model}", gen_ai__operation__name="chat",
+                  gen_ai__request__model=request.model, gen_ai__agent__name=request.agent) as s:
+            response = await self.inner.complete(request, on_text)
+            s.set_attribute("gen_ai.usage.input_tokens", response.usage.input_tokens)
+            s.set_attribute("gen_ai.usage.output_tokens", response.usage.output_tokens)
+            s.set_attribute("gen_ai.response.model", response.model or request.model)
+            return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def traced_tools(thread: str, inner: ToolRunner = invoke_tool) -> ToolRunner:
+    """A tool runner that wraps each tool's execution in an `execute_tool` span."""
+    async def run(tool: Tool, request: ToolCallRequested, context: ToolContext) -> str:
+        with span(f"execute_tool {request.tool}", gen_ai__operation__name="execute_tool",
+                  gen_ai__tool__name=request.tool, gen_ai__tool__call__id=request.call_id,
+                  gen_ai__agent__name=request.agent, threadteam__thread=thread):
+            return await inner(tool, request, context)
+    return run

@@ -1,13 +1,16 @@
-"""Tools every team file can name without importing anything."""
+"""Tools every team file can name without importing anything: the `BUILTIN` table."""
 
 from __future__ import annotations
 
 import ast
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 
-from .tools import ToolContext, tool
+from .tools import Tool, ToolContext, tool
+
+__all__ = ["BUILTIN", "calculate", "current_time", "post_message"]
 
 
 @tool(approval="always")
@@ -19,7 +22,7 @@ async def post_message(channel: str, text: str, context: ToolContext) -> str:
     return f"Posted to {channel} (message {message_id})."
 
 
-@tool()
+@tool(approval="never")
 def current_time(timezone_offset_hours: float = 0.0) -> str:
     """The current date and time (UTC by default, or at a fixed offset in hours)."""
     from datetime import timedelta, timezone
@@ -34,7 +37,7 @@ _OPS: dict[type, Callable[..., float]] = {
 }
 
 
-@tool()
+@tool(approval="never")
 def calculate(expression: str) -> str:
     """Evaluate an arithmetic expression such as '(1200 * 0.15) / 12'."""
     def ev(node: ast.AST) -> float:
@@ -55,3 +58,8 @@ def calculate(expression: str) -> str:
     except (SyntaxError, ValueError, ZeroDivisionError) as exc:
         raise ValueError(f"cannot calculate {expression!r}: {exc}") from exc
     return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+#: The built-in tools by the name a team file uses.
+BUILTIN: Mapping[str, Tool] = MappingProxyType(
+    {t.name: t for t in (post_message, current_time, calculate)})

@@ -10,11 +10,9 @@ decide, perform, append the events, fold them in, until the run waits.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import ModelError
 from .events import (
@@ -29,22 +27,16 @@ from .events import (
     ToolCallRequested,
     ToolResult,
 )
-from .models.base import (
-    Candidate,
-    Model,
-    ModelRequest,
-    ModelResponse,
-    TextSink,
-    ToolCall,
-    ToolSpec,
-)
-from .spec import AgentSpec, Team
-from .state import HANDOFF_PREFIX, SELECTOR_CONTEXT, CallState, RunState
-from .tools import ToolContext
+from .models.base import HANDOFF_PREFIX, Model, ModelResponse, TextSink, ToolCall
+from .prompts import build_request, build_selector_request, offered, parse_selection, rounds_used
+from .spec import Team
+from .state import CallState, RunState
+from .tools import Tool, ToolContext
 
 __all__ = [
-    "Action", "AwaitApproval", "AwaitHuman", "CallModel", "Env", "Finish", "Idle", "Record",
-    "RunTool", "Select", "SelectWithModel", "decide", "drive", "perform",
+    "Action", "AwaitApproval", "AwaitHuman", "CallModel", "Env", "Finish", "Idle", "ModelSource",
+    "Record", "RunTool", "Select", "SelectWithModel", "ToolRunner", "call_events", "deadline",
+    "decide", "drive", "invoke_tool", "perform", "reply_events", "time_passed",
 ]
 
 
@@ -214,139 +206,80 @@ def _selector_candidates(state: RunState) -> tuple[str, ...]:
     return tuple(names)
 
 
-# -- what a model sees ----------------------------------------------------------------
-def _offered(team: Team, agent: AgentSpec, rounds: int) -> tuple[ToolSpec, ...]:
-    """The tools (and handoffs) an agent may call after `rounds` tool rounds this turn."""
-    if rounds >= team.max_tool_rounds:
-        return ()  # enough tool rounds this turn: the agent must answer in words
-    key = ("tools", agent.name)
-    specs = team.memo.get(key)
-    if specs is None:
-        specs = tuple(t.spec for t in agent.tools) + tuple(
-            ToolSpec(f"{HANDOFF_PREFIX}{target}",
-                     f"Hand the conversation to {target}: {team.by_name[target].description}",
-                     {"type": "object", "properties": {}})
-            for target in agent.handoffs)
-        team.memo[key] = specs
-    return specs
-
-
-def _system_prompt(team: Team, agent: AgentSpec) -> str:
-    key = ("system", agent.name)
-    system = team.memo.get(key)
-    if system is None:
-        others = ", ".join(a.name for a in team.agents if a.name != agent.name)
-        system = (f"{agent.system_message}\n\nYou are {agent.name} ({agent.persona.display_name}) "
-                  f"in a team conversation with: {others}.")
-        team.memo[key] = system
-    return system
-
-
-def _rounds(state: RunState, agent_name: str) -> int:
-    # Tool rounds the agent has used this turn; a turn not yet recorded has used none.
-    return state.turn_rounds if state.current == agent_name else 0
-
-
-def build_request(state: RunState, agent_name: str, model: str) -> ModelRequest:
-    """The request for one agent's turn."""
-    team = state.team
-    agent = team.by_name[agent_name]
-    return ModelRequest(model=model, system=_system_prompt(team, agent),
-                        messages=tuple(state.window(agent)),
-                        tools=_offered(team, agent, _rounds(state, agent_name)), agent=agent_name)
-
-
-def build_selector_request(state: RunState, candidates: tuple[str, ...], model: str) -> ModelRequest:
-    """The request that asks a model who speaks next."""
-    team = state.team
-    roles = "\n".join(f"- {a.name}: {a.description}" for a in team.agents)
-    prompt = team.selector_prompt or (
-        "You choose who speaks next in a team conversation.\nParticipants:\n{roles}\n\n"
-        "Read the conversation, then answer with only the name of the next speaker, "
-        "one of: {candidates}.")
-    system = prompt.replace("{roles}", roles).replace("{candidates}", ", ".join(candidates))
-    recent = state.public.messages[-SELECTOR_CONTEXT:]
-    messages = (state.task_message, *recent) if state.task_message is not None else tuple(recent)
-    return ModelRequest(model=model, system=system, messages=messages, purpose="select",
-                        agent="selector",
-                        candidates=tuple(Candidate(n, team.by_name[n].description,
-                                                   team.by_name[n].human) for n in candidates))
-
-
-def parse_selection(text: str, candidates: tuple[str, ...], state: RunState) -> tuple[str, str]:
-    """The candidate a selector named, or a sensible fallback."""
-    low = text.lower()
-    found = []
-    for name in candidates:
-        display = state.team.by_name[name].persona.display_name.lower()
-        positions = [p for p in (_word_at(low, name.lower()), _word_at(low, display)) if p >= 0]
-        if positions:
-            found.append((min(positions), name))
-    if found:
-        return min(found)[1], "model"
-    # No valid name: the next agent in the file's order. A garbled answer should not
-    # leave the run waiting on a person, so the human comes only when no agent may speak.
-    names = state.team.names
-    start = names.index(state.last_speaker) + 1 if state.last_speaker in names else 0
-    ordered = [n for n in (names[(start + i) % len(names)] for i in range(len(names)))
-               if n in candidates]
-    agents = [n for n in ordered if n not in state.team.humans]
-    return (agents or ordered or list(candidates))[0], "fallback"
-
-
-def _word_at(text: str, word: str) -> int:
-    m = re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text)
-    return m.start() if m else -1
-
-
 # -- doing ------------------------------------------------------------------------------
 class ModelSource(Protocol):
+    """Where models come from: a name resolved from preferences, then the model by name."""
+
     def resolve_name(self, *preferred: str | None) -> str: ...
     def get(self, name: str) -> Model: ...
 
 
+#: Runs one approved (or approval-free) call: the tool, the request, what the host lends it.
+ToolRunner = Callable[[Tool, ToolCallRequested, ToolContext], Awaitable[str]]
+
+
+async def invoke_tool(tool: Tool, request: ToolCallRequested, context: ToolContext) -> str:
+    """The plain tool runner: call the tool with the request's checked arguments."""
+    return await tool.invoke(request.args, context)
+
+
 @dataclass
 class Env:
-    """What `perform` needs from its driver."""
+    """What `perform` needs from its driver.
+
+    `models` and `run_tool` are seams a driver may wrap (tracing does); `on_turn`
+    is told when an agent starts its turn, `on_text` gives where its text streams.
+    """
 
     models: ModelSource
     now: Callable[[], float] = lambda: 0.0
-    tool_context: Callable[[str], ToolContext] = lambda agent: ToolContext(agent=agent)
+    tool_context: Callable[[ToolCallRequested], ToolContext] = \
+        field(default=lambda request: ToolContext(agent=request.agent))
     on_text: Callable[[str], TextSink | None] = field(default=lambda agent: None)
+    on_turn: Callable[[str], Awaitable[None]] | None = None
+    run_tool: ToolRunner = invoke_tool
 
 
 async def perform(state: RunState, action: Action, env: Env) -> list[Event]:
     """Carry out one action; return the events to append ([] when the run waits)."""
-    at = env.now()
     if action.waits:
         return []
-    if isinstance(action, Finish):
-        return [RunFinished(reason=action.reason, at=at)]
-    if isinstance(action, Select):
-        return [SpeakerSelected(agent=action.agent, how=action.how, at=at)]
-    if isinstance(action, SelectWithModel):
-        name = env.models.resolve_name(state.team.selector_model, state.team.model)
-        try:
-            response = await env.models.get(name).complete(
-                build_selector_request(state, action.candidates, name))
-        except ModelError as exc:
-            return [RunPaused(reason=f"choosing the next speaker failed: {exc}", at=at)]
-        agent, how = parse_selection(response.text, action.candidates, state)
-        return [SpeakerSelected(agent=agent, how=how, at=at)]
-    if isinstance(action, CallModel):
-        return await _call_model(state, action, env, at)
-    if isinstance(action, RunTool):
-        return await _run_tool(state, action.call, env)
-    if isinstance(action, Record):
-        return [replace(e, at=at) for e in action.events]
-    raise TypeError(f"unknown action {action!r}")
+    return await _PERFORMERS[type(action)](state, action, env)
 
 
-async def _call_model(state: RunState, action: CallModel, env: Env, at: float) -> list[Event]:
+async def _finish(state: RunState, action: Finish, env: Env) -> list[Event]:
+    return [RunFinished(reason=action.reason, at=env.now())]
+
+
+async def _select(state: RunState, action: Select, env: Env) -> list[Event]:
+    return [SpeakerSelected(agent=action.agent, how=action.how, at=env.now())]
+
+
+async def _record(state: RunState, action: Record, env: Env) -> list[Event]:
+    at = env.now()
+    return [replace(e, at=at) for e in action.events]
+
+
+async def _select_with_model(state: RunState, action: SelectWithModel, env: Env) -> list[Event]:
+    at = env.now()
+    name = env.models.resolve_name(state.team.selector_model, state.team.model)
+    try:
+        response = await env.models.get(name).complete(
+            build_selector_request(state, action.candidates, name))
+    except ModelError as exc:
+        return [RunPaused(reason=f"choosing the next speaker failed: {exc}", at=at)]
+    agent, how = parse_selection(response.text, action.candidates, state)
+    return [SpeakerSelected(agent=agent, how=how, at=at)]
+
+
+async def _call_model(state: RunState, action: CallModel, env: Env) -> list[Event]:
+    at = env.now()
     selected = [SpeakerSelected(agent=action.agent, how=action.select.how, at=at)] \
         if action.select else []
     agent = state.team.by_name[action.agent]
     name = env.models.resolve_name(agent.model, state.team.model)
+    if env.on_turn is not None:
+        await env.on_turn(action.agent)
     try:
         model = env.models.get(name)
         response = await model.complete(build_request(state, action.agent, name),
@@ -367,7 +300,7 @@ def reply_events(state: RunState, agent_name: str, response: ModelResponse, at: 
     message = AgentMessage(agent=agent_name, text=response.text, usage=response.usage,
                            tool_calls=_unique_ids(state, response.tool_calls),
                            model=response.model, at=at)
-    return [message, *call_events(state.team, message, _rounds(state, agent_name), at)]
+    return [message, *call_events(state.team, message, rounds_used(state, agent_name), at)]
 
 
 def _unique_ids(state: RunState, calls: tuple[ToolCall, ...]) -> tuple[ToolCall, ...]:
@@ -394,8 +327,8 @@ def call_events(team: Team, message: AgentMessage, rounds: int, at: float) -> li
     completed with exactly the events an uninterrupted run would have written.
     """
     agent = team.by_name[message.agent]
-    offered = _offered(team, agent, rounds)
-    names = {spec.name for spec in offered}
+    offer = offered(team, agent, rounds)
+    names = {spec.name for spec in offer}
     events: list[Event] = []
     handed_off = False
     for call in message.tool_calls:
@@ -404,7 +337,7 @@ def call_events(team: Team, message: AgentMessage, rounds: int, at: float) -> li
         target = call.name[len(HANDOFF_PREFIX):] if call.name.startswith(HANDOFF_PREFIX) else None
         tool = agent.tool(call.name)
         if call.name not in names:
-            if not offered and (agent.tools or agent.handoffs):
+            if not offer and (agent.tools or agent.handoffs):
                 problem = (f"No more tool calls this turn (the limit is {team.max_tool_rounds} "
                            f"rounds): answer in words now.")
             else:
@@ -428,7 +361,8 @@ def call_events(team: Team, message: AgentMessage, rounds: int, at: float) -> li
     return events
 
 
-async def _run_tool(state: RunState, call: CallState, env: Env) -> list[Event]:
+async def _run_tool(state: RunState, action: RunTool, env: Env) -> list[Event]:
+    call = action.call
     req = call.request
     if req.problem:
         return [ToolResult(call_id=req.call_id, output=req.problem, error=True, at=env.now())]
@@ -448,11 +382,22 @@ async def _run_tool(state: RunState, call: CallState, env: Env) -> list[Event]:
         return [ToolResult(call_id=req.call_id, output=f"Tool {req.tool!r} is no longer available.",
                            error=True, at=env.now())]
     try:
-        output = await tool.invoke(req.args, env.tool_context(req.agent))
+        output = await env.run_tool(tool, req, env.tool_context(req))
     except Exception as exc:  # a tool's failure goes back to the model, never crashes the run
         return [ToolResult(call_id=req.call_id, output=f"{type(exc).__name__}: {exc}", error=True,
                            at=env.now())]
     return [ToolResult(call_id=req.call_id, output=output, at=env.now())]
+
+
+#: How each action that does not wait is carried out.
+_PERFORMERS: dict[type[Action], Callable[[RunState, Any, Env], Awaitable[list[Event]]]] = {
+    Finish: _finish,
+    Select: _select,
+    SelectWithModel: _select_with_model,
+    CallModel: _call_model,
+    RunTool: _run_tool,
+    Record: _record,
+}
 
 
 # -- a minimal driver -------------------------------------------------------------------
@@ -469,8 +414,3 @@ async def drive(state: RunState, env: Env, append: Callable[[list[Event]], Await
         if append is not None:
             await append(events)
     raise RuntimeError("run did not settle")
-
-
-def args_summary(args: dict) -> str:
-    """Tool arguments in one short line for an approval prompt."""
-    return json.dumps(args, ensure_ascii=False)[:500]

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._yaml import line_of, load_with_lines
+from .builtin_tools import BUILTIN
 from .errors import TeamFileError, ToolError
 from .persona import Persona
 from .termination import Condition, TerminationSpecError, names_in, parse_termination
@@ -241,7 +242,7 @@ def _build(m: TeamModel, source: str, fail: Any) -> Team:
         tools = []
         for j, e in enumerate(a.tools):
             try:
-                t = load_tool(e.use).with_overrides(name=e.name, approval=e.approval)
+                t = load_tool(e.use, BUILTIN).with_overrides(name=e.name, approval=e.approval)
             except ToolError as exc:
                 raise fail((*at, "tools", j), str(exc)) from None
             tools.append(t)

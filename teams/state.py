@@ -7,14 +7,15 @@ its log. Everything `engine.decide` needs is here; nothing here does I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 from .approvers import Approvers
 from .events import (
-    EVENT_TYPES,
     AgentMessage,
     ApprovalDecided,
+    ClockChecked,
     Event,
     Handoff,
     HumanMessage,
@@ -28,17 +29,15 @@ from .events import (
     ToolCallRequested,
     ToolResult,
 )
-from .models.base import ChatMessage, Usage
-from .spec import AgentSpec, Team
+from .models.base import HANDOFF_PREFIX, ChatMessage, Usage
+from .prompts import SELECTOR_CONTEXT
+from .spec import Team
 from .termination import Condition
 
-__all__ = ["CallState", "RunState"]
+__all__ = ["HANDLERS", "CallState", "RunState", "View"]
 
 # "@bear", but not the "@bear" of "ops@bear.example".
 _MENTION = re.compile(r"(?<![\w.])@([A-Za-z][\w-]*)")
-HANDOFF_PREFIX = "transfer_to_"
-#: How many recent messages a selector reads to choose the next speaker.
-SELECTOR_CONTEXT = 20
 
 
 @dataclass(slots=True)
@@ -154,9 +153,7 @@ class RunState:
     def apply(self, e: Event) -> None:
         """Fold one more event in."""
         self.length += 1
-        handler = _HANDLERS.get(type(e))
-        if handler is not None:
-            handler(self, e)
+        HANDLERS[type(e)](self, e)
         if type(e) is HumanMessage and self.team.humans:
             # Conditions name the human participant, not a platform user id.
             e = HumanMessage(user=self.team.humans[0], text=e.text, at=e.at)
@@ -276,25 +273,6 @@ class RunState:
         agent = self.team.by_name.get(request.agent)
         return target if agent is not None and target in agent.handoffs else None
 
-    def window(self, agent: AgentSpec) -> list[ChatMessage]:
-        """What `agent` reads: the task, then its recent view within its context limits."""
-        view = self.views[agent.name].messages
-        recent = view[-agent.context_messages:]
-        if agent.context_tokens is not None and recent:
-            budget, start = agent.context_tokens, len(recent)
-            while start > 0:
-                budget -= len(recent[start - 1].content) // 4 + 4
-                if budget < 0 and start < len(recent):
-                    break
-                start -= 1
-            recent = recent[start:]
-        cut = 0
-        while cut < len(recent) and recent[cut].role == "tool":  # its call fell out of the window
-            cut += 1
-        if cut:
-            recent = recent[cut:]
-        return [self.task_message, *recent] if self.task_message is not None else recent
-
     def _agent_named(self, name: str) -> str | None:
         low = name.lower()
         for a in self.team.agents:
@@ -325,5 +303,24 @@ class RunState:
         return self.approvers.admits(user, roles)
 
 
-_HANDLERS = {cls: getattr(RunState, "_on_" + kind) for kind, cls in EVENT_TYPES.items()
-             if hasattr(RunState, "_on_" + kind)}
+def _nothing(state: RunState, e: Event) -> None:
+    """Events that change nothing the fold keeps (the termination condition still sees them)."""
+
+
+#: How each kind of event changes the state; every Event type is listed (a test checks).
+HANDLERS: dict[type[Event], Callable[[RunState, Any], None]] = {
+    TaskStarted: RunState._on_task_started,
+    HumanMessage: RunState._on_human_message,
+    SpeakerSelected: RunState._on_speaker_selected,
+    AgentMessage: RunState._on_agent_message,
+    ToolCallRequested: RunState._on_tool_call_requested,
+    ApprovalDecided: RunState._on_approval_decided,
+    ToolResult: RunState._on_tool_result,
+    Handoff: RunState._on_handoff,
+    StopRequested: RunState._on_stop_requested,
+    RunPaused: RunState._on_run_paused,
+    RunResumed: RunState._on_run_resumed,
+    RunFinished: RunState._on_run_finished,
+    RunContinued: RunState._on_run_continued,
+    ClockChecked: _nothing,
+}

@@ -11,9 +11,10 @@ import asyncio
 import importlib
 import inspect
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any, Literal, get_type_hints
 
 import pydantic
@@ -23,7 +24,7 @@ from .models.base import ToolSpec
 
 Approval = Literal["never", "always"]
 
-__all__ = ["Approval", "Tool", "ToolContext", "load_tool", "register", "registered", "tool"]
+__all__ = ["Approval", "Tool", "ToolContext", "load_tool", "tool"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +56,18 @@ class Tool:
         doc = description or inspect.getdoc(fn) or f"Call {fn.__name__}."
         return cls(name or fn.__name__, doc.strip(), fn, approval, model, takes_context)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function itself, as a user's own code and tests do."""
+        return self.fn(*args, **kwargs)
+
+    @property
+    def __wrapped__(self) -> Callable[..., Any]:  # inspect.unwrap finds the function
+        return self.fn
+
     def with_overrides(self, *, name: str | None = None, approval: Approval | None = None) -> Tool:
         """The same tool under another name or approval policy (team-file overrides)."""
+        if (name or self.name) == self.name and (approval or self.approval) == self.approval:
+            return self
         return replace(self, name=name or self.name, approval=approval or self.approval)
 
     @cached_property
@@ -119,36 +130,25 @@ def _arguments_model(fn: Callable[..., Any]) -> tuple[type[pydantic.BaseModel], 
     return model, takes_context
 
 
-_REGISTRY: dict[str, Tool] = {}
+def tool(*, name: str | None = None, approval: Approval = "never"
+         ) -> Callable[[Callable[..., Any]], Tool]:
+    """Decorator: the typed function as a `Tool`, its name and approval declared with it.
 
-
-def register(t: Tool) -> Tool:
-    """Make a tool available to team files by its name."""
-    _REGISTRY[t.name] = t
-    return t
-
-
-def tool(*, name: str | None = None, approval: Approval = "never") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register a typed function as a tool."""
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        register(Tool.from_function(fn, name=name, approval=approval))
-        return fn
+    A team file names it as `module:function`; the declaration travels with it.
+    The result still calls the function when called.
+    """
+    def wrap(fn: Callable[..., Any]) -> Tool:
+        return Tool.from_function(fn, name=name, approval=approval)
     return wrap
 
 
-def registered() -> dict[str, Tool]:
-    """Every registered tool by name (built-ins included)."""
-    from . import builtin_tools  # noqa: F401  (registers the built-ins on import)
-    return dict(_REGISTRY)
-
-
-def load_tool(ref: str) -> Tool:
-    """A registered tool by name, or `module:function` imported and wrapped."""
-    known = registered()
-    if ref in known:
-        return known[ref]
+def load_tool(ref: str, builtins: Mapping[str, Tool] = MappingProxyType({})) -> Tool:
+    """A tool of `builtins` by name, or the `module:function` it names (a `Tool` as declared
+    with `@tool`, or a plain typed function wrapped)."""
+    if ref in builtins:
+        return builtins[ref]
     if ":" not in ref:
-        raise ToolError(f"unknown tool {ref!r}; built-in tools are {', '.join(sorted(known))}, "
+        raise ToolError(f"unknown tool {ref!r}; built-in tools are {', '.join(sorted(builtins)) or 'none'}, "
                         f"or name a function as 'module:function'")
     module_name, _, attr = ref.partition(":")
     if not module_name.strip() or not attr.strip():

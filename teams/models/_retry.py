@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 from ..errors import ModelError, ModelHTTPError
+from ..redact import redact  # noqa: F401  (the one redact; vendor modules import it here)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,17 +69,6 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
         if seconds >= 0:
             return seconds
     return None
-
-
-_KEY_SHAPES = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|[A-Za-z0-9_\-]{32,})")
-
-
-def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """`text` with the given secrets and anything shaped like an API key removed."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    return _KEY_SHAPES.sub("[redacted]", text)
 
 
 async def call_with_retries(

@@ -11,6 +11,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+__all__ = [
+    "HANDOFF_PREFIX", "Candidate", "ChatMessage", "Model", "ModelRequest", "ModelResponse", "Role",
+    "TextSink", "ToolCall", "ToolSpec", "Usage",
+]
+
+#: A swarm agent hands the turn on by calling a tool named this plus the target's name.
+HANDOFF_PREFIX = "transfer_to_"
+
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:

@@ -10,10 +10,20 @@ from __future__ import annotations
 import json
 import re
 
-from .base import ChatMessage, ModelRequest, ModelResponse, TextSink, ToolCall, ToolSpec, Usage
+from .base import (
+    HANDOFF_PREFIX,
+    ChatMessage,
+    ModelRequest,
+    ModelResponse,
+    TextSink,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+
+__all__ = ["LABEL", "RehearsalModel"]
 
 LABEL = "[rehearsal] "
-HANDOFF_PREFIX = "transfer_to_"
 # A quoted ALL-CAPS phrase in a system prompt, e.g. 'FINAL ANSWER:' or "RESOLVED":
 # teams that end when a marker appears must see one, or a rehearsal never ends.
 MARKER = re.compile(r"""['"“]([A-Z][A-Z ]{2,}[A-Z]):?['"”]""")

@@ -75,7 +75,7 @@ class Run:
         self.model = model if hasattr(model, "complete") else ScriptedModel(model)  # type: ignore[arg-type]
         self.clock = at
         self.env = Env(models=Models(self.model), now=lambda: self.clock,
-                       tool_context=lambda name: context or ToolContext(agent=name))
+                       tool_context=lambda request: context or ToolContext(agent=request.agent))
         self.state = RunState(team)
         self.log: list[Event] = []
         self.add(TaskStarted(team=team.name, task=task, by=by, approvers=approvers, at=at))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from threadteam.teams.tools import ToolContext
+from threadteam.teams.tools import ToolContext, tool
 
 
 def create_ticket(title: str, priority: Literal["low", "high"] = "low", tags: list[str] | None = None) -> dict:
@@ -21,6 +21,14 @@ def explode(reason: str) -> str:
     """Fail on purpose."""
     raise RuntimeError(f"the tracker is down ({reason})")
 
+
+@tool(name="shout")
+def loud(text: str) -> str:
+    """Say it loudly."""
+    return text.upper()
+
+
+shout = loud
 
 not_callable = 42
 

@@ -22,8 +22,8 @@ class Thread:
 
     def __init__(self, team_name: str) -> None:
         self.posts: list[tuple[str, str]] = []
-        self.env = Env(models=ModelPool(env={}), tool_context=lambda agent: ToolContext(
-            agent=agent, post_message=self.post))
+        self.env = Env(models=ModelPool(env={}), tool_context=lambda request: ToolContext(
+            agent=request.agent, post_message=self.post))
         self.state = RunState(BUILT_IN[team_name])
         self.log: list[Event] = []
         self.add(TaskStarted(team=team_name, task="Announce the new office hours.", by="U1"))

@@ -112,3 +112,19 @@ def test_a_log_written_before_a_field_existed_still_loads():
 def test_fields_from_a_newer_writer_are_ignored():
     newer = '{"kind":"run_finished","reason":"done","at":2.0,"summary":"from the future"}'
     assert from_json(newer) == RunFinished(reason="done", at=2.0)
+
+
+def _subclasses(cls: type) -> set[type]:
+    # slots=True rebuilds each class; only the one its module names is the real one.
+    import sys
+
+    found = {c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))}
+    return {c for c in found if getattr(sys.modules[c.__module__], c.__name__, None) is c}
+
+
+def test_every_kind_of_event_is_stored_and_folded_by_an_explicit_table():
+    from threadteam.teams.state import HANDLERS
+
+    kinds = _subclasses(Event)
+    assert kinds == set(EVENT_TYPES.values()), "every Event type can be read back from a store"
+    assert kinds == set(HANDLERS), "every Event type has a handler in the fold's table"

@@ -59,7 +59,7 @@ async def post(channel: str, text: str) -> str:
 
 def env_for(model: ScriptedModel) -> Env:
     return Env(models=Models(model),
-               tool_context=lambda name: ToolContext(agent=name, post_message=post))
+               tool_context=lambda request: ToolContext(agent=request.agent, post_message=post))
 
 
 # -- people ---------------------------------------------------------------------------------

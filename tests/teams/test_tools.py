@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from threadteam.teams.builtin_tools import BUILTIN
 from threadteam.teams.engine import AwaitApproval, Idle, RunTool, decide
-from threadteam.teams.errors import ToolError
+from threadteam.teams.errors import TeamFileError, ToolError
 from threadteam.teams.events import ApprovalDecided, StopRequested, ToolCallRequested, ToolResult
 from threadteam.teams.models.base import ToolCall
-from threadteam.teams.tools import Tool, ToolContext, load_tool, registered, tool
+from threadteam.teams.tools import Tool, ToolContext, load_tool, tool
 
 from . import sample_tools
 from .helpers import Run, agent, make_team, says
@@ -67,15 +68,27 @@ def test_a_name_that_is_not_a_function_is_refused():
         load_tool("tests.teams.sample_tools:not_callable")
 
 
-def test_the_decorator_registers_a_tool_team_files_can_name():
+def test_the_decorator_gives_the_tool_it_describes_and_it_still_calls_the_function():
     @tool(name="shout", approval="always")
     def loud(text: str) -> str:
         """Say it loudly."""
         return text.upper()
 
-    assert registered()["shout"].approval == "always"
-    team = desk("shout")
-    assert team.by_name["clerk"].tool("shout").spec.description == "Say it loudly."
+    assert isinstance(loud, Tool)
+    assert (loud.name, loud.approval, loud.spec.description) == ("shout", "always", "Say it loudly.")
+    assert loud("hey") == "HEY", "a user's own code and tests can still call it"
+
+
+def test_a_decorated_tool_is_named_in_a_team_file_by_module_and_function():
+    team = desk("tests.teams.sample_tools:shout")
+    shout = team.by_name["clerk"].tool("shout")
+    assert shout is sample_tools.shout and shout.spec.description == "Say it loudly."
+
+
+def test_the_built_in_tools_are_a_table_not_a_registry():
+    assert sorted(BUILTIN) == ["calculate", "current_time", "post_message"]
+    with pytest.raises(TeamFileError, match="unknown tool 'shout'"):
+        desk("shout")
 
 
 # -- arguments and failures go back to the model ----------------------------------------------
@@ -297,9 +310,7 @@ async def test_stop_ends_the_run_even_with_an_approval_pending():
 
 
 async def test_calculate_refuses_numbers_too_large_instead_of_hanging():
-    from threadteam.teams.tools import ToolContext, registered
-
-    calculate = registered()["calculate"]
+    calculate = BUILTIN["calculate"]
     assert await calculate.invoke({"expression": "(1200 * 0.15) / 12"}, ToolContext()) == "15"
     with pytest.raises(ValueError, match="too large"):
         await calculate.invoke({"expression": "9**9**9**9"}, ToolContext())

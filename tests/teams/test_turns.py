@@ -328,3 +328,13 @@ async def test_a_garbled_choice_falls_back_to_an_agent_not_the_person():
     # after billing the file's order reaches the customer, but a garbled answer skips people
     assert run.speakers == ["billing", "dispatcher"]
     assert run.of(SpeakerSelected)[-1] == SpeakerSelected(agent="dispatcher", how="fallback")
+
+
+def test_every_action_that_does_not_wait_has_a_performer():
+    from threadteam.teams import engine
+
+    def subclasses(cls: type) -> set[type]:
+        return {c for sub in cls.__subclasses__() for c in (sub, *subclasses(sub))}
+
+    waiting = {engine.Idle, engine.AwaitHuman, engine.AwaitApproval}
+    assert subclasses(engine.Action) - waiting == set(engine._PERFORMERS)

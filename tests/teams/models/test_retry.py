@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from threadteam.teams.errors import ModelHTTPError
-from threadteam.teams.models._retry import RetryPolicy, redact, retry_after_seconds
+from threadteam.teams.models._retry import RetryPolicy, retry_after_seconds
+from threadteam.teams.redact import redact
 
 from .helpers import OPENAI_KEY, ask
 
