@@ -24,7 +24,8 @@ def default_store_url() -> str:
 
 
 def open_store(url: str) -> Store:
-    """A store (not yet started) for `sqlite:///path` or `redis://host:port/db` (`rediss://` too).
+    """A store (not yet started) for `sqlite:///path` or `redis://host:port/db` (`rediss://`
+    too, and `unix:///path/to/redis.sock?db=0` for a Redis on a local socket).
 
     `sqlite:///relative/file` is relative to the working directory and
     `sqlite:////abs/file` is absolute. A Redis URL may end in `?prefix=...` to
@@ -33,7 +34,8 @@ def open_store(url: str) -> Store:
     if url.startswith(_SQLITE) and len(url) > len(_SQLITE):
         return SQLiteStore(url[len(_SQLITE):])
     parts = urlsplit(url)
-    if parts.scheme in ("redis", "rediss") and parts.hostname:
+    if (parts.scheme in ("redis", "rediss") and parts.hostname) or (
+            parts.scheme == "unix" and parts.path):
         query = parse_qs(parts.query)
         prefix = query.pop("prefix", ["tt:"])[-1]
         # redis-py would pass an unknown query argument on to its connections.

@@ -14,7 +14,7 @@ fails alone while the rest of its batch is sent without it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -24,7 +24,7 @@ from redis.asyncio.client import Pipeline
 __all__ = ["AutoPipeline", "Command"]
 
 Command = Callable[[Pipeline], Any]  # adds one command to the pipeline it is given
-Entry = tuple[tuple[Any, ...], dict[str, Any]]  # a queued command: (args, options)
+Entry = tuple[tuple[Any, ...], Mapping[str, Any]]  # a queued command: (args, options)
 
 # What packing a batch raises for one bad command, before anything is sent.
 _PACKING_ERRORS = (rx.DataError, TypeError, ValueError)

@@ -10,22 +10,18 @@ character it encodes; text with no surrogate is handed on untouched (the same ob
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 __all__ = ["clean", "clean_args"]
 
-T = TypeVar("T")
 
-
-def clean(text: T) -> T:
-    """`text` with lone surrogates replaced by U+FFFD; anything not a `str` as it is."""
-    if type(text) is not str or text.isascii():  # isascii() is O(1) on CPython
+def clean(text: str) -> str:
+    """`text` with lone surrogates replaced by U+FFFD (the same object if it has none)."""
+    if text.isascii():  # O(1) on CPython
         return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         # UTF-16 joins well-formed pairs; what is left alone becomes U+FFFD.
-        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")  # type: ignore[return-value]
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     return text
 
 
@@ -38,7 +34,7 @@ def _clean_arg(arg: object) -> object:
     if isinstance(arg, str):
         return clean(arg)
     if isinstance(arg, (list, tuple)):
-        cleaned = [clean(a) for a in arg]
+        cleaned = [clean(a) if isinstance(a, str) else a for a in arg]
         if all(a is b for a, b in zip(cleaned, arg, strict=True)):
             return arg
         return type(arg)(cleaned)

@@ -99,8 +99,11 @@ return 0
 
 
 def _address_of(url: str) -> str:
-    """`host:port` of a Redis URL: what an error may show (never the password)."""
+    """`host:port` (or a socket's path) of a Redis URL: what an error may show (never the
+    password)."""
     parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
     try:
         port = parts.port or 6379
     except ValueError:
@@ -270,12 +273,21 @@ class RedisStore(Store):
     async def run_for_thread(self, thread: str) -> str | None:
         """The run id living in `thread`, if any."""
         with self._errors():
-            return await self._q(lambda p: p.get(f"{self._p}thread:{thread}"))
+            return await self._run_of(thread)
 
     async def thread_of(self, run_id: str) -> str | None:
         """The thread a run lives in."""
         with self._errors():
-            return await self._q(lambda p: p.hget(self._run_key(run_id, "meta"), "thread"))
+            return await self._thread_of(run_id)
+
+    def _run_of(self, thread: str) -> asyncio.Future[Any]:
+        return self._q(lambda p: p.get(f"{self._p}thread:{thread}"))
+
+    def _thread_of(self, run_id: str) -> asyncio.Future[Any]:
+        return self._q(lambda p: p.hget(self._run_key(run_id, "meta"), "thread"))
+
+    def _length_of(self, run_id: str) -> asyncio.Future[Any]:
+        return self._q(lambda p: p.llen(self._run_key(run_id, "log")))
 
     async def load(self, run_id: str, start: int = 0) -> list[str]:
         """The run's events from index `start` on."""
@@ -340,9 +352,8 @@ class RedisStore(Store):
             ranked = await self._q(
                 lambda p: p.zrevrange(f"{self._p}runs", 0, limit - 1, withscores=True)
             )
-            threads = [self._q(lambda p, r=r: p.hget(self._run_key(r, "meta"), "thread"))
-                       for r, _ in ranked]
-            lengths = [self._q(lambda p, r=r: p.llen(self._run_key(r, "log"))) for r, _ in ranked]
+            threads = [self._thread_of(r) for r, _ in ranked]
+            lengths = [self._length_of(r) for r, _ in ranked]
             details = await asyncio.gather(*threads, *lengths)
         n = len(ranked)
         return [
@@ -379,10 +390,8 @@ class RedisStore(Store):
                 return []
             # Only runs that own their thread: a create that lost its thread to a rival
             # is marked active for an instant (and for good if it crashed right then).
-            threads = await asyncio.gather(*(
-                self._q(lambda p, r=r: p.hget(self._run_key(r, "meta"), "thread")) for r in ids))
-            owners = await asyncio.gather(*(
-                self._q(lambda p, t=t: p.get(f"{self._p}thread:{t}")) for t in threads if t))
+            threads = await asyncio.gather(*(self._thread_of(r) for r in ids))
+            owners = await asyncio.gather(*(self._run_of(t) for t in threads if t))
             owner_of = dict(zip([t for t in threads if t], owners, strict=True))
             live, stale = [], []
             for run_id, thread in zip(ids, threads, strict=True):
@@ -472,7 +481,7 @@ class RedisStore(Store):
             # A blocking read holds its connection, so it bypasses the auto-pipeline.
             assert self._r is not None
             block = int(wait * 1000)
-            answer = await self._r.xreadgroup(
+            answer: Any = await self._r.xreadgroup(
                 _GROUP, consumer, {self._work: ">"}, count=_BATCH,
                 block=block if block > 0 else None,
             )
@@ -537,7 +546,8 @@ class _HiredisPack:
                 return [hiredis.pack_command(args)]
             except UnicodeEncodeError:
                 # A lone surrogate: the store boundary stores U+FFFD in its place.
-                return [hiredis.pack_command(tuple(clean(a) for a in args))]
+                mended: Any = tuple(clean(a) if isinstance(a, str) else a for a in args)
+                return [hiredis.pack_command(mended)]
         except TypeError as exc:
             raise rx.DataError(str(exc)) from exc
 

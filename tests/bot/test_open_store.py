@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 import threadteam.bot.stores as stores
-from threadteam.bot.errors import ConfigError
+from threadteam.bot.errors import ConfigError, StoreError
 from threadteam.bot.stores import RedisStore, SQLiteStore, default_store_url, open_store
 
 
@@ -58,3 +64,48 @@ async def test_default_store_url_opens_a_sqlite_file_in_the_state_dir(monkeypatc
     await store.start()
     await store.aclose()
     assert (tmp_path / "threadteam" / "threadteam.sqlite3").exists()
+
+
+
+@pytest.fixture
+def socket_redis(tmp_path: Path) -> Iterator[Path]:
+    """A real redis-server listening only on a unix socket; the socket's path."""
+    socket_path = tmp_path / "redis.sock"
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("This test runs a real redis-server: apt-get install redis-server",
+                    pytrace=False)
+    process = subprocess.Popen(
+        [binary, "--port", "0", "--unixsocket", str(socket_path), "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with redis.Redis(unix_socket_path=str(socket_path)) as client:
+                    client.ping()
+                break
+            except redis.ConnectionError:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+        yield socket_path
+    finally:
+        process.terminate()
+        process.wait(timeout=5)
+
+
+async def test_a_redis_on_a_unix_socket(socket_redis: Path, tmp_path: Path) -> None:
+    # THREADTEAM_STORE accepts unix://; the store must open it too.
+    store = open_store(f"unix://{socket_redis}?db=0&prefix=sock:")
+    assert isinstance(store, RedisStore) and store.prefix == "sock:"
+    await store.start()
+    try:
+        assert await store.create_run("run-1", "slack:T1:C1:1.2", ["{}"])
+        assert await store.load("run-1") == ["{}"]
+    finally:
+        await store.aclose()
+    missing = open_store(f"unix://{tmp_path}/nothing.sock")
+    with pytest.raises(StoreError, match=re.escape(f"{tmp_path}/nothing.sock")):
+        await missing.start()
+    await missing.aclose()
