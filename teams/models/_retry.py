@@ -9,6 +9,7 @@ module decides whether to wait and try again.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,7 +17,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ..errors import ModelError, ModelHTTPError
-from ..redact import redact  # noqa: F401  (the one redact; vendor modules import it here)
+
+__all__ = [
+    "RETRYABLE_STATUSES", "Failure", "RetryPolicy", "call_with_retries", "is_retryable_status",
+    "retry_after_seconds",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,10 +53,16 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """What a vendor exception means to us: the error to raise and any server wait hint."""
+    """What a vendor exception means to us: the error to raise, any server wait hint, and
+    `detail` for the log only (status, URL, the provider's own words; no key).
+
+    The error's text may reach a shared thread, so it names the provider and what to do,
+    never a host or the provider's response body; those stay in `detail`.
+    """
 
     error: ModelError
     retry_after: float | None = None
+    detail: str = ""
 
 
 def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
@@ -95,22 +106,29 @@ async def call_with_retries(
                 raise
             error = failure.error
             if not error.retryable or not may_retry():
+                log.warning("model call failed: %s", failure.detail or error)
                 raise error from exc
             if number == policy.attempts - 1:
-                raise _gave_up(error, f"after {policy.attempts} attempts") from exc
+                log.warning("model call failed %d times, giving up: %s", policy.attempts,
+                            failure.detail or error)
+                raise _gave_up(error, f"Gave up after {policy.attempts} attempts.") from exc
             if failure.retry_after is not None and failure.retry_after > policy.max_wait:
-                raise _gave_up(
-                    error, f"the provider asked to wait {failure.retry_after:.0f} s; "
-                           "try again later") from exc
+                log.warning("model call failed, and the provider asks to wait %.0f s: %s",
+                            failure.retry_after, failure.detail or error)
+                raise _gave_up(error, f"The provider asked to wait {failure.retry_after:.0f} s; "
+                                      "try again later.") from exc
             wait = (failure.retry_after if failure.retry_after is not None
                     else policy.backoff(number))
-            log.warning("model call failed (%s); retry %d in %.2f s", error, number + 1, wait)
+            log.warning("model call failed (attempt %d of %d); retrying in %.2f s: %s",
+                        number + 1, policy.attempts, wait, failure.detail or error)
             await asyncio.sleep(wait)
     raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
 
 def _gave_up(error: ModelError, why: str) -> ModelError:
-    if isinstance(error, ModelHTTPError):
-        return ModelHTTPError(f"{error} (gave up {why})", status=error.status,
-                              retryable=error.retryable)
-    return error
+    """`error` (same class, same fields) with `why` added to its sentence."""
+    if not isinstance(error, ModelHTTPError):
+        return error
+    given_up = copy.copy(error)
+    given_up.args = (f"{error} {why}",)
+    return given_up

@@ -1,17 +1,37 @@
-"""What the vendor models share: a client, a retry policy, and one streamed call per answer."""
+"""What the vendor models share: a client, a retry policy, one streamed call per answer,
+and the sentences their errors become.
+
+An error's sentence may be posted in a shared thread: it names the provider and what
+to do, never a host, a key or the provider's response body. Those go to the log, as
+the `Failure`'s detail.
+"""
 
 from __future__ import annotations
 
+import json
+import socket
+from collections.abc import Iterator
 from typing import Any
 
-from ._retry import Failure, RetryPolicy, call_with_retries
+import aiohttp
+
+from ..errors import ModelAuthError, ModelError, ModelHTTPError
+from ..redact import redact
+from ._retry import Failure, RetryPolicy, call_with_retries, is_retryable_status
 from .base import ModelRequest, ModelResponse, TextSink
+
+__all__ = ["StreamingModel"]
+
+# How much of a provider's error body the log keeps.
+DETAIL_LIMIT = 2000
 
 
 class StreamingModel:
     """A vendor model: subclasses build `_params`, `_stream` and `_translate`."""
 
-    provider = ""
+    provider = ""  # the prefix of model names: openai, anthropic
+    brand = ""  # the provider as people write it: OpenAI, Anthropic
+    key_variable = ""  # the environment variable that holds the provider's key
 
     def __init__(self, client: Any, model: str, *, policy: RetryPolicy | None = None,
                  owns_client: bool = False) -> None:
@@ -20,6 +40,16 @@ class StreamingModel:
         self._client = client
         self._policy = policy or RetryPolicy()
         self._owns_client = owns_client
+
+    @property
+    def label(self) -> str:
+        """The provider as a sentence names it ("OpenAI", "the OpenAI-compatible server")."""
+        return self.brand
+
+    @property
+    def who(self) -> str:
+        """`label` at the start of a sentence."""
+        return self.label[:1].upper() + self.label[1:]
 
     async def complete(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelResponse:
         """Stream one answer; text deltas go to `on_text` as they arrive."""
@@ -49,3 +79,90 @@ class StreamingModel:
 
     def _translate(self, exc: Exception) -> Failure | None:
         raise NotImplementedError
+
+    # -- errors: safe sentences for the thread, the whole story for the log -------------
+    def _detail(self, exc: Exception, body: object = None) -> str:
+        """What the log gets: the exception, the request's URL, the provider's own words."""
+        parts = [f"{self.name}: {type(exc).__name__}"]
+        status = getattr(exc, "status_code", None)
+        if status is not None:
+            parts.append(f"HTTP {status}")
+        request = getattr(exc, "request", None)
+        if request is not None:
+            parts.append(f"{request.method} {request.url}")
+        said = json.dumps(body, ensure_ascii=False) if body is not None else str(exc)
+        text = " ".join(parts) + f": {said[:DETAIL_LIMIT]}"
+        # Not `opaque`: a provider's request ids are long runs a support ticket needs.
+        return redact(text, (getattr(self._client, "api_key", None),), opaque=False)
+
+    def _status_failure(self, exc: Exception, status: int, body: object,
+                        retry_after: float | None = None) -> Failure:
+        """An error answer (HTTP `status`) as a sentence that says what to do."""
+        return Failure(self._status_error(status), retry_after=retry_after,
+                       detail=self._detail(exc, body))
+
+    def _status_error(self, status: int) -> ModelError:
+        who, model, key = self.who, self.model, self.key_variable
+        if status == 401:
+            return ModelAuthError(f"{who} refused the API key (HTTP 401): "
+                                  f"check the {key} variable.")
+        if status == 403:
+            return ModelAuthError(f"{who} denied access (HTTP 403): check that the key "
+                                  f"in {key} may use model '{model}'.")
+        retryable = is_retryable_status(status)
+        if status == 404:
+            text = (f"{who} has no model '{model}' (HTTP 404): check the model name in "
+                    f"the team file or THREADTEAM_MODEL{self._not_found_hint()}.")
+        elif status == 413:
+            text = (f"{who} found the request too large for model '{model}' (HTTP 413): "
+                    "the conversation is too long; start a new thread.")
+        elif status == 429:
+            text = (f"{who} is rate-limiting this key (HTTP 429): wait a minute and try "
+                    "again, or raise the key's limits.")
+        elif status >= 500:
+            text = f"{who} had a server error (HTTP {status}): try again in a minute."
+        elif retryable:
+            text = f"{who} could not answer just now (HTTP {status}): try again."
+        else:
+            text = (f"{who} refused the request (HTTP {status}): model '{model}' may not "
+                    "support something this team asks of it (tools, temperature, output "
+                    "length); the bot's log has the provider's explanation.")
+        return ModelHTTPError(text, status=status, retryable=retryable)
+
+    def _not_found_hint(self) -> str:
+        return ""
+
+    def _unreachable_hint(self) -> str:
+        """What to check when the provider cannot be reached at all."""
+        return "check the bot's network connection"
+
+    def _connect_failure(self, exc: Exception) -> Failure:
+        return Failure(ModelHTTPError(
+            f"Could not connect to {self.label}: {self._unreachable_hint()}, then try again.",
+            None, True), detail=self._detail(exc))
+
+    def _client_failure(self, exc: Exception) -> Failure:
+        """The vendor client failed in a way no retry mends (a bug, a bad setting)."""
+        return Failure(ModelHTTPError(
+            f"The {self.brand} client library failed before {self.label} could answer; "
+            "the bot's log has the details.", None, retryable=False), detail=self._detail(exc))
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what it was raised from, innermost last."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def never_connected(exc: BaseException) -> bool:
+    """True when no connection was made (refused, unknown host), whatever the client calls it.
+
+    The clients' aiohttp transport reports a refused connection as a connect *timeout*,
+    so the type the vendor raises cannot be trusted for this; the original error can.
+    """
+    return any(isinstance(e, aiohttp.ClientConnectorError | ConnectionRefusedError | socket.gaierror)
+               for e in causes(exc))

@@ -8,14 +8,9 @@ from dataclasses import dataclass, field
 
 import anthropic
 
-from ..errors import MissingCredentials, ModelAuthError, ModelHTTPError
-from ._retry import (
-    Failure,
-    is_retryable_status,
-    redact,
-    retry_after_seconds,
-)
-from ._streaming import StreamingModel
+from ..errors import MissingCredentials, ModelHTTPError
+from ._retry import Failure, retry_after_seconds
+from ._streaming import StreamingModel, never_connected
 from .base import ChatMessage, ModelRequest, ModelResponse, TextSink, ToolCall, Usage
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -27,6 +22,17 @@ OPENING = "(The conversation starts.)"
 NUDGE = "(Your turn.)"
 # Error types that arrive inside a 200 stream and are worth another attempt.
 RETRYABLE_KINDS = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
+# What each of those means, said after "Anthropic " (the provider's own message goes to the log).
+BROKE_OFF = {
+    "overloaded_error": "is overloaded and broke off its answer: try again in a minute.",
+    "rate_limit_error": "is rate-limiting this key and broke off its answer: wait a minute and "
+                        "try again.",
+    "api_error": "had a server error and broke off its answer: try again.",
+    "timeout_error": "took too long and broke off its answer: try again.",
+    "": "broke off its answer with an error: the bot's log has the details.",
+}
+# An error type decides over the status where they disagree (a proxy may rewrite statuses).
+KIND_STATUS = {"authentication_error": 401, "permission_error": 403}
 
 
 def make_client(env: Mapping[str, str]) -> anthropic.AsyncAnthropic:
@@ -52,6 +58,8 @@ class AnthropicModel(StreamingModel):
     """A Claude model on a (usually shared) `AsyncAnthropic` client."""
 
     provider = "anthropic"
+    brand = "Anthropic"
+    key_variable = "ANTHROPIC_API_KEY"
 
     def _params(self, request: ModelRequest) -> dict:
         params: dict = {
@@ -83,33 +91,28 @@ class AnthropicModel(StreamingModel):
 
     def _translate(self, exc: Exception) -> Failure | None:
         """Every anthropic exception becomes one of ours, here and nowhere else."""
-        secrets = (self._client.api_key,)
         if isinstance(exc, anthropic.APIStatusError):
             status, kind = exc.status_code, _error_type(exc.body)
-            if status == 401 or kind == "authentication_error":
-                return Failure(ModelAuthError(
-                    "Anthropic refused the API key (HTTP 401): check the ANTHROPIC_API_KEY variable."))
-            if status == 403 or kind == "permission_error":
-                return Failure(ModelAuthError(
-                    f"Anthropic denied access (HTTP 403): check that the key in ANTHROPIC_API_KEY "
-                    f"may use model '{self.model}'."))
-            detail = redact(_error_message(exc.body) or str(exc), secrets)[:300]
             if status < 400:  # an `event: error` inside a stream that began with 200
-                return Failure(ModelHTTPError(f"Anthropic broke off its answer ({kind}): {detail}",
-                                              None, retryable=kind in RETRYABLE_KINDS))
-            return Failure(
-                ModelHTTPError(f"Anthropic answered HTTP {status}: {detail}", status=status,
-                               retryable=is_retryable_status(status)),
-                retry_after=retry_after_seconds(exc.response.headers))
+                return Failure(ModelHTTPError(
+                    f"Anthropic {BROKE_OFF.get(kind or '', BROKE_OFF[''])}",
+                    None, retryable=kind in RETRYABLE_KINDS), detail=self._detail(exc, exc.body))
+            status = KIND_STATUS.get(kind or "", status)
+            return self._status_failure(exc, status, exc.body,
+                                        retry_after_seconds(exc.response.headers))
+        if isinstance(exc, anthropic.APIConnectionError) and never_connected(exc):
+            return self._connect_failure(exc)
         if isinstance(exc, anthropic.APITimeoutError):
-            return Failure(ModelHTTPError("Anthropic did not answer in time.", None, True))
+            return Failure(ModelHTTPError("Anthropic did not answer in time: try again.", None, True),
+                           detail=self._detail(exc))
         if isinstance(exc, anthropic.APIConnectionError):
-            return Failure(ModelHTTPError(
-                f"Could not connect to Anthropic: {redact(str(exc), secrets)}", None, True))
+            return self._connect_failure(exc)
         if isinstance(exc, anthropic.AnthropicError):
-            return Failure(ModelHTTPError(f"Anthropic client error: {redact(str(exc), secrets)}",
-                                          None, retryable=False))
+            return self._client_failure(exc)
         return None
+
+    def _unreachable_hint(self) -> str:
+        return "check the bot's network connection (and ANTHROPIC_BASE_URL, if set)"
 
 
 @dataclass
@@ -222,11 +225,3 @@ def _error_type(body: object) -> str | None:
         if isinstance(inner, Mapping) and isinstance(inner.get("type"), str):
             return inner["type"]
     return None
-
-
-def _error_message(body: object) -> str:
-    if isinstance(body, Mapping):
-        inner = body.get("error", body)
-        if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
-            return inner["message"]
-    return body if isinstance(body, str) else ""

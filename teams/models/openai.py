@@ -9,19 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import openai
 
-from ..errors import MissingCredentials, ModelAuthError, ModelHTTPError
-from ._retry import (
-    Failure,
-    RetryPolicy,
-    is_retryable_status,
-    redact,
-    retry_after_seconds,
-)
-from ._streaming import StreamingModel
+from ..errors import MissingCredentials, ModelHTTPError
+from ._retry import Failure, RetryPolicy, retry_after_seconds
+from ._streaming import StreamingModel, never_connected
 from .base import ChatMessage, ModelRequest, ModelResponse, TextSink, ToolCall, Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -52,14 +45,18 @@ class OpenAIModel(StreamingModel):
     """A Chat Completions model on a (usually shared) `AsyncOpenAI` client."""
 
     provider = "openai"
+    brand = "OpenAI"
+    key_variable = "OPENAI_API_KEY"
 
     def __init__(self, client: openai.AsyncOpenAI, model: str, *,
                  policy: RetryPolicy | None = None, owns_client: bool = False) -> None:
         super().__init__(client, model, policy=policy, owns_client=owns_client)
-        base = str(client.base_url).rstrip("/")
-        self._custom = base != DEFAULT_BASE_URL
-        host = urlsplit(base).hostname or base
-        self._label = f"The OpenAI-compatible server at {host}" if self._custom else "OpenAI"
+        self._custom = str(client.base_url).rstrip("/") != DEFAULT_BASE_URL
+
+    @property
+    def label(self) -> str:
+        # Never the host: an internal server's name is not for a shared thread.
+        return "the OpenAI-compatible server" if self._custom else "OpenAI"
 
     def _params(self, request: ModelRequest) -> dict:
         params: dict = {
@@ -105,34 +102,31 @@ class OpenAIModel(StreamingModel):
 
     def _translate(self, exc: Exception) -> Failure | None:
         """Every openai exception becomes one of ours, here and nowhere else."""
-        secrets = (self._client.api_key,)
+        who = self.who
         if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            if status == 401:
-                return Failure(ModelAuthError(
-                    f"{self._label} refused the API key (HTTP 401): "
-                    "check the OPENAI_API_KEY variable."))
-            if status == 403:
-                return Failure(ModelAuthError(
-                    f"{self._label} denied access (HTTP 403): check that the key in "
-                    f"OPENAI_API_KEY may use model '{self.model}'."))
-            detail = redact(_error_message(exc.body) or exc.message, secrets)[:300]
-            return Failure(
-                ModelHTTPError(f"{self._label} answered HTTP {status}: {detail}", status=status,
-                               retryable=is_retryable_status(status)),
-                retry_after=retry_after_seconds(exc.response.headers))
+            return self._status_failure(exc, exc.status_code, exc.body,
+                                        retry_after_seconds(exc.response.headers))
+        if isinstance(exc, openai.APIConnectionError) and never_connected(exc):
+            return self._connect_failure(exc)
         if isinstance(exc, openai.APITimeoutError):
-            return Failure(ModelHTTPError(f"{self._label} did not answer in time.", None, True))
+            return Failure(ModelHTTPError(f"{who} did not answer in time: try again.", None, True),
+                           detail=self._detail(exc))
         if isinstance(exc, openai.APIConnectionError):
-            return Failure(ModelHTTPError(
-                f"Could not connect to {self._label}: {redact(str(exc), secrets)}", None, True))
+            return self._connect_failure(exc)
         if isinstance(exc, openai.APIError):  # an error event in the middle of a stream
-            detail = redact(_error_message(exc.body) or exc.message, secrets)[:300]
-            return Failure(ModelHTTPError(f"{self._label} broke off its answer: {detail}", None, True))
+            return Failure(ModelHTTPError(f"{who} broke off its answer with an error: try again.",
+                                          None, True), detail=self._detail(exc, exc.body))
         if isinstance(exc, openai.OpenAIError):
-            return Failure(ModelHTTPError(f"{self._label} client error: {redact(str(exc), secrets)}",
-                                          None, retryable=False))
+            return self._client_failure(exc)
         return None
+
+    def _not_found_hint(self) -> str:
+        return ", and that OPENAI_BASE_URL ends in /v1" if self._custom else ""
+
+    def _unreachable_hint(self) -> str:
+        if self._custom:
+            return "check that it is running and that OPENAI_BASE_URL points at it"
+        return super()._unreachable_hint()
 
 
 @dataclass
@@ -205,11 +199,3 @@ def _one_message(m: ChatMessage) -> dict:
     if m.name and (name := speaker_name(m.name)):
         msg["name"] = name
     return msg
-
-
-def _error_message(body: object) -> str:
-    if isinstance(body, Mapping):
-        inner = body.get("error", body)
-        if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
-            return inner["message"]
-    return body if isinstance(body, str) else ""

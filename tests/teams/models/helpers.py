@@ -7,6 +7,8 @@ from threadteam.teams.models import ChatMessage, ModelRequest, ToolCall, ToolSpe
 # Shaped like a real key, so both exact and pattern redaction are exercised.
 OPENAI_KEY = "sk-test-DoNotLeak0123456789abcdefXYZ"
 ANTHROPIC_KEY = "sk-ant-" + "test-DoNotLeak0123456789abcdefXYZ"  # built: not a real key
+# A host name that must never reach a thread: where an internal model server lives.
+INTERNAL_HOST = "internal-llm.corp.example"
 
 SEARCH = ToolSpec("search", "Search the web.", {
     "type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]})
