@@ -44,13 +44,13 @@ class Tool:
     name: str
     description: str
     fn: Callable[..., Any]
-    approval: Approval = "never"
+    approval: Approval = "always"
     _model: type[pydantic.BaseModel] | None = field(default=None, repr=False, compare=False)
     _takes_context: bool = field(default=False, repr=False, compare=False)
 
     @classmethod
     def from_function(cls, fn: Callable[..., Any], *, name: str | None = None,
-                      description: str | None = None, approval: Approval = "never") -> Tool:
+                      description: str | None = None, approval: Approval = "always") -> Tool:
         """Build a tool from a typed function (sync or async)."""
         model, takes_context = _arguments_model(fn)
         doc = description or inspect.getdoc(fn) or f"Call {fn.__name__}."
@@ -130,12 +130,13 @@ def _arguments_model(fn: Callable[..., Any]) -> tuple[type[pydantic.BaseModel], 
     return model, takes_context
 
 
-def tool(*, name: str | None = None, approval: Approval = "never"
+def tool(*, name: str | None = None, approval: Approval = "always"
          ) -> Callable[[Callable[..., Any]], Tool]:
     """Decorator: the typed function as a `Tool`, its name and approval declared with it.
 
-    A team file names it as `module:function`; the declaration travels with it.
-    The result still calls the function when called.
+    A team file names it as `module:function`; the declaration travels with it. A tool
+    needs a person's approval unless it declares `approval="never"` (or the team file
+    says so). The result still calls the function when called.
     """
     def wrap(fn: Callable[..., Any]) -> Tool:
         return Tool.from_function(fn, name=name, approval=approval)
@@ -143,8 +144,8 @@ def tool(*, name: str | None = None, approval: Approval = "never"
 
 
 def load_tool(ref: str, builtins: Mapping[str, Tool] = MappingProxyType({})) -> Tool:
-    """A tool of `builtins` by name, or the `module:function` it names (a `Tool` as declared
-    with `@tool`, or a plain typed function wrapped)."""
+    """A tool of `builtins` by name, or the `module:function` it names: a `Tool` as declared
+    with `@tool`, or a plain typed function, which needs approval (it declared nothing)."""
     if ref in builtins:
         return builtins[ref]
     if ":" not in ref:
@@ -163,6 +164,6 @@ def load_tool(ref: str, builtins: Mapping[str, Tool] = MappingProxyType({})) -> 
     if not callable(fn):
         raise ToolError(f"{module_name!r} has no function {attr!r} (tool {ref!r})")
     try:
-        return Tool.from_function(fn)
+        return Tool.from_function(fn, approval="always")
     except (TypeError, NameError, pydantic.PydanticSchemaGenerationError) as exc:
         raise ToolError(f"tool {ref!r} has parameter types that cannot be described: {exc}") from exc

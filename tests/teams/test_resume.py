@@ -49,8 +49,9 @@ from threadteam.teams.tools import ToolContext
 
 from .helpers import Models, agent, make_team, says
 
-TICKET = "tests.teams.sample_tools:create_ticket"
-EXPLODE = "tests.teams.sample_tools:explode"
+# Tools that declare nothing need approval; the team files here waive it.
+TICKET = {"use": "tests.teams.sample_tools:create_ticket", "approval": "never"}
+EXPLODE = {"use": "tests.teams.sample_tools:explode", "approval": "never"}
 
 
 async def post(channel: str, text: str) -> str:

@@ -14,7 +14,10 @@ from threadteam.teams.tools import Tool, ToolContext, load_tool, tool
 from . import sample_tools
 from .helpers import Run, agent, make_team, says
 
-TICKET = "tests.teams.sample_tools:create_ticket"
+
+def waived(ref: str) -> dict:
+    """A `module:function` tool the team file lets run without approval."""
+    return {"use": f"tests.teams.sample_tools:{ref}", "approval": "never"}
 
 
 def desk(*tools, messages: int = 9, **team):
@@ -101,7 +104,7 @@ def test_the_built_in_tools_are_a_table_not_a_registry():
     ('["x"]', "must be a JSON object"),
 ])
 async def test_invalid_arguments_go_back_to_the_model_and_the_run_goes_on(args, problem):
-    run = Run(desk(TICKET, messages=3), [says("", call("create_ticket", args)),
+    run = Run(desk(waived("create_ticket"), messages=3), [says("", call("create_ticket", args)),
                                            says("", call("create_ticket", '{"title": "Printer"}', "c2")),
                                            "Ticket T-7 is open."])
     assert await run.go() == Idle("finished")
@@ -116,7 +119,7 @@ async def test_invalid_arguments_go_back_to_the_model_and_the_run_goes_on(args, 
 
 
 async def test_a_tool_that_raises_gives_the_error_to_the_model():
-    run = Run(desk("tests.teams.sample_tools:explode", messages=2),
+    run = Run(desk(waived("explode"), messages=2),
               [says("", call("explode", '{"reason": "maintenance"}')), "The tracker is down."])
     await run.go()
     result = run.result_of("c1")
@@ -134,7 +137,7 @@ async def test_an_unknown_tool_is_refused_with_the_ones_that_exist():
 
 
 async def test_a_tool_gets_the_hosts_context():
-    run = Run(desk("tests.teams.sample_tools:whoami", messages=2),
+    run = Run(desk(waived("whoami"), messages=2),
               [says("", call("whoami", "{}")), "ok"], context=None)
     await run.go()
     assert run.result_of("c1").output == "called by clerk"
@@ -240,7 +243,7 @@ async def test_a_name_override_is_what_the_model_sees_and_calls():
 
 
 async def test_module_function_tools_load_and_run():
-    run = Run(desk(TICKET, messages=2),
+    run = Run(desk(waived("create_ticket"), messages=2),
               [says("", call("create_ticket", '{"title": "VPN", "tags": ["net"]}')), "Opened."])
     await run.go()
     assert run.result_of("c1").output == '{"ticket": "T-3", "priority": "low", "tags": ["net"]}'
