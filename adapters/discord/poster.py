@@ -22,13 +22,14 @@ from typing import Any
 import aiohttp
 import discord
 
-from threadteam.bot.errors import PlatformError
+from threadteam.bot.errors import Refused
 from threadteam.bot.memory import LocalMemory
 from threadteam.bot.shapes import BOT_PERSONA, Memory, Outbound, ThreadKey
 from threadteam.teams.persona import Persona
 
 from ._locks import KeyedLocks
 from .api import MISSING_PERMISSIONS, UNKNOWN_WEBHOOK, DiscordAPI, DiscordError, webhook_session
+from .directory import find_channel
 from .text import emoji_of, host_text, split_message, webhook_username
 from .views import approval_view, call_ref_digest
 
@@ -64,9 +65,9 @@ class DiscordPoster:
     async def post(self, out: Outbound) -> str:
         """Post in the run's thread; long text goes out in several parts, the first id returned."""
         await self.ready.wait()
-        channel, thread = self._where(out.key)
+        channel, thread = await self._place(out.key)
         async with self._thread_locks[str(thread)]:
-            self._stop_typing(out.key)
+            self._stop_typing(thread)
             # The host's own notices come from the bot itself; agents through the webhook.
             hook = None if _is_bot(out) else await self._webhook(channel, thread)
             view, hashed = approval_view(out.approval) if out.approval else (None, [])
@@ -85,7 +86,7 @@ class DiscordPoster:
     async def edit(self, out: Outbound, message_id: str) -> None:
         """Replace a post's text (all its parts) and remove its buttons."""
         await self.ready.wait()
-        channel, thread = self._where(out.key)
+        channel, thread = await self._place(out.key)
         async with self._thread_locks[str(thread)]:
             stored = await self._kv_get(f"parts:{message_id}")
             ids = [int(i) for i in json.loads(stored)] if stored else [int(message_id)]
@@ -102,7 +103,9 @@ class DiscordPoster:
 
     async def working(self, key: ThreadKey, persona: Persona) -> None:
         """Show the typing indicator in the thread until its next post (or a few minutes)."""
-        thread = str(self._where(key)[1])
+        if not key.thread:
+            return
+        thread = key.thread
         task = self._typing.get(thread)
         if task is not None and not task.done():
             return
@@ -123,22 +126,22 @@ class DiscordPoster:
             await self._session.close()
             self._session = None
 
-    def _where(self, key: ThreadKey) -> tuple[int, int]:
+    async def _place(self, key: ThreadKey) -> tuple[int, int]:
         """(the webhook's channel, where the post appears): a run's thread or a plain channel.
 
-        A key without a thread comes from a tool (`post_message`) and may name
-        the channel as `<#id>`, `#name` or `name`.
+        A key without a thread comes from a tool (`post_message`): the host has
+        asked `DiscordDirectory.reach` for the channel's id, and whatever it
+        names is still looked up in the run's own server only, so a post never
+        lands in another server, a DM or a voice channel.
         """
         if key.thread:
             return int(key.channel), int(key.thread)
-        name = key.channel.strip().removeprefix("<#").removesuffix(">").lstrip("#")
-        if name.isdigit():
-            return int(name), int(name)
         guild = self.client.get_guild(int(key.workspace)) if key.workspace.isdigit() else None
-        for channel in guild.text_channels if guild else []:
-            if channel.name == name.lower():
-                return channel.id, channel.id
-        raise PlatformError(f"There is no text channel #{name} in this server that I can see.")
+        if guild is None:
+            raise Refused("I can't see this run's server right now, so I won't post outside "
+                          "the thread.")
+        target = await find_channel(self.client, self.api, guild, key.channel)
+        return target.id, target.id
 
     # -- sending ---------------------------------------------------------------------
     def _content(self, out: Outbound, as_bot: bool) -> str:
@@ -207,8 +210,8 @@ class DiscordPoster:
         if self._typing.get(thread) is task:
             del self._typing[thread]
 
-    def _stop_typing(self, key: ThreadKey) -> None:
-        task = self._typing.pop(str(self._where(key)[1]), None)
+    def _stop_typing(self, thread: int) -> None:
+        task = self._typing.pop(str(thread), None)
         if task is not None:
             task.cancel()
 

@@ -20,6 +20,7 @@ from tests.fakes.discord import (
     BOT_ID,
     CAROL,
     CHANNEL_ID,
+    FOREIGN_CHANNEL_ID,
     MALLORY,
     OTHER_CHANNEL_ID,
     FakeDiscord,
@@ -177,9 +178,10 @@ async def test_a_human_reply_reaches_the_next_model_request(
     assert bot.agents_said(thread)[-1] == ("Closer", "Within 10k we can do it. DONE")
 
 
-async def announce_until_pending(bot: Bot, approvers: str = "[]") -> tuple[dict, dict]:
+async def announce_until_pending(bot: Bot, approvers: str = "[]",
+                                 call: tuple[str, str] = POST_CALL) -> tuple[dict, dict]:
     await bot.start(ANNOUNCE.format(approvers=approvers),
-                    model=ScriptedModel([reply("", POST_CALL), "Posted it. DONE"]))
+                    model=ScriptedModel([reply("", call), "Posted it. DONE"]))
     thread = await bot.summon("announce", "announce release 2.0 in #random")
     await bot.until_said(thread, "Approval #1")
     request = next(m for m in bot.fake.posts_in(thread["id"]) if "Approval #1" in m["content"])
@@ -314,3 +316,18 @@ async def test_without_manage_webhooks_the_bot_posts_with_names_in_bold(
     assert not any("Manage Webhooks" in t for _, t in bot.said(second))
     assert not fake_discord.webhooks
     assert all(m["author"]["id"] == str(BOT_ID) for m in fake_discord.posts_in(first["id"]))
+
+
+async def test_an_approved_post_never_reaches_another_server(
+        bot: Bot, fake_discord: FakeDiscord) -> None:
+    # The bot is in a second server too; the model names a channel there by its id.
+    elsewhere = ("post_message", json.dumps({"channel": f"<#{FOREIGN_CHANNEL_ID}>",
+                                             "text": "Release 2.0 is out!"}))
+    thread, request = await announce_until_pending(bot, call=elsewhere)
+    await fake_discord.click(ALICE, request["id"], buttons(request)[0]["custom_id"])
+    await bot.until_said(thread, "Finished")
+    assert not fake_discord.posts_in(FOREIGN_CHANNEL_ID)
+    assert not fake_discord.calls_to("POST", rf"/channels/{FOREIGN_CHANNEL_ID}/webhooks")
+    assert [w["channel_id"] for w in fake_discord.webhooks.values()] == [str(CHANNEL_ID)]
+    told = [m.content for m in bot.model.requests[1].messages]
+    assert any("not in this server" in str(t) for t in told), told

@@ -33,9 +33,16 @@ __all__ = ["Call", "FakeDiscord", "fake_discord", "wait_until"]
 
 API = "/api/v10"
 GUILD_ID = 1_000_000_000_000_000_001
-CHANNEL_ID = 1_000_000_000_000_000_010
-OTHER_CHANNEL_ID = 1_000_000_000_000_000_011
+CHANNEL_ID = 1_000_000_000_000_000_010  # #general
+OTHER_CHANNEL_ID = 1_000_000_000_000_000_011  # #random
+PRIVATE_CHANNEL_ID = 1_000_000_000_000_000_012  # #mods-only: only Moderators see it
+READONLY_CHANNEL_ID = 1_000_000_000_000_000_013  # #rules: everyone reads, only Moderators write
 MODERATORS_ROLE_ID = 1_000_000_000_000_000_020
+# Another server the bot is also in, with a #random of its own, and a DM with Alice.
+OTHER_GUILD_ID = 1_000_000_000_000_000_002
+FOREIGN_CHANNEL_ID = 1_000_000_000_000_000_030
+DM_CHANNEL_ID = 1_000_000_000_000_000_040
+VIEW_CHANNEL, SEND_MESSAGES = 1 << 10, 1 << 11
 BOT_ID = 1_000_000_000_000_000_900
 # Ids the tests use to act as people.
 ALICE, BOB, CAROL, MALLORY = (1_000_000_000_000_000_100 + i for i in range(4))
@@ -83,9 +90,23 @@ class FakeDiscord:
             self._user(uid, name)
         self._user(OTHER_BOT, "otherbot", bot=True)
         self.member_roles = {ALICE: [], BOB: [], CAROL: [MODERATORS_ROLE_ID], MALLORY: []}
-        for cid, name in ((CHANNEL_ID, "general"), (OTHER_CHANNEL_ID, "random")):
-            self.channels[cid] = {"id": str(cid), "type": 0, "name": name, "guild_id": str(GUILD_ID),
-                                  "position": 0, "permission_overwrites": [], "nsfw": False}
+        self.roles: dict[int, list[dict]] = {GUILD_ID: [
+            self._role(GUILD_ID, "@everyone", 0, permissions="2248473465835073"),
+            self._role(MODERATORS_ROLE_ID, "Moderators", 1)], OTHER_GUILD_ID: [
+            self._role(OTHER_GUILD_ID, "@everyone", 0, permissions="2248473465835073")]}
+        moderators_only = [_overwrite(GUILD_ID, deny=VIEW_CHANNEL),
+                           _overwrite(MODERATORS_ROLE_ID, allow=VIEW_CHANNEL | SEND_MESSAGES)]
+        read_only = [_overwrite(GUILD_ID, deny=SEND_MESSAGES),
+                     _overwrite(MODERATORS_ROLE_ID, allow=SEND_MESSAGES)]
+        for cid, name, guild, overwrites in (
+                (CHANNEL_ID, "general", GUILD_ID, []), (OTHER_CHANNEL_ID, "random", GUILD_ID, []),
+                (PRIVATE_CHANNEL_ID, "mods-only", GUILD_ID, moderators_only),
+                (READONLY_CHANNEL_ID, "rules", GUILD_ID, read_only),
+                (FOREIGN_CHANNEL_ID, "random", OTHER_GUILD_ID, [])):
+            self.channels[cid] = {"id": str(cid), "type": 0, "name": name, "guild_id": str(guild),
+                                  "position": 0, "permission_overwrites": overwrites, "nsfw": False}
+        self.channels[DM_CHANNEL_ID] = {"id": str(DM_CHANNEL_ID), "type": 1,
+                                        "recipients": [self.users[ALICE]], "last_message_id": None}
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -151,28 +172,44 @@ class FakeDiscord:
         self.users[uid] = user
         return user
 
-    def member(self, uid: int) -> dict:
-        return {"user": self.users[uid], "roles": [str(r) for r in self.member_roles.get(uid, [])],
+    @staticmethod
+    def _role(rid: int, name: str, position: int, permissions: str = "0") -> dict:
+        return {"id": str(rid), "name": name, "permissions": permissions, "position": position,
+                "color": 0, "hoist": False, "managed": False, "mentionable": True, "flags": 0}
+
+    async def add_role(self, name: str, *holders: int, guild: int = GUILD_ID) -> int:
+        """Someone creates a role (any name, even one taken) and gives it to `holders`."""
+        rid = self.next_id()
+        role = self._role(rid, name, len(self.roles[guild]))
+        self.roles[guild].append(role)
+        for uid in holders:
+            self.member_roles[uid].append(rid)
+        if self.sockets:
+            await self.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild), "role": role},
+                                guild=guild)
+        return rid
+
+    def member(self, uid: int, guild: int = GUILD_ID) -> dict:
+        roles = self.member_roles.get(uid, []) if guild == GUILD_ID else []
+        return {"user": self.users[uid], "roles": [str(r) for r in roles],
                 "joined_at": _iso(), "deaf": False, "mute": False, "flags": 0, "nick": None,
                 "permissions": "2248473465835073"}
 
-    def guild(self) -> dict:
-        roles = [
-            {"id": str(GUILD_ID), "name": "@everyone", "permissions": "2248473465835073",
-             "position": 0, "color": 0, "hoist": False, "managed": False, "mentionable": False,
-             "flags": 0},
-            {"id": str(MODERATORS_ROLE_ID), "name": "Moderators", "permissions": "0",
-             "position": 1, "color": 0, "hoist": False, "managed": False, "mentionable": True,
-             "flags": 0},
-        ]
+    def guild(self, gid: int = GUILD_ID) -> dict:
+        # Alice owns this server (so she may do anything in it); Mallory owns the other.
+        people = list(self.member_roles) if gid == GUILD_ID else [ALICE, MALLORY]
         return {
-            "id": str(GUILD_ID), "name": "Fake Guild", "icon": None, "owner_id": str(ALICE),
-            "roles": roles, "emojis": [], "stickers": [], "features": [], "member_count": 6,
-            "members": [self.member(uid) for uid in self.member_roles] + [
+            "id": str(gid), "name": "Fake Guild" if gid == GUILD_ID else "Other Guild",
+            "icon": None, "owner_id": str(ALICE if gid == GUILD_ID else MALLORY),
+            "roles": self.roles[gid], "emojis": [], "stickers": [], "features": [],
+            "member_count": len(people) + 1,
+            "members": [self.member(uid, gid) for uid in people] + [
                 {**self.member(BOT_ID), "roles": []}],
-            "channels": [c for c in self.channels.values() if c["type"] == 0],
+            "channels": [c for c in self.channels.values()
+                         if c["type"] == 0 and c["guild_id"] == str(gid)],
             "threads": [c for c in self.channels.values()
-                        if c["type"] == 11 and not c["thread_metadata"]["archived"]],
+                        if c["type"] == 11 and c["guild_id"] == str(gid)
+                        and not c["thread_metadata"]["archived"]],
             "presences": [], "voice_states": [], "stage_instances": [],
             "guild_scheduled_events": [], "soundboard_sounds": [], "large": False,
             "unavailable": False, "joined_at": _iso(), "mfa_level": 0, "verification_level": 0,
@@ -183,8 +220,9 @@ class FakeDiscord:
 
     def _message(self, channel_id: int | str, author: dict, content: str, **extra: Any) -> dict:
         mid = self.next_id()
+        guild = self.channels.get(int(channel_id), {}).get("guild_id")
         msg = {
-            "id": str(mid), "channel_id": str(channel_id), "guild_id": str(GUILD_ID),
+            "id": str(mid), "channel_id": str(channel_id), "guild_id": guild,
             "author": author, "content": content, "timestamp": _iso(), "edited_timestamp": None,
             "tts": False, "mention_everyone": False, "mentions": [], "mention_roles": [],
             "attachments": [], "embeds": [], "pinned": False, "type": 0, "flags": 0,
@@ -223,28 +261,27 @@ class FakeDiscord:
             await ws.close(code=4014, message=b"Disallowed intent(s).")
             return
         shard = data.get("shard") or [0, 1]
+        mine = [gid for gid in self.roles if (gid >> 22) % shard[1] == shard[0]]
         ready = {"v": 10, "user": {**self.bot, "verified": True, "mfa_enabled": False, "flags": 0},
-                 "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
+                 "guilds": [{"id": str(gid), "unavailable": True} for gid in mine],
                  "session_id": f"session-{len(self.identifies)}",
                  "resume_gateway_url": self.url.replace("http", "ws") + "/gateway",
                  "application": {"id": str(BOT_ID), "flags": 0}, "shard": shard}
-        if (GUILD_ID >> 22) % shard[1] != shard[0]:
-            ready["guilds"] = []
         ws.shard = shard  # type: ignore[attr-defined]
         self.sockets.append(ws)
         await self._send(ws, "READY", ready)
-        if ready["guilds"]:
-            await self._send(ws, "GUILD_CREATE", self.guild())
+        for gid in mine:
+            await self._send(ws, "GUILD_CREATE", self.guild(gid))
 
     async def _send(self, ws: web.WebSocketResponse, event: str, data: dict) -> None:
         await ws.send_json({"op": 0, "t": event, "s": next(self._seq), "d": data})
 
-    async def dispatch(self, event: str, data: dict) -> None:
+    async def dispatch(self, event: str, data: dict, guild: int = GUILD_ID) -> None:
         """Send a DISPATCH to the socket of the shard that owns the guild."""
         await wait_until(lambda: self.sockets, what="a gateway connection")
         for ws in list(self.sockets):
             shard = getattr(ws, "shard", [0, 1])
-            if (GUILD_ID >> 22) % shard[1] == shard[0] and not ws.closed:
+            if (guild >> 22) % shard[1] == shard[0] and not ws.closed:
                 await self._send(ws, event, data)
 
     # -- what people do ------------------------------------------------------------------
@@ -356,6 +393,7 @@ class FakeDiscord:
             ("PUT", r"/applications/(\d+)/commands", self._put_commands),
             ("PUT", r"/applications/(\d+)/guilds/(\d+)/commands", self._put_guild_commands),
             ("GET", r"/channels/(\d+)", self._get_channel),
+            ("GET", r"/guilds/(\d+)/members/(\d+)", self._get_member),
             ("POST", r"/channels/(\d+)/messages", self._bot_message),
             ("PATCH", r"/channels/(\d+)/messages/(\d+)", self._bot_edit),
             ("POST", r"/channels/(\d+)/typing", self._typing),
@@ -396,6 +434,11 @@ class FakeDiscord:
         channel = self.channels.get(int(cid))
         return (200, channel) if channel else (404, {"message": "Unknown Channel", "code": 10003})
 
+    async def _get_member(self, call: Call, gid: str, uid: str) -> tuple[int, Any]:
+        people = self.guild(int(gid))["members"] if int(gid) in self.roles else []
+        found = [m for m in people if m["user"]["id"] == uid]
+        return (200, found[0]) if found else (404, {"message": "Unknown Member", "code": 10007})
+
     def _check_channel(self, cid: str) -> tuple[int, Any] | None:
         if int(cid) not in self.channels:
             return 404, {"message": "Unknown Channel", "code": 10003}
@@ -432,7 +475,8 @@ class FakeDiscord:
     def _new_thread(self, parent: str, name: str, owner: str, tid: int | None = None) -> dict:
         tid = tid or self.next_id()
         thread = {"id": str(tid), "type": 11, "name": name[:100], "parent_id": parent,
-                  "guild_id": str(GUILD_ID), "owner_id": owner, "message_count": 0,
+                  "guild_id": self.channels[int(parent)]["guild_id"], "owner_id": owner,
+                  "message_count": 0,
                   "member_count": 1, "rate_limit_per_user": 0, "flags": 0,
                   "thread_metadata": {"archived": False, "auto_archive_duration": 1440,
                                       "archive_timestamp": _iso(), "locked": False}}
@@ -475,7 +519,7 @@ class FakeDiscord:
             return 400, {"message": "Webhooks can only be created in text channels", "code": 0}
         wid = self.next_id()
         hook = {"id": str(wid), "type": 1, "token": f"wtoken-{wid}", "name": call.body["name"],
-                "avatar": None, "channel_id": cid, "guild_id": str(GUILD_ID),
+                "avatar": None, "channel_id": cid, "guild_id": self.channels[int(cid)]["guild_id"],
                 "application_id": str(BOT_ID), "user": self.bot}
         self.webhooks[wid] = hook
         return 200, hook
@@ -564,6 +608,11 @@ class FakeDiscord:
                 answer["resource"] = {"type": body["type"], "message": original}
             return 200, answer
         return 204, None
+
+
+def _overwrite(target: int, *, allow: int = 0, deny: int = 0, member: bool = False) -> dict:
+    """A channel permission overwrite for a role (or a member)."""
+    return {"id": str(target), "type": 1 if member else 0, "allow": str(allow), "deny": str(deny)}
 
 
 def _json(data: Any, status: int = 200, headers: dict | None = None) -> web.Response:
