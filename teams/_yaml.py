@@ -9,8 +9,25 @@ import yaml
 Path = tuple[str | int, ...]
 
 
+__all__ = ["NO_ALIASES", "Path", "line_of", "load_with_lines"]
+
+NO_ALIASES = ("anchors and aliases (&name, *name) are not allowed in team files; "
+              "write each value out in full")
+
+
 class _Loader(yaml.SafeLoader):
-    """A safe loader that records each node's line by its path in the document."""
+    """A safe loader that refuses anchors and aliases.
+
+    An alias makes a document a graph: a few lines can stand for billions of values
+    (an "alias bomb") or for a value that contains itself. Team files are short, so
+    they are refused outright, at the first `&` or `*`, before anything is built.
+    """
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:  # type: ignore[override]
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(None, None, NO_ALIASES, event.start_mark)
+        return super().compose_node(parent, index)  # type: ignore[arg-type]
 
 
 def load_with_lines(text: str) -> tuple[Any, dict[Path, int]]:

@@ -20,7 +20,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._yaml import line_of, load_with_lines
+from ._yaml import NO_ALIASES, line_of, load_with_lines
 from .builtin_tools import BUILTIN
 from .errors import TeamFileError, ToolError
 from .persona import Persona
@@ -179,8 +179,8 @@ def parse_team(text: str, source: str = "<team>") -> Team:
         data, lines = load_with_lines(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        raise TeamFileError(source, mark.line + 1 if mark else None,
-                            f"not valid YAML: {exc.problem}") from None
+        problem = exc.problem if exc.problem == NO_ALIASES else f"not valid YAML: {exc.problem}"
+        raise TeamFileError(source, mark.line + 1 if mark else None, problem) from None
     except yaml.YAMLError as exc:
         raise TeamFileError(source, None, f"not valid YAML: {exc}") from None
     if not isinstance(data, dict):

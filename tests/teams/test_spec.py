@@ -423,6 +423,49 @@ def test_yaml_tags_are_not_executed():
     assert err.line is not None
 
 
+ALIAS_BOMB = """\
+name: bomb
+description: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+agents: [*g]
+termination: {stop: true}
+"""
+
+
+def test_an_alias_bomb_is_refused_at_once_with_its_line():
+    import time
+
+    start = time.perf_counter()
+    err = refusal(ALIAS_BOMB, "bomb.yaml")
+    assert time.perf_counter() - start < 0.5, "refused before anything is expanded"
+    assert (err.file, err.line) == ("bomb.yaml", 2)
+    assert "anchors and aliases" in err.problem and "not allowed" in err.problem
+
+
+def test_a_value_that_contains_itself_is_refused_not_a_recursion_error(tmp_path: Path):
+    path = tmp_path / "loop.yaml"
+    path.write_text("name: loop\nagents: &me\n  - *me\ntermination: {stop: true}\n")
+    with pytest.raises(TeamFileError) as caught:
+        load_team(path)
+    assert str(caught.value).startswith(f"{path}:2: anchors and aliases")
+
+
+def test_an_alias_anywhere_is_refused_even_a_harmless_one():
+    err = refusal("""\
+        name: t
+        agents:
+          - {name: a, system_message: &msg Say hi.}
+          - {name: b, system_message: *msg}
+        termination: {stop: true}
+        """)
+    assert err.line == 3 and "write each value out in full" in err.problem
+
+
 # Any value anywhere in a valid file: the result is a team or a TeamFileError, never a traceback.
 _VALID = yaml.safe_load(ANNOUNCE)
 _JSONISH = st.recursive(
