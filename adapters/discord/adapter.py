@@ -215,7 +215,8 @@ class DiscordAdapter:
 
     async def _reply(self, message: discord.Message, text: str) -> None:
         """Answer a person's message, naming them, in as many parts as it takes."""
-        naming = discord.AllowedMentions(users=[message.author])
+        naming = discord.AllowedMentions(everyone=False, roles=False, users=[message.author],
+                                         replied_user=True)
         for i, part in enumerate(split_message(host_text(text))):
             if i == 0:
                 send = partial(message.reply, part, mention_author=True, allowed_mentions=naming)

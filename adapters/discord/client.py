@@ -70,10 +70,12 @@ def make_client(adapter: DiscordAdapter, shards: int | None) -> discord.Client:
     discord.VoiceClient.warn_nacl = False
     discord.VoiceClient.warn_dave = False
     client: discord.Client
+    # Whatever a call forgets to say, a post pings no one (posts that should, say so).
+    quiet = discord.AllowedMentions.none()
     if shards is None:
-        client = BotClient(intents=INTENTS, max_messages=None)
+        client = BotClient(intents=INTENTS, max_messages=None, allowed_mentions=quiet)
     else:
-        client = ShardedBotClient(intents=INTENTS, max_messages=None,
+        client = ShardedBotClient(intents=INTENTS, max_messages=None, allowed_mentions=quiet,
                                   shard_count=shards or None)
     client.adapter = adapter  # type: ignore[attr-defined]
     return client

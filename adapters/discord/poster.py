@@ -41,7 +41,11 @@ WEBHOOK_NAME = "threadteam"
 _RECHECK_PERMISSION = 600.0  # seconds before trying webhooks again in a fallback channel
 _TYPING_EVERY = 8.0  # Discord shows "typing" for ~10 s per trigger
 _TYPING_FOR = 300.0
-_NO_PINGS = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
+# Agents' words ping nobody: not a user, not a role, not @everyone/@here, whatever the
+# model wrote. The host's own notices may ping the people they name ("Your turn, @alice").
+_NO_PINGS = discord.AllowedMentions.none()
+_NOTICE_PINGS = discord.AllowedMentions(everyone=False, roles=False, users=True,
+                                        replied_user=False)
 
 
 class DiscordPoster:
@@ -159,7 +163,7 @@ class DiscordPoster:
         if hook is not None:
             send = partial(hook.send, content, username=webhook_username(out.persona),
                            avatar_url=out.persona.avatar_url, thread=_in_thread(channel, thread),
-                           wait=True, allowed_mentions=_NO_PINGS, **extra)
+                           wait=True, allowed_mentions=_pings(out), **extra)
             try:
                 msg = await self.api.call(send, what="post in the thread")
                 return str(msg.id)
@@ -173,7 +177,7 @@ class DiscordPoster:
                 hook = await self._webhook(channel, thread)
                 return await self._send(out, hook, channel, thread, content, view)
         target = self.client.get_partial_messageable(thread)
-        sent = await self.api.call(partial(target.send, content, allowed_mentions=_NO_PINGS,
+        sent = await self.api.call(partial(target.send, content, allowed_mentions=_pings(out),
                                            **extra), what="post in the thread")
         return str(sent.id)
 
@@ -183,7 +187,7 @@ class DiscordPoster:
         if len(chunks) > len(ids):  # a longer text keeps its tail in the last part it had
             chunks = [*chunks[:len(ids) - 1], "\n\n".join(chunks[len(ids) - 1:])[:2000]]
         for i, mid in enumerate(ids):
-            fields: dict[str, Any] = {"view": None, "allowed_mentions": _NO_PINGS}
+            fields: dict[str, Any] = {"view": None, "allowed_mentions": _pings(out)}
             if i < len(chunks):
                 fields["content"] = chunks[i]
             edit: Callable[[], Awaitable[discord.Message]]
@@ -287,6 +291,11 @@ class DiscordPoster:
 
 def _is_bot(out: Outbound) -> bool:
     return out.persona == BOT_PERSONA or not out.persona.display_name
+
+
+def _pings(out: Outbound) -> discord.AllowedMentions:
+    """Whom a post may notify: no one for an agent; the users it names for a host notice."""
+    return _NOTICE_PINGS if _is_bot(out) and not out.meta.get("agent") else _NO_PINGS
 
 
 def _in_thread(channel: int, thread: int) -> Any:

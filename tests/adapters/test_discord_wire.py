@@ -15,10 +15,12 @@ import pytest
 
 from tests.fakes.discord import (
     ALICE,
+    BOB,
     CAROL,
     CHANNEL_ID,
     GUILD_ID,
     MALLORY,
+    MODERATORS_ROLE_ID,
     OTHER_BOT,
     FakeDiscord,
     wait_until,
@@ -367,3 +369,52 @@ async def test_a_webhook_5xx_that_passes_is_retried_by_the_one_policy(
     assert asyncio.get_running_loop().time() - started_at < 1.0
     assert [p["content"] for p in fake_discord.posts_in(CHANNEL_ID)] == ["warm-up", "after the outage"]
     assert len(fake_discord.calls_to("POST", r"/webhooks/\d+/[^/]+", status=502)) == 2
+
+
+# What a model might write to ping a whole server: everyone, here, people and a role.
+LOUD = f"@everyone look! <@{ALICE}> <@!{BOB}> <@&{MODERATORS_ROLE_ID}> @here"
+
+
+def sends_and_edits(fake: FakeDiscord) -> list:
+    return [c for c in fake.calls if c.method in ("POST", "PATCH") and c.body is not None
+            and "content" in c.body and not c.path.startswith("/interactions")]
+
+
+async def test_agent_posts_ping_nobody_whatever_the_model_wrote(
+        fake_discord: FakeDiscord, wired) -> None:
+    adapter, _ = wired
+    key = key_for(CHANNEL_ID)
+    await adapter.poster.post(Outbound(key, LOUD, "k1", BEAR))  # a turn
+    await adapter.poster.post(Outbound(key, LOUD + "\n\n" + "word " * 500, "k2", BEAR))  # split
+    prompt = ApprovalPrompt("c1", "post_message", {"text": LOUD})
+    mid = await adapter.poster.post(Outbound(key, LOUD, "k3", BEAR, approval=prompt))
+    await adapter.poster.edit(Outbound(key, f"Approved by <@{ALICE}>\n{LOUD}", "k3e", BEAR), mid)
+    posts = fake_discord.posts_in(CHANNEL_ID)
+    assert len(posts) == 4 and sum(LOUD in p["content"] for p in posts) == 3
+    assert [p["pinged"] for p in posts] == [[], [], [], []]
+    sent = sends_and_edits(fake_discord)
+    assert len(sent) == 5  # four posts and the edit
+    assert all(c.body["allowed_mentions"] == {"parse": []} for c in sent)
+
+
+async def test_agent_posts_as_the_bot_ping_nobody_either(fake_discord: FakeDiscord, wired) -> None:
+    adapter, _ = wired
+    fake_discord.manage_webhooks = False
+    key = key_for(CHANNEL_ID)
+    prompt = ApprovalPrompt("c1", "post_message", {"text": LOUD})
+    mid = await adapter.poster.post(Outbound(key, LOUD, "k1", BEAR, approval=prompt))
+    await adapter.poster.edit(Outbound(key, f"Denied by <@{ALICE}>\n{LOUD}", "k1e", BEAR), mid)
+    [notice, post] = fake_discord.posts_in(CHANNEL_ID)  # "give me Manage Webhooks", the post
+    assert post["content"].startswith("🐻 **Bear**: Denied by") and LOUD in post["content"]
+    assert notice["pinged"] == [] and post["pinged"] == []
+    assert all(c.body["allowed_mentions"] == {"parse": []} for c in sends_and_edits(fake_discord))
+
+
+async def test_a_host_notice_pings_the_people_it_names_and_no_one_else(
+        fake_discord: FakeDiscord, wired) -> None:
+    adapter, _ = wired
+    notice = Outbound(key_for(CHANNEL_ID), f"Your turn, <@{ALICE}>: {LOUD}", "k")
+    await adapter.poster.post(notice)
+    [post] = fake_discord.posts_in(CHANNEL_ID)
+    assert post["pinged"] == [f"user:{ALICE}", f"user:{BOB}"]
+    assert "everyone" not in post["pinged"] and f"role:{MODERATORS_ROLE_ID}" not in post["pinged"]

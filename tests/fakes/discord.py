@@ -10,7 +10,8 @@ One aiohttp server plays both halves of Discord:
   INTERACTION_CREATE.
 
 Webhook posts and the bot's own posts are echoed back as MESSAGE_CREATE, as
-Discord does, so a bot that forgets to ignore them loops. The fixture is
+Discord does, so a bot that forgets to ignore them loops; each keeps, under
+`pinged`, whom Discord would have notified (by the text and `allowed_mentions`). The fixture is
 `fake_discord`.
 """
 
@@ -450,7 +451,9 @@ class FakeDiscord:
         body = call.body or {}
         extra = {"message_reference": body["message_reference"]} if "message_reference" in body else {}
         msg = self._message(cid, self.bot, body.get("content", ""),
-                            components=body.get("components", []), **extra)
+                            components=body.get("components", []),
+                            pinged=_pinged(body.get("content", ""), body.get("allowed_mentions")),
+                            **extra)
         await self.dispatch("MESSAGE_CREATE", msg)  # Discord echoes the bot's own posts
         return 200, msg
 
@@ -547,7 +550,8 @@ class FakeDiscord:
                   "avatar": None, "discriminator": "0000", "bot": True}
         msg = self._message(target, author, content, webhook_id=wid,
                             components=body.get("components", []),
-                            avatar_url=body.get("avatar_url"))
+                            avatar_url=body.get("avatar_url"),
+                            pinged=_pinged(content, body.get("allowed_mentions")))
         await self.dispatch("MESSAGE_CREATE", msg)  # Discord echoes webhook posts to the bot
         return 200, msg if call.query.get("wait") in ("true", "True", "1") else None
 
@@ -608,6 +612,21 @@ class FakeDiscord:
                 answer["resource"] = {"type": body["type"], "message": original}
             return 200, answer
         return 204, None
+
+
+def _pinged(content: str, allowed: dict | None) -> list[str]:
+    """Whom a new message notifies, by Discord's rules: `everyone`, `user:<id>`, `role:<id>`.
+
+    Without `allowed_mentions` every mention in the text pings (Discord's default).
+    """
+    if allowed is None:
+        allowed = {"parse": ["everyone", "users", "roles"]}
+    parse = set(allowed.get("parse", []))
+    out = ["everyone"] if "everyone" in parse and re.search(r"@(everyone|here)", content) else []
+    users, roles = set(allowed.get("users", [])), set(allowed.get("roles", []))
+    out += [f"user:{u}" for u in re.findall(r"<@!?(\d+)>", content) if "users" in parse or u in users]
+    out += [f"role:{r}" for r in re.findall(r"<@&(\d+)>", content) if "roles" in parse or r in roles]
+    return list(dict.fromkeys(out))  # each is notified once
 
 
 def _overwrite(target: int, *, allow: int = 0, deny: int = 0, member: bool = False) -> dict:
