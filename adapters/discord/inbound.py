@@ -5,11 +5,15 @@ Pure functions of discord.py objects; nothing here talks to Discord.
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
+from collections import Counter
 
 import discord
 
 from threadteam.bot.shapes import Inbound, InboundKind, ThreadKey
+from threadteam.teams.approvers import role_label
 
 __all__ = [
     "PLATFORM", "addressed_text", "from_button", "from_message", "ignored", "key_of",
@@ -17,6 +21,8 @@ __all__ = [
 ]
 
 PLATFORM = "discord"
+
+log = logging.getLogger(__name__)
 
 
 def key_of(channel: discord.abc.GuildChannel | discord.Thread | discord.abc.Messageable,
@@ -57,14 +63,36 @@ def addressed_text(message: discord.Message, me: discord.abc.User) -> str | None
 
 
 def roles_of(member: discord.abc.User) -> tuple[str, ...]:
-    """Role ids and names, so a team file may name approvers either way (`role:Moderators`)."""
+    """The labels `role:` approvers match: each role's id, and its name only while no other
+    role of the server answers to that name.
+
+    Anyone who may manage roles can make a second "Moderators"; a name shared by
+    two roles (or made of digits, like an id) therefore names neither, and the
+    log says so once, recommending the id.
+    """
     roles = getattr(member, "roles", None) or []
+    guild = getattr(member, "guild", None)
+    named = Counter(role_label(r.name) for r in guild.roles) if guild is not None else Counter()
     out: list[str] = []
     for role in roles:
         if role.is_default():
             continue
-        out += [str(role.id), role.name]
+        out.append(str(role.id))
+        label = role_label(role.name)
+        if named[label] == 1 and not label.isdigit():
+            out.append(role.name)
+        elif guild is not None:
+            _say_ambiguous(guild.id, role.name, named[label])
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=1024)  # once per server and name, not at every message
+def _say_ambiguous(guild_id: int, name: str, count: int) -> None:
+    why = (f"{count} roles are named {name!r}" if count > 1
+           else f"the role name {name!r} looks like an id")
+    log.warning("server %s: %s, so role:%s matches none of them as an approver; name the role "
+                "by its id in the team file (role:<id>, from Server Settings -> Roles -> "
+                "Copy Role ID)", guild_id, why, name)
 
 
 def _person(user: discord.abc.User) -> dict:

@@ -22,6 +22,7 @@ from tests.fakes.discord import (
     CHANNEL_ID,
     FOREIGN_CHANNEL_ID,
     MALLORY,
+    MODERATORS_ROLE_ID,
     OTHER_CHANNEL_ID,
     FakeDiscord,
     wait_until,
@@ -331,3 +332,32 @@ async def test_an_approved_post_never_reaches_another_server(
     assert [w["channel_id"] for w in fake_discord.webhooks.values()] == [str(CHANNEL_ID)]
     told = [m.content for m in bot.model.requests[1].messages]
     assert any("not in this server" in str(t) for t in told), told
+
+
+async def test_a_lookalike_role_grants_nothing(
+        bot: Bot, fake_discord: FakeDiscord, caplog: pytest.LogCaptureFixture) -> None:
+    # Mallory may manage roles: she makes her own "Moderators" and gives it to herself.
+    await fake_discord.add_role("Moderators", MALLORY)
+    thread, request = await announce_until_pending(bot, approvers='["role:Moderators"]')
+    await fake_discord.say(MALLORY, thread["id"], "approve")
+    refusal = await wait_until(lambda: [m for m in fake_discord.posts_in(thread["id"])
+                                        if m.get("message_reference")], what="a refusal")
+    assert "only members of Moderators" in refusal[0]["content"]
+    pressed = await fake_discord.click(MALLORY, request["id"], buttons(request)[0]["custom_id"])
+    [answer] = await wait_until(lambda: fake_discord.responses(pressed))
+    assert answer["data"]["flags"] & 64 and "only" in answer["data"]["content"]
+    await bot.host.idle()
+    assert buttons(fake_discord.messages[int(request["id"])])  # still pending
+    assert not fake_discord.posts_in(OTHER_CHANNEL_ID)
+    assert "2 roles are named 'Moderators'" in caplog.text and "role:<id>" in caplog.text
+
+
+async def test_a_role_named_by_id_still_works_beside_a_lookalike(
+        bot: Bot, fake_discord: FakeDiscord) -> None:
+    await fake_discord.add_role("Moderators", MALLORY)
+    thread, request = await announce_until_pending(
+        bot, approvers=f'["role:{MODERATORS_ROLE_ID}"]')
+    await fake_discord.click(CAROL, request["id"], buttons(request)[0]["custom_id"])
+    await bot.until_said(thread, "Finished")
+    assert fake_discord.messages[int(request["id"])]["content"].startswith(f"✅ Approved by <@{CAROL}>")
+    assert [m["content"] for m in fake_discord.posts_in(OTHER_CHANNEL_ID)] == ["Release 2.0 is out!"]

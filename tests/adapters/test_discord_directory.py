@@ -13,11 +13,14 @@ from tests.fakes.discord import (
     CAROL,
     DM_CHANNEL_ID,
     FOREIGN_CHANNEL_ID,
+    GUILD_ID,
+    MALLORY,
     MODERATORS_ROLE_ID,
     OTHER_CHANNEL_ID,
     PRIVATE_CHANNEL_ID,
     READONLY_CHANNEL_ID,
     FakeDiscord,
+    wait_until,
 )
 from threadteam.adapters.discord import DiscordAdapter
 from threadteam.bot.errors import Refused
@@ -82,3 +85,16 @@ async def test_the_poster_never_posts_outside_the_run_s_server(
         await adapter.poster.post(Outbound(elsewhere, "hello", "k", BEAR))
     assert not fake_discord.posts_in(FOREIGN_CHANNEL_ID) and not fake_discord.posts_in(DM_CHANNEL_ID)
     assert not fake_discord.webhooks
+
+
+async def test_roles_answer_to_their_id_and_to_a_name_only_while_it_is_unique(
+        fake_discord: FakeDiscord, adapter: DiscordAdapter) -> None:
+    guild = adapter.client.get_guild(GUILD_ID)
+    assert guild is not None
+    assert await adapter.directory.roles(KEY, str(CAROL)) == {str(MODERATORS_ROLE_ID), "Moderators"}
+    lookalike = await fake_discord.add_role("moderators", MALLORY)  # same name, any case
+    digits = await fake_discord.add_role(str(MODERATORS_ROLE_ID), BOB)  # a name shaped like an id
+    await wait_until(lambda: len(guild.roles) == 4, what="the new roles in the cache")
+    assert await adapter.directory.roles(KEY, str(CAROL)) == {str(MODERATORS_ROLE_ID)}
+    assert await adapter.directory.roles(KEY, str(MALLORY)) == {str(lookalike)}
+    assert await adapter.directory.roles(KEY, str(BOB)) == {str(digits)}
