@@ -7,6 +7,7 @@
     │   ├── MissingCredentials a provider's key variable is not set
     │   ├── ModelAuthError     the provider refused the key
     │   └── ModelHTTPError     the provider answered with an error (status, retryable)
+    │       └── ModelConnectionError  no connection, or it dropped mid-answer (`mid_answer`)
     └── (bot.errors)           StoreError, ConflictError, ConfigError, ...
 
 Signals the engine raises on purpose are not errors and live beside the events.
@@ -68,3 +69,11 @@ class ModelHTTPError(ModelError):
         self.status = status
         self.retryable = retryable
         super().__init__(message)
+
+
+class ModelConnectionError(ModelHTTPError):
+    """The provider could not be reached, or the connection dropped while it answered."""
+
+    def __init__(self, message: str, *, mid_answer: bool) -> None:
+        self.mid_answer = mid_answer
+        super().__init__(message, status=None, retryable=True)

@@ -9,7 +9,6 @@ module decides whether to wait and try again.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -129,6 +128,7 @@ def _gave_up(error: ModelError, why: str) -> ModelError:
     """`error` (same class, same fields) with `why` added to its sentence."""
     if not isinstance(error, ModelHTTPError):
         return error
-    given_up = copy.copy(error)
-    given_up.args = (f"{error} {why}",)
+    # Not copy.copy: it rebuilds through __init__, whose signature differs per subclass.
+    given_up = type(error).__new__(type(error), f"{error} {why}")
+    given_up.__dict__.update(error.__dict__)
     return given_up

@@ -11,23 +11,23 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
-from ..errors import ModelAuthError, ModelError, ModelHTTPError
+from ..errors import ModelAuthError, ModelConnectionError, ModelError, ModelHTTPError
 from ..redact import redact
 from ._retry import Failure, RetryPolicy, call_with_retries, is_retryable_status
 from .base import ModelRequest, ModelResponse, TextSink
 
-__all__ = ["StreamingModel"]
+__all__ = ["StreamingModel", "Turn", "causes", "transport_trouble"]
 
 # How much of a provider's error body the log keeps.
 DETAIL_LIMIT = 2000
 
 
 class StreamingModel:
-    """A vendor model: subclasses build `_params`, `_stream` and `_translate`."""
+    """A vendor model: subclasses write `_params`, `_open`, `_consume` and `_translate`."""
 
     provider = ""  # the prefix of model names: openai, anthropic
     brand = ""  # the provider as people write it: OpenAI, Anthropic
@@ -54,33 +54,65 @@ class StreamingModel:
     async def complete(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelResponse:
         """Stream one answer; text deltas go to `on_text` as they arrive."""
         params = self._params(request)
-        emitted = False
-
-        async def sink(text: str) -> None:
-            nonlocal emitted
-            emitted = True
-            if on_text is not None:
-                await on_text(text)
-
+        turn = Turn(on_text)
         # Once text reached the thread a retry would repeat it; the person can `retry` instead.
-        return await call_with_retries(lambda: self._stream(params, sink), self._translate,
-                                       self._policy, may_retry=lambda: not emitted)
+        return await call_with_retries(lambda: self._attempt(params, turn),
+                                       lambda exc: self._failure(exc, turn),
+                                       self._policy, may_retry=lambda: not turn.emitted)
 
     async def aclose(self) -> None:
         """Close the client if this model owns it; a pool closes shared clients itself."""
         if self._owns_client:
             await self._client.close()
 
+    async def _attempt(self, params: dict, turn: Turn) -> ModelResponse:
+        turn.opened = False
+        stream = await self._open(params)
+        turn.opened = True  # from here on, a broken connection broke an answer
+        async with stream:
+            return await self._consume(stream, turn)
+
     def _params(self, request: ModelRequest) -> dict:
         raise NotImplementedError
 
-    async def _stream(self, params: dict, sink: TextSink) -> ModelResponse:
+    async def _open(self, params: dict) -> Any:
+        """Send the request; return the stream once the provider has begun to answer."""
         raise NotImplementedError
 
-    def _translate(self, exc: Exception) -> Failure | None:
+    async def _consume(self, stream: Any, turn: Turn) -> ModelResponse:
+        """Read the stream to its end, passing text to `turn.text` as it comes."""
+        raise NotImplementedError
+
+    def _translate(self, exc: Exception, turn: Turn) -> Failure | None:
+        """The vendor's own exceptions (statuses, error events); None for anything else."""
         raise NotImplementedError
 
     # -- errors: safe sentences for the thread, the whole story for the log -------------
+    def _failure(self, exc: Exception, turn: Turn) -> Failure | None:
+        """What `exc` means, judged first by what happened on the wire, then by the vendor."""
+        trouble = transport_trouble(exc)
+        if trouble == "connect":
+            return self._connect_failure(exc)
+        if trouble == "timeout":
+            return self._timeout_failure(exc, turn)
+        if trouble == "io":
+            return self._connection_failure(exc, turn)
+        return self._translate(exc, turn)
+
+    def _connection_failure(self, exc: Exception, turn: Turn) -> Failure:
+        """The connection broke: mid-answer once the answer began, else before it."""
+        if not turn.opened:
+            return Failure(ModelConnectionError(
+                f"{self.who} closed the connection before answering: try again.",
+                mid_answer=False), detail=self._detail(exc))
+        return Failure(ModelConnectionError(
+            f"The connection to {self.label} dropped mid-answer: try again.", mid_answer=True),
+            detail=self._detail(exc))
+
+    def _timeout_failure(self, exc: Exception, turn: Turn) -> Failure:
+        return Failure(ModelHTTPError(f"{self.who} did not answer in time: try again.", None, True),
+                       detail=self._detail(exc))
+
     def _detail(self, exc: Exception, body: object = None) -> str:
         """What the log gets: the exception, the request's URL, the provider's own words."""
         parts = [f"{self.name}: {type(exc).__name__}"]
@@ -137,9 +169,9 @@ class StreamingModel:
         return "check the bot's network connection"
 
     def _connect_failure(self, exc: Exception) -> Failure:
-        return Failure(ModelHTTPError(
+        return Failure(ModelConnectionError(
             f"Could not connect to {self.label}: {self._unreachable_hint()}, then try again.",
-            None, True), detail=self._detail(exc))
+            mid_answer=False), detail=self._detail(exc))
 
     def _client_failure(self, exc: Exception) -> Failure:
         """The vendor client failed in a way no retry mends (a bug, a bad setting)."""
@@ -158,11 +190,41 @@ def causes(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def never_connected(exc: BaseException) -> bool:
-    """True when no connection was made (refused, unknown host), whatever the client calls it.
+class Turn:
+    """One `complete()` call as the retry loop sees it."""
 
-    The clients' aiohttp transport reports a refused connection as a connect *timeout*,
-    so the type the vendor raises cannot be trusted for this; the original error can.
+    def __init__(self, on_text: TextSink | None) -> None:
+        self.on_text = on_text
+        self.emitted = False  # text reached `on_text`: a retry would repeat it
+        self.opened = False  # the current attempt's answer began to arrive
+
+    async def text(self, delta: str) -> None:
+        """Pass a piece of the answer on."""
+        self.emitted = True
+        if self.on_text is not None:
+            await self.on_text(delta)
+
+
+Trouble = Literal["connect", "timeout", "io"]
+
+
+def transport_trouble(exc: BaseException) -> Trouble | None:
+    """What went wrong on the wire, read from the aiohttp/OS error `exc` was raised from.
+
+    The clients' types do not tell it: their aiohttp transport reports a refused
+    connection as a connect timeout, and anthropic lets a stream's read errors out
+    unwrapped. None when no network error is behind `exc` (a status, an error event).
     """
-    return any(isinstance(e, aiohttp.ClientConnectorError | ConnectionRefusedError | socket.gaierror)
-               for e in causes(exc))
+    chain = list(causes(exc))
+    if any(isinstance(e, _NO_CONNECTION) for e in chain):
+        return "connect"
+    if any(isinstance(e, TimeoutError) for e in chain):
+        return "timeout"
+    if any(isinstance(e, aiohttp.ClientError | OSError) for e in chain):
+        return "io"
+    return None
+
+
+# Refused, unknown host, or no connection within the connect timeout.
+_NO_CONNECTION = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError,
+                  ConnectionRefusedError, socket.gaierror)

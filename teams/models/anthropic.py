@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import anthropic
 
 from ..errors import MissingCredentials, ModelHTTPError
 from ._retry import Failure, retry_after_seconds
-from ._streaming import StreamingModel, never_connected
+from ._streaming import StreamingModel, Turn
 from .base import ChatMessage, ModelRequest, ModelResponse, TextSink, ToolCall, Usage
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -79,17 +80,18 @@ class AnthropicModel(StreamingModel):
             params["extra_body"] = {"temperature": request.temperature}
         return params
 
-    async def _stream(self, params: dict, sink: TextSink) -> ModelResponse:
+    async def _open(self, params: dict) -> Any:
+        return await self._client.messages.create(**params)
+
+    async def _consume(self, stream: Any, turn: Turn) -> ModelResponse:
         answer = _Answer()
-        stream = await self._client.messages.create(**params)
-        async with stream:
-            async for event in stream:
-                await answer.add(event, sink)
+        async for event in stream:
+            await answer.add(event, turn.text)
         return ModelResponse(text="".join(answer.text), tool_calls=answer.tool_calls(),
                              usage=Usage(answer.input_tokens, answer.output_tokens),
                              model=f"anthropic:{answer.served or self.model}")
 
-    def _translate(self, exc: Exception) -> Failure | None:
+    def _translate(self, exc: Exception, turn: Turn) -> Failure | None:
         """Every anthropic exception becomes one of ours, here and nowhere else."""
         if isinstance(exc, anthropic.APIStatusError):
             status, kind = exc.status_code, _error_type(exc.body)
@@ -100,13 +102,10 @@ class AnthropicModel(StreamingModel):
             status = KIND_STATUS.get(kind or "", status)
             return self._status_failure(exc, status, exc.body,
                                         retry_after_seconds(exc.response.headers))
-        if isinstance(exc, anthropic.APIConnectionError) and never_connected(exc):
-            return self._connect_failure(exc)
         if isinstance(exc, anthropic.APITimeoutError):
-            return Failure(ModelHTTPError("Anthropic did not answer in time: try again.", None, True),
-                           detail=self._detail(exc))
+            return self._timeout_failure(exc, turn)
         if isinstance(exc, anthropic.APIConnectionError):
-            return self._connect_failure(exc)
+            return self._connection_failure(exc, turn)
         if isinstance(exc, anthropic.AnthropicError):
             return self._client_failure(exc)
         return None

@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import openai
 
 from ..errors import MissingCredentials, ModelHTTPError
 from ._retry import Failure, RetryPolicy, retry_after_seconds
-from ._streaming import StreamingModel, never_connected
-from .base import ChatMessage, ModelRequest, ModelResponse, TextSink, ToolCall, Usage
+from ._streaming import StreamingModel, Turn
+from .base import ChatMessage, ModelRequest, ModelResponse, ToolCall, Usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Compatible servers accept any key, but the client refuses to start without one.
@@ -79,43 +80,41 @@ class OpenAIModel(StreamingModel):
             params[key] = request.max_output_tokens
         return params
 
-    async def _stream(self, params: dict, sink: TextSink) -> ModelResponse:
+    async def _open(self, params: dict) -> Any:
+        return await self._client.chat.completions.create(**params)
+
+    async def _consume(self, stream: Any, turn: Turn) -> ModelResponse:
         answer = _Answer()
-        stream = await self._client.chat.completions.create(**params)
-        async with stream:
-            async for chunk in stream:
-                answer.served = chunk.model or answer.served
-                if chunk.usage is not None:
-                    answer.usage = Usage(chunk.usage.prompt_tokens or 0,
-                                         chunk.usage.completion_tokens or 0)
-                for choice in chunk.choices or ():  # vLLM sends `choices: null` with usage
-                    delta = choice.delta
-                    if delta is None:
-                        continue
-                    if delta.content:
-                        answer.text.append(delta.content)
-                        await sink(delta.content)
-                    for part in delta.tool_calls or ():
-                        answer.add_tool_delta(part)
+        async for chunk in stream:
+            answer.served = chunk.model or answer.served
+            if chunk.usage is not None:
+                answer.usage = Usage(chunk.usage.prompt_tokens or 0,
+                                     chunk.usage.completion_tokens or 0)
+            for choice in chunk.choices or ():  # vLLM sends `choices: null` with usage
+                delta = choice.delta
+                if delta is None:
+                    continue
+                if delta.content:
+                    answer.text.append(delta.content)
+                    await turn.text(delta.content)
+                for part in delta.tool_calls or ():
+                    answer.add_tool_delta(part)
         return ModelResponse(text="".join(answer.text), tool_calls=answer.tool_calls(),
                              usage=answer.usage, model=f"openai:{answer.served or self.model}")
 
-    def _translate(self, exc: Exception) -> Failure | None:
+    def _translate(self, exc: Exception, turn: Turn) -> Failure | None:
         """Every openai exception becomes one of ours, here and nowhere else."""
-        who = self.who
         if isinstance(exc, openai.APIStatusError):
             return self._status_failure(exc, exc.status_code, exc.body,
                                         retry_after_seconds(exc.response.headers))
-        if isinstance(exc, openai.APIConnectionError) and never_connected(exc):
-            return self._connect_failure(exc)
         if isinstance(exc, openai.APITimeoutError):
-            return Failure(ModelHTTPError(f"{who} did not answer in time: try again.", None, True),
-                           detail=self._detail(exc))
+            return self._timeout_failure(exc, turn)
         if isinstance(exc, openai.APIConnectionError):
-            return self._connect_failure(exc)
+            return self._connection_failure(exc, turn)
         if isinstance(exc, openai.APIError):  # an error event in the middle of a stream
-            return Failure(ModelHTTPError(f"{who} broke off its answer with an error: try again.",
-                                          None, True), detail=self._detail(exc, exc.body))
+            return Failure(ModelHTTPError(f"{self.who} broke off its answer with an error: "
+                                          "try again.", None, True),
+                           detail=self._detail(exc, exc.body))
         if isinstance(exc, openai.OpenAIError):
             return self._client_failure(exc)
         return None
