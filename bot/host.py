@@ -21,6 +21,8 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from threadteam.teams.catalog import TeamCatalog
 from threadteam.teams.engine import (
@@ -40,6 +42,7 @@ from threadteam.teams.events import (
     RunResumed,
     StopRequested,
     TaskStarted,
+    from_json,
     to_json,
 )
 from threadteam.teams.state import RunState
@@ -48,12 +51,15 @@ from .commands import HELP, Command, parse_command
 from .errors import ConflictError
 from .limits import SummonGate, SummonLimits
 from .render import approval_key, approval_number
-from .runner import Loaded, Runner
+from .runner import Runner
 from .shapes import Directory, Handled, Inbound, Outbound, Poster, RunSummary, ThreadKey
 from .stores.base import Store
 from .telemetry import record_wait
 
 log = logging.getLogger("threadteam.host")
+
+#: How many runs' folded states the host keeps to answer replies without rereading logs.
+_FOLDS_KEPT = 512
 
 _STEERING = ("continue", "retry", "stop")
 #: The longest piece of a person's text the host repeats back in a public notice.
@@ -85,6 +91,8 @@ class Host:
         self.gate = (SummonGate(store, limits, clock, self._is_active)
                      if limits is not None else None)
         self._driving: dict[str, asyncio.Task[None]] = {}
+        self._folds: dict[str, _Fold] = {}  # insertion order = least recently used first
+        self._locks: dict[str, list[Any]] = {}
         self._again: set[str] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._outstanding = 0
@@ -170,8 +178,8 @@ class Host:
         run_id = await self.store.run_for_thread(str(key))
         if run_id is None:
             return None
-        loaded = await self.runner.load(run_id)
-        return loaded.state.status if loaded is not None else "finished"
+        fold = await self._current(run_id)
+        return fold.state.status if fold is not None else "finished"
 
     async def latest_run(self, platform: str, run_id: str | None = None) -> RunSummary | None:
         """The most recent run of `platform` (or its run `run_id`) whose team is known."""
@@ -223,28 +231,70 @@ class Host:
         return loaded is not None and loaded.state.finished is None
 
     async def _on_run(self, run_id: str, inbound: Inbound) -> Handled:
-        for _ in range(50):  # appends race with the run's driver: re-read and decide again
+        """Interpret what a person did against the run's current state and append it.
+
+        One inbound event of a run at a time in this process (a per-run lock), each
+        against a fold that is kept and brought up to date from the log's tail. A plain
+        message is appended whatever the log's length (it needs no decision, and an
+        acked message is never dropped); a command's events are appended only onto the
+        state they were decided on, and decided again if the run moved meanwhile.
+        """
+        cmd = (Command(inbound.action or "", None, "") if inbound.kind == "button"
+               else parse_command(inbound.text))
+        async with self._run_lock(run_id):
+            for _ in range(50):
+                fold = await self._current(run_id)
+                if fold is None:
+                    return Handled()
+                state = fold.state
+                roles = await self._roles_for(state, inbound, cmd)
+                seen = await self._seen_requests(run_id, state, inbound, cmd)
+                events, public, private = self._interpret(state, inbound, cmd, roles, seen)
+                if events:
+                    raw = [to_json(e) for e in events]
+                    if all(isinstance(e, HumanMessage) for e in events):
+                        await self.store.append_external(run_id, raw, key=inbound.event_id)
+                    else:
+                        try:
+                            await self.store.append(run_id, state.length, raw)
+                        except ConflictError:
+                            continue  # the driver appended first: decide again on its result
+                    self._record_wait(state, fold.key, run_id, fold.last_at)
+                    await self._enqueue(run_id)
+                if public:
+                    await self.runner.deliver(Outbound(fold.key, public,
+                                                       f"reply:{inbound.event_id}", notice=True))
+                return Handled(private, any(isinstance(e, HumanMessage) for e in events))
+        log.warning("run %s: %s by %s lost 50 races with the run's driver", run_id,
+                    cmd.word if cmd else "a reply", inbound.user)
+        return Handled(private="The run was too busy to take that just now; nothing was "
+                               "changed. Please send it again.")
+
+    def _run_lock(self, run_id: str) -> _RunLock:
+        return _RunLock(self._locks, run_id)
+
+    async def _current(self, run_id: str) -> _Fold | None:
+        """The run's state now: a kept fold brought up to date from the log's tail (the
+        whole log is read and folded only the first time, or after eviction)."""
+        fold = self._folds.pop(run_id, None)
+        if fold is None:
             loaded = await self.runner.load(run_id)
             if loaded is None:
-                return Handled()
-            cmd = (Command(inbound.action or "", None, "") if inbound.kind == "button"
-                   else parse_command(inbound.text))
-            roles = await self._roles_for(loaded.state, inbound, cmd)
-            seen = await self._seen_requests(run_id, loaded.state, inbound, cmd)
-            events, public, private = self._interpret(loaded.state, inbound, cmd, roles, seen)
-            if events:
-                try:
-                    await self.store.append(run_id, loaded.state.length, [to_json(e) for e in events])
-                except ConflictError:
-                    continue
-                self._record_wait(loaded, run_id)
-                await self._enqueue(run_id)
-            if public:
-                await self.runner.deliver(Outbound(loaded.key, public,
-                                                   f"reply:{inbound.event_id}", notice=True))
-            taken = any(isinstance(e, HumanMessage) for e in events)
-            return Handled(private, taken)
-        raise RuntimeError(f"run {run_id}: could not append after many tries")
+                return None
+            fold = _Fold(loaded.key, loaded.state,
+                         loaded.events[-1].at if loaded.events else 0.0)
+        else:
+            try:
+                for raw in await self.store.load(run_id, fold.state.length):
+                    e = from_json(raw)
+                    fold.state.apply(e)
+                    fold.last_at = e.at
+            except (KeyError, ValueError):  # the team changed under the run: fold afresh
+                return await self._current(run_id)
+        self._folds[run_id] = fold
+        while len(self._folds) > _FOLDS_KEPT:
+            self._folds.pop(next(iter(self._folds)))
+        return fold
 
     async def _roles_for(self, state: RunState, inbound: Inbound, cmd: Command | None
                          ) -> tuple[str, ...]:
@@ -433,11 +483,11 @@ class Host:
                     "THREADTEAM_MODEL), so the agents answer with rehearsal text._")
         return ""
 
-    def _record_wait(self, loaded: Loaded, run_id: str) -> None:
-        status = loaded.state.status
-        if status in ("awaiting_human", "awaiting_approval") and loaded.events:
+    def _record_wait(self, state: RunState, key: ThreadKey, run_id: str, since: float) -> None:
+        status = state.status
+        if status in ("awaiting_human", "awaiting_approval") and since:
             what = "person" if status == "awaiting_human" else "approval"
-            record_wait(what, str(loaded.key), run_id, loaded.events[-1].at, self.clock())
+            record_wait(what, str(key), run_id, since, self.clock())
 
     # -- the work loop ----------------------------------------------------------------------
     async def _enqueue(self, run_id: str, *, counted: bool = False) -> None:
@@ -467,10 +517,23 @@ class Host:
             for receipt, run_id in items:
                 if run_id in self._driving:
                     self._again.add(run_id)
-                    await self.store.ack_work(receipt)
                     self._done_one()
+                    await self._ack(receipt, run_id)
                     continue
                 self._driving[run_id] = asyncio.create_task(self._drive(run_id, receipt))
+
+    async def _ack(self, receipt: str, run_id: str) -> bool:
+        """Acknowledge a queue item; a failure only means it comes back (turns are
+        idempotent), so it is logged and never ends the loop that asked."""
+        try:
+            await self.store.ack_work(receipt)
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("run %s: acknowledging its queue item failed; it will come back",
+                          run_id)
+            return False
 
     async def _drive(self, run_id: str, receipt: str) -> None:
         acked = False
@@ -492,7 +555,7 @@ class Host:
                 if run_id in self._again:
                     continue
                 if not acked:
-                    await self.store.ack_work(receipt)
+                    await self._ack(receipt, run_id)
                     acked = True
                 # Work for this run that arrived during the ack was handed to this task
                 # (it was still registered as driving it): do it rather than drop it.
@@ -535,3 +598,31 @@ def _echo(text: str) -> str:
     if len(flat) > _ECHO_LIMIT:
         flat = flat[: _ECHO_LIMIT - 1] + "…"
     return f"`{flat}`"
+
+
+@dataclass(slots=True)
+class _Fold:
+    """A run's folded state as the host last saw it."""
+
+    key: ThreadKey
+    state: RunState
+    last_at: float
+
+
+class _RunLock:
+    """One holder per run at a time; the entry goes when nobody holds or waits for it."""
+
+    def __init__(self, table: dict[str, list[Any]], run_id: str) -> None:
+        self.table, self.run_id = table, run_id
+
+    async def __aenter__(self) -> None:
+        entry = self.table.setdefault(self.run_id, [asyncio.Lock(), 0])
+        entry[1] += 1
+        await entry[0].acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        entry = self.table[self.run_id]
+        entry[0].release()
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self.table[self.run_id]

@@ -1,0 +1,90 @@
+"""Bursts and failures around the host's work: nothing a person wrote is dropped after it
+was taken, and one failure in the work loop never stops the loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.bot.helpers import make_host, say, summon, thread, write_teams
+from tests.fakes.poster import RecordingPoster
+from threadteam.teams.events import HumanMessage, from_json
+from threadteam.teams.models.scripted import ScriptedModel
+
+WAITS = """
+name: waits
+description: Asks the person, then waits.
+model: scripted
+agents:
+  - {name: asker, persona: {display_name: Asker}, system_message: Ask.}
+  - {name: you, human: true}
+termination: {text_mention: DONE}
+"""
+
+
+@pytest.fixture
+def poster() -> RecordingPoster:
+    return RecordingPoster()
+
+
+async def test_two_hundred_replies_at_once_are_all_kept_in_order(store, poster, tmp_path):
+    model = ScriptedModel(["Which city?"] + ["Noted."] * 400)
+    host = make_host(store, poster, model, write_teams(tmp_path / "teams", WAITS))
+    await host.start()
+    try:
+        key = thread()
+        await host.handle(summon(key, "waits plan a trip", user="alice"))
+        await host.idle()
+        users = [f"u{i % 7}" for i in range(200)]
+        handled = await asyncio.gather(*(host.handle(say(key, f"reply {i}", user=u))
+                                         for i, u in enumerate(users)))
+        assert all(h.taken for h in handled)
+        run_id = await store.run_for_thread(str(key))
+        kept = [e.text for e in map(from_json, await store.load(run_id))
+                if isinstance(e, HumanMessage)]
+        assert sorted(kept, key=lambda t: int(t.split()[1])) == [f"reply {i}" for i in range(200)]
+        for u in set(users):  # one person's replies keep the order they were sent in
+            mine = [t for t in kept if users[int(t.split()[1])] == u]
+            assert mine == sorted(mine, key=lambda t: int(t.split()[1]))
+        await host.idle()
+    finally:
+        await host.aclose()
+
+
+class AckFails:
+    """The test's store, whose first few queue acknowledgements fail (a store hiccup)."""
+
+    def __init__(self, store, times: int) -> None:
+        self._store, self.times, self.failed = store, times, 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def ack_work(self, receipt: str) -> None:
+        if self.failed < self.times:
+            self.failed += 1
+            raise ConnectionError("store unreachable for a moment")
+        await self._store.ack_work(receipt)
+
+
+async def test_the_work_loop_survives_a_failed_ack(store, poster, tmp_path):
+    model = ScriptedModel(["Which city?", "Which month?", "DONE."])
+    model.delay = 0.2
+    flaky = AckFails(store, times=3)
+    host = make_host(flaky, poster, model, write_teams(tmp_path / "teams", WAITS))
+    await host.start()
+    try:
+        key = thread()
+        await host.handle(summon(key, "waits plan a trip", user="alice"))
+        await asyncio.sleep(0.05)  # the first turn is being driven: more work for it queues
+        await host.handle(say(key, "somewhere warm, please"))
+        await poster.wait_for(lambda p: len(poster.in_thread(key)) == 1)
+        await host.handle(say(key, "Lisbon"))
+        await poster.wait_for(lambda p: len(poster.in_thread(key)) == 2)
+        assert flaky.failed >= 2
+        await host.handle(say(key, "May"))
+        await poster.wait_for(lambda p: len(poster.in_thread(key)) == 3)
+        assert [t for _, t in poster.in_thread(key)] == ["Which city?", "Which month?", "DONE."]
+    finally:
+        await host.aclose()
