@@ -20,6 +20,8 @@ from .console import cli as console_cli
 from .discord import cli as discord_cli
 from .slack import cli as slack_cli
 
+__all__ = ["PLATFORMS", "main"]
+
 #: `threadteam run NAME`: the platforms a process can serve, each with its command module.
 PLATFORMS = {"slack": slack_cli, "discord": discord_cli}
 
@@ -136,7 +138,7 @@ async def _runs(args: argparse.Namespace, settings: Settings) -> int:
         if args.runs_command == "show":
             text = await transcript(store, args.run)
             if text is None:
-                print(f"threadteam: no run {args.run!r} in {store_label(settings)}; "
+                print(f"threadteam: no run {args.run!r} in {_store_label(settings)}; "
                       f"`threadteam runs list` shows the runs there", file=sys.stderr)
                 return 1
             print(text)
@@ -150,7 +152,7 @@ async def _runs(args: argparse.Namespace, settings: Settings) -> int:
         await store.aclose()
 
 
-def store_label(settings: Settings) -> str:
+def _store_label(settings: Settings) -> str:
     return redact(settings.store_url.split("@")[-1])
 
 

@@ -18,6 +18,8 @@ from .stores import open_store
 from .stores.base import Store
 from .telemetry import setup_tracing
 
+__all__ = ["Runtime", "Shutdown", "load_catalog"]
+
 log = logging.getLogger("threadteam")
 
 

@@ -11,6 +11,8 @@ from .errors import ConfigError
 from .limits import SummonLimits
 from .stores import default_store_url
 
+__all__ = ["Settings"]
+
 _PROVIDERS = ("openai:", "anthropic:", "rehearsal")
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from threadteam.teams.errors import ThreadteamError
 
+__all__ = ["ConfigError", "ConflictError", "PermanentStoreError", "PlatformError", "Refused", "StoreError"]
+
 
 class ConfigError(ThreadteamError):
     """A setting is wrong; the message names the flag or variable and what to do."""

@@ -23,6 +23,8 @@ from threadteam.teams.state import RunState
 
 from .shapes import ApprovalPrompt, Outbound, ThreadKey
 
+__all__ = ["approval_key", "approval_number", "is_postable", "post_key", "render", "render_decision"]
+
 Mention = Callable[[str], str]
 
 

@@ -17,6 +17,8 @@ from threadteam.bot.shapes import Inbound, ThreadKey
 
 from .poster import ConsolePoster
 
+__all__ = ["add_arguments", "run"]
+
 _YES, _NO = {"y", "yes"}, {"n", "no"}
 
 

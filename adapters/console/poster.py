@@ -9,6 +9,8 @@ from typing import TextIO
 from threadteam.bot.shapes import Outbound, ThreadKey
 from threadteam.teams.persona import Persona
 
+__all__ = ["ConsolePoster"]
+
 _COLORS = ["\033[36m", "\033[33m", "\033[35m", "\033[32m", "\033[34m", "\033[31m"]
 _RESET, _BOLD, _DIM = "\033[0m", "\033[1m", "\033[2m"
 
