@@ -28,7 +28,8 @@ from threadteam.bot.shapes import BOT_PERSONA, Memory, Outbound, ThreadKey
 from threadteam.teams.persona import Persona
 
 from ._locks import KeyedLocks
-from .api import MISSING_PERMISSIONS, UNKNOWN_WEBHOOK, DiscordAPI, DiscordError, webhook_session
+from ._webhooks import WEBHOOK_NAME, ChannelWebhooks
+from .api import UNKNOWN_WEBHOOK, DiscordAPI, DiscordError
 from .directory import find_channel
 from .text import emoji_of, host_text, split_message, webhook_username
 from .views import approval_view, call_ref_digest
@@ -37,8 +38,6 @@ __all__ = ["WEBHOOK_NAME", "DiscordPoster"]
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_NAME = "threadteam"
-_RECHECK_PERMISSION = 600.0  # seconds before trying webhooks again in a fallback channel
 _TYPING_EVERY = 8.0  # Discord shows "typing" for ~10 s per trigger
 _TYPING_FOR = 300.0
 # Agents' words ping nobody: not a user, not a role, not @everyone/@here, whatever the
@@ -58,12 +57,10 @@ class DiscordPoster:
         #: Webhook ids, split messages' parts, long call ids: outlive a restart.
         self.memory: Memory = memory if memory is not None else LocalMemory()
         self.ready = asyncio.Event()  # set once the client is logged in
-        self._hooks: dict[int, discord.Webhook] = {}
-        self._no_hooks: dict[int, float] = {}  # channel -> when webhooks were refused
-        self._hook_locks = KeyedLocks()
+        self._webhooks = ChannelWebhooks(client, self.api, self.memory)
+        self._told: set[int] = set()  # channels told that webhooks are refused
         self._thread_locks = KeyedLocks()
         self._typing: dict[str, asyncio.Task[None]] = {}
-        self._session: aiohttp.ClientSession | None = None  # webhook calls (see api.py)
 
     # -- the Poster protocol ---------------------------------------------------------
     async def post(self, out: Outbound) -> str:
@@ -126,9 +123,7 @@ class DiscordPoster:
             task.cancel()
         await asyncio.gather(*self._typing.values(), return_exceptions=True)
         self._typing.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._webhooks.aclose()
 
     async def _place(self, key: ThreadKey) -> tuple[int, int]:
         """(the webhook's channel, where the post appears): a run's thread or a plain channel.
@@ -172,8 +167,7 @@ class DiscordPoster:
                     raise
                 # Someone deleted the webhook: make a new one and post again.
                 log.info("webhook for channel %s is gone; creating another", channel)
-                self._hooks.pop(channel, None)
-                await self._kv_set(f"webhook:{channel}", "")
+                await self._webhooks.forget(channel)
                 hook = await self._webhook(channel, thread)
                 return await self._send(out, hook, channel, thread, content, view)
         target = self.client.get_partial_messageable(thread)
@@ -221,53 +215,17 @@ class DiscordPoster:
 
     # -- one webhook per parent channel ------------------------------------------------
     async def _webhook(self, channel: int, thread: int) -> discord.Webhook | None:
-        """The channel's webhook, found or created once; None where the bot may not manage them."""
-        if channel in self._hooks:
-            return self._hooks[channel]
-        refused = self._no_hooks.get(channel)
-        if refused is not None and time.monotonic() - refused < _RECHECK_PERMISSION:
-            return None
-        async with self._hook_locks[channel]:
-            if channel in self._hooks:
-                return self._hooks[channel]
-            stored = await self._kv_get(f"webhook:{channel}")
-            if stored:
-                wid, token = stored.split(":", 1)
-                hook = self._bind(int(wid), token)
-            else:
-                try:
-                    data = await self.api.call(lambda: self._find_or_create(channel),
-                                               what="set up the channel's webhook")
-                except DiscordError as exc:
-                    if exc.code != MISSING_PERMISSIONS:
-                        raise
-                    self._no_hooks[channel] = time.monotonic()
-                    await self._say_permission_missing(channel, thread)
-                    return None
-                hook = self._bind(int(data["id"]), data["token"])
-                await self._kv_set(f"webhook:{channel}", f"{data['id']}:{data['token']}")
-            self._no_hooks.pop(channel, None)
-            self._hooks[channel] = hook
-            return hook
-
-    def _bind(self, wid: int, token: str) -> discord.Webhook:
-        if self._session is None:
-            self._session = webhook_session()
-        return discord.Webhook.partial(wid, token, session=self._session, client=self.client)
-
-    async def _find_or_create(self, channel: int) -> dict[str, Any]:
-        me = str(self.client.application_id or (self.client.user and self.client.user.id))
-        hooks: list[Any] = await self.client.http.channel_webhooks(channel)
-        for data in hooks:
-            owner = str(data.get("application_id") or (data.get("user") or {}).get("id"))
-            if data.get("name") == WEBHOOK_NAME and data.get("token") and owner == me:
-                return dict(data)
-        return dict(await self.client.http.create_webhook(channel, name=WEBHOOK_NAME,
-                                                          reason="threadteam agent personas"))
+        """The channel's webhook; None where the bot may not manage them (and it says so once)."""
+        hook = await self._webhooks.get(channel)
+        if hook is None:
+            await self._say_permission_missing(channel, thread)
+        return hook
 
     async def _say_permission_missing(self, channel: int, thread: int) -> None:
-        if await self._kv_get(f"told:{channel}"):
+        if channel in self._told or await self._kv_get(f"told:{channel}"):
+            self._told.add(channel)
             return
+        self._told.add(channel)
         await self._kv_set(f"told:{channel}", "1")
         text = ("Heads-up: I can't use webhooks in this channel, so each agent posts under my "
                 "name with its own in bold. Give me the **Manage Webhooks** permission here to "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.adapters.test_discord_wire import store_bytes
 from tests.bot.helpers import ANNOUNCE
 from tests.bot.helpers import DEBATE as HOST_DEBATE
 from tests.fakes.discord import (
@@ -361,3 +362,21 @@ async def test_a_role_named_by_id_still_works_beside_a_lookalike(
     await bot.until_said(thread, "Finished")
     assert fake_discord.messages[int(request["id"])]["content"].startswith(f"✅ Approved by <@{CAROL}>")
     assert [m["content"] for m in fake_discord.posts_in(OTHER_CHANNEL_ID)] == ["Release 2.0 is out!"]
+
+
+async def test_no_webhook_token_is_stored_and_a_restart_reuses_the_webhook(
+        bot: Bot, fake_discord: FakeDiscord) -> None:
+    await bot.start(DEBATE, model=ScriptedModel(
+        ["Up.", "Down.", "FINAL ANSWER: flat.", "Up again.", "Down again.", "FINAL ANSWER: ok."]))
+    first = await bot.summon("debate", "first")
+    await bot.until_said(first, "Finished")
+    [hook] = fake_discord.webhooks.values()
+    # Whoever reads the store (a backup, a copied file) gets no token to post as the bot.
+    assert hook["token"].encode() not in store_bytes(Path(bot.db))
+    await bot.restart()
+    second = await bot.summon("debate", "second")
+    await bot.until_said(second, "Finished")
+    assert len(fake_discord.webhooks) == 1  # asked Discord for it again, made none
+    agents = [p for p in fake_discord.posts_in(second["id"]) if p.get("webhook_id")]
+    assert len(agents) == 3 and {p["webhook_id"] for p in agents} == {hook["id"]}
+    assert hook["token"].encode() not in store_bytes(Path(bot.db))

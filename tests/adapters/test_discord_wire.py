@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -206,16 +207,43 @@ async def test_webhook_posts_personas_in_the_thread_and_echoes_are_ignored(
     assert [e.text for e in host.seen] == ["debate cats or dogs", "sync"]
 
 
-async def test_webhook_found_in_the_store_after_restart(
-        fake_discord: FakeDiscord, store: SQLiteStore) -> None:
+def store_bytes(path: Path) -> bytes:
+    """Everything the SQLite store holds on disk: the database, its WAL and shared memory."""
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+
+
+async def test_the_webhook_is_asked_for_again_after_a_restart_and_its_token_never_stored(
+        fake_discord: FakeDiscord, store: SQLiteStore, tmp_path: Path) -> None:
     host = RecordingHost()
     key = key_for(CHANNEL_ID)
-    for _ in range(2):
+    for text in ("before", "after the restart"):
         adapter = await started(fake_discord, host, StoreMemory(store, "discord"))
-        await adapter.poster.post(Outbound(key, "hello", "k", BEAR))
+        await adapter.poster.post(Outbound(key, text, "k", BEAR))
         await adapter.aclose()
-    assert len(fake_discord.webhooks) == 1
+    [hook] = fake_discord.webhooks.values()
+    assert [(p["webhook_id"], p["content"]) for p in fake_discord.posts_in(CHANNEL_ID)] == [
+        (hook["id"], "before"), (hook["id"], "after the restart")]
     assert len(fake_discord.calls_to("POST", rf"/channels/{CHANNEL_ID}/webhooks")) == 1
+    assert len(fake_discord.calls_to("GET", rf"/channels/{CHANNEL_ID}/webhooks")) == 2
+    # Only the id is kept; the token lived in each process's memory alone.
+    assert await store.kv_get("discord", f"webhook:{CHANNEL_ID}") == hook["id"]
+    assert hook["token"].encode() not in store_bytes(tmp_path / "runs.sqlite3")
+
+
+async def test_a_token_an_older_version_stored_is_dropped(
+        fake_discord: FakeDiscord, store: SQLiteStore) -> None:
+    key = key_for(CHANNEL_ID)
+    adapter = await started(fake_discord, RecordingHost(), StoreMemory(store, "discord"))
+    await adapter.poster.post(Outbound(key, "made the webhook", "k0", BEAR))
+    await adapter.aclose()
+    [hook] = fake_discord.webhooks.values()
+    await store.kv_set("discord", f"webhook:{CHANNEL_ID}", f"{hook['id']}:{hook['token']}")
+    adapter = await started(fake_discord, RecordingHost(), StoreMemory(store, "discord"))
+    await adapter.poster.post(Outbound(key, "hello", "k1", BEAR))
+    await adapter.aclose()
+    assert await store.kv_get("discord", f"webhook:{CHANNEL_ID}") == hook["id"]
+    assert len(fake_discord.webhooks) == 1
+    assert fake_discord.posts_in(CHANNEL_ID)[-1]["webhook_id"] == hook["id"]
 
 
 async def test_a_deleted_webhook_is_replaced(fake_discord: FakeDiscord, wired) -> None:

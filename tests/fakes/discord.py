@@ -513,7 +513,10 @@ class FakeDiscord:
     async def _list_webhooks(self, call: Call, cid: str) -> tuple[int, Any]:
         if not self.manage_webhooks:
             return self._forbidden()
-        return 200, [w for w in self.webhooks.values() if w["channel_id"] == cid]
+        # Discord shows a webhook's token only to the application that made it.
+        return 200, [w if w["application_id"] == self.bot["id"] else
+                     {k: v for k, v in w.items() if k != "token"}
+                     for w in self.webhooks.values() if w["channel_id"] == cid]
 
     async def _create_webhook(self, call: Call, cid: str) -> tuple[int, Any]:
         if not self.manage_webhooks:
