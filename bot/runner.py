@@ -28,6 +28,7 @@ from threadteam.teams.events import (
     RunResumed,
     StopRequested,
     TaskStarted,
+    ToolAlwaysApproved,
     ToolCallRequested,
     from_json,
     to_json,
@@ -49,7 +50,8 @@ __all__ = ["EXTERNAL", "Loaded", "LostRun", "Runner"]
 log = logging.getLogger("threadteam.runner")
 
 #: Events a person's action appends while a driver may be working; a driver merges them.
-EXTERNAL = (HumanMessage, ApprovalDecided, StopRequested, RunContinued, RunResumed)
+EXTERNAL = (HumanMessage, ApprovalDecided, ToolAlwaysApproved, StopRequested, RunContinued,
+            RunResumed)
 
 
 class LostRun(Exception):
@@ -140,7 +142,8 @@ class Runner:
             for seq, event in await self._append(run, events):
                 await self._post(run, seq, event, fresh=True)
         self._later(run, self.store.set_active(run.run_id, False))
-        if has_timeout(state.condition):  # wake it when its limit passes, if it still waits
+        if has_timeout(state.condition) or state.team.approval.expires_after:
+            # Wake it when its time limit passes or an approval request expires, if it still waits.
             self._later(run, self.store.set_deadline(
                 run.run_id, deadline(state) if action.waits else None))
         await self._settle(run)

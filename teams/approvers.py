@@ -1,20 +1,30 @@
-"""Who may decide a run's approvals: people by their platform id, and roles.
+"""Who may decide a run's approvals (and stop it), and the rules a decision follows.
 
-A team file writes approvers as strings (`U024BE7LH`, `"role:Moderators"`,
-`"role:@oncall"`); they are parsed here, once, into `Approvers`. A role is
-compared by its `role_label`: any case, with or without a leading `@`. Which
-labels a person's roles answer to (a Slack user group's handle and id, a
-Discord role's id) is the platform's to say; this module only compares.
+A team file writes approvers (and stoppers) as strings (`U024BE7LH`,
+`"role:Moderators"`, `"role:@oncall"`); they are parsed here, once, into
+`Approvers`. A role is compared by its `role_label`: any case, with or without a
+leading `@`. Which labels a person's roles answer to (a Slack user group's handle
+and id, a Discord role's id) is the platform's to say; this module only compares.
+`ApprovalPolicy` is the team's `approval:` block: quorum, four eyes, expiry.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-__all__ = ["ROLE_PREFIX", "Approvers", "role_label"]
+__all__ = ["ROLE_PREFIX", "ApprovalPolicy", "Approvers", "role_is_id", "role_label"]
 
 ROLE_PREFIX = "role:"
+
+# A Discord role id (a snowflake) or a Slack user group id (S…).
+_ROLE_ID = re.compile(r"\d{15,21}|S[A-Z0-9]{6,}")
+
+
+def role_is_id(name: str) -> bool:
+    """Whether a `role:` entry gives a role's id rather than a name that could repeat."""
+    return _ROLE_ID.fullmatch(name.strip().removeprefix("@").strip()) is not None
 
 
 def role_label(name: str) -> str:
@@ -53,3 +63,13 @@ class Approvers:
             return True
         labels = {role_label(h) for h in held}
         return any(role_label(r) in labels for r in self.roles)
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalPolicy:
+    """How a pending call is decided: `quorum` distinct approvers, whether the summoner may
+    be one of them, and how long a request waits before it expires (seconds, or never)."""
+
+    quorum: int = 1
+    summoner_may_approve: bool = True
+    expires_after: float | None = None

@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import TeamFileError
-from .spec import Team, load_team, parse_team
+from .spec import Team, TeamFileWarning, load_team, parse_team
 
 __all__ = ["TeamCatalog"]
 
@@ -45,6 +45,11 @@ class TeamCatalog:
                     continue
                 catalog.teams[team.name] = team
         return catalog
+
+    @property
+    def warnings(self) -> list[TeamFileWarning]:
+        """Advice about teams that loaded (file:line: warning: ...), for `teams check` and logs."""
+        return [w for team in self.teams.values() for w in team.warnings]
 
     def get(self, name: str) -> Team | None:
         """The team called `name`, whatever its case ("Debate", "debate")."""

@@ -10,7 +10,7 @@ decide, perform, append the events, fold them in, until the run waits.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -18,6 +18,7 @@ from .errors import ModelError
 from .events import (
     AgentMessage,
     ApprovalDecided,
+    ApprovalExpired,
     ClockChecked,
     Event,
     Handoff,
@@ -30,11 +31,12 @@ from .events import (
 from .models.base import HANDOFF_PREFIX, Model, ModelResponse, TextSink, ToolCall
 from .prompts import build_request, build_selector_request, offered, parse_selection, rounds_used
 from .spec import Team
-from .state import CallState, RunState
+from .state import EXPIRED, CallState, RunState
 from .tools import Tool, ToolContext
 
 __all__ = [
-    "Action", "AwaitApproval", "AwaitHuman", "CallModel", "Env", "Finish", "Idle", "ModelSource",
+    "Action", "AwaitApproval", "AwaitHuman", "CallModel", "Env", "Expire", "Finish", "Idle",
+    "ModelSource",
     "Record", "RunTool", "Select", "SelectWithModel", "ToolRunner", "call_events", "deadline",
     "decide", "drive", "invoke_tool", "perform", "reply_events", "time_passed",
 ]
@@ -108,6 +110,13 @@ class RunTool(Action):
 
 
 @dataclass(frozen=True)
+class Expire(Action):
+    """Approval requests nobody answered before the team's `expires_after`."""
+
+    calls: tuple[CallState, ...]
+
+
+@dataclass(frozen=True)
 class Record(Action):
     """Events the log owes: the rest of a batch a crash cut short (no model, no tool)."""
 
@@ -130,12 +139,19 @@ def decide(state: RunState) -> Action:
         # Calls already asked for are settled before the run may end: an approval prompt
         # a person can see must not turn into a button that does nothing.
         pending = state.pending_approvals()
+        expired = tuple(c for c in pending if c.expires_at is not None
+                        and state.clock >= c.expires_at)
+        if expired:
+            return Expire(expired)
         first = state.calls[state.open_calls[0]]
-        if first.request.needs_approval and first.decision is None:
+        if first.status == "awaiting_approval":
             return AwaitApproval(tuple(pending))
         return RunTool(first)
     if state.condition.fired:
         return Finish(state.condition.fired)
+    if state.budget_spent:  # checked before any model is called again, `continue` or not
+        return Finish(f"the token budget of {state.team.budget_tokens:,} is spent "
+                      f"({state.tokens_used:,} tokens used)")
     team = state.team
     if state.current is not None:
         if state.current in team.humans:
@@ -150,19 +166,25 @@ def decide(state: RunState) -> Action:
 
 
 def deadline(state: RunState) -> float | None:
-    """When a `timeout:` condition would end this run if nothing else happened first."""
+    """When the clock alone would move this run on if nothing else happened first: its
+    `timeout:`, or the first pending approval request's expiry."""
     if state.finished is not None or state.paused is not None:
         return None
-    return state.condition.deadline(state.started_at)
+    times = (state.condition.deadline(state.started_at), state.approval_deadline())
+    return min((t for t in times if t is not None), default=None)
 
 
 def time_passed(state: RunState, now: float) -> list[Event]:
-    """What a waiting run records once its time limit has passed: the clock reading,
-    and a denial for each approval still pending (the run may not end with a live
-    button); [] while there is time left. Pure, like `decide`."""
+    """What a waiting run records once the clock has passed its `deadline`: the clock
+    reading, and, at its time limit, a denial for each approval still pending (the run
+    may not end with a live button); [] while there is time left. Pure, like `decide`.
+    Approval requests past their expiry expire on the next `decide`."""
     due = deadline(state)
     if due is None or now < due or not decide(state).waits:
         return []
+    limit = state.condition.deadline(state.started_at)
+    if limit is None or now < limit:
+        return [ClockChecked(at=now)]
     denials: list[Event] = [ApprovalDecided(call_id=c.request.call_id, approved=False, by="",
                                             reason="the run's time limit was reached", at=now)
                             for c in state.pending_approvals()]
@@ -173,7 +195,8 @@ def _owed(state: RunState) -> tuple[Event, ...]:
     """What a batch cut short after its first events still owes the log."""
     reply = state.reply
     if reply is not None and state.recorded < len(reply.tool_calls):
-        return tuple(call_events(state.team, reply, state.reply_rounds, reply.at)[state.recorded:])
+        return tuple(call_events(state.team, reply, state.reply_rounds, reply.at,
+                                 state.always_approved)[state.recorded:])
     if state.owed_handoff is not None:
         return (state.owed_handoff,)
     return ()
@@ -255,6 +278,11 @@ async def _select(state: RunState, action: Select, env: Env) -> list[Event]:
     return [SpeakerSelected(agent=action.agent, how=action.how, at=env.now())]
 
 
+async def _expire(state: RunState, action: Expire, env: Env) -> list[Event]:
+    at = env.now()
+    return [ApprovalExpired(call_id=c.request.call_id, at=at) for c in action.calls]
+
+
 async def _record(state: RunState, action: Record, env: Env) -> list[Event]:
     at = env.now()
     return [replace(e, at=at) for e in action.events]
@@ -269,7 +297,7 @@ async def _select_with_model(state: RunState, action: SelectWithModel, env: Env)
     except ModelError as exc:
         return [RunPaused(reason=f"choosing the next speaker failed: {exc}", at=at)]
     agent, how = parse_selection(response.text, action.candidates, state)
-    return [SpeakerSelected(agent=agent, how=how, at=at)]
+    return [SpeakerSelected(agent=agent, how=how, usage=response.usage, at=at)]
 
 
 async def _call_model(state: RunState, action: CallModel, env: Env) -> list[Event]:
@@ -300,7 +328,8 @@ def reply_events(state: RunState, agent_name: str, response: ModelResponse, at: 
     message = AgentMessage(agent=agent_name, text=response.text, usage=response.usage,
                            tool_calls=_unique_ids(state, response.tool_calls),
                            model=response.model, at=at)
-    return [message, *call_events(state.team, message, rounds_used(state, agent_name), at)]
+    return [message, *call_events(state.team, message, rounds_used(state, agent_name), at,
+                                  state.always_approved)]
 
 
 def _unique_ids(state: RunState, calls: tuple[ToolCall, ...]) -> tuple[ToolCall, ...]:
@@ -320,8 +349,10 @@ def _unique_ids(state: RunState, calls: tuple[ToolCall, ...]) -> tuple[ToolCall,
     return tuple(out)
 
 
-def call_events(team: Team, message: AgentMessage, rounds: int, at: float) -> list[Event]:
-    """One ToolCallRequested per call of `message`, checked against what the agent was offered.
+def call_events(team: Team, message: AgentMessage, rounds: int, at: float,
+                approved: Collection[str] = ()) -> list[Event]:
+    """One ToolCallRequested per call of `message`, checked against what the agent was offered;
+    a tool in `approved` (approved for the rest of the run) needs no approval.
 
     A pure function of its arguments, so a log cut short after the message can be
     completed with exactly the events an uninterrupted run would have written.
@@ -354,7 +385,7 @@ def call_events(team: Team, message: AgentMessage, rounds: int, at: float) -> li
             except ValueError as exc:
                 problem = str(exc)
             else:
-                needs_approval = tool.approval == "always"
+                needs_approval = tool.approval == "always" and tool.name not in approved
         events.append(ToolCallRequested(agent=message.agent, call_id=call.id, tool=call.name,
                                         args=args, needs_approval=needs_approval,
                                         problem=problem, at=at))
@@ -366,6 +397,8 @@ async def _run_tool(state: RunState, action: RunTool, env: Env) -> list[Event]:
     req = call.request
     if req.problem:
         return [ToolResult(call_id=req.call_id, output=req.problem, error=True, at=env.now())]
+    if call.expired is not None:
+        return [ToolResult(call_id=req.call_id, output=EXPIRED, error=True, at=env.now())]
     if call.decision is not None and not call.decision.approved:
         why = f": {call.decision.reason}" if call.decision.reason else ""
         who = f"A person ({call.decision.by})" if call.decision.by else "The run's time limit"
@@ -381,6 +414,9 @@ async def _run_tool(state: RunState, action: RunTool, env: Env) -> list[Event]:
     if tool is None:
         return [ToolResult(call_id=req.call_id, output=f"Tool {req.tool!r} is no longer available.",
                            error=True, at=env.now())]
+    refused = tool.refusal(req.args)  # the team file may have narrowed it since the request
+    if refused is not None:
+        return [ToolResult(call_id=req.call_id, output=f"{refused}.", error=True, at=env.now())]
     try:
         output = await env.run_tool(tool, req, env.tool_context(req))
     except Exception as exc:  # a tool's failure goes back to the model, never crashes the run
@@ -396,6 +432,7 @@ _PERFORMERS: dict[type[Action], Callable[[RunState, Any, Env], Awaitable[list[Ev
     SelectWithModel: _select_with_model,
     CallModel: _call_model,
     RunTool: _run_tool,
+    Expire: _expire,
     Record: _record,
 }
 

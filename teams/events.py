@@ -14,6 +14,13 @@ from typing import Any, ClassVar
 
 from .models.base import ToolCall, Usage
 
+__all__ = [
+    "EVENT_TYPES", "AgentMessage", "ApprovalDecided", "ApprovalExpired", "ClockChecked", "Event",
+    "Handoff", "HumanMessage", "RunContinued", "RunFinished", "RunPaused", "RunResumed",
+    "SpeakerSelected", "StopRequested", "TaskStarted", "ToolAlwaysApproved", "ToolCallRequested",
+    "ToolResult", "from_dict", "from_json", "to_dict", "to_json",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -44,11 +51,12 @@ class HumanMessage(Event):
 
 @dataclass(frozen=True, slots=True)
 class SpeakerSelected(Event):
-    """The strategy chose who speaks next."""
+    """The strategy chose who speaks next; `usage` is what a selector model's call cost."""
 
     kind: ClassVar[str] = "speaker_selected"
     agent: str
     how: str = ""  # "order", "model", "fallback", "mention", "handoff"
+    usage: Usage = field(default_factory=Usage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +97,23 @@ class ApprovalDecided(Event):
     approved: bool
     by: str
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalExpired(Event):
+    """A pending call's approval request went unanswered past the team's `expires_after`."""
+
+    kind: ClassVar[str] = "approval_expired"
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolAlwaysApproved(Event):
+    """A person approved `tool` for the rest of the run: later calls of it need no approval."""
+
+    kind: ClassVar[str] = "tool_always_approved"
+    tool: str
+    by: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +188,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
         TaskStarted, HumanMessage, SpeakerSelected, AgentMessage, ToolCallRequested,
-        ApprovalDecided, ToolResult, Handoff, StopRequested, RunPaused, RunResumed,
-        RunFinished, RunContinued, ClockChecked,
+        ApprovalDecided, ApprovalExpired, ToolAlwaysApproved, ToolResult, Handoff,
+        StopRequested, RunPaused, RunResumed, RunFinished, RunContinued, ClockChecked,
     )
 }
 
@@ -204,6 +229,8 @@ def from_dict(data: dict[str, Any]) -> Event:
     cls = EVENT_TYPES[data.pop("kind")]
     if cls is AgentMessage:
         data["tool_calls"] = tuple(ToolCall(**c) for c in data.get("tool_calls", ()))
+        data["usage"] = Usage(**data.get("usage", {}))
+    elif cls is SpeakerSelected:
         data["usage"] = Usage(**data.get("usage", {}))
     elif cls is TaskStarted:
         data["approvers"] = tuple(data.get("approvers", ()))

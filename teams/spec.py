@@ -3,15 +3,20 @@
 Shape (see teams/builtin/*.yaml):
 
     name, description, strategy (round_robin | selector | swarm), model,
-    approvers, selector {model, prompt, allow_repeated_speaker},
-    agents: [{name, persona, description, system_message, model, tools,
+    approvers, stoppers, approval {quorum, summoner_may_approve, expires_after},
+    budget {tokens}, selector {model, prompt, allow_repeated_speaker},
+    agents: [{name, persona, description, system_message, model,
+              tools: [name | {use, name, approval, channels}],
               handoffs, context, human}], termination
+
+A file that loads may still carry `warnings` (file:line: advice), e.g. a `role:`
+written as a name where an id would be unambiguous.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -20,14 +25,16 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._duration import seconds
 from ._yaml import NO_ALIASES, line_of, load_with_lines
+from .approvers import ROLE_PREFIX, ApprovalPolicy, Approvers, role_is_id
 from .builtin_tools import BUILTIN
 from .errors import TeamFileError, ToolError
 from .persona import Persona
 from .termination import Condition, TerminationSpecError, names_in, parse_termination
 from .tools import Approval, Tool, load_tool
 
-__all__ = ["AgentSpec", "Team", "load_team", "parse_team"]
+__all__ = ["AgentSpec", "Team", "TeamFileWarning", "load_team", "parse_team"]
 
 _NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 
@@ -53,6 +60,14 @@ class ToolEntry(_Strict):
     use: str
     name: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     approval: Approval | None = None
+    channels: list[pydantic.StrictStr] | None = Field(default=None, min_length=1)
+
+    @pydantic.field_validator("channels")
+    @classmethod
+    def _channels(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not all(c.strip().removeprefix("#").strip() for c in v):
+            raise ValueError("each channel is a name like '#announcements' or a channel id")
+        return v
 
 
 class ContextLimit(_Strict):
@@ -84,12 +99,30 @@ class SelectorModel(_Strict):
     allow_repeated_speaker: bool = False
 
 
+class BudgetModel(_Strict):
+    tokens: pydantic.StrictInt = Field(gt=0)
+
+
+class ApprovalModel(_Strict):
+    quorum: pydantic.StrictInt = Field(default=1, ge=1)
+    summoner_may_approve: pydantic.StrictBool = True
+    expires_after: float | None = None
+
+    @pydantic.field_validator("expires_after", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float | None:
+        return None if v is None else seconds(v, "expires_after")
+
+
 class TeamModel(_Strict):
     name: str = Field(pattern=_NAME)
     description: str = ""
     strategy: Literal["round_robin", "selector", "swarm"] = "round_robin"
     model: str | None = None
     approvers: list[str] = []
+    stoppers: list[str] = []
+    approval: ApprovalModel = ApprovalModel()
+    budget: BudgetModel | None = None
     selector: SelectorModel = SelectorModel()
     agents: list[AgentModel] = Field(min_length=1)
     termination: Any = None
@@ -131,6 +164,10 @@ class Team:
     allow_repeated_speaker: bool = False
     max_tool_rounds: int = 5
     source: str = ""
+    stoppers: Approvers = field(default_factory=Approvers)
+    approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    budget_tokens: int | None = None
+    warnings: tuple[TeamFileWarning, ...] = field(default=(), compare=False)
     by_name: dict[str, AgentSpec] = field(default_factory=dict, compare=False, repr=False)
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)  # engine's cache
 
@@ -159,6 +196,19 @@ class Team:
 
 class _NEVER(Condition):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class TeamFileWarning:
+    """Advice about a team file that loads: names the file, the line and what to change."""
+
+    file: str
+    line: int | None
+    problem: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: warning: {self.problem}"
 
 
 def load_team(path: str | Path) -> Team:
@@ -194,7 +244,11 @@ def parse_team(text: str, source: str = "<team>") -> Team:
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         raise fail(tuple(err["loc"]), _explain(err)) from None
-    return _build(model, source, fail)
+    team = _build(model, source, fail)
+    _check_governance(model, fail)
+    warnings = tuple(TeamFileWarning(source, line_of(lines, loc), problem)
+                     for loc, problem in _advice(model))
+    return replace(team, warnings=warnings) if warnings else team
 
 
 def _explain(err: Any) -> str:
@@ -242,10 +296,15 @@ def _build(m: TeamModel, source: str, fail: Any) -> Team:
         tools = []
         for j, e in enumerate(a.tools):
             try:
-                t = load_tool(e.use, BUILTIN).with_overrides(name=e.name, approval=e.approval)
+                t = load_tool(e.use, BUILTIN)
             except ToolError as exc:
                 raise fail((*at, "tools", j), str(exc)) from None
-            tools.append(t)
+            if e.channels is not None and not t.takes_channel:
+                raise fail((*at, "tools", j, "channels"),
+                           f"channels: only narrows a tool that takes a channel (such as "
+                           f"post_message); {t.name} does not")
+            tools.append(t.with_overrides(name=e.name, approval=e.approval,
+                                          channels=tuple(e.channels) if e.channels else None))
         persona = a.persona or PersonaModel()
         desc = a.description or _first_sentence(a.system_message or "") or (
             "the person in the thread" if a.human else a.name)
@@ -277,7 +336,43 @@ def _build(m: TeamModel, source: str, fail: Any) -> Team:
                 termination_spec=m.termination, model=m.model, approvers=tuple(m.approvers),
                 selector_model=m.selector.model, selector_prompt=m.selector.prompt,
                 allow_repeated_speaker=m.selector.allow_repeated_speaker,
-                max_tool_rounds=m.max_tool_rounds, source=source)
+                max_tool_rounds=m.max_tool_rounds, source=source,
+                stoppers=Approvers.parse(m.stoppers),
+                approval=ApprovalPolicy(m.approval.quorum, m.approval.summoner_may_approve,
+                                        m.approval.expires_after),
+                budget_tokens=m.budget.tokens if m.budget else None)
+
+
+def _check_governance(m: TeamModel, fail: Any) -> None:
+    """An `approval:` block that no one could ever satisfy is a mistake in the file."""
+    rule = Approvers.parse(m.approvers)
+    if not m.approvers:
+        if m.approval.quorum > 1:
+            raise fail(("approval", "quorum"),
+                       f"approval.quorum is {m.approval.quorum}, but without an approvers: list "
+                       f"only the person who summons the run may approve; list the approvers")
+        if not m.approval.summoner_may_approve:
+            raise fail(("approval", "summoner_may_approve"),
+                       "approval.summoner_may_approve is false, but without an approvers: list "
+                       "only the person who summons the run may approve; list the approvers")
+    elif not rule.roles and m.approval.quorum > len(rule.people):
+        raise fail(("approval", "quorum"),
+                   f"approval.quorum is {m.approval.quorum}, but approvers: lists only "
+                   f"{len(rule.people)} {'person' if len(rule.people) == 1 else 'people'}")
+
+
+def _advice(m: TeamModel) -> list[tuple[tuple[str | int, ...], str]]:
+    """(where, advice) for what loads but could surprise: roles named rather than by id."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    for key, entries in (("approvers", m.approvers), ("stoppers", m.stoppers)):
+        for i, entry in enumerate(entries):
+            role = entry[len(ROLE_PREFIX):].strip() if entry.startswith(ROLE_PREFIX) else None
+            if role and not role_is_id(role):
+                out.append(((key, i), (
+                    f"{key}: '{entry}' names a role; names can repeat (on Discord every role "
+                    f"called '{role.removeprefix('@')}' would count), so prefer its id: "
+                    f"role:<Discord role id> or role:<Slack user group id, S…>")))
+    return out
 
 
 def _first_sentence(text: str) -> str:

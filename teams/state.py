@@ -15,6 +15,7 @@ from .approvers import Approvers
 from .events import (
     AgentMessage,
     ApprovalDecided,
+    ApprovalExpired,
     ClockChecked,
     Event,
     Handoff,
@@ -26,6 +27,7 @@ from .events import (
     SpeakerSelected,
     StopRequested,
     TaskStarted,
+    ToolAlwaysApproved,
     ToolCallRequested,
     ToolResult,
 )
@@ -34,20 +36,46 @@ from .prompts import SELECTOR_CONTEXT
 from .spec import Team
 from .termination import Condition
 
-__all__ = ["HANDLERS", "CallState", "RunState", "View"]
+__all__ = ["ALWAYS", "EXPIRED", "HANDLERS", "CallState", "RunState", "View"]
 
 # "@bear", but not the "@bear" of "ops@bear.example".
 _MENTION = re.compile(r"(?<![\w.])@([A-Za-z][\w-]*)")
 
 
+#: What the model is told when nobody decided a call's approval in time.
+EXPIRED = "The approval request expired without a decision; the tool did not run."
+#: The reason recorded with the approvals that `approve always` gives pending calls.
+ALWAYS = "approved for the rest of the run"
+
+
 @dataclass(slots=True)
 class CallState:
-    """One requested tool call and what became of it."""
+    """One requested tool call and what became of it.
+
+    A call that needs approval is decided by its first authorised denial, or once
+    `quorum` distinct people approved (`approved_by`); until then `decision` is None.
+    """
 
     request: ToolCallRequested
     number: int
     decision: ApprovalDecided | None = None
     result: ToolResult | None = None
+    approved_by: list[str] = field(default_factory=list)
+    expires_at: float | None = None  # when an unanswered approval request expires
+    expired: ApprovalExpired | None = None
+
+    @property
+    def status(self) -> str:
+        """awaiting_approval, approved, denied, expired, ready (needs no approval) or done."""
+        if self.expired is not None:
+            return "expired"
+        if self.decision is not None and not self.decision.approved:
+            return "denied"
+        if self.result is not None:
+            return "done"
+        if self.decision is not None:
+            return "approved"
+        return "awaiting_approval" if self.request.needs_approval else "ready"
 
 
 @dataclass(slots=True)
@@ -131,6 +159,8 @@ class RunState:
     recorded: int = 0
     owed_handoff: Handoff | None = None  # a handoff call ran; its Handoff is not logged yet
     task_message: ChatMessage | None = None
+    clock: float = 0.0  # the latest time any event was stamped with
+    always_approved: dict[str, str] = field(default_factory=dict)  # tool -> who approved it
     views: dict[str, View] = field(init=False)
     public: View = field(init=False)  # what a selector reads: every message, as spoken
     condition: Condition = field(init=False)
@@ -153,6 +183,8 @@ class RunState:
     def apply(self, e: Event) -> None:
         """Fold one more event in."""
         self.length += 1
+        if e.at > self.clock:
+            self.clock = e.at
         HANDLERS[type(e)](self, e)
         if type(e) is HumanMessage and self.team.humans:
             # Conditions name the human participant, not a platform user id.
@@ -184,6 +216,8 @@ class RunState:
                 break
 
     def _on_speaker_selected(self, e: SpeakerSelected) -> None:
+        if e.usage.total:
+            self._count(e.usage)
         self.current, self.turn_rounds = e.agent, 0
         if self.mention_next == e.agent:
             self.mention_next = None
@@ -193,8 +227,7 @@ class RunState:
         self.history.append(e)
         self.messages += 1
         self.model_calls += 1
-        self.usage = Usage(self.usage.input_tokens + e.usage.input_tokens,
-                           self.usage.output_tokens + e.usage.output_tokens)
+        self._count(e.usage)
         own = self.views.get(e.agent)
         if own is not None:
             own.add_own(ChatMessage("assistant", e.text, tool_calls=e.tool_calls))
@@ -213,13 +246,33 @@ class RunState:
                 and reply.tool_calls[self.recorded].id == e.call_id:
             self.recorded += 1
         self._call_numbers += 1
-        self.calls[e.call_id] = CallState(e, self._call_numbers)
+        expires_after = self.team.approval.expires_after
+        expires_at = e.at + expires_after if e.needs_approval and expires_after else None
+        self.calls[e.call_id] = CallState(e, self._call_numbers, expires_at=expires_at)
         self.open_calls.append(e.call_id)
 
     def _on_approval_decided(self, e: ApprovalDecided) -> None:
         call = self.calls.get(e.call_id)
-        if call and call.decision is None:
+        if call is None or call.decision is not None or call.expired is not None:
+            return
+        if call.expires_at is not None and e.at >= call.expires_at:
+            return  # too late: the request expires instead (the host says so)
+        if not e.approved:
             call.decision = e
+        elif e.by not in call.approved_by:
+            call.approved_by.append(e.by)
+            if len(call.approved_by) >= self.team.approval.quorum:
+                call.decision = e
+
+    def _on_approval_expired(self, e: ApprovalExpired) -> None:
+        call = self.calls.get(e.call_id)
+        if call is not None and call.decision is None and call.expired is None:
+            call.expired = e
+
+    def _on_tool_always_approved(self, e: ToolAlwaysApproved) -> None:
+        # One person's standing approval cannot stand in for a quorum of several.
+        if self.team.approval.quorum == 1:
+            self.always_approved.setdefault(e.tool, e.by)
 
     def _on_tool_result(self, e: ToolResult) -> None:
         call = self.calls.get(e.call_id)
@@ -264,6 +317,10 @@ class RunState:
             self.messages += 1
             self._to_everyone(ChatMessage("user", e.instructions, name="user"))
 
+    def _count(self, usage: Usage) -> None:
+        self.usage = Usage(self.usage.input_tokens + usage.input_tokens,
+                           self.usage.output_tokens + usage.output_tokens)
+
     # -- questions the engine and the host ask ------------------------------------
     def handoff_of(self, request: ToolCallRequested) -> str | None:
         """The participant a call hands the turn to, if it is a handoff the agent may make."""
@@ -295,12 +352,57 @@ class RunState:
 
     def pending_approvals(self) -> list[CallState]:
         """Calls that wait for a person's decision, in the order they were asked."""
-        return [self.calls[c] for c in self.open_calls
-                if self.calls[c].request.needs_approval and self.calls[c].decision is None]
+        calls = self.calls
+        return [calls[c] for c in self.open_calls if calls[c].request.needs_approval
+                and calls[c].decision is None and calls[c].expired is None]
+
+    def approval_deadline(self) -> float | None:
+        """When the first pending approval request expires (None: none will)."""
+        return min((c.expires_at for c in self.pending_approvals() if c.expires_at is not None),
+                   default=None)
 
     def may_approve(self, user: str, roles: Collection[str] = ()) -> bool:
         """Whether this person, holding roles that answer to `roles`, may decide approvals."""
+        if user == self.by and not self.team.approval.summoner_may_approve:
+            return False  # four eyes: whoever asked for the run does not approve its actions
         return self.approvers.admits(user, roles)
+
+    def may_approve_always(self, user: str, roles: Collection[str] = ()) -> bool:
+        """Whether this person may approve a tool for the rest of the run (not under a quorum)."""
+        return self.team.approval.quorum == 1 and self.may_approve(user, roles)
+
+    def may_steer(self, user: str, roles: Collection[str] = ()) -> bool:
+        """Whether this person may `continue` or `retry` the run: the summoner or an approver."""
+        return user == self.by or self.approvers.admits(user, roles)
+
+    def may_stop(self, user: str, roles: Collection[str] = ()) -> bool:
+        """Whether this person may `stop` the run: who may steer it, and the team's stoppers."""
+        return self.may_steer(user, roles) or self.team.stoppers.admits(user, roles)
+
+    def approve_always(self, tool: str, by: str, at: float = 0.0) -> list[Event]:
+        """The events of `by` approving `tool` for the rest of the run: their approval of
+        each of its pending calls, then the standing approval."""
+        return [*(ApprovalDecided(call_id=c.request.call_id, approved=True, by=by, reason=ALWAYS,
+                                  at=at)
+                  for c in self.pending_approvals()
+                  if c.request.tool == tool and by not in c.approved_by),
+                ToolAlwaysApproved(tool=tool, by=by, at=at)]
+
+    @property
+    def tokens_used(self) -> int:
+        """Every token the run's model calls used, across every `continue`."""
+        return self.usage.total
+
+    def budget_left(self) -> int | None:
+        """Tokens left of the team's `budget:` (None: no budget)."""
+        budget = self.team.budget_tokens
+        return None if budget is None else max(0, budget - self.tokens_used)
+
+    @property
+    def budget_spent(self) -> bool:
+        """Whether the team's token budget is used up: no model is called again."""
+        budget = self.team.budget_tokens
+        return budget is not None and self.tokens_used >= budget
 
 
 def _nothing(state: RunState, e: Event) -> None:
@@ -315,6 +417,8 @@ HANDLERS: dict[type[Event], Callable[[RunState, Any], None]] = {
     AgentMessage: RunState._on_agent_message,
     ToolCallRequested: RunState._on_tool_call_requested,
     ApprovalDecided: RunState._on_approval_decided,
+    ApprovalExpired: RunState._on_approval_expired,
+    ToolAlwaysApproved: RunState._on_tool_always_approved,
     ToolResult: RunState._on_tool_result,
     Handoff: RunState._on_handoff,
     StopRequested: RunState._on_stop_requested,

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._duration import seconds
 from .events import (
     AgentMessage,
     Event,
@@ -20,6 +21,12 @@ from .events import (
     ToolCallRequested,
     ToolResult,
 )
+
+__all__ = [
+    "KINDS", "AllOf", "AnyOf", "Condition", "HandoffTo", "MaxMessages", "SourceMatch", "Stop",
+    "TerminationSpecError", "TextMention", "Timeout", "TokenUsage", "ToolCalled", "has_timeout",
+    "names_in", "parse_termination",
+]
 
 
 class Condition:
@@ -281,7 +288,7 @@ def _leaf(kind: str, arg: Any) -> Condition:
             return TokenUsage(**limits)
         return TokenUsage(max_total=_positive(arg, "token_usage"))
     if kind == "timeout":
-        return Timeout(_seconds(arg))
+        return Timeout(seconds(arg, "timeout"))
     if kind == "source_match":
         return SourceMatch(_names(arg))
     if kind == "handoff":
@@ -297,10 +304,6 @@ def _leaf(kind: str, arg: Any) -> Condition:
     raise KeyError(kind)
 
 
-def _seconds(arg: Any) -> float:
-    if isinstance(arg, str) and arg[:-1].replace(".", "", 1).isdigit() and arg[-1] in "smh":
-        return float(arg[:-1]) * {"s": 1, "m": 60, "h": 3600}[arg[-1]]
-    return float(_positive(arg, "timeout (seconds, or like '90s', '10m', '2h')"))
 
 
 def names_in(cond: Condition) -> list[tuple[str, str, tuple[str | int, ...]]]:

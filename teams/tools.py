@@ -39,7 +39,11 @@ class ToolContext:
 
 @dataclass(frozen=True)
 class Tool:
-    """A callable with the schema a model sees and the approval it needs."""
+    """A callable with the schema a model sees and the approval it needs.
+
+    `channels`, when set, is where the tool's `channel` argument may point (a team
+    file's `channels:`); a call aimed elsewhere is refused before anyone is asked.
+    """
 
     name: str
     description: str
@@ -47,6 +51,7 @@ class Tool:
     approval: Approval = "always"
     _model: type[pydantic.BaseModel] | None = field(default=None, repr=False, compare=False)
     _takes_context: bool = field(default=False, repr=False, compare=False)
+    channels: tuple[str, ...] | None = None
 
     @classmethod
     def from_function(cls, fn: Callable[..., Any], *, name: str | None = None,
@@ -64,11 +69,33 @@ class Tool:
     def __wrapped__(self) -> Callable[..., Any]:  # inspect.unwrap finds the function
         return self.fn
 
-    def with_overrides(self, *, name: str | None = None, approval: Approval | None = None) -> Tool:
-        """The same tool under another name or approval policy (team-file overrides)."""
-        if (name or self.name) == self.name and (approval or self.approval) == self.approval:
-            return self
-        return replace(self, name=name or self.name, approval=approval or self.approval)
+    def with_overrides(self, *, name: str | None = None, approval: Approval | None = None,
+                       channels: tuple[str, ...] | None = None) -> Tool:
+        """The same tool under another name, approval policy or channel list (team-file
+        overrides); unchanged fields keep their value."""
+        changes: dict[str, Any] = {}
+        if name and name != self.name:
+            changes["name"] = name
+        if approval and approval != self.approval:
+            changes["approval"] = approval
+        if channels is not None and channels != self.channels:
+            changes["channels"] = channels
+        return replace(self, **changes) if changes else self
+
+    @property
+    def takes_channel(self) -> bool:
+        """Whether the model passes this tool a `channel` (so `channels:` can narrow it)."""
+        return "channel" in self.spec.parameters.get("properties", {})
+
+    def refusal(self, args: dict[str, Any]) -> str | None:
+        """Why a call with these arguments may not run here (a channel outside `channels`)."""
+        if self.channels is None:
+            return None
+        target = args.get("channel")
+        allowed = {_channel_label(c) for c in self.channels}
+        if isinstance(target, str) and _channel_label(target) in allowed:
+            return None
+        return f"{self.name} may only post to {' or '.join(self.channels)}"
 
     @cached_property
     def spec(self) -> ToolSpec:
@@ -89,16 +116,19 @@ class Tool:
                              f"Call it again with a JSON object.") from exc
         if not isinstance(data, dict):
             raise ValueError(f"Arguments for {self.name} must be a JSON object.")
-        if self._model is None:
-            return data
-        try:
-            return self._model.model_validate(data).model_dump(mode="json")
-        except pydantic.ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
-                for e in exc.errors())
-            raise ValueError(f"Invalid arguments for {self.name}: {problems}. "
-                             f"Fix them and call it again.") from exc
+        if self._model is not None:
+            try:
+                data = self._model.model_validate(data).model_dump(mode="json")
+            except pydantic.ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
+                    for e in exc.errors())
+                raise ValueError(f"Invalid arguments for {self.name}: {problems}. "
+                                 f"Fix them and call it again.") from exc
+        refused = self.refusal(data)
+        if refused is not None:
+            raise ValueError(f"{refused}.")
+        return data
 
     async def invoke(self, args: dict[str, Any], context: ToolContext) -> str:
         """Call the tool with validated arguments; sync tools run in a worker thread."""
@@ -110,6 +140,12 @@ class Tool:
         else:
             result = await asyncio.to_thread(self.fn, **kwargs)
         return result if isinstance(result, str) else json.dumps(result, default=str)
+
+
+def _channel_label(channel: str) -> str:
+    # "#Announcements", "announcements" and " #announcements " are one channel; an id
+    # ("C0123", "<#C0123>") is compared as written, so only ids listed match ids.
+    return channel.strip().removeprefix("#").strip().casefold()
 
 
 def _arguments_model(fn: Callable[..., Any]) -> tuple[type[pydantic.BaseModel], bool]:

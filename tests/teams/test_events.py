@@ -11,6 +11,7 @@ from threadteam.teams.events import (
     EVENT_TYPES,
     AgentMessage,
     ApprovalDecided,
+    ApprovalExpired,
     ClockChecked,
     Event,
     Handoff,
@@ -22,6 +23,7 @@ from threadteam.teams.events import (
     SpeakerSelected,
     StopRequested,
     TaskStarted,
+    ToolAlwaysApproved,
     ToolCallRequested,
     ToolResult,
     from_json,
@@ -44,7 +46,8 @@ EVENTS: dict[type[Event], st.SearchStrategy[Event]] = {
     TaskStarted: st.builds(TaskStarted, team=names, task=text, by=names,
                            approvers=st.lists(names, max_size=3).map(tuple), at=at),
     HumanMessage: st.builds(HumanMessage, user=names, text=text, display_name=text, at=at),
-    SpeakerSelected: st.builds(SpeakerSelected, agent=names, how=text, at=at),
+    SpeakerSelected: st.builds(SpeakerSelected, agent=names, how=text,
+                               usage=st.builds(Usage, tokens, tokens), at=at),
     AgentMessage: st.builds(AgentMessage, agent=names, text=text, tool_calls=tool_calls,
                             usage=st.builds(Usage, tokens, tokens), model=text, at=at),
     ToolCallRequested: st.builds(ToolCallRequested, agent=names, call_id=names, tool=names,
@@ -52,6 +55,8 @@ EVENTS: dict[type[Event], st.SearchStrategy[Event]] = {
                                  needs_approval=st.booleans(), problem=text, at=at),
     ApprovalDecided: st.builds(ApprovalDecided, call_id=names, approved=st.booleans(), by=names,
                                reason=text, at=at),
+    ApprovalExpired: st.builds(ApprovalExpired, call_id=names, at=at),
+    ToolAlwaysApproved: st.builds(ToolAlwaysApproved, tool=names, by=names, at=at),
     ToolResult: st.builds(ToolResult, call_id=names, output=text, error=st.booleans(), at=at),
     Handoff: st.builds(Handoff, source=names, target=names, at=at),
     StopRequested: st.builds(StopRequested, by=names, at=at),
@@ -107,6 +112,11 @@ def test_a_log_written_before_a_field_existed_still_loads():
           '"needs_approval":false,"at":1.0}'
     assert from_json(old) == ToolCallRequested(agent="a", call_id="c", tool="t", args={},
                                                needs_approval=False, at=1.0)
+
+
+def test_a_speaker_chosen_before_selector_usage_was_recorded_still_loads():
+    old = '{"kind":"speaker_selected","agent":"bull","how":"model","at":1.0}'
+    assert from_json(old) == SpeakerSelected(agent="bull", how="model", at=1.0)
 
 
 def test_fields_from_a_newer_writer_are_ignored():
