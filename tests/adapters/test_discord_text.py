@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -89,3 +92,46 @@ def test_host_bold_becomes_discord_bold_and_the_rest_is_kept() -> None:
         "**already** bold, 2 * 3 * 4, snake_case*x"
     assert host_text("Tell *triage* what to do: `triage <task>`") == \
         "Tell **triage** what to do: `triage <task>`"
+
+
+# Text shaped to make backtracking formatters quadratic (issue 10): 40,000 characters each.
+N = 40_000
+PATHOLOGICAL = {
+    "[a[a[a": "[a" * (N // 2),
+    "**a **a": "**a " * (N // 4),
+    " *a *a": " *a" * (N // 3),
+    "backticks": "`" * N,
+    "fences": "```\n" * (N // 4),
+    "fence info": "```" + "a" * 1_500 + "\n" + ("b" * 1_990 + "\n") * 19,
+    "<@<@": "<@" * (N // 2),
+    "<#<#": "<#" * (N // 2),
+    "@everyone": "@everyone " * (N // 10),
+    "*a*": "*a*" * (N // 3),
+    "_a_": "_a_" * (N // 3),
+    "one word": "x" * N,
+    "newline, spaces": "\n" + " " * N,
+    "blank lines": "a\n \n" * (N // 4),
+    "\\n\\t\\n": "\n\t" * (N // 2),
+}
+
+
+def worst_of_three(fn, text: str) -> float:
+    best = float("inf")  # the least disturbed of three runs: what the code costs
+    for _ in range(3):
+        started = time.perf_counter()
+        fn(text)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+@pytest.mark.parametrize("shape", PATHOLOGICAL)
+def test_the_text_path_is_linear_on_pathological_input(shape: str) -> None:
+    text = PATHOLOGICAL[shape]
+    # An agent's turn posted as the bot (name in bold, then split) and a host notice.
+    as_bot = worst_of_three(lambda t: split_message(f"🐻 **Bear**: {t}"), text)
+    notice = worst_of_three(lambda t: split_message(host_text(t)), text)
+    names = worst_of_three(lambda t: (thread_name(t), webhook_username(Persona(t))), text)
+    # Quadratic code takes seconds here; linear takes a few milliseconds.
+    assert max(as_bot, notice, names) < 0.1, (shape, as_bot, notice, names)
+    parts = split_message(text)
+    assert all(len(p) <= 2000 for p in parts)

@@ -446,3 +446,26 @@ async def test_a_host_notice_pings_the_people_it_names_and_no_one_else(
     [post] = fake_discord.posts_in(CHANNEL_ID)
     assert post["pinged"] == [f"user:{ALICE}", f"user:{BOB}"]
     assert "everyone" not in post["pinged"] and f"role:{MODERATORS_ROLE_ID}" not in post["pinged"]
+
+
+async def test_a_pathological_40000_character_turn_posts_without_stalling_the_bot(
+        fake_discord: FakeDiscord, wired) -> None:
+    adapter, _ = wired
+    text = " *a" * 13_333  # one of the shapes that froze the Slack formatter for seconds
+    gaps: list[float] = []
+
+    async def heartbeat() -> None:  # what every other run and ack would feel meanwhile
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0)
+            gaps.append(loop.time() - before)
+
+    beating = asyncio.create_task(heartbeat())
+    try:
+        await adapter.poster.post(Outbound(key_for(CHANNEL_ID), text, "k", BEAR))
+    finally:
+        beating.cancel()
+    posts = fake_discord.posts_in(CHANNEL_ID)
+    assert len(posts) == 21 and "".join(p["content"] for p in posts).split() == text.split()
+    assert max(gaps) < 0.25, f"the event loop stalled for {max(gaps):.3f}s"
