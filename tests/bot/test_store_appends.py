@@ -77,6 +77,26 @@ async def test_redis_a_loser_that_crashed_mid_create_is_never_resumed(
         await store.aclose()
 
 
+async def test_redis_a_create_cut_short_by_a_crash_is_finished_by_its_retry(
+        redis_url: str, redis_prefix: str) -> None:
+    store = RedisStore(redis_url, redis_prefix)
+    await store.start()
+    try:
+        # What a create leaves when its process dies after writing the run, before
+        # claiming the thread: the run's own keys, and nothing pointing at them.
+        with redis.Redis.from_url(redis_url) as admin:
+            admin.hset(f"{redis_prefix}{{run-1}}:meta", mapping={"thread": THREAD})
+            admin.rpush(f"{redis_prefix}{{run-1}}:log", ev("TaskStarted"))
+        assert await store.run_for_thread(THREAD) is None
+        assert await store.create_run("run-1", THREAD, [ev("TaskStarted")])
+        assert await store.run_for_thread(THREAD) == "run-1"
+        assert await store.active_runs() == ["run-1"]
+        assert [r.run_id for r in await store.runs()] == ["run-1"]
+        assert await store.load("run-1") == [ev("TaskStarted")]
+    finally:
+        await store.aclose()
+
+
 # -- appends that need no read ----------------------------------------------------------
 async def test_200_concurrent_external_appends_all_land_in_call_order(store: Store) -> None:
     assert await store.create_run("run-1", THREAD, [ev("TaskStarted")])
@@ -147,7 +167,7 @@ async def test_a_driver_and_a_burst_of_replies_interleave_without_loss(store: St
                     break
                 except ConflictError as exc:
                     length += len(await store.load("run-1", length))  # fold the tail only
-                    assert length == exc.actual or length > exc.actual
+                    assert length >= exc.actual
 
     async def people() -> None:
         for n in range(100):
