@@ -7,7 +7,8 @@
     │   ├── MissingCredentials a provider's key variable is not set
     │   ├── ModelAuthError     the provider refused the key
     │   └── ModelHTTPError     the provider answered with an error (status, retryable)
-    │       └── ModelConnectionError  no connection, or it dropped mid-answer (`mid_answer`)
+    │       ├── ModelConnectionError  no connection, or it dropped mid-answer (`mid_answer`)
+    │       └── ModelTimeout          no answer, or no more of it, within `seconds`
     └── (bot.errors)           StoreError, ConflictError, ConfigError, ...
 
 Signals the engine raises on purpose are not errors and live beside the events.
@@ -76,4 +77,12 @@ class ModelConnectionError(ModelHTTPError):
 
     def __init__(self, message: str, *, mid_answer: bool) -> None:
         self.mid_answer = mid_answer
+        super().__init__(message, status=None, retryable=True)
+
+
+class ModelTimeout(ModelHTTPError):
+    """The provider did not answer (or fell silent mid-answer) within `seconds`."""
+
+    def __init__(self, message: str, *, seconds: float) -> None:
+        self.seconds = seconds
         super().__init__(message, status=None, retryable=True)

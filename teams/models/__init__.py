@@ -6,12 +6,13 @@ modules are imported on first use, so a rehearsal-only run never loads them.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ModelError
-from ._retry import RetryPolicy
+from ._retry import IDLE_TIMEOUT, TURN_TIMEOUT, RetryPolicy
 from .base import (
     Candidate,
     ChatMessage,
@@ -26,6 +27,11 @@ from .base import (
 from .rehearsal import RehearsalModel
 from .scripted import ScriptedModel
 
+# Seconds a model may stay silent in one attempt, and seconds a turn may wait for the
+# answer to begin (retries included).
+MODEL_TIMEOUT_VARIABLE = "THREADTEAM_MODEL_TIMEOUT"
+TURN_TIMEOUT_VARIABLE = "THREADTEAM_TURN_TIMEOUT"
+
 AUTO_OPENAI = "openai:gpt-4o-mini"
 AUTO_ANTHROPIC = "anthropic:claude-3-5-haiku-latest"
 REHEARSAL = "rehearsal"
@@ -38,7 +44,10 @@ class ModelPool:
                  overrides: Mapping[str, Model] | None = None, retry_base: float = 0.5) -> None:
         self._env = os.environ if env is None else env
         self._overrides = dict(overrides or {})
-        self._policy = RetryPolicy(base=retry_base)
+        self._policy = RetryPolicy(
+            base=retry_base,
+            idle_timeout=_seconds(self._env, MODEL_TIMEOUT_VARIABLE, IDLE_TIMEOUT),
+            turn_timeout=_seconds(self._env, TURN_TIMEOUT_VARIABLE, TURN_TIMEOUT))
         self._clients: dict[tuple[str, str], Any] = {}
         self._models: dict[str, Model] = {}
 
@@ -97,6 +106,19 @@ class ModelPool:
         if key not in self._clients:
             self._clients[key] = make(self._env)
         return self._clients[key]
+
+
+def _seconds(env: Mapping[str, str], variable: str, default: float) -> float:
+    text = (env.get(variable) or "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise ModelError(f"{variable} must be a positive number of seconds, got {text!r}.")
+    return value
 
 
 __all__ = [

@@ -18,12 +18,17 @@ from typing import TypeVar
 from ..errors import ModelError, ModelHTTPError
 
 __all__ = [
-    "RETRYABLE_STATUSES", "Failure", "RetryPolicy", "call_with_retries", "is_retryable_status",
-    "retry_after_seconds",
+    "IDLE_TIMEOUT", "RETRYABLE_STATUSES", "TURN_TIMEOUT", "Failure", "RetryPolicy", "call_with_retries", "gave_up",
+    "is_retryable_status", "retry_after_seconds",
 ]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Defaults: a model silent this long is hung (a streaming model sends something every few
+# seconds); a turn whose answer has not begun by then tells the thread so.
+IDLE_TIMEOUT = 30.0
+TURN_TIMEOUT = 120.0
 
 # Statuses worth trying again: timeouts, conflicts, rate limits, server trouble (incl. 529).
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
@@ -36,11 +41,15 @@ def is_retryable_status(status: int | None) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How often and how long to wait: `base * 2**n` with jitter, capped at `max_wait`."""
+    """How often to try and how long to wait: backoff `base * 2**n` with jitter, capped at
+    `max_wait`; `idle_timeout` seconds of silence end an attempt; `turn_timeout` seconds
+    without the answer beginning (retries and waits included) end the turn."""
 
     attempts: int = 4
     base: float = 0.5
     max_wait: float = 20.0
+    idle_timeout: float = IDLE_TIMEOUT
+    turn_timeout: float = TURN_TIMEOUT
 
     def backoff(self, retry: int) -> float:
         """Seconds before retry number `retry` (0-based) when the server gave no hint."""
@@ -110,11 +119,11 @@ async def call_with_retries(
             if number == policy.attempts - 1:
                 log.warning("model call failed %d times, giving up: %s", policy.attempts,
                             failure.detail or error)
-                raise _gave_up(error, f"Gave up after {policy.attempts} attempts.") from exc
+                raise gave_up(error, f"Gave up after {policy.attempts} attempts.") from exc
             if failure.retry_after is not None and failure.retry_after > policy.max_wait:
                 log.warning("model call failed, and the provider asks to wait %.0f s: %s",
                             failure.retry_after, failure.detail or error)
-                raise _gave_up(error, f"The provider asked to wait {failure.retry_after:.0f} s; "
+                raise gave_up(error, f"The provider asked to wait {failure.retry_after:.0f} s; "
                                       "try again later.") from exc
             wait = (failure.retry_after if failure.retry_after is not None
                     else policy.backoff(number))
@@ -124,7 +133,7 @@ async def call_with_retries(
     raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
 
-def _gave_up(error: ModelError, why: str) -> ModelError:
+def gave_up(error: ModelError, why: str) -> ModelError:
     """`error` (same class, same fields) with `why` added to its sentence."""
     if not isinstance(error, ModelHTTPError):
         return error

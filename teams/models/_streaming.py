@@ -8,22 +8,34 @@ the `Failure`'s detail.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import socket
 from collections.abc import Iterator
 from typing import Any, Literal
 
 import aiohttp
 
-from ..errors import ModelAuthError, ModelConnectionError, ModelError, ModelHTTPError
+from ..errors import (
+    ModelAuthError,
+    ModelConnectionError,
+    ModelError,
+    ModelHTTPError,
+    ModelTimeout,
+)
 from ..redact import redact
-from ._retry import Failure, RetryPolicy, call_with_retries, is_retryable_status
+from ._retry import Failure, RetryPolicy, call_with_retries, gave_up, is_retryable_status
 from .base import ModelRequest, ModelResponse, TextSink
 
 __all__ = ["StreamingModel", "Turn", "causes", "transport_trouble"]
 
+log = logging.getLogger(__name__)
+
 # How much of a provider's error body the log keeps.
 DETAIL_LIMIT = 2000
+# Seconds to wait for a connection (or less, if the idle timeout is shorter).
+CONNECT_TIMEOUT = 10.0
 
 
 class StreamingModel:
@@ -32,6 +44,7 @@ class StreamingModel:
     provider = ""  # the prefix of model names: openai, anthropic
     brand = ""  # the provider as people write it: OpenAI, Anthropic
     key_variable = ""  # the environment variable that holds the provider's key
+    timeout_type: Any = None  # the vendor's Timeout(read, connect=...) class
 
     def __init__(self, client: Any, model: str, *, policy: RetryPolicy | None = None,
                  owns_client: bool = False) -> None:
@@ -52,13 +65,28 @@ class StreamingModel:
         return self.label[:1].upper() + self.label[1:]
 
     async def complete(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelResponse:
-        """Stream one answer; text deltas go to `on_text` as they arrive."""
-        params = self._params(request)
+        """Stream one answer; text deltas go to `on_text` as they arrive.
+
+        Each attempt may be silent for the policy's `idle_timeout`; the answer must begin
+        within its `turn_timeout`, retries included. Once it has begun, only silences
+        count: a model that keeps answering is not cut off.
+        """
+        policy = self._policy
+        params = {**self._params(request),
+                  "timeout": self.timeout_type(policy.idle_timeout,
+                                               connect=min(policy.idle_timeout, CONNECT_TIMEOUT))}
         turn = Turn(on_text)
-        # Once text reached the thread a retry would repeat it; the person can `retry` instead.
-        return await call_with_retries(lambda: self._attempt(params, turn),
-                                       lambda exc: self._failure(exc, turn),
-                                       self._policy, may_retry=lambda: not turn.emitted)
+        try:
+            async with asyncio.timeout(policy.turn_timeout) as deadline:
+                turn.deadline = deadline
+                # Once text reached the thread a retry would repeat it; a person can retry.
+                return await call_with_retries(lambda: self._attempt(params, turn),
+                                               lambda exc: self._failure(exc, turn),
+                                               policy, may_retry=lambda: not turn.emitted)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise self._too_slow(turn) from None
 
     async def aclose(self) -> None:
         """Close the client if this model owns it; a pool closes shared clients itself."""
@@ -89,7 +117,14 @@ class StreamingModel:
 
     # -- errors: safe sentences for the thread, the whole story for the log -------------
     def _failure(self, exc: Exception, turn: Turn) -> Failure | None:
-        """What `exc` means, judged first by what happened on the wire, then by the vendor."""
+        """What `exc` means (remembered as the turn's last failure)."""
+        failure = self._judge(exc, turn)
+        if failure is not None:
+            turn.last = failure
+        return failure
+
+    def _judge(self, exc: Exception, turn: Turn) -> Failure | None:
+        """Judged first by what happened on the wire, then by the vendor."""
         trouble = transport_trouble(exc)
         if trouble == "connect":
             return self._connect_failure(exc)
@@ -110,8 +145,28 @@ class StreamingModel:
             detail=self._detail(exc))
 
     def _timeout_failure(self, exc: Exception, turn: Turn) -> Failure:
-        return Failure(ModelHTTPError(f"{self.who} did not answer in time: try again.", None, True),
-                       detail=self._detail(exc))
+        """An attempt heard nothing for `idle_timeout` seconds."""
+        seconds = self._policy.idle_timeout
+        if turn.emitted:
+            text = (f"{self.who} fell silent mid-answer (nothing for {seconds:g} s): "
+                    "try again.")
+        else:
+            text = f"{self.who} did not answer within {seconds:g} s: try again."
+        return Failure(ModelTimeout(text, seconds=seconds), detail=self._detail(exc))
+
+    def _too_slow(self, turn: Turn) -> ModelError:
+        """The turn's deadline passed before the answer began."""
+        seconds = self._policy.turn_timeout
+        last = turn.last.error if turn.last is not None else None
+        if last is not None and not isinstance(last, ModelTimeout):
+            # It kept failing (say, 500s) rather than being slow: say what failed.
+            return gave_up(last, f"Gave up after {seconds:g} s.")
+        log.warning("%s: no answer within the turn's %g s (THREADTEAM_TURN_TIMEOUT)",
+                    self.name, seconds)
+        return ModelTimeout(
+            f"{self.who} did not answer within {seconds:g} s. It may be overloaded (try "
+            f"again in a minute), or model '{self.model}' may need more time than "
+            "THREADTEAM_TURN_TIMEOUT allows.", seconds=seconds)
 
     def _detail(self, exc: Exception, body: object = None) -> str:
         """What the log gets: the exception, the request's URL, the provider's own words."""
@@ -196,10 +251,19 @@ class Turn:
     def __init__(self, on_text: TextSink | None) -> None:
         self.on_text = on_text
         self.emitted = False  # text reached `on_text`: a retry would repeat it
-        self.opened = False  # the current attempt's answer began to arrive
+        self.opened = False  # the current attempt's response arrived
+        self.deadline: asyncio.Timeout | None = None  # for the answer to begin
+        self.last: Failure | None = None  # the latest failed attempt
+
+    def began(self) -> None:
+        """The answer has begun (text or a tool call): from now on only silences count."""
+        if self.deadline is not None:
+            self.deadline.reschedule(None)
+            self.deadline = None
 
     async def text(self, delta: str) -> None:
         """Pass a piece of the answer on."""
+        self.began()
         self.emitted = True
         if self.on_text is not None:
             await self.on_text(delta)

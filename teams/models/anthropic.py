@@ -12,11 +12,13 @@ import anthropic
 from ..errors import MissingCredentials, ModelHTTPError
 from ._retry import Failure, retry_after_seconds
 from ._streaming import StreamingModel, Turn
-from .base import ChatMessage, ModelRequest, ModelResponse, TextSink, ToolCall, Usage
+from .base import ChatMessage, ModelRequest, ModelResponse, ToolCall, Usage
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS = 1024
-TIMEOUT = anthropic.Timeout(120.0, connect=10.0)
+# The client's default; every model call sets its own from the pool's RetryPolicy. The
+# read timeout is the longest silence between streamed chunks, not the whole answer.
+TIMEOUT = anthropic.Timeout(30.0, connect=10.0)
 # Anthropic wants strict user/assistant alternation starting with a user turn, and
 # some models refuse to continue an assistant turn (prefill); these fill the gaps.
 OPENING = "(The conversation starts.)"
@@ -60,6 +62,7 @@ class AnthropicModel(StreamingModel):
 
     provider = "anthropic"
     brand = "Anthropic"
+    timeout_type = anthropic.Timeout
     key_variable = "ANTHROPIC_API_KEY"
 
     def _params(self, request: ModelRequest) -> dict:
@@ -86,7 +89,7 @@ class AnthropicModel(StreamingModel):
     async def _consume(self, stream: Any, turn: Turn) -> ModelResponse:
         answer = _Answer()
         async for event in stream:
-            await answer.add(event, turn.text)
+            await answer.add(event, turn)
         return ModelResponse(text="".join(answer.text), tool_calls=answer.tool_calls(),
                              usage=Usage(answer.input_tokens, answer.output_tokens),
                              model=f"anthropic:{answer.served or self.model}")
@@ -124,7 +127,7 @@ class _Answer:
     output_tokens: int = 0
     served: str = ""
 
-    async def add(self, event: object, sink: TextSink) -> None:
+    async def add(self, event: object, turn: Turn) -> None:
         kind = getattr(event, "type", "")
         if kind == "message_start":
             message = event.message  # type: ignore[attr-defined]
@@ -133,16 +136,17 @@ class _Answer:
         elif kind == "content_block_start":
             block = event.content_block  # type: ignore[attr-defined]
             if block.type == "tool_use":
+                turn.began()
                 self.calls[event.index] = {"id": block.id, "name": block.name,  # type: ignore[attr-defined]
                                            "args": [], "input": block.input}
             elif block.type == "text" and block.text:
                 self.text.append(block.text)
-                await sink(block.text)
+                await turn.text(block.text)
         elif kind == "content_block_delta":
             delta = event.delta  # type: ignore[attr-defined]
             if delta.type == "text_delta" and delta.text:
                 self.text.append(delta.text)
-                await sink(delta.text)
+                await turn.text(delta.text)
             elif delta.type == "input_json_delta" and event.index in self.calls:  # type: ignore[attr-defined]
                 self.calls[event.index]["args"].append(delta.partial_json)  # type: ignore[attr-defined]
         elif kind == "message_delta" and event.usage is not None:  # type: ignore[attr-defined]

@@ -21,8 +21,9 @@ from .base import ChatMessage, ModelRequest, ModelResponse, ToolCall, Usage
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Compatible servers accept any key, but the client refuses to start without one.
 PLACEHOLDER_KEY = "threadteam-no-key"
-# Read timeout is the longest silence between streamed chunks, not the whole answer.
-TIMEOUT = openai.Timeout(120.0, connect=10.0)
+# The client's default; every model call sets its own from the pool's RetryPolicy. The
+# read timeout is the longest silence between streamed chunks, not the whole answer.
+TIMEOUT = openai.Timeout(30.0, connect=10.0)
 
 
 def make_client(env: Mapping[str, str]) -> openai.AsyncOpenAI:
@@ -47,6 +48,7 @@ class OpenAIModel(StreamingModel):
 
     provider = "openai"
     brand = "OpenAI"
+    timeout_type = openai.Timeout
     key_variable = "OPENAI_API_KEY"
 
     def __init__(self, client: openai.AsyncOpenAI, model: str, *,
@@ -98,6 +100,7 @@ class OpenAIModel(StreamingModel):
                     answer.text.append(delta.content)
                     await turn.text(delta.content)
                 for part in delta.tool_calls or ():
+                    turn.began()
                     answer.add_tool_delta(part)
         return ModelResponse(text="".join(answer.text), tool_calls=answer.tool_calls(),
                              usage=answer.usage, model=f"openai:{answer.served or self.model}")

@@ -1,7 +1,12 @@
-"""Streams that break: what the caller is told, for both vendors, through the real clients."""
+"""Models that break off, hang or crawl: what the caller is told, and how soon.
+
+Both vendors, through the real clients and the fake servers.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -9,7 +14,7 @@ import pytest_asyncio
 
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI, FakeServer
-from threadteam.teams.errors import ModelConnectionError
+from threadteam.teams.errors import ModelConnectionError, ModelError, ModelHTTPError, ModelTimeout
 from threadteam.teams.models import Model, ModelPool
 
 from .conftest import TINY
@@ -76,3 +81,75 @@ async def test_a_stream_cut_before_any_text_is_tried_again(vendor):
 
     assert answer.text == sink.text == "second try"
     assert len(vendor.fake.requests) == 2
+
+
+# Deadlines shrunk so the tests stay fast: 0.2 s of silence ends an attempt, and the
+# answer must begin within 0.6 s (the defaults are 30 s and 120 s).
+QUICK = {"THREADTEAM_MODEL_TIMEOUT": "0.2", "THREADTEAM_TURN_TIMEOUT": "0.6"}
+
+
+async def test_a_hung_model_is_reported_within_the_turns_deadline(vendor):
+    for _ in range(4):
+        vendor.fake.queue_hang()  # not even headers
+    model = vendor.model(**QUICK)
+
+    started = time.monotonic()
+    async with asyncio.timeout(5):  # before the fix: 120 s x 4 attempts
+        with pytest.raises(ModelTimeout) as caught:
+            await model.complete(ask())
+    took = time.monotonic() - started
+
+    assert 0.6 <= took < 1.5
+    assert f"{vendor.label} did not answer within 0.6 s" in str(caught.value)
+    assert "THREADTEAM_TURN_TIMEOUT" in str(caught.value)  # what to change if it is just slow
+    assert caught.value.retryable and caught.value.seconds == 0.6
+    assert len(vendor.fake.requests) >= 2  # silent attempts were given up and tried again
+
+
+async def test_a_model_that_falls_silent_mid_answer_is_reported(vendor):
+    vendor.fake.queue_hang("Half an ans")
+    sink = Collector()
+    model = vendor.model(**QUICK)
+
+    async with asyncio.timeout(5):
+        with pytest.raises(ModelTimeout) as caught:
+            await model.complete(ask(), sink)
+
+    assert "fell silent mid-answer" in str(caught.value) and "0.2 s" in str(caught.value)
+    assert sink.text == "Half an ans"
+    assert len(vendor.fake.requests) == 1
+
+
+async def test_a_slow_but_steady_answer_is_not_cut_off(vendor):
+    vendor.fake.chunk_delay = 0.08  # each piece well within the idle timeout...
+    vendor.fake.queue_text("one two three four", chunks=4)  # ...but 0.6-0.8 s in all
+    sink = Collector()
+    model = vendor.model(THREADTEAM_MODEL_TIMEOUT="0.2", THREADTEAM_TURN_TIMEOUT="0.3")
+
+    started = time.monotonic()
+    answer = await model.complete(ask(), sink)
+
+    assert time.monotonic() - started > 0.3  # longer than the turn's deadline, and yet
+    assert answer.text == sink.text == "one two three four"
+    assert len(vendor.fake.requests) == 1
+
+
+async def test_a_model_that_keeps_failing_says_what_failed_at_the_deadline(vendor):
+    vendor.fake.queue_error(500)
+    vendor.fake.queue_error(429, retry_after=5)  # longer than the turn has left
+    model = vendor.model(**QUICK)
+
+    async with asyncio.timeout(5):
+        with pytest.raises(ModelHTTPError) as caught:
+            await model.complete(ask())
+
+    assert caught.value.status == 429
+    assert "rate-limiting" in str(caught.value) and "Gave up after 0.6 s" in str(caught.value)
+
+
+@pytest.mark.parametrize("variable", ["THREADTEAM_MODEL_TIMEOUT", "THREADTEAM_TURN_TIMEOUT"])
+@pytest.mark.parametrize("value", ["soon", "0", "-3", "nan", "inf"])
+def test_timeouts_must_be_positive_seconds(variable, value):
+    with pytest.raises(ModelError) as caught:
+        ModelPool(env={variable: value})
+    assert variable in str(caught.value) and repr(value) in str(caught.value)
