@@ -11,9 +11,10 @@ platform retry policy (`threadteam.bot.retry`):
   and error code for the caller to branch on.
 
 discord.py retries inside a call too: a 429 up to five times, and on the bot's
-own routes a 500/502/504/524 up to five times. Webhook posts (most of what the
-bot sends) go through `webhook_session`, which hands a 5xx straight back to this
-policy instead of letting discord.py sleep 25 s on it first.
+own routes a 500/502/504/524 up to five times (sleeping 1+3+5+7+9 s), which this
+policy then counts as one try; discord.py offers no switch for that. Webhook
+posts (every agent's turn) go through `webhook_session`, which hands any 5xx
+straight back to this policy, so there the policy is the only one.
 
 An error's message is a sentence for the thread: it names Discord and what to
 do, never an address, a token or Discord's answer verbatim; those go to the log.
@@ -112,12 +113,16 @@ class DiscordAPI:
         """
         try:
             return await retrying(call, classify, what=f"Discord: {what}", policy=self.policy)
-        except (discord.HTTPException, _ServerError, TimeoutError, aiohttp.ClientError) as exc:
+        except (discord.DiscordException, _ServerError, TimeoutError, aiohttp.ClientError) as exc:
             raise _translate(exc, what) from exc
 
 
 def _translate(exc: BaseException, what: str) -> DiscordError:
+    """A sentence for the thread; what Discord said (bodies, addresses) goes to the log only."""
     log.warning("Discord: could not %s: %r", what, exc)
+    if isinstance(exc, discord.DiscordException) and not isinstance(exc, discord.HTTPException):
+        return DiscordError(f"I could not {what} on Discord: this looks like a bug in the bot; "
+                            "the log has the details.")
     if isinstance(exc, discord.HTTPException) and exc.status < 500:
         if exc.status == 403:
             hint = "check the bot's permissions in that channel"

@@ -30,7 +30,15 @@ from threadteam.adapters.discord import DiscordAdapter
 from threadteam.bot.errors import PlatformError
 from threadteam.bot.memory import StoreMemory
 from threadteam.bot.retry import RetryPolicy
-from threadteam.bot.shapes import ApprovalPrompt, Handled, Inbound, Memory, Outbound, ThreadKey
+from threadteam.bot.shapes import (
+    BOT_PERSONA,
+    ApprovalPrompt,
+    Handled,
+    Inbound,
+    Memory,
+    Outbound,
+    ThreadKey,
+)
 from threadteam.bot.stores import SQLiteStore
 from threadteam.teams.persona import Persona
 
@@ -469,3 +477,29 @@ async def test_a_pathological_40000_character_turn_posts_without_stalling_the_bo
     posts = fake_discord.posts_in(CHANNEL_ID)
     assert len(posts) == 21 and "".join(p["content"] for p in posts).split() == text.split()
     assert max(gaps) < 0.25, f"the event loop stalled for {max(gaps):.3f}s"
+
+
+@pytest.mark.parametrize("agent, status, times, says", [
+    (False, 0, 6, "Discord is having trouble (no answer)"),  # the connection drops every time
+    (False, 503, 6, "Discord is having trouble (HTTP 503)"),
+    (True, 502, 6, "Discord is having trouble (HTTP 502)"),  # a webhook post
+    (False, 400, 1, "Discord refused to post in the thread (HTTP 400, error 50035)"),
+    (True, 403, 1, "check the bot's permissions"),
+])
+async def test_an_error_for_the_thread_names_discord_and_what_to_do_and_nothing_internal(
+        fake_discord: FakeDiscord, wired, agent: bool, status: int, times: int, says: str) -> None:
+    adapter, _ = wired
+    key = key_for(CHANNEL_ID)
+    if agent:
+        await adapter.poster.post(Outbound(key, "warm-up: the webhook exists", "k0", BEAR))
+    upstream = "Invalid Form Body at http://10.1.2.3:8080/internal/shard-7 (trace 5f2a)"
+    fake_discord.fail("POST", r"/webhooks/\d+/[^/]+" if agent else rf"/channels/{CHANNEL_ID}/messages",
+                      status=status, times=times, code=50035 if status == 400 else 0,
+                      message=upstream)
+    with pytest.raises(PlatformError) as failed:
+        await adapter.poster.post(Outbound(key, "Finished: done.", "k", BEAR if agent else BOT_PERSONA))
+    message = str(failed.value)
+    assert message.startswith("Discord ") and says in message
+    for internal in ("10.1.2.3", "127.0.0.1", fake_discord.url, "http", "Invalid Form Body",
+                     "trace", "Traceback"):
+        assert internal not in message

@@ -136,11 +136,13 @@ class FakeDiscord:
 
     # -- what tests inject -------------------------------------------------------
     def fail(self, method: str, path: str, *, status: int = 429, times: int = 1,
-             retry_after: float = 0.05, is_global: bool = False, code: int = 0) -> None:
-        """Answer the next `times` calls matching (method, path regex) with an error."""
+             retry_after: float = 0.05, is_global: bool = False, code: int = 0,
+             message: str = "injected failure") -> None:
+        """Answer the next `times` calls matching (method, path regex) with an error;
+        status 0 drops the connection without an answer."""
         self._failures.append({"method": method, "path": re.compile(path), "status": status,
                                "times": times, "retry_after": retry_after,
-                               "global": is_global, "code": code})
+                               "global": is_global, "code": code, "message": message})
 
     def next_id(self) -> int:
         """A fresh snowflake."""
@@ -361,6 +363,8 @@ class FakeDiscord:
         failure = self._take_failure(request.method, path)
         if failure is not None:
             call.status = failure["status"]
+            if failure["status"] == 0 and request.transport is not None:
+                request.transport.close()  # the answer never comes
             return _error(failure)
         webhook_route = path.startswith(("/webhooks/", "/interactions/"))
         if not webhook_route and request.headers.get("Authorization") != f"Bot {self.token}":
@@ -653,8 +657,8 @@ def _payload_json(raw: bytes) -> Any:
 def _error(failure: dict) -> web.Response:
     status, retry_after = failure["status"], failure["retry_after"]
     if status != 429:
-        return _json({"message": "injected failure", "code": failure["code"]},
-                                 status=status)
+        return _json({"message": failure["message"], "code": failure["code"]},
+                     status=status or 500)
     headers = {
         "Retry-After": str(max(1, round(retry_after))),
         "X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0",
