@@ -19,6 +19,7 @@ from .base import (
     Model,
     ModelRequest,
     ModelResponse,
+    RetrySink,
     TextSink,
     ToolCall,
     ToolSpec,
@@ -123,6 +124,6 @@ def _seconds(env: Mapping[str, str], variable: str, default: float) -> float:
 
 __all__ = [
     "Candidate", "ChatMessage", "Model", "ModelError", "ModelPool", "ModelRequest",
-    "ModelResponse", "RehearsalModel", "ScriptedModel", "TextSink", "ToolCall", "ToolSpec",
-    "Usage",
+    "ModelResponse", "RehearsalModel", "RetrySink", "ScriptedModel", "TextSink", "ToolCall",
+    "ToolSpec", "Usage",
 ]

@@ -71,6 +71,7 @@ class Failure:
     error: ModelError
     retry_after: float | None = None
     detail: str = ""
+    note: str = ""  # what happened, said after the provider's name: "is overloaded"
 
 
 def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
@@ -96,12 +97,15 @@ async def call_with_retries(
     policy: RetryPolicy,
     *,
     may_retry: Callable[[], bool] = lambda: True,
+    on_retry: Callable[[Failure, int, float], Awaitable[None]] | None = None,
 ) -> T:
     """Run `attempt`, retrying retryable failures; raise the translated error `from` the original.
 
     `translate` returns None for exceptions that are not the vendor's (they
     propagate untouched). `may_retry` lets a caller refuse a retry, e.g. once
-    streamed text has reached the user, where a retry would repeat it.
+    streamed text has reached the user, where a retry would repeat it. `on_retry`
+    hears of each retry before its wait: the failure, the coming attempt's number
+    (from 2) and the seconds it will wait.
     """
     for number in range(policy.attempts):
         try:
@@ -129,6 +133,8 @@ async def call_with_retries(
                     else policy.backoff(number))
             log.warning("model call failed (attempt %d of %d); retrying in %.2f s: %s",
                         number + 1, policy.attempts, wait, failure.detail or error)
+            if on_retry is not None:
+                await on_retry(failure, number + 2, wait)
             await asyncio.sleep(wait)
     raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 

@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 from collections.abc import Iterator
+from functools import partial
 from typing import Any, Literal
 
 import aiohttp
@@ -26,7 +27,7 @@ from ..errors import (
 )
 from ..redact import redact
 from ._retry import Failure, RetryPolicy, call_with_retries, gave_up, is_retryable_status
-from .base import ModelRequest, ModelResponse, TextSink
+from .base import ModelRequest, ModelResponse, RetrySink, TextSink
 
 __all__ = ["StreamingModel", "Turn", "causes", "transport_trouble"]
 
@@ -64,12 +65,14 @@ class StreamingModel:
         """`label` at the start of a sentence."""
         return self.label[:1].upper() + self.label[1:]
 
-    async def complete(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelResponse:
+    async def complete(self, request: ModelRequest, on_text: TextSink | None = None, *,
+                       on_retry: RetrySink | None = None) -> ModelResponse:
         """Stream one answer; text deltas go to `on_text` as they arrive.
 
         Each attempt may be silent for the policy's `idle_timeout`; the answer must begin
         within its `turn_timeout`, retries included. Once it has begun, only silences
-        count: a model that keeps answering is not cut off.
+        count: a model that keeps answering is not cut off. Before each retry, `on_retry`
+        gets a sentence for the thread ("OpenAI is slow to answer; trying again (2 of 4)…").
         """
         policy = self._policy
         params = {**self._params(request),
@@ -80,9 +83,10 @@ class StreamingModel:
             async with asyncio.timeout(policy.turn_timeout) as deadline:
                 turn.deadline = deadline
                 # Once text reached the thread a retry would repeat it; a person can retry.
-                return await call_with_retries(lambda: self._attempt(params, turn),
-                                               lambda exc: self._failure(exc, turn),
-                                               policy, may_retry=lambda: not turn.emitted)
+                return await call_with_retries(
+                    lambda: self._attempt(params, turn), lambda exc: self._failure(exc, turn),
+                    policy, may_retry=lambda: not turn.emitted,
+                    on_retry=None if on_retry is None else partial(self._tell, on_retry))
         except TimeoutError:
             if not deadline.expired():
                 raise
@@ -92,6 +96,33 @@ class StreamingModel:
         """Close the client if this model owns it; a pool closes shared clients itself."""
         if self._owns_client:
             await self._client.close()
+
+    async def _tell(self, on_retry: RetrySink, failure: Failure, attempt: int,
+                    wait: float) -> None:
+        """Tell the caller a retry is coming; its failing to listen fails nothing else."""
+        sentence = self.retry_sentence(failure, attempt, wait)
+        try:
+            await on_retry(sentence)
+        except Exception:
+            log.warning("%s: could not pass on %r", self.name, sentence, exc_info=True)
+
+    def retry_sentence(self, failure: Failure, attempt: int, wait: float) -> str:
+        """What the thread is told before attempt number `attempt` (2, 3, ...)."""
+        error = failure.error
+        if failure.note:
+            what = failure.note
+        elif isinstance(error, ModelTimeout):
+            what = "is slow to answer"
+        elif isinstance(error, ModelConnectionError):
+            what = "dropped the connection" if error.mid_answer else "could not be reached"
+        elif isinstance(error, ModelHTTPError) and error.status == 429:
+            what = "is rate-limiting this key"
+        elif isinstance(error, ModelHTTPError) and error.status:
+            what = f"had a server error (HTTP {error.status})"
+        else:
+            what = "broke off its answer"
+        when = f" in {wait:.0f} s" if wait >= 1.5 else ""
+        return f"{self.who} {what}; trying again{when} ({attempt} of {self._policy.attempts})…"
 
     async def _attempt(self, params: dict, turn: Turn) -> ModelResponse:
         turn.opened = False

@@ -34,6 +34,9 @@ BROKE_OFF = {
     "timeout_error": "took too long and broke off its answer: try again.",
     "": "broke off its answer with an error: the bot's log has the details.",
 }
+# The same, as the thread hears it before a retry ("Anthropic is overloaded; trying again").
+RETRY_NOTES = {"overloaded_error": "is overloaded", "rate_limit_error": "is rate-limiting this key",
+               "api_error": "had a server error", "timeout_error": "is slow to answer"}
 # An error type decides over the status where they disagree (a proxy may rewrite statuses).
 KIND_STATUS = {"authentication_error": 401, "permission_error": 403}
 
@@ -101,7 +104,8 @@ class AnthropicModel(StreamingModel):
             if status < 400:  # an `event: error` inside a stream that began with 200
                 return Failure(ModelHTTPError(
                     f"Anthropic {BROKE_OFF.get(kind or '', BROKE_OFF[''])}",
-                    None, retryable=kind in RETRYABLE_KINDS), detail=self._detail(exc, exc.body))
+                    None, retryable=kind in RETRYABLE_KINDS), detail=self._detail(exc, exc.body),
+                    note=RETRY_NOTES.get(kind or "", ""))
             status = KIND_STATUS.get(kind or "", status)
             return self._status_failure(exc, status, exc.body,
                                         retry_after_seconds(exc.response.headers))

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 __all__ = [
-    "HANDOFF_PREFIX", "Candidate", "ChatMessage", "Model", "ModelRequest", "ModelResponse", "Role",
-    "TextSink", "ToolCall", "ToolSpec", "Usage",
+    "HANDOFF_PREFIX", "Candidate", "ChatMessage", "Model", "ModelRequest", "ModelResponse",
+    "RetrySink", "Role", "TextSink", "ToolCall", "ToolSpec", "Usage",
 ]
 
 #: A swarm agent hands the turn on by calling a tool named this plus the target's name.
@@ -104,7 +104,11 @@ class ModelResponse:
     model: str = ""
 
 
+#: Receives the answer's text, piece by piece, as it streams.
 TextSink = Callable[[str], Awaitable[None]]
+#: Receives one sentence for the thread when an attempt failed or was too slow and the
+#: model tries again, e.g. "OpenAI is slow to answer; trying again (2 of 4)…".
+RetrySink = Callable[[str], Awaitable[None]]
 
 
 @runtime_checkable
@@ -114,9 +118,11 @@ class Model(Protocol):
     name: str
 
     async def complete(
-        self, request: ModelRequest, on_text: TextSink | None = None
+        self, request: ModelRequest, on_text: TextSink | None = None, *,
+        on_retry: RetrySink | None = None,
     ) -> ModelResponse:
-        """Answer one request; stream text deltas to `on_text` as they arrive."""
+        """Answer one request; stream text deltas to `on_text` as they arrive, and tell
+        `on_retry` before trying again after a failed or slow attempt."""
         ...
 
     async def aclose(self) -> None:

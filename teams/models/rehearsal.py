@@ -15,6 +15,7 @@ from .base import (
     ChatMessage,
     ModelRequest,
     ModelResponse,
+    RetrySink,
     TextSink,
     ToolCall,
     ToolSpec,
@@ -35,8 +36,12 @@ class RehearsalModel:
 
     name = "rehearsal"
 
-    async def complete(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelResponse:
-        """Answer deterministically; the text goes to `on_text` in a few chunks."""
+    async def complete(self, request: ModelRequest, on_text: TextSink | None = None, *,
+                       on_retry: RetrySink | None = None) -> ModelResponse:
+        """Answer deterministically; the text goes to `on_text` in a few chunks.
+
+        It never fails, so `on_retry` is never called.
+        """
         calls: tuple[ToolCall, ...] = ()
         if request.purpose == "select":
             text = _select(request)

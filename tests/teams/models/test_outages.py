@@ -15,7 +15,8 @@ import pytest_asyncio
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI, FakeServer
 from threadteam.teams.errors import ModelConnectionError, ModelError, ModelHTTPError, ModelTimeout
-from threadteam.teams.models import Model, ModelPool
+from threadteam.teams.models import Model, ModelPool, RehearsalModel
+from threadteam.teams.models._retry import Failure
 
 from .conftest import TINY
 from .helpers import ANTHROPIC_KEY, OPENAI_KEY, Collector, ask
@@ -33,6 +34,11 @@ class Vendor:
     def label(self) -> str:
         """How error sentences name the provider."""
         return "OpenAI-compatible server" if self.kind == "openai" else "Anthropic"
+
+    @property
+    def who(self) -> str:
+        """The provider at the start of a sentence."""
+        return "The OpenAI-compatible server" if self.kind == "openai" else "Anthropic"
 
     def model(self, **env: str) -> Model:
         if self.kind == "openai":
@@ -153,3 +159,92 @@ def test_timeouts_must_be_positive_seconds(variable, value):
     with pytest.raises(ModelError) as caught:
         ModelPool(env={variable: value})
     assert variable in str(caught.value) and repr(value) in str(caught.value)
+
+
+class Notices:
+    """An `on_retry` sink: the sentences a thread would be shown."""
+
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    async def __call__(self, sentence: str) -> None:
+        self.said.append(sentence)
+
+
+async def test_a_slow_first_attempt_is_said_before_the_retry(vendor):
+    vendor.fake.queue_hang()
+    vendor.fake.queue_text("made it")
+    notices, sink = Notices(), Collector()
+
+    answer = await vendor.model(**QUICK).complete(ask(), sink, on_retry=notices)
+
+    assert answer.text == sink.text == "made it"
+    assert notices.said == [f"{vendor.who} is slow to answer; trying again (2 of 4)…"]
+
+
+async def test_each_retry_says_what_went_wrong(vendor):
+    vendor.fake.queue_error(500)
+    vendor.fake.queue_error(429, retry_after=0.01)
+    vendor.fake.queue_drop("")
+    vendor.fake.queue_text("made it")
+    notices = Notices()
+
+    answer = await vendor.model().complete(ask(), on_retry=notices)
+
+    assert answer.text == "made it"
+    assert notices.said == [
+        f"{vendor.who} had a server error (HTTP 500); trying again (2 of 4)…",
+        f"{vendor.who} is rate-limiting this key; trying again (3 of 4)…",
+        f"{vendor.who} dropped the connection; trying again (4 of 4)…",
+    ]
+
+
+async def test_an_overloaded_anthropic_stream_says_so(fake_anthropic, claude):
+    fake_anthropic.queue_stream_error("")  # an overloaded_error event before any text
+    fake_anthropic.queue_text("made it")
+    notices = Notices()
+
+    await claude.complete(ask(), on_retry=notices)
+
+    assert notices.said == ["Anthropic is overloaded; trying again (2 of 4)…"]
+
+
+async def test_nothing_is_said_when_no_retry_comes(vendor):
+    vendor.fake.queue_text("first time")
+    vendor.fake.queue_error(400)  # not retryable
+    vendor.fake.queue_drop("Half an answer")  # text was shown: a retry would repeat it
+    notices = Notices()
+    model = vendor.model()
+
+    await model.complete(ask(), on_retry=notices)
+    with pytest.raises(ModelHTTPError):
+        await model.complete(ask(), on_retry=notices)
+    with pytest.raises(ModelConnectionError):
+        await model.complete(ask(), on_retry=notices)
+
+    assert notices.said == []
+
+
+async def test_a_notice_that_cannot_be_posted_does_not_fail_the_turn(vendor, caplog):
+    vendor.fake.queue_error(503)
+    vendor.fake.queue_text("made it anyway")
+
+    async def broken(sentence: str) -> None:
+        raise RuntimeError("the chat platform is down")
+
+    answer = await vendor.model().complete(ask(), on_retry=broken)
+
+    assert answer.text == "made it anyway"
+    assert "trying again (2 of 4)" in caplog.text
+
+
+async def test_models_that_never_retry_take_the_callback_too():
+    notices = Notices()
+    answer = await RehearsalModel().complete(ask(), None, on_retry=notices)
+    assert answer.text.startswith("[rehearsal] ") and notices.said == []
+
+
+def test_a_long_wait_is_said_in_seconds(gpt):
+    failure = Failure(ModelHTTPError("rate limited", status=429))
+    assert gpt.retry_sentence(failure, 2, 20.0) == (
+        "The OpenAI-compatible server is rate-limiting this key; trying again in 20 s (2 of 4)…")
