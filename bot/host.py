@@ -48,7 +48,7 @@ from threadteam.teams.events import (
 from threadteam.teams.state import RunState
 
 from .commands import HELP, Command, parse_command
-from .errors import ConflictError
+from .errors import ConflictError, PermanentStoreError
 from .limits import SummonGate, SummonLimits
 from .render import approval_key, approval_number
 from .runner import Runner
@@ -163,6 +163,11 @@ class Host:
     # -- inbound ----------------------------------------------------------------------------
     async def handle(self, inbound: Inbound) -> Handled:
         """Take one thing a person did: append it to its run and queue the run."""
+        if inbound.kind == "reply" and parse_command(inbound.text) is None:
+            # A plain message: its append is keyed by the event id (a re-delivery appends
+            # nothing), so it is not marked seen before it is safely stored.
+            run_id = await self.store.run_for_thread(str(inbound.key))
+            return await self._on_run(run_id, inbound) if run_id is not None else Handled()
         if not await self.store.first_sight(inbound.event_id):
             return Handled()
         if inbound.kind == "summon":
@@ -255,6 +260,8 @@ class Host:
                     if all(isinstance(e, HumanMessage) for e in events):
                         await self.store.append_external(run_id, raw, key=inbound.event_id)
                     else:
+                        if cmd is None and not await self.store.first_sight(inbound.event_id):
+                            return Handled()  # a plain reply that became a command's events
                         try:
                             await self.store.append(run_id, state.length, raw)
                         except ConflictError:
@@ -544,6 +551,9 @@ class Host:
                     got = await self.runner.drive(run_id)
                 except asyncio.CancelledError:
                     raise
+                except PermanentStoreError as exc:
+                    await self._park(run_id, exc)
+                    got = True
                 except Exception:
                     log.exception("run %s: driving failed", run_id)
                     got = True
@@ -564,6 +574,22 @@ class Host:
         finally:
             self._driving.pop(run_id, None)
             self._done_one()
+
+    async def _park(self, run_id: str, exc: PermanentStoreError) -> None:
+        """A store error retrying will not cure: stop driving the run (the sweep would
+        drive it again for ever) and say so in its thread, once."""
+        log.error("run %s: the store refused it for good (%s); the run is paused", run_id, exc)
+        try:
+            await self.store.set_active(run_id, False)
+            thread = await self.store.thread_of(run_id)
+            if thread is not None:
+                await self.runner.deliver(Outbound(
+                    ThreadKey.parse(thread),
+                    "This run hit a storage error that trying again will not fix, so it is "
+                    "paused (the details are in the bot's log). Once an operator has fixed "
+                    "the store, write in this thread to pick it up again.", f"{run_id}:parked", notice=True))
+        except Exception:
+            log.exception("run %s: could not pause it after a store error", run_id)
 
     def _done_one(self) -> None:
         self._outstanding = max(0, self._outstanding - 1)

@@ -88,3 +88,39 @@ async def test_the_work_loop_survives_a_failed_ack(store, poster, tmp_path):
         assert [t for _, t in poster.in_thread(key)] == ["Which city?", "Which month?", "DONE."]
     finally:
         await host.aclose()
+
+
+class RefusesAgentMessages:
+    """The test's store, refusing for good to store what one agent says (a value the
+    store cannot take, a corrupt file: an error no retry cures)."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def append(self, run_id: str, expected: int, events: list[str]) -> int:
+        from threadteam.bot.errors import PermanentStoreError
+        if any('"agent_message"' in e for e in events):
+            raise PermanentStoreError("the store cannot take this value")
+        return await self._store.append(run_id, expected, events)
+
+
+async def test_a_store_error_no_retry_cures_pauses_the_run_with_a_notice(store, poster, tmp_path):
+    model = ScriptedModel(["Which city?"])
+    host = make_host(RefusesAgentMessages(store), poster, model,
+                     write_teams(tmp_path / "teams", WAITS), lease_ttl=0.3)
+    await host.start()
+    try:
+        key = thread()
+        await host.handle(summon(key, "waits plan a trip", user="alice"))
+        await poster.wait_for(lambda p: len(p.notices(key)) == 2)
+        assert poster.notices(key)[-1].startswith(
+            "This run hit a storage error that trying again will not fix")
+        run_id = await store.run_for_thread(str(key))
+        assert run_id not in await store.active_runs()
+        await asyncio.sleep(1.0)  # three sweeps: none drives it again
+        assert len(model.requests) == 1 and len(poster.notices(key)) == 2
+    finally:
+        await host.aclose()
