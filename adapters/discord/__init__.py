@@ -1,6 +1,22 @@
-"""Discord: teams summoned with /team or a mention, personas through webhooks, approvals by button."""
+"""Discord: teams summoned with /team or a mention, personas through webhooks, approvals by button.
+
+    adapter.py     DiscordAdapter: lifecycle (start(host) / aclose()) and gateway events
+    inbound.py     Discord messages and interactions -> Inbound
+    poster.py      the host's Poster: posts in order per thread, split, pinging no one
+    text.py        Discord's text rules: splitting at 2,000, names, emoji avatars
+    directory.py   the host's Directory: roles by id, where a member may post
+    api.py         the one place REST calls are retried, under the one retry policy
+    cli.py         `threadteam run discord`
+    client.py      the discord.py client, its intents, its errors as sentences
+    commands.py    the /team slash command
+    views.py       Approve / Deny buttons that outlive a restart
+    _webhooks.py   one webhook per channel, its token in memory only
+    _locks.py      one lock per thread or channel
+"""
 
 from .adapter import DiscordAdapter
+from .api import DiscordApi, DiscordError
+from .directory import DiscordDirectory
 from .poster import DiscordPoster
 
-__all__ = ["DiscordAdapter", "DiscordPoster"]
+__all__ = ["DiscordAdapter", "DiscordApi", "DiscordDirectory", "DiscordError", "DiscordPoster"]

@@ -17,7 +17,7 @@ import discord
 from threadteam.bot.shapes import Memory
 
 from ._locks import KeyedLocks
-from .api import MISSING_PERMISSIONS, DiscordAPI, DiscordError, webhook_session
+from .api import MISSING_PERMISSIONS, DiscordApi, DiscordError, webhook_session
 
 __all__ = ["WEBHOOK_NAME", "ChannelWebhooks"]
 
@@ -28,7 +28,7 @@ _RECHECK_PERMISSION = 600.0  # seconds before trying webhooks again where they w
 class ChannelWebhooks:
     """Finds or creates each channel's webhook once per process; tokens stay in memory."""
 
-    def __init__(self, client: discord.Client, api: DiscordAPI, memory: Memory) -> None:
+    def __init__(self, client: discord.Client, api: DiscordApi, memory: Memory) -> None:
         self.client, self.api, self.memory = client, api, memory
         self._hooks: dict[int, discord.Webhook] = {}
         self._refused: dict[int, float] = {}  # channel -> when Discord refused us webhooks

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from functools import partial
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -22,13 +22,16 @@ from threadteam.bot.shapes import Inbound, Memory
 
 from . import inbound
 from ._locks import KeyedLocks
-from .api import DiscordAPI, DiscordError, point_gateway, point_rest
+from .api import DiscordApi, DiscordError, point_gateway, point_rest
 from .client import explain, make_client
 from .commands import team_command
 from .directory import DiscordDirectory
 from .poster import DiscordPoster
 from .text import host_text, split_message, thread_name
 from .views import ApprovalButton
+
+if TYPE_CHECKING:
+    from threadteam.bot.host import Host
 
 __all__ = ["DiscordAdapter"]
 
@@ -55,16 +58,23 @@ class DiscordAdapter:
         self.token = token.strip()
         self.api_base = api_base or None
         self.sync_commands = sync_commands
-        self.api = DiscordAPI(retry)
+        self.api = DiscordApi(retry)
         self.client = make_client(self, shards)
         self._poster = DiscordPoster(self.client, memory=memory, api=self.api)
         self._directory = DiscordDirectory(self.client, self.api)
-        self.host: Any = None
+        self.host: Host | None = None
         self.tree = app_commands.CommandTree(self.client)
         self.tree.add_command(team_command(self))
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self._thread_locks = KeyedLocks()
+
+    @property
+    def _host(self) -> Host:
+        """The host events go to; Discord's events reach the adapter only after `start`."""
+        if self.host is None:
+            raise RuntimeError("DiscordAdapter.start(host) has not been called")
+        return self.host
 
     @property
     def poster(self) -> DiscordPoster:
@@ -77,7 +87,7 @@ class DiscordAdapter:
         return self._directory
 
     # -- lifecycle ---------------------------------------------------------------------
-    async def start(self, host: Any, *, within: float = 60.0) -> None:
+    async def start(self, host: Host, *, within: float = 60.0) -> None:
         """Log in, hand events to `host`, connect the gateway; return once it is READY.
 
         A token, intent or sharding problem is raised as a `ConfigError` sentence
@@ -182,21 +192,21 @@ class DiscordAdapter:
         key = inbound.key_of(channel, guild_id)
         # One thread's messages reach the host in the order Discord sent them.
         async with self._thread_locks[key.thread]:
-            if await self.host.thread_status(key) is not None:
+            if await self._host.thread_status(key) is not None:
                 event = inbound.from_message(message, key, message.content if text is None else text)
             elif text is not None:
-                if (problem := self.host.check_summon(text)) is not None:
+                if (problem := self._host.check_summon(text)) is not None:
                     await self._reply(message, problem)
                     return
                 event = inbound.from_message(message, key, text, kind="summon")
             else:
                 return  # a thread without a run is none of our business
-            answer = (await self.host.handle(event)).private
+            answer = (await self._host.handle(event)).private
         if answer:
             await self._reply(message, answer)
 
     async def _summon_by_mention(self, message: discord.Message, text: str) -> None:
-        if (problem := self.host.check_summon(text)) is not None:
+        if (problem := self._host.check_summon(text)) is not None:
             await self._reply(message, problem)
             return
         task = text.split(None, 1)[1] if " " in text else text
@@ -208,7 +218,7 @@ class DiscordAdapter:
             await self._reply(message, _NO_THREAD if _forbidden(exc) else str(exc))
             return
         key = inbound.key_of(thread, message.guild.id if message.guild else None)
-        answer = (await self.host.handle(
+        answer = (await self._host.handle(
             inbound.from_message(message, key, text, kind="summon"))).private
         if answer:
             await self._reply(message, answer)
@@ -225,21 +235,21 @@ class DiscordAdapter:
             await self.api.call(send, what="answer you")
 
     async def _private(self, event: Inbound) -> str | None:
-        return (await self.host.handle(event)).private
+        return (await self._host.handle(event)).private
 
     # -- /team ---------------------------------------------------------------------------
     async def on_team_command(self, interaction: discord.Interaction, team: str,
                               task: str) -> None:
         """Check the summon, answer within 3 s, open the thread, hand the run to the host."""
         text = f"{team.strip()} {task.strip()}".strip()
-        if (problem := self.host.check_summon(text)) is not None:
+        if (problem := self._host.check_summon(text)) is not None:
             await interaction.response.send_message(host_text(problem)[:2000], ephemeral=True)
             return
         channel = interaction.channel
         intro = f"{interaction.user.mention} summoned **{team.strip()}**: {task.strip()}"
         if isinstance(channel, discord.Thread):
             key = inbound.key_of(channel, interaction.guild_id)
-            if await self.host.thread_status(key) is not None:
+            if await self._host.thread_status(key) is not None:
                 await interaction.response.send_message(
                     "This thread already has a run. Use /team in a channel to start another.",
                     ephemeral=True)
@@ -260,7 +270,7 @@ class DiscordAdapter:
                                                 ephemeral=True)
                 return
             key = inbound.key_of(thread, interaction.guild_id)
-        answer = (await self.host.handle(inbound.summon(interaction, key, text))).private
+        answer = (await self._host.handle(inbound.summon(interaction, key, text))).private
         if answer:
             await interaction.followup.send(host_text(answer)[:2000], ephemeral=True)
 

@@ -1,6 +1,6 @@
 """Discord's REST API: where it lives, and the one place its calls are retried.
 
-Every REST call the adapter makes goes through `DiscordAPI.call`, under the one
+Every REST call the adapter makes goes through `DiscordApi.call`, under the one
 platform retry policy (`threadteam.bot.retry`):
 
 - a 429 is waited out for as long as Discord says, as often as it takes;
@@ -50,7 +50,7 @@ from threadteam.bot.retry import (
 )
 
 __all__ = [
-    "DiscordAPI", "DiscordError", "classify", "point_gateway", "point_rest", "rest_base",
+    "DiscordApi", "DiscordError", "classify", "point_gateway", "point_rest", "rest_base",
     "webhook_session",
 ]
 
@@ -100,7 +100,7 @@ def classify(exc: BaseException) -> Verdict:
     return None
 
 
-class DiscordAPI:
+class DiscordApi:
     """Runs REST calls under one `RetryPolicy` and translates what fails into `DiscordError`."""
 
     def __init__(self, policy: RetryPolicy = PLATFORM_RETRY) -> None:

@@ -19,7 +19,7 @@ from threadteam.bot.errors import PlatformError, Refused
 from threadteam.bot.shapes import ThreadKey
 
 from . import inbound
-from .api import DiscordAPI
+from .api import DiscordApi
 
 __all__ = ["DiscordDirectory", "find_channel"]
 
@@ -32,7 +32,7 @@ _NAME_SHOWN = 100  # a channel name as echoed in a refusal (Discord's own limit)
 class DiscordDirectory:
     """The host's `Directory` for Discord, answered from the client's cache or REST."""
 
-    def __init__(self, client: discord.Client, api: DiscordAPI) -> None:
+    def __init__(self, client: discord.Client, api: DiscordApi) -> None:
         self.client, self.api = client, api
 
     async def roles(self, key: ThreadKey, user: str) -> frozenset[str]:
@@ -77,7 +77,7 @@ class DiscordDirectory:
             return None
 
 
-async def find_channel(client: discord.Client, api: DiscordAPI, guild: discord.Guild,
+async def find_channel(client: discord.Client, api: DiscordApi, guild: discord.Guild,
                        ref: str) -> discord.TextChannel:
     """The text channel of `guild` that `ref` (`#name`, `name`, `<#id>` or an id) names.
 
@@ -98,7 +98,7 @@ async def find_channel(client: discord.Client, api: DiscordAPI, guild: discord.G
     return found
 
 
-async def _by_id(client: discord.Client, api: DiscordAPI, guild: discord.Guild,
+async def _by_id(client: discord.Client, api: DiscordApi, guild: discord.Guild,
                  cid: int) -> discord.abc.GuildChannel | discord.Thread:
     found = guild.get_channel_or_thread(cid)
     if found is not None:

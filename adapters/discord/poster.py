@@ -4,7 +4,7 @@ Every agent posts through the parent channel's "threadteam" webhook into the
 run's thread with its own name and avatar. Where the bot may not manage
 webhooks it posts as itself with the persona's name in bold, and says once per
 channel which permission is missing. Posts to one thread are serialised, so
-parts and turns appear in order. Every call goes through `DiscordAPI` (api.py):
+parts and turns appear in order. Every call goes through `DiscordApi` (api.py):
 429s are waited out, never dropped; a Discord that stays down fails the post
 with a `PlatformError` after the policy's retries.
 """
@@ -29,7 +29,7 @@ from threadteam.teams.persona import Persona
 
 from ._locks import KeyedLocks
 from ._webhooks import WEBHOOK_NAME, ChannelWebhooks
-from .api import UNKNOWN_WEBHOOK, DiscordAPI, DiscordError
+from .api import UNKNOWN_WEBHOOK, DiscordApi, DiscordError
 from .directory import find_channel
 from .text import emoji_of, host_text, split_message, webhook_username
 from .views import approval_view, call_ref_digest
@@ -51,9 +51,9 @@ class DiscordPoster:
     """The host's `Poster` for Discord."""
 
     def __init__(self, client: discord.Client, *, memory: Memory | None = None,
-                 api: DiscordAPI | None = None) -> None:
+                 api: DiscordApi | None = None) -> None:
         self.client = client
-        self.api = api or DiscordAPI()
+        self.api = api or DiscordApi()
         #: Webhook ids, split messages' parts, long call ids: outlive a restart.
         self.memory: Memory = memory if memory is not None else LocalMemory()
         self.ready = asyncio.Event()  # set once the client is logged in
