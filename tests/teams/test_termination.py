@@ -153,7 +153,7 @@ def test_conditions_nest():
 async def test_a_run_ends_on_its_condition_with_the_reason_in_the_log():
     team = make_team("bull", "bear", "synthesis",
                      termination={"any": [{"text_mention": "FINAL ANSWER"}, {"max_messages": 12}]})
-    run = Run(team, ["Up.", "Down.", "FINAL ANSWER: sideways.", "never said"])
+    run = Run(team, ["Up.", "Down.", "FINAL ANSWER: sideways."])  # a 4th call would fail
     assert await run.go() == Idle("finished")
     assert run.speakers == ["bull", "bear", "synthesis"]
     assert run.log[-1] == RunFinished(reason="synthesis said 'FINAL ANSWER'")
@@ -163,7 +163,7 @@ async def test_a_run_ends_on_its_condition_with_the_reason_in_the_log():
 async def test_continue_keeps_the_history_and_resets_the_conditions():
     team = make_team("bull", "bear", "synthesis",
                      termination={"any": [{"text_mention": "FINAL ANSWER"}, {"max_messages": 4}]})
-    run = Run(team, ["b1", "r1", "FINAL ANSWER: hold", "b2", "r2", "s2", "b3", "r3"])
+    run = Run(team, ["b1", "r1", "FINAL ANSWER: hold", "b2", "r2", "s2", "b3"])
     await run.go()
     assert run.state.finished == "synthesis said 'FINAL ANSWER'"
     run.add(RunContinued(by="U1", instructions="Now consider rates."))

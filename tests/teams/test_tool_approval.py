@@ -38,8 +38,11 @@ def desk(tmp_path: Path, tool_entry: str):
     return catalog.get("desk")
 
 
-async def outcome(tmp_path: Path, tool_entry: str, name: str, args: str) -> tuple[object, Run]:
-    run = Run(desk(tmp_path, tool_entry), [says("", ToolCall("c1", name, args)), "Done."])
+async def outcome(tmp_path: Path, tool_entry: str, name: str, args: str, *, runs: bool
+                  ) -> tuple[object, Run]:
+    """Drive one call of the tool; a tool that runs lets the agent answer once more."""
+    steps = [says("", ToolCall("c1", name, args)), *(["Done."] if runs else [])]
+    run = Run(desk(tmp_path, tool_entry), steps)
     return await run.go(), run
 
 
@@ -50,7 +53,7 @@ async def outcome(tmp_path: Path, tool_entry: str, name: str, args: str) -> tupl
 ])
 async def test_a_tool_that_declares_or_is_given_nothing_waits_for_a_person(tmp_path, entry, tool,
                                                                           args):
-    action, run = await outcome(tmp_path, entry, tool, args)
+    action, run = await outcome(tmp_path, entry, tool, args, runs=False)
     assert isinstance(action, AwaitApproval), f"{tool} ran without anyone approving it"
     assert run.request_of("c1").needs_approval
     assert run.log[-1] == run.request_of("c1"), "nothing ran"
@@ -58,7 +61,7 @@ async def test_a_tool_that_declares_or_is_given_nothing_waits_for_a_person(tmp_p
 
 async def test_a_tool_declared_approval_never_runs_at_once(tmp_path):
     action, run = await outcome(tmp_path, f"{MODULE}:lookup_ticket", "lookup_ticket",
-                                '{"number": 7}')
+                                '{"number": 7}', runs=True)
     assert action == Idle("finished")
     assert run.result_of("c1").output == "T-7 is open"
 
@@ -68,7 +71,7 @@ async def test_a_tool_declared_approval_never_runs_at_once(tmp_path):
     (f'{{use: "{MODULE}:create_ticket", approval: never}}', "create_ticket", '{"title": "x"}'),
 ])
 async def test_the_team_file_may_waive_approval_explicitly(tmp_path, entry, tool, args):
-    action, run = await outcome(tmp_path, entry, tool, args)
+    action, run = await outcome(tmp_path, entry, tool, args, runs=True)
     assert action == Idle("finished")
     assert not run.request_of("c1").needs_approval
     assert not run.result_of("c1").error
@@ -76,7 +79,7 @@ async def test_the_team_file_may_waive_approval_explicitly(tmp_path, entry, tool
 
 async def test_the_team_file_may_require_approval_of_a_tool_declared_never(tmp_path):
     action, _ = await outcome(tmp_path, f'{{use: "{MODULE}:lookup_ticket", approval: always}}',
-                              "lookup_ticket", '{"number": 7}')
+                              "lookup_ticket", '{"number": 7}', runs=False)
     assert isinstance(action, AwaitApproval)
 
 

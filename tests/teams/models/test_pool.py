@@ -75,7 +75,7 @@ async def test_rehearsal_needs_no_key():
 
 
 def test_overrides_win_over_providers():
-    scripted = ScriptedModel(["hi"], name="openai:gpt-4o")
+    scripted = ScriptedModel(name="openai:gpt-4o")
     pool = ModelPool(env={}, overrides={"openai:gpt-4o": scripted, "fast": scripted})
     assert pool.get("openai:gpt-4o") is scripted
     assert pool.get("fast") is scripted
