@@ -118,18 +118,20 @@ class TracedModel:
         self.inner, self.thread = inner, thread
         self.name = inner.name
 
-    async def complete(self, request: ModelRequest, on_text: TextSink | None = None
-                       ) -> ModelResponse:
+    async def complete(self, request: ModelRequest, on_text: TextSink | None = None,
+                       **options: Any) -> ModelResponse:
+        """The inner model's answer, traced; keyword options (e.g. `on_retry`) pass through."""
         if request.purpose == "select":
-            return await self._chat(request, on_text)
+            return await self._chat(request, on_text, options)
         with span(f"invoke_agent {request.agent}", gen_ai__operation__name="invoke_agent",
                   gen_ai__agent__name=request.agent, threadteam__thread=self.thread):
-            return await self._chat(request, on_text)
+            return await self._chat(request, on_text, options)
 
-    async def _chat(self, request: ModelRequest, on_text: TextSink | None) -> ModelResponse:
+    async def _chat(self, request: ModelRequest, on_text: TextSink | None,
+                    options: dict[str, Any]) -> ModelResponse:
         with span(f"chat {request.model}", gen_ai__operation__name="chat",
                   gen_ai__request__model=request.model, gen_ai__agent__name=request.agent) as s:
-            response = await self.inner.complete(request, on_text)
+            response = await self.inner.complete(request, on_text, **options)
             s.set_attribute("gen_ai.usage.input_tokens", response.usage.input_tokens)
             s.set_attribute("gen_ai.usage.output_tokens", response.usage.output_tokens)
             s.set_attribute("gen_ai.response.model", response.model or request.model)
