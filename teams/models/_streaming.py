@@ -192,12 +192,16 @@ class StreamingModel:
         if last is not None and not isinstance(last, ModelTimeout):
             # It kept failing (say, 500s) rather than being slow: say what failed.
             return gave_up(last, f"Gave up after {seconds:g} s.")
-        log.warning("%s: no answer within the turn's %g s (THREADTEAM_TURN_TIMEOUT)",
-                    self.name, seconds)
+        # Attempts cut off by the idle timeout: a model that thinks long before its first
+        # word (a reasoning model) needs a longer THREADTEAM_MODEL_TIMEOUT, not more turn.
+        knob = "THREADTEAM_MODEL_TIMEOUT" if last is not None else "THREADTEAM_TURN_TIMEOUT"
+        log.warning("%s: no answer within the turn's %g s (THREADTEAM_TURN_TIMEOUT; silences "
+                    "end an attempt after %g s, THREADTEAM_MODEL_TIMEOUT)", self.name, seconds,
+                    self._policy.idle_timeout)
         return ModelTimeout(
             f"{self.who} did not answer within {seconds:g} s. It may be overloaded (try "
-            f"again in a minute), or model '{self.model}' may need more time than "
-            "THREADTEAM_TURN_TIMEOUT allows.", seconds=seconds)
+            f"again in a minute), or model '{self.model}' may need more time than {knob} "
+            "allows.", seconds=seconds)
 
     def _detail(self, exc: Exception, body: object = None) -> str:
         """What the log gets: the exception, the request's URL, the provider's own words."""

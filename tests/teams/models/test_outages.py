@@ -107,9 +107,25 @@ async def test_a_hung_model_is_reported_within_the_turns_deadline(vendor):
 
     assert 0.6 <= took < 1.5
     assert f"{vendor.label} did not answer within 0.6 s" in str(caught.value)
-    assert "THREADTEAM_TURN_TIMEOUT" in str(caught.value)  # what to change if it is just slow
+    # Each attempt was cut off by the idle timeout: that is the setting to raise if the
+    # model merely thinks long before its first word.
+    assert "THREADTEAM_MODEL_TIMEOUT" in str(caught.value)
     assert caught.value.retryable and caught.value.seconds == 0.6
     assert len(vendor.fake.requests) >= 2  # silent attempts were given up and tried again
+
+
+async def test_one_long_silent_attempt_is_cut_at_the_turns_deadline(vendor):
+    vendor.fake.queue_hang()
+    model = vendor.model(THREADTEAM_MODEL_TIMEOUT="30", THREADTEAM_TURN_TIMEOUT="0.3")
+
+    started = time.monotonic()
+    with pytest.raises(ModelTimeout) as caught:
+        await model.complete(ask())
+
+    assert time.monotonic() - started < 1.5
+    assert "did not answer within 0.3 s" in str(caught.value)
+    assert "THREADTEAM_TURN_TIMEOUT" in str(caught.value)
+    assert len(vendor.fake.requests) == 1
 
 
 async def test_a_model_that_falls_silent_mid_answer_is_reported(vendor):
