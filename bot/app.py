@@ -64,14 +64,19 @@ class Runtime:
         """Durable small values for the adapter called `namespace`."""
         return StoreMemory(self.store, namespace)
 
-    async def start_host(self, poster: Poster, *, directory: Directory | None = None,
-                         shared: bool = True, **host_options: Any) -> Host:
-        """Start the host that posts through `poster` and asks `directory` about people.
+    async def start_host(self, poster: Poster, *, platform: str,
+                         directory: Directory | None = None, shared: bool = True,
+                         **host_options: Any) -> Host:
+        """Start the host that serves `platform`'s runs (and no other platform's), posts
+        through `poster` and asks `directory` about people.
 
         `shared`: many people summon through this host (Slack, Discord), so the summon
-        limits of the settings apply; the console has one person at the keyboard.
+        limits of the settings apply and the platform's runs left by a crashed process
+        are picked up; the console has one person at the keyboard and drives only the
+        run it started or resumed.
         """
-        options: dict[str, Any] = {"lease_ttl": self.settings.lease_ttl}
+        options: dict[str, Any] = {"lease_ttl": self.settings.lease_ttl, "platform": platform,
+                                   "adopt": shared}
         if shared:
             options["limits"] = self.settings.limits
         self.host = Host(store=self.store, catalog=self.catalog, models=self.models,

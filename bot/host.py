@@ -79,7 +79,8 @@ class Host:
     def __init__(self, *, store: Store, catalog: TeamCatalog, models: ModelSource, poster: Poster,
                  directory: Directory | None = None, worker_id: str | None = None,
                  clock: Callable[[], float] = time.time, lease_ttl: float = 10.0,
-                 limits: SummonLimits | None = None) -> None:
+                 limits: SummonLimits | None = None, platform: str | None = None,
+                 adopt: bool = True) -> None:
         self.store, self.catalog, self.models, self.poster = store, catalog, models, poster
         self.directory = directory
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -88,6 +89,13 @@ class Host:
         self.runner = Runner(store=store, catalog=catalog, models=models, poster=poster,
                              owner=self.worker_id, clock=clock, lease_ttl=lease_ttl,
                              rehearsal_notice=self._rehearsal_notice)
+        # A run belongs to the platform that started it: a host serving `platform` drives
+        # only that platform's runs (None: any, for tests). `adopt`: also pick up the
+        # platform's runs started elsewhere (resumed at start, swept after a crash); the
+        # console adopts nothing, so a new `chat` shows only its own run.
+        self.platform, self.adopt = platform, adopt
+        self._queue = platform or ""
+        self._own: set[str] = set()
         self.gate = (SummonGate(store, limits, clock, self._is_active)
                      if limits is not None else None)
         self._driving: dict[str, asyncio.Task[None]] = {}
@@ -109,9 +117,10 @@ class Host:
         self._loops = [asyncio.create_task(self._work_loop(), name="threadteam-work"),
                        asyncio.create_task(self._sweep_loop(), name="threadteam-sweep"),
                        asyncio.create_task(self._timer_loop(), name="threadteam-timers")]
-        for run_id in await self.store.active_runs():
-            log.info("resuming run %s", run_id)
-            await self._enqueue(run_id)
+        if self.adopt:
+            for run_id in await self._mine(await self.store.active_runs()):
+                log.info("resuming run %s", run_id)
+                await self._enqueue(run_id)
 
     async def aclose(self) -> None:
         """Stop taking work; runs in flight stay marked active and resume on the next start."""
@@ -189,7 +198,7 @@ class Host:
     async def latest_run(self, platform: str, run_id: str | None = None) -> RunSummary | None:
         """The most recent run of `platform` (or its run `run_id`) whose team is known."""
         for info in await self.store.runs(limit=200):
-            if run_id is not None and info.run_id != run_id:
+            if run_id is not None and not info.run_id.startswith((run_id, f"{platform}.{run_id}")):
                 continue
             if not info.thread.startswith(platform + ":"):
                 continue
@@ -219,7 +228,7 @@ class Host:
         name, task = inbound.text.strip().split(None, 1)
         team = self.catalog.get(name)
         assert team is not None
-        run_id = uuid.uuid4().hex
+        run_id = f"{inbound.key.platform}.{uuid.uuid4().hex}"
         started = TaskStarted(team=team.name, task=task.strip(), by=inbound.user,
                               approvers=team.approvers or (inbound.user,), at=self.clock())
         if not await self.store.create_run(run_id, str(inbound.key), [to_json(started)]):
@@ -502,7 +511,8 @@ class Host:
         if not counted:
             self._outstanding += 1
         try:
-            await self.store.enqueue(run_id)
+            self._own.add(run_id)
+            await self.store.enqueue(run_id, self._queue)
         except BaseException:
             self._outstanding -= 1
             raise
@@ -514,7 +524,7 @@ class Host:
     async def _work_loop(self) -> None:
         while not self._closing:
             try:
-                items = await self.store.next_work(self.worker_id, timeout=_POLL)
+                items = await self.store.next_work(self.worker_id, _POLL, self._queue)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -522,6 +532,12 @@ class Host:
                 await asyncio.sleep(1.0)
                 continue
             for receipt, run_id in items:
+                if self.platform is not None and not await self._mine_by_platform(run_id):
+                    log.warning("run %s belongs to another platform than %s; not driving it",
+                                run_id, self.platform)
+                    self._done_one()
+                    await self._ack(receipt, run_id)
+                    continue
                 if run_id in self._driving:
                     self._again.add(run_id)
                     self._done_one()
@@ -591,6 +607,23 @@ class Host:
         except Exception:
             log.exception("run %s: could not pause it after a store error", run_id)
 
+    async def _mine(self, run_ids: list[str]) -> list[str]:
+        """The runs among `run_ids` this host may drive: its platform's (a run id starts
+        with its platform; older ids are looked up), and with `adopt` off only those it
+        was handed in this process."""
+        if not self.adopt:
+            return [r for r in run_ids if r in self._own]
+        return [r for r in run_ids if await self._mine_by_platform(r)]
+
+    async def _mine_by_platform(self, run_id: str) -> bool:
+        if self.platform is None:
+            return True
+        platform, dot, _ = run_id.partition(".")
+        if not dot:
+            thread = await self.store.thread_of(run_id)
+            platform = thread.split(":", 1)[0] if thread else ""
+        return platform == self.platform
+
     def _done_one(self) -> None:
         self._outstanding = max(0, self._outstanding - 1)
 
@@ -599,7 +632,7 @@ class Host:
         while not self._closing:
             await asyncio.sleep(_TIMER_EVERY)
             try:
-                for run_id in await self.store.due_runs(self.clock()):
+                for run_id in await self._mine(await self.store.due_runs(self.clock())):
                     log.info("run %s: its time limit has passed", run_id)
                     await self._enqueue(run_id)
             except asyncio.CancelledError:
@@ -612,9 +645,11 @@ class Host:
         while not self._closing:
             await asyncio.sleep(self.lease_ttl)
             with contextlib.suppress(Exception):
-                for run_id in await self.store.active_runs():
+                if not self.adopt:
+                    continue
+                for run_id in await self._mine(await self.store.active_runs()):
                     if run_id not in self._driving:
-                        await self.store.enqueue(run_id)
+                        await self.store.enqueue(run_id, self._queue)
 
 
 def _echo(text: str) -> str:

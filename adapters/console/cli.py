@@ -24,8 +24,9 @@ _YES, _NO = {"y", "yes"}, {"n", "no"}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--team", help="team to summon (default: debate; see `threadteam teams list`)")
-    parser.add_argument("--resume", action="store_true",
-                        help="pick up the most recent console run where it left off")
+    parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
+                        help="pick up the most recent console run (or run RUN, as `threadteam "
+                             "runs list` shows it) where it left off")
     parser.add_argument("task", nargs="*", help="what the team should work on (asked for if omitted)")
 
 
@@ -34,7 +35,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     user = _user()
     poster = ConsolePoster(user=user)
     runtime = await Runtime.open(settings)
-    host = await runtime.start_host(poster, shared=False)
+    host = await runtime.start_host(poster, platform="console", shared=False)
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     reader = asyncio.create_task(_read_lines(lines))
     try:
@@ -59,13 +60,19 @@ def _user() -> str:
 async def _open_run(host: Host, args: argparse.Namespace, user: str,
                     lines: asyncio.Queue[str | None]) -> ThreadKey | None:
     if args.resume:
-        run = await host.latest_run("console")
+        wanted = None if args.resume is True else str(args.resume)
+        run = await host.latest_run("console", wanted)
         if run is not None:
-            print(f"Resuming {run.team}: {run.task} ({run.headline})", file=sys.stderr)
+            print(f"Resuming run {run.run_id} of {run.team}: {run.task} ({run.headline})",
+                  file=sys.stderr)
             await host.resume(run.run_id)
             return run.key
-        print("There is no console run to resume; start one with `threadteam chat TASK`.",
-              file=sys.stderr)
+        if wanted is not None:
+            print(f"There is no console run {wanted!r}; `threadteam runs list` shows the runs.",
+                  file=sys.stderr)
+        else:
+            print("There is no console run to resume; start one with `threadteam chat TASK`.",
+                  file=sys.stderr)
         return None
     team = args.team or "debate"
     task = " ".join(args.task).strip()

@@ -80,7 +80,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                              api_base=env.get("DISCORD_API_BASE") or None,
                              memory=runtime.memory("discord"))
     try:
-        host = await runtime.start_host(adapter.poster, directory=adapter.directory)
+        host = await runtime.start_host(adapter.poster, platform="discord",
+                                        directory=adapter.directory)
         await adapter.start(host)  # a wrong token is one line saying what to fix
         me = adapter.client.user
         print(f"threadteam: serving Discord as @{me.name if me else '?'}; Ctrl-C stops",

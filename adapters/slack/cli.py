@@ -45,7 +45,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     adapter = SlackAdapter(config, memory=runtime.memory("slack"))
     try:
         await adapter.connect()  # the bot token is checked before the host starts
-        host = await runtime.start_host(adapter.poster, directory=adapter.directory)
+        host = await runtime.start_host(adapter.poster, platform="slack",
+                                        directory=adapter.directory)
         await adapter.start(host, port=args.port, bind=args.bind)
         _freeze_startup_heap()
         mode = "Socket Mode" if config.socket_mode else f"HTTP on port {adapter.port}"

@@ -138,13 +138,17 @@ class Store(ABC):
         """Store a small value for an adapter."""
 
     # -- work queue: runs that need a worker --------------------------------
+    # A store holds one queue per `queue` name: a worker reads only the queue of the
+    # platforms it serves, so a Slack worker never takes (or drops) a Discord run's turn.
     @abstractmethod
-    async def enqueue(self, run_id: str) -> None:
-        """Ask some worker to drive `run_id`."""
+    async def enqueue(self, run_id: str, queue: str = "") -> None:
+        """Ask some worker reading `queue` to drive `run_id`."""
 
     @abstractmethod
-    async def next_work(self, consumer: str, timeout: float) -> list[tuple[str, str]]:
-        """Up to a few (receipt, run_id) pairs for this consumer; [] after `timeout` seconds."""
+    async def next_work(self, consumer: str, timeout: float, queue: str = ""
+                        ) -> list[tuple[str, str]]:
+        """Up to a few (receipt, run_id) pairs of `queue` for this consumer; [] after
+        `timeout` seconds."""
 
     @abstractmethod
     async def ack_work(self, receipt: str) -> None:

@@ -120,6 +120,7 @@ class RedisStore(Store):
         self._address = _address_of(url)
         self._p = prefix
         self._reclaim_ms = _ms(reclaim_after)
+        self._groups: set[str] = set()
         self._max_connections = max_connections
         self._r: aioredis.Redis | None = None
         self._pipe: AutoPipeline | None = None
@@ -160,13 +161,15 @@ class RedisStore(Store):
             await self.aclose()
             raise
 
-    async def _ensure_group(self) -> None:
+    async def _ensure_group(self, stream: str | None = None) -> None:
         assert self._r is not None
+        stream = stream or self._work
         try:
-            await self._r.xgroup_create(self._work, _GROUP, id="0", mkstream=True)
+            await self._r.xgroup_create(stream, _GROUP, id="0", mkstream=True)
         except rx.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):  # the group exists: another worker made it
                 raise
+        self._groups.add(stream)
 
     async def aclose(self) -> None:
         """Wait for commands in flight, then close the connection pool."""
@@ -178,6 +181,10 @@ class RedisStore(Store):
     @property
     def _work(self) -> str:
         return f"{self._p}work"
+
+    def _stream(self, queue: str) -> str:
+        """The stream of one work queue (the default one keeps its old name)."""
+        return f"{self._p}work:{queue}" if queue else self._work
 
     def _q(self, command: Command) -> asyncio.Future[Any]:
         if self._pipe is None:
@@ -446,30 +453,36 @@ class RedisStore(Store):
             await self._q(lambda p: p.hset(f"{self._p}kv:{namespace}", key, value))
 
     # -- work queue: a stream with one consumer group -----------------------------
-    async def enqueue(self, run_id: str) -> None:
-        """Ask some worker (in any process) to drive `run_id`."""
+    async def enqueue(self, run_id: str, queue: str = "") -> None:
+        """Ask some worker (in any process) reading `queue` to drive `run_id`."""
+        stream = self._stream(queue)
         with self._errors():
-            await self._q(lambda p: p.xadd(self._work, {"run": run_id}))
+            await self._q(lambda p: p.xadd(stream, {"run": run_id}))
 
-    async def next_work(self, consumer: str, timeout: float) -> list[tuple[str, str]]:
-        """Up to a few (receipt, run_id) pairs for this consumer; [] after `timeout` seconds."""
+    async def next_work(self, consumer: str, timeout: float, queue: str = ""
+                        ) -> list[tuple[str, str]]:
+        """Up to a few (receipt, run_id) pairs of `queue`; [] after `timeout` seconds."""
+        stream = self._stream(queue)
         with self._errors():
+            if stream not in self._groups:
+                await self._ensure_group(stream)
             try:
-                return await self._take(consumer, timeout)
+                taken = await self._take(consumer, timeout, stream)
             except rx.ResponseError as exc:
                 # A Redis restarted without persistence has lost the group: make it again.
                 if "NOGROUP" not in str(exc):
                     raise
-                await self._ensure_group()
-                return await self._take(consumer, timeout)
+                await self._ensure_group(stream)
+                taken = await self._take(consumer, timeout, stream)
+        return [(f"{queue}|{entry}", run_id) for entry, run_id in taken]
 
-    async def _take(self, consumer: str, wait: float) -> list[tuple[str, str]]:
+    async def _take(self, consumer: str, wait: float, stream: str) -> list[tuple[str, str]]:
         # Work a dead consumer took and never acked comes first; new work travels in the
         # same pipeline, read without blocking.
         replies: list[Any] = list(await asyncio.gather(
             self._q(lambda p: p.xautoclaim(
-                self._work, _GROUP, consumer, self._reclaim_ms, "0-0", count=_BATCH)),
-            self._q(lambda p: p.xreadgroup(_GROUP, consumer, {self._work: ">"}, count=_BATCH)),
+                stream, _GROUP, consumer, self._reclaim_ms, "0-0", count=_BATCH)),
+            self._q(lambda p: p.xreadgroup(_GROUP, consumer, {stream: ">"}, count=_BATCH)),
             return_exceptions=True))
         for reply in replies:
             if isinstance(reply, BaseException):
@@ -482,7 +495,7 @@ class RedisStore(Store):
             assert self._r is not None
             block = int(wait * 1000)
             answer: Any = await self._r.xreadgroup(
-                _GROUP, consumer, {self._work: ">"}, count=_BATCH,
+                _GROUP, consumer, {stream: ">"}, count=_BATCH,
                 block=block if block > 0 else None,
             )
             entries = [e for _, stream_entries in answer or [] for e in stream_entries]
@@ -490,11 +503,13 @@ class RedisStore(Store):
 
     async def ack_work(self, receipt: str) -> None:
         """The work named by `receipt` is done."""
+        queue, _, entry = receipt.rpartition("|")
+        stream = self._stream(queue)
         with self._errors():
             # Deleting acked entries keeps the stream as long as the work outstanding.
             await asyncio.gather(
-                self._q(lambda p: p.xack(self._work, _GROUP, receipt)),
-                self._q(lambda p: p.xdel(self._work, receipt)),
+                self._q(lambda p: p.xack(stream, _GROUP, entry)),
+                self._q(lambda p: p.xdel(stream, entry)),
             )
 
 

@@ -76,7 +76,8 @@ class SQLiteStore(Store):
         self._path = path
         self._busy_ms = max(int(busy_timeout * 1000), 0)
         self._writer = Writer(self._connect, f"The SQLite store at {path!r}")
-        self._work = WorkQueue(reclaim_after)
+        self._reclaim_after = reclaim_after
+        self._work: dict[str, WorkQueue] = {}
         self._last_update = 0.0
         self._sightings = 0
 
@@ -246,17 +247,26 @@ class SQLiteStore(Store):
         )
 
     # -- work queue -----------------------------------------------------------
-    async def enqueue(self, run_id: str) -> None:
-        """Ask some worker (in this process) to drive `run_id`."""
-        self._work.put(run_id)
+    async def enqueue(self, run_id: str, queue: str = "") -> None:
+        """Ask some worker (in this process) reading `queue` to drive `run_id`."""
+        self._queue(queue).put(run_id)
 
-    async def next_work(self, consumer: str, timeout: float) -> list[tuple[str, str]]:
-        """Up to a few (receipt, run_id) pairs for this consumer; [] after `timeout` seconds."""
-        return await self._work.take(timeout)
+    async def next_work(self, consumer: str, timeout: float, queue: str = ""
+                        ) -> list[tuple[str, str]]:
+        """Up to a few (receipt, run_id) pairs of `queue`; [] after `timeout` seconds."""
+        return [(f"{queue}|{receipt}", run_id)
+                for receipt, run_id in await self._queue(queue).take(timeout)]
 
     async def ack_work(self, receipt: str) -> None:
         """The work named by `receipt` is done."""
-        self._work.ack(receipt)
+        queue, _, own = receipt.rpartition("|")
+        self._queue(queue).ack(own)
+
+    def _queue(self, name: str) -> WorkQueue:
+        work = self._work.get(name)
+        if work is None:
+            work = self._work[name] = WorkQueue(self._reclaim_after)
+        return work
 
 
 # -- operations: run on the writer thread inside its transaction ---------------
