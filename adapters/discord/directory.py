@@ -116,13 +116,12 @@ async def _by_id(client: discord.Client, api: DiscordApi, guild: discord.Guild,
                   "server this run is in.")
 
 
-def _by_name(guild: discord.Guild, name: str) -> discord.abc.GuildChannel:
+def _by_name(guild: discord.Guild, name: str) -> discord.TextChannel:
     wanted = name.casefold()
-    matches = [c for c in guild.channels if c.name.casefold() == wanted
-               and not isinstance(c, discord.CategoryChannel)]
+    matches = [c for c in guild.text_channels if c.name.casefold() == wanted]
     shown = name[:_NAME_SHOWN]
     if not matches:
-        raise Refused(f"There is no channel called #{shown} in this server.")
+        raise Refused(f"There is no text channel called #{shown} in this server.")
     if len(matches) > 1:
         ids = ", ".join(f"<#{c.id}> ({c.id})" for c in matches[:5])
         raise Refused(f"Several channels in this server are called #{shown}: {ids}. "

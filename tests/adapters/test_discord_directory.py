@@ -52,7 +52,7 @@ async def test_a_channel_of_the_run_s_server_is_reached_by_name_or_id(
     (f"<@!{ALICE}>", "never to a person or a role"),
     (f"<@&{MODERATORS_ROLE_ID}>", "never to a person or a role"),
     ("@everyone", "never to a person or a role"),
-    ("#nowhere", "There is no channel called #nowhere"),
+    ("#nowhere", "There is no text channel called #nowhere"),
     ("1234567", "can't find a channel"),
 ])
 async def test_another_server_a_dm_or_a_person_is_refused(
