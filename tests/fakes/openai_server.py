@@ -210,11 +210,14 @@ class FakeServer:
         response = web.StreamResponse(headers={"content-type": "text/event-stream",
                                                "cache-control": "no-cache"})
         await response.prepare(request)
-        for event in self.events(step, body):
-            await response.write(event.encode())
-            if self.chunk_delay:
-                await asyncio.sleep(self.chunk_delay)
-        await response.write_eof()
+        try:
+            for event in self.events(step, body):
+                await response.write(event.encode())
+                if self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client gave up mid-stream (its timeout, a cancelled turn): as a server would
         return response
 
     async def _break_off(self, request: web.Request, step: Drop | Hang,

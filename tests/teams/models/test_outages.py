@@ -89,9 +89,12 @@ async def test_a_stream_cut_before_any_text_is_tried_again(vendor):
     assert len(vendor.fake.requests) == 2
 
 
-# Deadlines shrunk so the tests stay fast: 0.2 s of silence ends an attempt, and the
-# answer must begin within 0.6 s (the defaults are 30 s and 120 s).
+# Deadlines shrunk so the tests stay fast (the defaults are 30 s of silence per attempt,
+# and 120 s for the answer to begin). QUICK is for servers that never answer; where a
+# healthy answer must arrive within the silence allowed, PATIENT leaves a loaded machine
+# ample time for it.
 QUICK = {"THREADTEAM_MODEL_TIMEOUT": "0.2", "THREADTEAM_TURN_TIMEOUT": "0.6"}
+PATIENT = {"THREADTEAM_MODEL_TIMEOUT": "0.5", "THREADTEAM_TURN_TIMEOUT": "5"}
 
 
 async def test_a_hung_model_is_reported_within_the_turns_deadline(vendor):
@@ -105,7 +108,7 @@ async def test_a_hung_model_is_reported_within_the_turns_deadline(vendor):
             await model.complete(ask())
     took = time.monotonic() - started
 
-    assert 0.6 <= took < 1.5
+    assert 0.6 <= took < 3
     assert f"{vendor.label} did not answer within 0.6 s" in str(caught.value)
     # Each attempt was cut off by the idle timeout: that is the setting to raise if the
     # model merely thinks long before its first word.
@@ -122,7 +125,7 @@ async def test_one_long_silent_attempt_is_cut_at_the_turns_deadline(vendor):
     with pytest.raises(ModelTimeout) as caught:
         await model.complete(ask())
 
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3
     assert "did not answer within 0.3 s" in str(caught.value)
     assert "THREADTEAM_TURN_TIMEOUT" in str(caught.value)
     assert len(vendor.fake.requests) == 1
@@ -131,28 +134,28 @@ async def test_one_long_silent_attempt_is_cut_at_the_turns_deadline(vendor):
 async def test_a_model_that_falls_silent_mid_answer_is_reported(vendor):
     vendor.fake.queue_hang("Half an ans")
     sink = Collector()
-    model = vendor.model(**QUICK)
+    model = vendor.model(**PATIENT)
 
     async with asyncio.timeout(5):
         with pytest.raises(ModelTimeout) as caught:
             await model.complete(ask(), sink)
 
-    assert "fell silent mid-answer" in str(caught.value) and "0.2 s" in str(caught.value)
+    assert "fell silent mid-answer" in str(caught.value) and "0.5 s" in str(caught.value)
     assert sink.text == "Half an ans"
     assert len(vendor.fake.requests) == 1
 
 
 async def test_a_slow_but_steady_answer_is_not_cut_off(vendor):
-    vendor.fake.chunk_delay = 0.08  # each piece well within the idle timeout...
-    vendor.fake.queue_text("one two three four", chunks=4)  # ...but 0.6-0.8 s in all
+    vendor.fake.chunk_delay = 0.06  # each of 12-14 events well within the idle timeout...
+    vendor.fake.queue_text("one two three four five six seven eight", chunks=8)
     sink = Collector()
-    model = vendor.model(THREADTEAM_MODEL_TIMEOUT="0.2", THREADTEAM_TURN_TIMEOUT="0.3")
+    model = vendor.model(THREADTEAM_MODEL_TIMEOUT="1", THREADTEAM_TURN_TIMEOUT="0.5")
 
     started = time.monotonic()
     answer = await model.complete(ask(), sink)
 
-    assert time.monotonic() - started > 0.3  # longer than the turn's deadline, and yet
-    assert answer.text == sink.text == "one two three four"
+    assert time.monotonic() - started > 0.5  # ...longer than the turn's deadline, and yet
+    assert answer.text == sink.text == "one two three four five six seven eight"
     assert len(vendor.fake.requests) == 1
 
 
@@ -192,7 +195,7 @@ async def test_a_slow_first_attempt_is_said_before_the_retry(vendor):
     vendor.fake.queue_text("made it")
     notices, sink = Notices(), Collector()
 
-    answer = await vendor.model(**QUICK).complete(ask(), sink, on_retry=notices)
+    answer = await vendor.model(**PATIENT).complete(ask(), sink, on_retry=notices)
 
     assert answer.text == sink.text == "made it"
     assert notices.said == [f"{vendor.who} is slow to answer; trying again (2 of 4)…"]
