@@ -156,6 +156,8 @@ class StreamingModel:
 
     def _judge(self, exc: Exception, turn: Turn) -> Failure | None:
         """Judged first by what happened on the wire, then by the vendor."""
+        if getattr(exc, "status_code", None) is not None:
+            return self._translate(exc, turn)  # the provider answered: its status decides
         trouble = transport_trouble(exc)
         if trouble == "connect":
             return self._connect_failure(exc)
