@@ -10,8 +10,9 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
-from threadteam.bot.config import Settings
+from threadteam.bot.config import EVERY_SETTING, Settings
 from threadteam.bot.logs import redact, setup_logging
 from threadteam.bot.stores import default_store_url
 from threadteam.teams.errors import TeamFileError, ThreadteamError
@@ -41,17 +42,45 @@ _ENV_HELP = """environment:
 """
 
 
+#: The settings each command reads (and so checks at start); a wrong value of any other
+#: setting does not stop it. `run slack` also asks for PORT (`Settings.http_port`).
+_USES: dict[str, frozenset[str]] = {
+    "teams": frozenset({"teams_dir"}),
+    "runs": frozenset({"store"}),
+    "chat": frozenset({"store", "model", "teams_dir", "lease_ttl"}),
+    "run": EVERY_SETTING,
+}
+
+
+def _flag_parent(*flags: str) -> argparse.ArgumentParser:
+    """A parent parser with those of --store, --model and --teams-dir a command uses."""
+    parent = argparse.ArgumentParser(add_help=False)
+    if "store" in flags:
+        parent.add_argument("--store", metavar="URL", help="run store (overrides THREADTEAM_STORE)")
+    if "model" in flags:
+        parent.add_argument("--model", metavar="M",
+                            help="default model (overrides THREADTEAM_MODEL)")
+    if "teams_dir" in flags:
+        parent.add_argument("--teams-dir", metavar="DIR",
+                            help="extra team files (overrides THREADTEAM_TEAMS_DIR)")
+    return parent
+
+
+def _version() -> str:
+    try:
+        return metadata.version("threadteam")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     env_help = _ENV_HELP.format(store=default_store_url())
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="URL", help="run store (overrides THREADTEAM_STORE)")
-    common.add_argument("--model", metavar="M", help="default model (overrides THREADTEAM_MODEL)")
-    common.add_argument("--teams-dir", metavar="DIR", help="extra team files (overrides "
-                                                           "THREADTEAM_TEAMS_DIR)")
+    common = _flag_parent("store", "model", "teams_dir")
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(
         prog="threadteam", formatter_class=fmt, epilog=env_help,
         description="Human-in-the-loop agent teams that live in chat threads.")
+    p.add_argument("--version", action="version", version=f"threadteam {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     chat = sub.add_parser("chat", parents=[common], formatter_class=fmt, epilog=env_help,
@@ -70,15 +99,17 @@ def _parser() -> argparse.ArgumentParser:
 
     teams = sub.add_parser("teams", help="list or check team files")
     tsub = teams.add_subparsers(dest="teams_command", metavar="ACTION", required=True)
-    tsub.add_parser("list", parents=[common], help="list the teams that can be summoned")
+    tsub.add_parser("list", parents=[_flag_parent("teams_dir")],
+                    help="list the teams that can be summoned")
     check = tsub.add_parser("check", help="check team files; exit 1 with file:line errors")
     check.add_argument("files", nargs="+", metavar="FILE")
 
     runs = sub.add_parser("runs", help="list runs or print one for an audit")
     rsub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
-    listing = rsub.add_parser("list", parents=[common], help="the most recent runs, newest first")
+    stored = _flag_parent("store")
+    listing = rsub.add_parser("list", parents=[stored], help="the most recent runs, newest first")
     listing.add_argument("--limit", type=int, default=20, metavar="N", help="how many (20)")
-    show = rsub.add_parser("show", parents=[common],
+    show = rsub.add_parser("show", parents=[stored],
                            help="a run's transcript with every approval decision",
                            description="Print a run's transcript: who said what, every tool "
                                        "call with its arguments, and who approved or denied "
@@ -96,7 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "teams" and args.teams_command == "check":
             return _check(args.files)
-        settings = Settings.from_env(store=args.store, model=args.model, teams_dir=args.teams_dir)
+        settings = Settings.from_env(store=getattr(args, "store", None),
+                                     model=getattr(args, "model", None),
+                                     teams_dir=getattr(args, "teams_dir", None),
+                                     uses=_USES[args.command])
         setup_logging("WARNING" if args.command in ("chat", "teams", "runs") else settings.log_level)
         if args.command == "teams":
             return _list(settings)
@@ -107,9 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ThreadteamError as exc:
         print(f"threadteam: {redact(str(exc))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\nStopped. Runs are saved; `threadteam chat --resume` picks a console run up.",
-              file=sys.stderr)
+    except KeyboardInterrupt:  # the console and the servers handle their own Ctrl-C
+        print(file=sys.stderr)
         return 130
 
 

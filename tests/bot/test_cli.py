@@ -65,21 +65,73 @@ def test_teams_list_shows_builtins_and_user_teams(tmp_path):
     assert problem.startswith("skipped ") and "broken.yaml:2: not valid YAML" in problem
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"THREADTEAM_STORE": "postgres://x"}, "THREADTEAM_STORE must be sqlite:///path or redis://"),
-    ({"THREADTEAM_MODEL": "gpt4"}, "THREADTEAM_MODEL must look like openai:"),
-    ({"THREADTEAM_TEAMS_DIR": "/nonexistent/teams"}, "THREADTEAM_TEAMS_DIR is '/nonexistent"),
-    ({"THREADTEAM_LEASE_TTL": "soon"}, "THREADTEAM_LEASE_TTL must be a positive number"),
-    ({"THREADTEAM_MAX_RUNS_PER_HOUR": "lots"},
+@pytest.mark.parametrize(("command", "env", "message"), [
+    (("runs", "list"), {"THREADTEAM_STORE": "postgres://x"},
+     "THREADTEAM_STORE must be sqlite:///path or redis://"),
+    (("chat", "x"), {"THREADTEAM_MODEL": "gpt4"}, "THREADTEAM_MODEL must look like openai:"),
+    (("chat", "x"), {"THREADTEAM_MODEL": "rehearsalx"},
+     "THREADTEAM_MODEL must look like openai:gpt-4o-mini, anthropic:claude-3-5-haiku-latest "
+     "or rehearsal, got 'rehearsalx'"),
+    (("chat", "x"), {"THREADTEAM_MODEL": "rehearsal:foo"},
+     "THREADTEAM_MODEL must look like openai:gpt-4o-mini, anthropic:claude-3-5-haiku-latest "
+     "or rehearsal, got 'rehearsal:foo'"),
+    (("chat", "--model", "anthropic:", "x"), {}, "--model must look like openai:"),
+    (("teams", "list"), {"THREADTEAM_TEAMS_DIR": "/nonexistent/teams"},
+     "THREADTEAM_TEAMS_DIR is '/nonexistent"),
+    (("chat", "x"), {"THREADTEAM_LEASE_TTL": "soon"},
+     "THREADTEAM_LEASE_TTL must be a positive number"),
+    (("run", "discord"), {"THREADTEAM_MAX_RUNS_PER_HOUR": "lots"},
      "THREADTEAM_MAX_RUNS_PER_HOUR must be a whole number above 0, got 'lots'"),
-    ({"THREADTEAM_MAX_ACTIVE_RUNS_PER_USER": "0"},
+    (("run", "discord"), {"THREADTEAM_MAX_ACTIVE_RUNS_PER_USER": "0"},
      "THREADTEAM_MAX_ACTIVE_RUNS_PER_USER must be a whole number above 0"),
+    (("run", "discord"), {"THREADTEAM_LOG_LEVEL": "loud"},
+     "THREADTEAM_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got 'loud'"),
 ])
-def test_a_wrong_setting_is_one_line_naming_the_variable(env, message):
-    result = threadteam("teams", "list", env=env)
-    assert result.returncode == 2
+def test_a_wrong_setting_is_one_line_naming_the_variable(command, env, message, tmp_path):
+    env = {"THREADTEAM_STORE": f"sqlite:///{tmp_path}/s.db", **env}
+    result = threadteam(*command, env=env)
+    assert result.returncode == 2, result.stdout
     assert message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not result.stdout, "nothing ran: the setting was refused at start"
+
+
+def test_settings_a_command_does_not_use_do_not_stop_it(tmp_path):
+    wrong = {"THREADTEAM_STORE": "postgres://x", "THREADTEAM_MODEL": "rehearsalx",
+             "THREADTEAM_LEASE_TTL": "soon", "THREADTEAM_LOG_LEVEL": "loud",
+             "THREADTEAM_MAX_RUNS_PER_HOUR": "lots"}
+    listed = threadteam("teams", "list", env=wrong)
+    assert listed.returncode == 0, listed.stderr
+    assert "debate" in listed.stdout and not listed.stderr
+    runs = threadteam("runs", "list", "--store", f"sqlite:///{tmp_path}/s.db", env=wrong)
+    assert runs.returncode == 0 and not runs.stderr, runs.stderr
+
+
+_PORT_CHANGE = ("adapters/slack/cli.py still reads PORT while the parser is built: `--port` "
+                "needs default=None and run() needs `port=settings.http_port(args.port)`")
+
+
+@pytest.mark.xfail(strict=True, reason=_PORT_CHANGE)
+@pytest.mark.parametrize("port", ["abc", ""])
+def test_a_wrong_port_stops_only_the_command_that_serves_http(port, tmp_path):
+    listed = threadteam("teams", "list", env={"PORT": port})
+    assert listed.returncode == 0 and "debate" in listed.stdout, listed.stderr
+    chat = threadteam("chat", "--store", f"sqlite:///{tmp_path}/s.db", "x", env={"PORT": port})
+    assert chat.returncode == 0 and "Traceback" not in chat.stderr, chat.stderr
+    served = threadteam("run", "slack", env={"PORT": "abc", "SLACK_BOT_TOKEN": "xoxb-1-2-x"})
+    assert served.returncode == 2
+    assert served.stderr.strip() == ("threadteam: PORT must be a port number from 0 to 65535 "
+                                     "(or unset for 3000), got 'abc'")
+
+
+def test_version_and_help_offer_what_is_there():
+    version = threadteam("--version")
+    assert version.returncode == 0 and version.stdout.strip() == "threadteam 0.1.0"
+    teams_help = threadteam("teams", "list", "--help").stdout
+    assert "--teams-dir" in teams_help
+    assert "--store" not in teams_help and "--model" not in teams_help
+    runs_help = threadteam("runs", "show", "--help").stdout
+    assert "--store" in runs_help and "--teams-dir" not in runs_help
 
 
 def test_unknown_team_lists_the_teams(tmp_path):
