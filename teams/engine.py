@@ -149,10 +149,10 @@ def decide(state: RunState) -> Action:
         return RunTool(first)
     if state.condition.fired:
         return Finish(state.condition.fired)
-    if state.budget_spent:  # checked before any model is called again, `continue` or not
-        return Finish(f"the token budget of {state.team.budget_tokens:,} is spent "
-                      f"({state.tokens_used:,} tokens used)")
     team = state.team
+    if team.budget_tokens is not None and state.budget_spent:  # before any model call, too
+        return Finish(f"the token budget of {team.budget_tokens:,} is spent "
+                      f"({state.tokens_used:,} tokens used)")
     if state.current is not None:
         if state.current in team.humans:
             return AwaitHuman(state.current)

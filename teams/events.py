@@ -14,8 +14,12 @@ from typing import Any, ClassVar
 
 from .models.base import ToolCall, Usage
 
+#: The usage of an event that cost nothing; one shared value (a Usage is immutable).
+NO_USAGE = Usage()
+
 __all__ = [
-    "EVENT_TYPES", "AgentMessage", "ApprovalDecided", "ApprovalExpired", "ClockChecked", "Event",
+    "EVENT_TYPES", "NO_USAGE", "AgentMessage", "ApprovalDecided", "ApprovalExpired", "ClockChecked",
+    "Event",
     "Handoff", "HumanMessage", "RunContinued", "RunFinished", "RunPaused", "RunResumed",
     "SpeakerSelected", "StopRequested", "TaskStarted", "ToolAlwaysApproved", "ToolCallRequested",
     "ToolResult", "from_dict", "from_json", "to_dict", "to_json",
@@ -56,7 +60,7 @@ class SpeakerSelected(Event):
     kind: ClassVar[str] = "speaker_selected"
     agent: str
     how: str = ""  # "order", "model", "fallback", "mention", "handoff"
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = NO_USAGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +71,7 @@ class AgentMessage(Event):
     agent: str
     text: str
     tool_calls: tuple[ToolCall, ...] = ()
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = NO_USAGE
     model: str = ""
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from .approvers import Approvers
 from .events import (
+    NO_USAGE,
     AgentMessage,
     ApprovalDecided,
     ApprovalExpired,
@@ -216,7 +217,7 @@ class RunState:
                 break
 
     def _on_speaker_selected(self, e: SpeakerSelected) -> None:
-        if e.usage.total:
+        if e.usage is not NO_USAGE:  # a selector model chose: its tokens count too
             self._count(e.usage)
         self.current, self.turn_rounds = e.agent, 0
         if self.mention_next == e.agent:
@@ -227,7 +228,9 @@ class RunState:
         self.history.append(e)
         self.messages += 1
         self.model_calls += 1
-        self._count(e.usage)
+        usage = self.usage
+        self.usage = Usage(usage.input_tokens + e.usage.input_tokens,
+                           usage.output_tokens + e.usage.output_tokens)
         own = self.views.get(e.agent)
         if own is not None:
             own.add_own(ChatMessage("assistant", e.text, tool_calls=e.tool_calls))
