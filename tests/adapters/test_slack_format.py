@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from threadteam.adapters.slack.text import (
     _BULLET,
     _FENCE,
-    _HEADING,
     _RULE,
     LIMIT,
+    _heading,
     _inline,
     split_text,
     to_mrkdwn,
@@ -28,7 +28,14 @@ from threadteam.adapters.slack.text import (
     ("- one\n* two\n  + three", "• one\n• two\n  • three"),
     ("> quoted **words**", "> quoted *words*"),
     ("a < b && c > d", "a &lt; b &amp;&amp; c &gt; d"),
-    ("**a**\x00\x01b", "*a*b"),  # the rewrite's own markers never come out as text
+    ("**a**\x00\x01\x02\x03b", "*a*b"),  # the rewrite's own markers never come out as text
+    ("**use `x < y`** and ~~`old`~~", "*use `x &lt; y`* and ~`old`~"),  # emphasis wraps code
+    ("![logo](https://example.com/l.png) **[docs](https://d.io)**",
+     "<https://example.com/l.png|logo> *<https://d.io|docs>*"),
+    ("[a[b](https://x.io) [c](ftp://y) [](https://z)", "<https://x.io|a[b> [c](ftp://y) [](https://z)"),
+    ("#  Title  ##  ", "*Title*"),
+    ("####### seven", "####### seven"),
+    ("*a **b** c*", "_a *b* c_"),
     ("ask <@U123> in <#C42> <!here>", "ask <@U123> in <#C42> <!here>"),
     ("x = 2 * 3 * 4", "x = 2 * 3 * 4"),
     ("snake_case_name stays", "snake_case_name stays"),
@@ -82,9 +89,62 @@ def test_a_split_code_block_is_closed_and_reopened() -> None:
     assert parts[0] == "Intro." and parts[-1].endswith("Outro.")
 
 
-@given(st.text(alphabet=st.characters(blacklist_characters="-*_~`[#>&<+!\x00\x01"), max_size=200))
+@given(st.text(alphabet=st.characters(blacklist_characters="-*_~`[#>&<+!\x00\x01\x02\x03"),
+               max_size=200))
 def test_text_without_markup_characters_is_already_mrkdwn(text) -> None:
     # to_mrkdwn returns such text untouched without rewriting it: it must be a no-op.
     for line in text.split("\n"):
-        assert not any(r.match(line) for r in (_RULE, _HEADING, _BULLET, _FENCE))
+        assert not any(r.match(line) for r in (_RULE, _BULLET, _FENCE)) and _heading(line) is None
         assert _inline(line, True) == line == _inline(line, False)
+
+
+# -- time linear in the input ---------------------------------------------------------------
+def _repeat(unit: str, size: int = 40_000) -> str:
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+PATHOLOGICAL = {  # each took the old regexes seconds (headings: minutes) at this size
+    "open brackets": _repeat("[a"),
+    "links without an end": "[" + _repeat("a](http:x"),
+    "unclosed bold": _repeat("**a "),
+    "unclosed underline bold": _repeat("__a "),
+    "unclosed italics": _repeat(" *a"),
+    "unclosed strike": _repeat("~~a "),
+    "backticks": _repeat("`a"),
+    "backtick pairs": _repeat("``a "),
+    "angle brackets": _repeat("<@"),
+    "angle links": _repeat("<http:a|b "),
+    "underscores": _repeat("_a "),
+    "a heading of spaces": "# a" + " " * 39_996 + "b",
+    "a heading of hashes": "# a" + _repeat(" #", 39_996),
+    "a rule that is not one": "-" + _repeat(" -", 39_998) + "x",
+    "a quote": _repeat(">"),
+    "fences": _repeat("```\n"),
+    "short lines": _repeat("a\n"),
+    "short paragraphs": _repeat("a\n\n"),
+    "a fence opener longer than a post": "```" + "x" * 39_990 + "\ny\n```",
+}
+
+
+@pytest.mark.parametrize("text", PATHOLOGICAL.values(), ids=PATHOLOGICAL.keys())
+def test_any_40k_message_formats_and_splits_in_well_under_a_second(text: str) -> None:
+    import time
+
+    started = time.perf_counter()
+    parts = split_text(to_mrkdwn(text, italics=True))
+    to_mrkdwn(text, italics=False)
+    assert time.perf_counter() - started < 1.0  # linear: tens of ms; the old regexes took seconds
+    assert all(len(p) <= LIMIT for p in parts)
+
+
+def test_a_fence_whose_opening_line_is_too_long_is_cut_like_text() -> None:
+    text = "```" + "x" * 120 + "\nline one\nline two\n```"
+    parts = split_text(text, 100)  # it used to loop forever: no room left inside the fences
+    assert all(len(p) <= 100 for p in parts)
+    assert "".join(parts).replace("\n", "") == text.replace("\n", "")
+
+
+def test_a_closing_line_with_more_than_backticks_is_kept() -> None:
+    text = "```\n" + "\n".join(f"line {i}" for i in range(40)) + "\n```then more words"
+    parts = split_text(text, 100)
+    assert parts[-1].endswith("```then more words")
