@@ -42,7 +42,7 @@ from .inbound import (
 )
 from .poster import SlackPoster
 from .receive import EVENTS_PATH, Receiver
-from .text import to_mrkdwn
+from .text import no_broadcasts, to_mrkdwn
 
 if TYPE_CHECKING:
     from threadteam.bot.host import Host
@@ -254,7 +254,8 @@ class SlackAdapter:
         text = unescape((command.get("text") or "").strip())
         problem = self.host.check_summon(text)
         if problem is not None:  # answered in the ack itself: only the caller sees it
-            await ack(text=to_mrkdwn(problem, italics=False), response_type="ephemeral")
+            await ack(text=no_broadcasts(to_mrkdwn(problem, italics=False)),
+                      response_type="ephemeral")
             return
         await ack()
         self._spawn(self._summon_from_command(command, text, respond))

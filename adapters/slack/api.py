@@ -7,6 +7,9 @@ Every call the adapter makes goes through `SlackApi`:
   `Retry-After` says, as often as it takes; a Slack 5xx, a dropped or refused
   connection or a timeout is retried 5 times with backoff; any other refusal
   fails at once. What fails is raised as `SlackError`.
+- Every message text it sends (`text`, and the text of Block Kit elements) goes
+  through `no_broadcasts` on the way out: no post, edit or ephemeral of this
+  bot ever pings a channel, whatever a model or a person wrote.
 - `once(method, ...)` makes one attempt within a short deadline and raises
   `SlackError` at the first failure: for courtesies (thread status,
   placeholders, streaming edits, reactions) that must never hold up a post.
@@ -37,6 +40,8 @@ from threadteam.bot.retry import (
     retrying,
 )
 
+from .text import no_broadcasts
+
 __all__ = ["COURTESY_TIMEOUT", "SlackApi", "SlackError"]
 
 log = logging.getLogger("threadteam.slack")
@@ -48,6 +53,8 @@ _JSON_METHODS = frozenset({
     "chat.postMessage", "chat.update", "chat.delete", "chat.postEphemeral",
     "reactions.add", "reactions.remove", "assistant.threads.setStatus",
 })
+# Methods whose text people read in a conversation.
+_MESSAGE_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral"})
 # Errors Slack answers (with HTTP 200) when the fault is on its side and may pass.
 _SLACK_TRANSIENT = frozenset({"internal_error", "fatal_error", "service_unavailable",
                               "request_timeout"})
@@ -101,9 +108,23 @@ class SlackApi:
             raise _translate(method, exc) from exc
 
     async def _send(self, method: str, params: Mapping[str, Any]) -> Any:
+        if method in _MESSAGE_METHODS:
+            params = _quiet(params)
         if method in _JSON_METHODS:
             return await self.client.api_call(method, json=dict(params))
         return await self.client.api_call(method, http_verb="GET", params=dict(params))
+
+
+def _quiet(value: Any) -> Any:
+    """A message's arguments with every text in them passed through `no_broadcasts`."""
+    if isinstance(value, str):
+        return no_broadcasts(value)
+    if isinstance(value, Mapping):
+        return {k: _quiet(v) if k in ("text", "blocks", "elements", "fields") else v
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_quiet(v) for v in value]
+    return value
 
 
 def _classify(exc: BaseException) -> Verdict:

@@ -32,8 +32,9 @@ def approval_blocks(text: str, out: Outbound) -> list[dict[str, Any]]:
 
 
 def section(text: str) -> dict[str, Any]:
-    """A section showing `text` (mrkdwn, already formatted) as it is."""
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text or " "}}
+    """A section showing `text` (mrkdwn, already formatted) as it is: `verbatim`, so Slack
+    links no bare channel name or `@handle` in it by itself."""
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text or " ", "verbatim": True}}
 
 
 def _button(label: str, action_id: str, value: str, style: str) -> dict[str, Any]:

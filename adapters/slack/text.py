@@ -4,6 +4,12 @@ Slack's `text` is truncated at 40,000 characters, but a Block Kit section (the
 approval posts) takes at most 3,000, and a wall of text that long is unreadable
 in a thread anyway. So every post is cut at `LIMIT` = 3,000 characters: one
 limit for plain and approval posts, cut at paragraph boundaries first.
+
+Nothing written here pings a channel: Slack's special mentions (`<!here>`,
+`<!channel>`, `<!everyone>`, `<!subteam^…>`) come out escaped, visible as text,
+and `no_broadcasts` (which the Web API caller applies to every outgoing text)
+also breaks a bare `@here` / `@channel` / `@everyone` with a zero-width space.
+A person's own mention (`<@U…>`) and a channel link (`<#C…>`) still work.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import itertools
 import re
 from collections.abc import Callable
 
-__all__ = ["LIMIT", "split_text", "to_mrkdwn"]
+__all__ = ["LIMIT", "no_broadcasts", "split_text", "to_mrkdwn"]
 
 LIMIT = 3000
 
@@ -22,8 +28,12 @@ LIMIT = 3000
 # look at a character twice: the lazy regexes they replace (`(\*\*)(.+?)\1`) were
 # quadratic, and one 40,000-character `**a **a …` stalled the event loop for seconds.
 _FENCE = re.compile(r"^\s*```")
-# Slack's own tokens pass through unescaped: mentions, channels, specials, links.
-_TOKEN = re.compile(r"<(?:[@#!][^<>\s]+|(?:https?|mailto|tel|slack):[^<>\s|]+(?:\|[^<>]*)?)>")
+# Slack's own tokens pass through unescaped: people, channels, links. Not its special
+# mentions (`<!here>`, `<!subteam^S1>`, ...): those are escaped like any other text.
+_TOKEN = re.compile(r"<(?:[@#][^<>\s]+|(?:https?|mailto|tel|slack):[^<>\s|]+(?:\|[^<>]*)?)>")
+_SPECIAL = re.compile(r"<(![^<>]*)>")
+_BROADCAST = re.compile(r"(?<![\w@])@(?=(?:here|channel|everyone)\b)", re.IGNORECASE)
+_ZWSP = "\u200b"
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
 _NON_SPACE = re.compile(r"\S")
 _URL_STOP = re.compile(r"[)\s]")
@@ -68,6 +78,16 @@ def to_mrkdwn(markdown: str, *, italics: bool = True) -> str:
         else:
             out.append(_line(line, italics))
     return "\n".join(out)
+
+
+def no_broadcasts(text: str) -> str:
+    """`text` with no live channel-wide ping: `<!here>`-style specials escaped, and a
+    zero-width space after the `@` of a bare `@here` / `@channel` / `@everyone`."""
+    if "<!" in text:
+        text = _SPECIAL.sub(r"&lt;\1&gt;", text)
+    if "@" in text:
+        text = _BROADCAST.sub("@" + _ZWSP, text)
+    return text
 
 
 def _line(line: str, italics: bool) -> str:

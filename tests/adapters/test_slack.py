@@ -98,6 +98,37 @@ async def test_a_direct_message_summons_without_a_mention(stack_factory) -> None
     assert [m.get("username") for m in thread] == [None, "Bull", "Bear", "Synthesis", None]
 
 
+async def test_an_echoed_team_name_cannot_break_out_into_a_live_here(stack_factory) -> None:
+    s = await stack_factory("http")
+    # Slack sends what the person typed, x`<!here>`, escaped; the host's notice quotes it in
+    # a code span, which the backticks of the name close early.
+    ts = await s.fake.say(ALICE, f"{BOT} x`&lt;!here&gt;` Tea?")
+    [notice] = await wait_until(lambda: s.thread(ts), what="the notice in the thread")
+    assert "I don't know a team called" in notice["text"]
+    assert "<!" not in notice["text"] and "&lt;!here&gt;" in notice["text"]
+
+
+@MODES
+async def test_a_slash_summon_repeats_the_task_without_its_pings(stack_factory, mode) -> None:
+    s = await stack_factory(mode, "Bull.", "Bear.", "FINAL ANSWER: tea.")
+    # As Slack sends it when the person typed "@here" and "@channel" in the command.
+    await s.fake.slash("debate <!here> Is tea better? <!channel|@channel> @everyone")
+    root = (await wait_until(lambda: s.fake.calls_to("chat.postMessage"), what="the root"))[0]
+    assert "thread_ts" not in root.params and "Is tea better?" in root.params["text"]
+    assert "<!" not in root.params["text"] and "@everyone" not in root.params["text"]
+    assert "&lt;!here&gt;" in root.params["text"]
+
+
+async def test_agents_never_ping_the_channel(stack_factory) -> None:
+    s = await stack_factory("http", "<!channel> Buy now, @here!", "<!subteam^S0OPS|@ops> no.",
+                            "FINAL ANSWER: <!everyone> wait.")
+    ts = await s.fake.say(ALICE, f"{BOT} debate Buy?")
+    thread = await s.finished(ts)
+    agents = [m["text"] for m in thread if m.get("username")]
+    assert agents == ["&lt;!channel&gt; Buy now, @\u200bhere!", "&lt;!subteam^S0OPS|@ops&gt; no.",
+                      "FINAL ANSWER: &lt;!everyone&gt; wait."]
+
+
 # -- people in the thread -----------------------------------------------------------------------
 @MODES
 async def test_a_reply_in_the_thread_reaches_the_next_model_request(stack_factory, mode) -> None:

@@ -36,7 +36,7 @@ from threadteam.adapters.slack.text import (
     ("#  Title  ##  ", "*Title*"),
     ("####### seven", "####### seven"),
     ("*a **b** c*", "_a *b* c_"),
-    ("ask <@U123> in <#C42> <!here>", "ask <@U123> in <#C42> <!here>"),
+    ("ask <@U123> in <#C42> <!here>", "ask <@U123> in <#C42> &lt;!here&gt;"),  # no pings
     ("x = 2 * 3 * 4", "x = 2 * 3 * 4"),
     ("snake_case_name stays", "snake_case_name stays"),
     ("---", "───"),

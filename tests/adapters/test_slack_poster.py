@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from tests.fakes.slack import BOT_TOKEN, CHANNEL, FakeSlack, wait_until
+from tests.fakes.slack import ALICE, BOT_TOKEN, CHANNEL, FakeSlack, wait_until
 from threadteam.adapters.slack import SlackApi, SlackPoster
 from threadteam.adapters.slack.inbound import APPROVE_ACTION
 from threadteam.bot.errors import PlatformError
@@ -199,3 +201,46 @@ async def test_a_turn_without_a_post_hands_its_placeholder_to_the_next(fake_slac
     assert len(fake_slack.calls_to("chat.postMessage")) == 1
     assert [(m["ts"], m["text"]) for m in fake_slack.thread(CHANNEL, KEY.thread)] == [
         (message_id, "Found it.")]
+
+
+# -- nothing pings a channel ---------------------------------------------------------------
+PINGS = ("Heads up <!channel> <!here> <!everyone> <!subteam^S0ONCALL|@oncall> "
+         "@channel @here @Everyone, ask <@U0ALICE>")
+_LIVE = re.compile(r"<!(?:here|channel|everyone|subteam)|(?<![\w@])@(?:here|channel|everyone)\b",
+                   re.IGNORECASE)
+
+
+def texts(value: Any) -> list[str]:
+    """Every text a person could read in a Web API call's arguments (text, blocks)."""
+    if isinstance(value, dict):
+        return [t for k, v in value.items() if k in ("text", "blocks", "elements")
+                for t in texts(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in texts(v)]
+    return [value] if isinstance(value, str) else []
+
+
+async def test_no_post_edit_or_ephemeral_pings_a_channel(fake_slack, poster) -> None:
+    fake_slack.status_error = "not_allowed"  # placeholders, so the streamed edits show too
+    await poster.working(KEY, BEAR)
+    await (poster.stream(KEY, BEAR))(PINGS)
+    await wait_until(lambda: fake_slack.calls_to("chat.update"), what="a streamed edit")
+    long = f"{PINGS}\n\n{'word ' * 700}\n\n{PINGS}"  # the second part pings again
+    await poster.post(out(long))
+    prompt = ApprovalPrompt("call_1", "post_message", {"channel": "#x", "text": PINGS})
+    asked = await poster.post(Outbound(KEY, PINGS, "run:approval:call_1", persona=BEAR,
+                                       approval=prompt, meta={"agent": "bear"}))
+    await poster.edit(Outbound(KEY, f"✅ Approved: {PINGS}", "k:decided"), asked)
+    await poster.post(Outbound(KEY, PINGS, "run:notice", notice=True))  # the host's own words
+    await poster.ephemeral(KEY, ALICE, PINGS)
+    await poster.root(CHANNEL, PINGS)  # e.g. a /team summon's task, as the person typed it
+
+    calls = [c for c in fake_slack.calls if c.method.startswith("chat.") and c.error is None]
+    assert {c.method for c in calls} == {"chat.postMessage", "chat.update", "chat.postEphemeral"}
+    assert len([c for c in calls if c.method == "chat.postMessage"]) >= 5
+    shown = [t for c in calls for t in texts(c.params) if "Heads up" in t]
+    assert len(shown) >= 9
+    for text in shown:
+        assert not _LIVE.search(text), text
+        assert "&lt;!here&gt;" in text and "<@U0ALICE>" in text  # visible; a person's mention works
+    assert not any("link_names" in c.params or "parse" in c.params for c in calls)
