@@ -12,6 +12,7 @@ HELP = """Thread commands (reply with just the word):
 • `continue [instructions]` — go on after the run finished or was stopped
 • `retry` — try again after a model or tool failure
 • `approve [n] [note]` / `deny [n] [reason]` — decide a pending approval (n picks one of several)
+• `approve always [n]` — approve that tool for the rest of this run
 • `status` — who speaks next, what is pending, tokens used
 • `help` — this list
 Anything else you write goes to the team."""
@@ -27,6 +28,7 @@ class Command:
     word: str
     number: int | None = None
     rest: str = ""
+    always: bool = False  # `approve always`: the tool is approved for the rest of the run
 
 
 def parse_command(text: str) -> Command | None:
@@ -40,9 +42,16 @@ def parse_command(text: str) -> Command | None:
         return None
     if word in _ALONE:
         return Command(word) if not rest else None
-    number = None
+    number, always = None, False
     if word in ("approve", "deny"):
+        if word == "approve" and (m := _ALWAYS.match(rest)):
+            always, rest = True, m.group(1).strip()
         m = re.match(r"#?(\d+)\b[:,]?\s*(.*)", rest, re.S)
         if m:
             number, rest = int(m.group(1)), m.group(2).strip()
-    return Command(word, number, rest)
+        if word == "approve" and not always and (m := _ALWAYS.match(rest)):
+            always, rest = True, m.group(1).strip()
+    return Command(word, number, rest, always)
+
+
+_ALWAYS = re.compile(r"always\b[:,]?\s*(.*)", re.S | re.I)

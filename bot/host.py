@@ -39,6 +39,7 @@ from threadteam.teams.events import (
     Event,
     HumanMessage,
     RunContinued,
+    RunPaused,
     RunResumed,
     StopRequested,
     TaskStarted,
@@ -48,9 +49,9 @@ from threadteam.teams.events import (
 from threadteam.teams.state import RunState
 
 from .commands import HELP, Command, parse_command
-from .errors import ConflictError, PermanentStoreError
+from .errors import ConflictError, PermanentStoreError, PlatformError
 from .limits import SummonGate, SummonLimits
-from .render import approval_key, approval_number
+from .render import approval_key, approval_number, render
 from .runner import Runner
 from .shapes import Directory, Handled, Inbound, Outbound, Poster, RunSummary, ThreadKey
 from .stores.base import Store
@@ -316,7 +317,9 @@ class Host:
                          ) -> tuple[str, ...]:
         """The person's role labels, asked of the directory only for an approval attempt
         in a run that names `role:` approvers, by someone not named as a person."""
-        if inbound.roles or self.directory is None or not state.approvers.needs_roles:
+        needs = state.approvers.needs_roles or (
+            cmd is not None and cmd.word == "stop" and state.team.stoppers.needs_roles)
+        if inbound.roles or self.directory is None or not needs:
             return inbound.roles
         deciding = cmd is not None and cmd.word in ("approve", "deny", *_STEERING)
         if inbound.user in state.approvers.people or inbound.user == state.by or not deciding:
@@ -369,6 +372,10 @@ class Host:
             if state.finished is not None:
                 return [], "This run has already finished. `continue` starts it again.", None
             return [StopRequested(by=user, at=now)], "", None
+        if word == "continue" and state.budget_spent:
+            return [], "", (f"This run has spent its budget of {state.team.budget_tokens:,} "
+                            f"tokens ({state.tokens_used:,} used), so it cannot go on. Start a "
+                            f"new run, or raise `budget:` in the team file.")
         if word == "continue":
             if state.finished is not None:
                 return [RunContinued(by=user, instructions=rest, at=now)], "", None
@@ -387,18 +394,15 @@ class Host:
 
     def _may_steer(self, state: RunState, user: str, roles: tuple[str, ...], word: str) -> bool:
         """The summoner and the approvers steer a run; `stop` is also open to its stoppers."""
-        if user == state.by or state.approvers.admits(user, roles):
-            return True
-        stoppers = getattr(state.team, "stoppers", None)
-        return word == "stop" and stoppers is not None and stoppers.admits(user, roles)
+        return state.may_stop(user, roles) if word == "stop" else state.may_steer(user, roles)
 
     def _who_may_steer(self, state: RunState, word: str) -> str:
         rule = state.approvers
         who = [self.poster.mention(state.by),
                *(self.poster.mention(p) for p in rule.people if p != state.by),
                *(f"members of {r}" for r in rule.roles)]
-        stoppers = getattr(state.team, "stoppers", None)
-        if word == "stop" and stoppers is not None:
+        stoppers = state.team.stoppers
+        if word == "stop":
             who += [*(self.poster.mention(p) for p in stoppers.people if p not in who),
                     *(f"members of {r}" for r in stoppers.roles)]
         names = ", ".join(who[:-1]) + f" or {who[-1]}" if len(who) > 1 else who[0]
@@ -418,7 +422,12 @@ class Host:
     def _decide(self, state: RunState, inbound: Inbound, cmd: Command, call_id: str | None,
                 roles: tuple[str, ...], seen: set[str] | None = None
                 ) -> tuple[list[Event], str, str | None]:
-        approve = cmd.word == "approve"
+        approve = cmd.word in ("approve", "approve_always")
+        always = cmd.always or cmd.word == "approve_always"
+        reason, now = cmd.rest, self.clock()
+        if call_id is not None and call_id in state.calls \
+                and state.calls[call_id].status == "expired":
+            return [], "", "That request expired before anyone decided it; nothing was changed."
         pending = state.pending_approvals()
         if seen is not None and pending:  # a bare word: only what the person could have seen
             visible = [c for c in pending if c.request.call_id in seen]
@@ -447,14 +456,38 @@ class Host:
                         ), None
         else:
             chosen = pending
+        call = chosen[0]
+        n = approval_number(state, call.request.call_id)
         if not state.may_approve(inbound.user, roles):
             rule = state.approvers
-            who = ", ".join([*(self.poster.mention(p) for p in rule.people),
-                             *(f"members of {r}" for r in rule.roles)])
-            return [], "", (f"Sorry, only {who} can approve or deny this run's actions; "
-                            f"nothing was changed.")
-        return [ApprovalDecided(call_id=chosen[0].request.call_id, approved=approve,
-                                by=inbound.user, reason=cmd.rest, at=self.clock())], "", None
+            who = ", ".join([*(self.poster.mention(p) for p in rule.people
+                               if p != state.by or state.team.approval.summoner_may_approve),
+                             *(f"members of {r}" for r in rule.roles)]) or "the approvers"
+            four_eyes = (" (whoever summoned a run does not approve its actions)"
+                         if inbound.user == state.by else "")
+            return [], "", (f"Sorry, only {who} can approve or deny this run's "
+                            f"actions{four_eyes}; nothing was changed.")
+        if call.expires_at is not None and now >= call.expires_at:
+            return [], "", f"Request #{n} has expired; nothing was changed."
+        quorum = state.team.approval.quorum
+        if approve and inbound.user in call.approved_by:
+            more = quorum - len(call.approved_by)
+            return [], "", (f"You have already approved #{n}; it needs {more} more "
+                            f"approval{'s' if more != 1 else ''} from someone else.")
+        if always:
+            if not state.may_approve_always(inbound.user, roles):
+                return [], "", (f"`approve always` is not available in this run: its actions "
+                                f"need {quorum} approvers each. Reply `approve {n}`.")
+            return state.approve_always(call.request.tool, by=inbound.user, at=now), "", None
+        decided = ApprovalDecided(call_id=call.request.call_id, approved=approve,
+                                  by=inbound.user, reason=reason, at=now)
+        public = ""
+        if approve and len(call.approved_by) + 1 < quorum:
+            more = quorum - len(call.approved_by) - 1
+            public = (f"Approval #{n}: {self.poster.mention(inbound.user)} approved "
+                      f"({len(call.approved_by) + 1} of {quorum}); {more} more "
+                      f"approval{'s' if more != 1 else ''} needed.")
+        return [decided], public, None
 
     # -- status -------------------------------------------------------------------------------
     def _status_word(self, state: RunState) -> str:
@@ -570,6 +603,9 @@ class Host:
                 except PermanentStoreError as exc:
                     await self._park(run_id, exc)
                     got = True
+                except PlatformError as exc:
+                    await self._pause_for_platform(run_id, exc)
+                    got = True
                 except Exception:
                     log.exception("run %s: driving failed", run_id)
                     got = True
@@ -623,6 +659,28 @@ class Host:
             thread = await self.store.thread_of(run_id)
             platform = thread.split(":", 1)[0] if thread else ""
         return platform == self.platform
+
+    async def _pause_for_platform(self, run_id: str, exc: PlatformError) -> None:
+        """The platform refused a post after its retries: pause the run, say why in the
+        thread if the platform lets us, and wait for `retry` (not loop on the refusal)."""
+        log.warning("run %s: the platform refused a post (%s); pausing the run", run_id, exc)
+        try:
+            fold = await self._current(run_id)
+            if fold is None or fold.state.paused is not None or fold.state.finished is not None:
+                await self.store.set_active(run_id, False)
+                return
+            paused = RunPaused(reason=str(exc), at=self.clock())
+            length = await self.store.append_external(run_id, [to_json(paused)])
+            await self.store.set_active(run_id, False)
+            fold = await self._current(run_id)
+            if fold is not None:
+                out = render(fold.state, paused, length - 1, fold.key, run_id,
+                             self.poster.mention)
+                if out is not None:
+                    await self.runner.deliver(out)
+        except Exception:
+            log.warning("run %s: could not say in its thread that it is paused", run_id,
+                        exc_info=True)
 
     def _done_one(self) -> None:
         self._outstanding = max(0, self._outstanding - 1)

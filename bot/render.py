@@ -12,6 +12,7 @@ from collections.abc import Callable
 from threadteam.teams.events import (
     AgentMessage,
     ApprovalDecided,
+    ApprovalExpired,
     Event,
     RunFinished,
     RunPaused,
@@ -23,7 +24,8 @@ from threadteam.teams.state import RunState
 
 from .shapes import ApprovalPrompt, Outbound, ThreadKey
 
-__all__ = ["approval_key", "approval_number", "is_postable", "post_key", "render", "render_decision"]
+__all__ = ["approval_key", "approval_number", "is_postable", "post_key", "render", "render_decision",
+           "settled_key"]
 
 Mention = Callable[[str], str]
 
@@ -55,7 +57,8 @@ def is_postable(e: Event) -> bool:
         return bool(e.text.strip())
     if isinstance(e, ToolCallRequested):
         return e.needs_approval
-    return isinstance(e, TaskStarted | ApprovalDecided | RunPaused | RunFinished | SpeakerSelected)
+    return isinstance(e, TaskStarted | ApprovalDecided | ApprovalExpired | RunPaused | RunFinished
+                      | SpeakerSelected)
 
 
 def render(state: RunState, e: Event, seq: int, key: ThreadKey, run_id: str, mention: Mention,
@@ -91,28 +94,48 @@ def render(state: RunState, e: Event, seq: int, key: ThreadKey, run_id: str, men
         return Outbound(key, f"{who} could not go on: {e.reason}\nReply `retry` to try again.",
                         post_key(run_id, seq), notice=True)
     if isinstance(e, RunFinished):
+        if state.budget_spent:
+            return Outbound(key, f"Finished: {e.reason}. The run cannot go on past its budget; "
+                                 f"start a new one to keep going.", post_key(run_id, seq),
+                            notice=True)
         return Outbound(key, f"Finished: {e.reason}. Reply `continue` (with instructions, if you "
                              f"like) to keep going.", post_key(run_id, seq), notice=True)
     return None
 
 
-def render_decision(state: RunState, e: ApprovalDecided, key: ThreadKey, run_id: str,
-                    mention: Mention) -> tuple[str, Outbound] | None:
-    """The edit that settles an approval request in place: (request's post key, new post)."""
+def settled_key(run_id: str, e: ApprovalDecided | ApprovalExpired) -> str:
+    """The idempotency key of the edit that settles a request (decided, or expired)."""
+    suffix = "expired" if isinstance(e, ApprovalExpired) else "decided"
+    return f"{approval_key(run_id, e.call_id)}:{suffix}"
+
+
+def render_decision(state: RunState, e: ApprovalDecided | ApprovalExpired, key: ThreadKey,
+                    run_id: str, mention: Mention) -> tuple[str, Outbound] | None:
+    """The edit that settles an approval request in place: (request's post key, new post).
+
+    None for a decision that settles nothing: one approval of several a quorum needs
+    (the request keeps its buttons until the last one)."""
     call = state.calls.get(e.call_id)
     if call is None:
         return None
+    if isinstance(e, ApprovalDecided) and call.decision != e:
+        return None
     req = call.request
     persona = state.team.by_name[req.agent].persona
-    verdict = "Approved" if e.approved else "Denied"
-    reason = f": {e.reason}" if e.reason else ""
     n = approval_number(state, e.call_id)
-    by = f" by {mention(e.by)}" if e.by else ""  # no one: the run's time limit decided
-    text = (f"{'✅' if e.approved else '❌'} {verdict}{by}{reason}\n"
-            f"Approval #{n}: {persona.display_name} wanted to run `{req.tool}`\n"
+    if isinstance(e, ApprovalExpired):
+        head = "⌛ Expired: nobody decided in time, so it did not run"
+    else:
+        verdict = "Approved" if e.approved else "Denied"
+        reason = f": {e.reason}" if e.reason else ""
+        others = [p for p in call.approved_by if p != e.by] if e.approved else []
+        by = ", ".join(mention(p) for p in [*others, e.by]) if e.by else ""
+        by = f" by {by}" if by else ""  # no one: the run's time limit decided
+        head = f"{'✅' if e.approved else '❌'} {verdict}{by}{reason}"
+    text = (f"{head}\nApproval #{n}: {persona.display_name} wanted to run `{req.tool}`\n"
             f"{_args_block(req.args)}")
-    return approval_key(run_id, e.call_id), Outbound(key, text, approval_key(run_id, e.call_id)
-                                                       + ":decided", persona=persona)
+    return approval_key(run_id, e.call_id), Outbound(key, text, settled_key(run_id, e),
+                                                       persona=persona)
 
 
 def _args_block(args: dict) -> str:

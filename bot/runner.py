@@ -21,7 +21,9 @@ from threadteam.teams import engine
 from threadteam.teams.catalog import TeamCatalog
 from threadteam.teams.engine import Env, deadline, decide, perform, time_passed
 from threadteam.teams.events import (
+    AgentMessage,
     ApprovalDecided,
+    ApprovalExpired,
     Event,
     HumanMessage,
     RunContinued,
@@ -40,7 +42,7 @@ from threadteam.teams.termination import has_timeout
 from threadteam.teams.tools import ToolContext
 
 from .errors import ConflictError
-from .render import is_postable, post_key, render, render_decision
+from .render import is_postable, post_key, render, render_decision, settled_key
 from .shapes import Outbound, Poster, ThreadKey
 from .stores.base import Store
 from .telemetry import TracedModels, run_parent, span, traced_tools
@@ -189,20 +191,24 @@ class Runner:
             if not is_postable(e):
                 continue
             if await self.store.get_post(self._key_of(run, seq, e)) is not None:
-                break
+                # An agent's post marks where the thread is complete; a notice may have
+                # been said out of turn (a run paused because a post was refused).
+                if isinstance(e, AgentMessage | ToolCallRequested):
+                    break
+                continue
             missing.append((seq, e))
         for seq, e in reversed(missing):
             await self._post(run, seq, e, fresh=True)
 
     def _key_of(self, run: Loaded, seq: int, e: Event) -> str:
-        if isinstance(e, ApprovalDecided):
-            return f"{run.run_id}:approval:{e.call_id}:decided"
+        if isinstance(e, ApprovalDecided | ApprovalExpired):
+            return settled_key(run.run_id, e)
         out = render(run.state, e, seq, run.key, run.run_id, self.poster.mention)
         return out.idempotency_key if out else post_key(run.run_id, seq)
 
     async def _post(self, run: Loaded, seq: int, e: Event, fresh: bool = False) -> None:
         """Post event `seq`; `fresh`: no post under its seq key can have been recorded yet."""
-        if isinstance(e, ApprovalDecided):
+        if isinstance(e, ApprovalDecided | ApprovalExpired):
             settled = render_decision(run.state, e, run.key, run.run_id, self.poster.mention)
             if settled is None:
                 return

@@ -124,3 +124,41 @@ async def test_a_store_error_no_retry_cures_pauses_the_run_with_a_notice(store, 
         assert len(model.requests) == 1 and len(poster.notices(key)) == 2
     finally:
         await host.aclose()
+
+
+class RefusingPoster(RecordingPoster):
+    """A platform that refuses agents' posts (say, a permission missing) until fixed."""
+
+    refusing: bool = True
+
+    async def post(self, out):
+        from threadteam.bot.errors import PlatformError
+        if self.refusing and not out.notice:
+            raise PlatformError("Slack refused chat.postMessage (not_in_channel): invite the "
+                                "bot to the channel.")
+        return await super().post(out)
+
+
+async def test_a_platform_refusal_pauses_the_run_with_a_notice_and_retry_goes_on(store,
+                                                                                  tmp_path):
+    poster = RefusingPoster()
+    model = ScriptedModel(["Which city?", "DONE."])
+    host = make_host(store, poster, model, write_teams(tmp_path / "teams", WAITS),
+                     lease_ttl=0.3)
+    await host.start()
+    try:
+        key = thread()
+        await host.handle(summon(key, "waits plan a trip", user="alice"))
+        await poster.wait_for(lambda p: len(p.notices(key)) == 2)
+        assert poster.notices(key)[-1] == (
+            "The team could not go on: Slack refused chat.postMessage (not_in_channel): invite "
+            "the bot to the channel.\nReply `retry` to try again.")
+        await asyncio.sleep(1.0)  # sweeps: nothing is tried again behind the person's back
+        assert len(model.requests) == 1 and len(poster.notices(key)) == 2
+
+        poster.refusing = False
+        await host.handle(say(key, "retry", user="alice"))
+        await poster.wait_for(lambda p: p.in_thread(key))
+        assert poster.in_thread(key) == [("Asker", "Which city?")]
+    finally:
+        await host.aclose()

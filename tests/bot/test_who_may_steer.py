@@ -208,3 +208,130 @@ async def test_an_approval_request_shows_every_argument(started, poster):
     await host.idle()
     [request] = [p for p in poster.posts if p.buttons]
     assert long_text in request.text
+
+
+GOVERNED = """
+name: governed
+description: Posts an announcement under the team's approval rules.
+model: scripted
+approvers: [alice, bob, carol]
+{extra}
+agents:
+  - name: announcer
+    persona: {{display_name: Announcer, avatar: ":mega:"}}
+    system_message: Post it.
+    tools: [post_message]
+termination:
+  any: [{{text_mention: DONE}}, {{max_messages: 8}}]
+"""
+
+
+def _post(channel: str, text: str):
+    return reply("Posting.", ("post_message", json.dumps({"channel": channel, "text": text})))
+
+
+async def test_a_quorum_needs_two_different_people(started, poster):
+    model = ScriptedModel([_post("#general", "Hi"), "DONE."])
+    host = await started(model, GOVERNED.format(extra="approval: {quorum: 2}"))
+    key = thread()
+    await host.handle(summon(key, "governed announce", user="alice"))
+    await host.idle()
+    await host.handle(say(key, "approve", user="alice"))
+    await host.idle()
+    assert poster.notices(key)[-1] == ("Approval #1: <@alice> approved (1 of 2); 1 more "
+                                       "approval needed.")
+    [request] = [p for p in poster.posts if p.text.startswith("Approval #1: Announcer")]
+    assert request.buttons, "one approval of two settles nothing"
+    assert (await host.handle(say(key, "approve", user="alice"))).private == (
+        "You have already approved #1; it needs 1 more approval from someone else.")
+    assert not any(p.key.channel == "#general" for p in poster.posts)
+
+    await host.handle(say(key, "approve", user="bob"))
+    await host.idle()
+    assert [p.text for p in poster.posts if p.key.channel == "#general"] == ["Hi"]
+    assert request.text.startswith("✅ Approved by <@alice>, <@bob>")
+
+
+async def test_four_eyes_the_summoner_cannot_approve_their_own_run(started, poster):
+    model = ScriptedModel([_post("#general", "Hi"), "DONE."])
+    host = await started(model, GOVERNED.format(extra="approval: {summoner_may_approve: false}"))
+    key = thread()
+    await host.handle(summon(key, "governed announce", user="alice"))
+    await host.idle()
+    handled = await host.handle(say(key, "approve", user="alice"))
+    assert handled.private == ("Sorry, only <@bob>, <@carol> can approve or deny this run's "
+                               "actions (whoever summoned a run does not approve its actions); "
+                               "nothing was changed.")
+    await host.idle()
+    assert not any(p.key.channel == "#general" for p in poster.posts)
+    await host.handle(say(key, "approve", user="carol"))
+    await host.idle()
+    assert [p.text for p in poster.posts if p.key.channel == "#general"] == ["Hi"]
+
+
+async def test_an_unanswered_request_expires_and_says_so(started, poster):
+    now = [1_000_000.0]
+    model = ScriptedModel([_post("#general", "Hi"), "DONE: nobody answered."])
+    host = await started(model, GOVERNED.format(extra="approval: {expires_after: 30m}"),
+                         clock=lambda: now[0])
+    key = thread()
+    await host.handle(summon(key, "governed announce", user="alice"))
+    await host.idle()
+    [request] = [p for p in poster.posts if p.buttons]
+    now[0] += 1801
+    await poster.wait_for(lambda p: p.in_thread(key)[-1] == ("Announcer", "DONE: nobody answered."))
+    assert request.text.startswith("⌛ Expired: nobody decided in time") and not request.buttons
+    assert "expired" in model.requests[1].messages[-1].content
+    await host.handle(say(key, "approve 1", user="bob"))  # too late
+    await host.idle()
+    assert not any(p.key.channel == "#general" for p in poster.posts)
+
+
+async def test_approve_always_covers_the_rest_of_the_run(started, poster, store):
+    model = ScriptedModel([_post("#general", "one"), _post("#general", "two"), "DONE."])
+    host = await started(model, GOVERNED.format(extra=""))
+    key = thread()
+    await host.handle(summon(key, "governed announce", user="alice"))
+    await host.idle()
+    await host.handle(say(key, "approve always", user="bob"))
+    await host.idle()
+    assert [p.text for p in poster.posts if p.key.channel == "#general"] == ["one", "two"]
+    assert len([p for p in poster.posts if p.text.startswith("Approval #")]) == 0, \
+        "the second call asked nobody"
+    run_id = await store.run_for_thread(str(key))
+    assert any('"kind":"tool_always_approved"' in e and '"by":"bob"' in e
+               for e in await store.load(run_id))
+
+
+async def test_a_spent_budget_cannot_be_continued(started, poster):
+    from threadteam.teams.models.base import Usage
+    model = ScriptedModel([reply("Long answer.", usage=Usage(700, 500))])
+    host = await started(model, DEBATE.replace("model: scripted",
+                                               "model: scripted\nbudget: {tokens: 1000}"))
+    key = thread()
+    await host.handle(summon(key, "debate x", user="alice"))
+    await host.idle()
+    assert poster.notices(key)[-1].startswith("Finished: the token budget of 1,000 is spent")
+    assert "cannot go on past its budget" in poster.notices(key)[-1]
+    handled = await host.handle(say(key, "continue", user="alice"))
+    assert handled.private == ("This run has spent its budget of 1,000 tokens (1,200 used), so "
+                               "it cannot go on. Start a new run, or raise `budget:` in the team "
+                               "file.")
+    await host.idle()
+    assert len(model.requests) == 1
+
+
+async def test_stoppers_may_stop_but_not_continue(started, poster):
+    model = ScriptedModel(["Which city?"])
+    team = WAITS.replace("model: scripted", "model: scripted\nstoppers: [dave]")
+    host = await started(model, team)
+    key = thread()
+    await host.handle(summon(key, "waits plan", user="alice"))
+    await host.idle()
+    assert (await host.handle(say(key, "stop", user="mallory"))).private == (
+        "Sorry, only <@alice> or <@dave> can `stop` this run; nothing was changed.")
+    assert (await host.handle(say(key, "stop", user="dave"))).private is None
+    await host.idle()
+    assert poster.notices(key)[-1].startswith("Finished")
+    assert (await host.handle(say(key, "continue", user="dave"))).private == (
+        "Sorry, only <@alice> can `continue` this run; nothing was changed.")
