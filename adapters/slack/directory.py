@@ -26,9 +26,19 @@ GROUPS_TTL = 60.0  # seconds a workspace's user groups are trusted before asking
 _Groups = list[tuple[frozenset[str], frozenset[str]]]  # (labels, members) per user group
 
 
-def group_labels(group: dict[str, Any]) -> frozenset[str]:
-    """What a user group from `usergroups.list` answers to: its handle, name and id."""
-    return frozenset(role_label(str(group[k])) for k in ("handle", "name", "id") if group.get(k))
+def group_labels(group: dict[str, Any], ids: frozenset[str] = frozenset()) -> frozenset[str]:
+    """What a user group from `usergroups.list` answers to: its id and its handle.
+
+    Never its display name, which anyone may give any group ("oncall" on a group
+    whose handle is @notoncall). `ids` are the labels of the workspace's group ids: a
+    handle spelling another group's id (`s0oncall` against `S0ONCALL`) is not a label.
+    """
+    own = role_label(str(group.get("id") or ""))
+    handle = role_label(str(group.get("handle") or ""))
+    labels = {own} if own else set()
+    if handle and (handle == own or handle not in ids):
+        labels.add(handle)
+    return frozenset(labels)
 
 
 class SlackDirectory:
@@ -40,7 +50,7 @@ class SlackDirectory:
         self._names: dict[str, str] = {}
 
     async def roles(self, key: ThreadKey, user: str) -> frozenset[str]:
-        """The labels (handle, name, id) of each Slack user group `user` is in.
+        """The labels (id and handle, never the display name) of each user group `user` is in.
 
         The host asks only while deciding an approval of a run that names `role:`
         approvers. Any failure means no roles: the host then refuses politely, as it
@@ -119,8 +129,9 @@ class UserGroups:
         try:
             async with asyncio.timeout(self.timeout):
                 answer = await self.api.call("usergroups.list", include_users=True)
-            groups = [(group_labels(g), frozenset(g.get("users") or ()))
-                      for g in answer.get("usergroups") or ()]
+            found = [g for g in answer.get("usergroups") or () if isinstance(g, dict)]
+            ids = frozenset(role_label(str(g["id"])) for g in found if g.get("id"))
+            groups = [(group_labels(g, ids), frozenset(g.get("users") or ())) for g in found]
             self._warned = {w for w in self._warned if w[0] != workspace}
         except Exception as exc:  # refused, unreachable, timed out: in no group, for now
             code = (exc.code if isinstance(exc, SlackError)

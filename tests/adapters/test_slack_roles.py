@@ -1,7 +1,8 @@
 """`role:` approvers on Slack are user groups: the real slack_bolt / slack_sdk, the fake Slack.
 
 A team file's `approvers: ["role:oncall"]` lets anyone in the user group with the
-handle (or name) `oncall` decide its approvals, by button or by reply. The adapter
+handle `oncall` (or the id, `role:S0ONCALL`) decide its approvals, by button or by
+reply; never a group that merely has that display name. The adapter
 asks `usergroups.list` only for approval attempts in runs that have `role:`
 approvers, and at most once a minute per workspace.
 """
@@ -62,10 +63,10 @@ def _buttons(message: dict) -> list[str]:
 # -- matching -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("wanted", "held"), [
     ("oncall", True), ("OnCall", True), ("@oncall", True), (" @ONCALL ", True),
-    ("On-call engineers", True), ("S0ONCALL", True),
+    ("S0ONCALL", True), ("On-call engineers", False),  # a display name is no identity
     ("design", False), ("on", False), ("", False), ("@", False),
 ])
-def test_a_role_names_a_user_group_by_handle_or_name_in_any_case(wanted, held) -> None:
+def test_a_role_names_a_user_group_by_handle_or_id_in_any_case(wanted, held) -> None:
     assert Approvers.parse([f"role:{wanted}"]).admits("U0NOBODY", group_labels(ONCALL)) == held
 
 
@@ -125,6 +126,32 @@ async def test_someone_outside_the_group_is_refused_privately_and_nothing_change
     await s.finished(ts)
     assert s.fake.message(CHANNEL, request["ts"])["text"].startswith(
         f"✅ Approved by <@{MALLORY}>")
+
+
+@pytest.mark.parametrize(("role", "lookalike"), [
+    # Anyone may name a group "oncall"; only the group with the handle @oncall is oncall.
+    ("oncall", {"id": "S0LOOK", "team_id": TEAM, "name": "oncall", "handle": "notoncall",
+                "users": [MALLORY]}),
+    # Nor may a handle pass for another group's id.
+    ("S0ONCALL", {"id": "S0LOOK", "team_id": TEAM, "name": "S0ONCALL", "handle": "s0oncall",
+                  "users": [MALLORY]}),
+])
+async def test_a_lookalike_group_grants_nothing(announcer, role, lookalike) -> None:
+    s = await announcer(f'["role:{role}"]')
+    s.fake.usergroups = [lookalike, ONCALL]
+    ts, request = await _approval(s)
+    await s.fake.click(CHANNEL, request["ts"], APPROVE_ACTION, user=MALLORY)
+    [refusal] = await wait_until(lambda: s.fake.calls_to("chat.postEphemeral"),
+                                 what="Mallory's refusal")
+    await s.idle()
+    assert refusal.params["user"] == MALLORY and refusal.params["text"].startswith("Sorry")
+    assert _buttons(s.fake.message(CHANNEL, request["ts"])) == [APPROVE_ACTION, DENY_ACTION]
+    assert _announced(s) == []
+
+    await s.fake.click(CHANNEL, request["ts"], APPROVE_ACTION, user=BOB)  # the real group
+    await s.finished(ts)
+    assert s.fake.message(CHANNEL, request["ts"])["text"].startswith(f"✅ Approved by <@{BOB}>")
+    assert len(_announced(s)) == 1
 
 
 async def test_a_member_approves_by_reply(announcer) -> None:
