@@ -4,7 +4,8 @@ One aiohttp server on 127.0.0.1 plays Slack's three faces:
 
 - the Web API under `/api/<method>` (auth.test, chat.postMessage, chat.update, chat.delete,
   chat.postEphemeral, assistant.threads.setStatus, reactions.*, users.info, usergroups.list,
-  apps.connections.open), recording every call in order in `FakeSlack.calls`,
+  conversations.list, conversations.members, apps.connections.open), recording every call
+  in order in `FakeSlack.calls`,
   with `ratelimited` 429 + Retry-After bursts and other errors injectable;
 - Socket Mode: `apps.connections.open` hands out `ws://.../link`, which says
   hello and then carries the envelopes tests push, and the acks coming back;
@@ -47,6 +48,7 @@ BOT_USER = "U0BOT"
 BOT_ID = "B0BOT"
 CHANNEL = "C0GENERAL"
 OTHER_CHANNEL = "C0ANNOUNCE"
+PRIVATE_CHANNEL = "G0LEADS"
 # People the tests act as, and another app's bot.
 ALICE, BOB, MALLORY = "U0ALICE", "U0BOB", "U0MALLORY"
 DM_ALICE = "D0ALICE"
@@ -94,6 +96,15 @@ class FakeSlack:
         # (and date_delete, non-zero for a disabled group). Make usergroups.list fail
         # (missing_scope, plan_upgrade_required) with `fail("usergroups.list", ...)`.
         self.usergroups: list[dict[str, Any]] = []
+        # The workspace's channels as conversations.list / conversations.members see them:
+        # id -> name, is_private, is_archived, members. A DM (D...) is in none of these.
+        self.channels: dict[str, dict[str, Any]] = {
+            CHANNEL: {"name": "general", "members": [ALICE, BOB, MALLORY, BOT_USER]},
+            OTHER_CHANNEL: {"name": "announcements", "members": [ALICE, BOT_USER]},
+            PRIVATE_CHANNEL: {"name": "leads", "is_private": True, "members": [BOB, BOT_USER]},
+            "C0OLD": {"name": "old-news", "is_archived": True, "members": [ALICE, BOB]},
+        }
+        self.page_size = 0  # when set, list methods answer at most this many items a page
         self.deliveries: list[Delivery] = []
         self.responses: list[dict[str, Any]] = []  # what the app sent to response_urls
         self.events_url: str | None = None  # the app's HTTP endpoint, for Events API mode
@@ -248,6 +259,43 @@ class FakeSlack:
                 g["users"] = users
             out.append(g)
         return {"ok": True, "usergroups": out}
+
+    def _page(self, items: list[Any], p: dict) -> tuple[list[Any], dict[str, str]]:
+        """Cursor pagination as Slack does it: `limit`, then `response_metadata.next_cursor`."""
+        start = int(p.get("cursor") or 0)
+        size = int(p.get("limit") or 100)
+        if self.page_size:
+            size = min(size, self.page_size)
+        page = items[start:start + size]
+        more = start + size < len(items)
+        return page, {"next_cursor": str(start + size) if more else ""}
+
+    def _m_conversations_list(self, p: dict, r: web.Request) -> dict:
+        types = set(str(p.get("types") or "public_channel").split(","))
+        skip_archived = str(p.get("exclude_archived", "")).lower() in ("true", "1")
+        out = []
+        for cid, ch in self.channels.items():
+            private = bool(ch.get("is_private"))
+            if ("private_channel" if private else "public_channel") not in types:
+                continue
+            if private and BOT_USER not in ch.get("members", []):
+                continue  # a private channel is listed only to its members
+            if skip_archived and ch.get("is_archived"):
+                continue
+            out.append({"id": cid, "name": ch["name"], "is_channel": not private,
+                        "is_group": private, "is_private": private, "is_im": False,
+                        "is_archived": bool(ch.get("is_archived")), "context_team_id": TEAM,
+                        "is_member": BOT_USER in ch.get("members", []),
+                        "num_members": len(ch.get("members", []))})
+        page, meta = self._page(out, p)
+        return {"ok": True, "channels": page, "response_metadata": meta}
+
+    def _m_conversations_members(self, p: dict, r: web.Request) -> dict:
+        ch = self.channels.get(p.get("channel", ""))
+        if ch is None or (ch.get("is_private") and BOT_USER not in ch.get("members", [])):
+            return {"ok": False, "error": "channel_not_found"}
+        page, meta = self._page(list(ch.get("members", [])), p)
+        return {"ok": True, "members": page, "response_metadata": meta}
 
     def _m_chat_postMessage(self, p: dict, r: web.Request) -> dict:
         channel = p.get("channel")
