@@ -6,20 +6,29 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import signal
 import sys
 import threading
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from threadteam.bot.app import Runtime
 from threadteam.bot.config import Settings
 from threadteam.bot.host import Host
-from threadteam.bot.shapes import Inbound, ThreadKey
+from threadteam.bot.shapes import Inbound, Outbound, ThreadKey
 
+from .markdown import Style
 from .poster import ConsolePoster
+from .terminal import Keyboard, Terminal
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "terminal_style"]
 
 _YES, _NO = {"y", "yes"}, {"n", "no"}
+_STATUS = {"running": "running", "awaiting_human": "waiting for you",
+           "awaiting_approval": "waiting for approval", "paused": "paused",
+           "finished": "finished"}
+_PROMPT = "\u203a "  # a single right-pointing angle quote
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,24 +39,108 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", nargs="*", help="what the team should work on (asked for if omitted)")
 
 
+def terminal_style(stream: object, env: Mapping[str, str]) -> Style:
+    """Styled on a terminal (not TERM=dumb); coloured too unless NO_COLOR is set."""
+    isatty = getattr(stream, "isatty", None)
+    tty = bool(isatty and isatty()) and env.get("TERM", "") != "dumb"
+    return Style(ansi=tty, color=tty and not env.get("NO_COLOR"))
+
+
+@dataclass
+class _Console:
+    """One chat: the screen, the keyboard, and the run once there is one."""
+
+    terminal: Terminal
+    poster: ConsolePoster
+    lines: asyncio.Queue[str | None]
+    user: str
+    key: ThreadKey | None = None
+
+    def prompt(self, text: str | None) -> None:
+        self.terminal.prompt(self.poster.style.sgr("2", "22", text) if text else text)
+
+
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Run one console chat; return the exit code."""
+    """Run one console chat; return the exit code (130 after Ctrl-C)."""
     user = _user()
-    poster = ConsolePoster(user=user)
-    runtime = await Runtime.open(settings)
-    host = await runtime.start_host(poster, platform="console", shared=False)
-    lines: asyncio.Queue[str | None] = asyncio.Queue()
-    reader = asyncio.create_task(_read_lines(lines))
+    style = terminal_style(sys.stdout, settings.env)
+    typing = style.ansi and sys.stdin.isatty()
+    terminal = Terminal(sys.stdout, sys.stderr, live=style.ansi)
+    poster = ConsolePoster(terminal, style, user=user, env=settings.env)
+    console = _Console(terminal, poster, asyncio.Queue(), user)
+    interrupted = _interruptible()
+    keyboard: Keyboard | None = None
+    reader: asyncio.Task[None] | None = None
+    if typing:
+        keyboard = Keyboard(terminal, console.lines, echo=lambda line: _echo(console, line))
+        keyboard.start()
+    else:
+        reader = asyncio.create_task(_read_lines(console.lines))
+    runtime: Runtime | None = None
     try:
-        key = await _open_run(host, args, user, lines)
-        if key is None:
+        runtime = await Runtime.open(settings)
+        host = await runtime.start_host(poster, platform="console", shared=False)
+        console.key = await _open_run(host, args, console)
+        if console.key is None:
             return 2
-        return await _converse(host, key, user, lines, interactive=sys.stdin.isatty())
+        return await _converse(host, console, interactive=sys.stdin.isatty())
+    except asyncio.CancelledError:
+        if not interrupted.is_set():
+            raise
+        _uncancel()
+        poster.finish()
+        status = None
+        if runtime is not None and runtime.host is not None and console.key is not None:
+            status = await runtime.host.thread_status(console.key)
+        terminal.close()
+        if status is None:
+            print("\nStopped; nothing was started.", file=sys.stderr)
+        else:
+            print(f"\nStopped; the run is saved ({_STATUS.get(status, status)}). "
+                  f"`threadteam chat --resume` picks it up.", file=sys.stderr)
+        return 130
     finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-        await runtime.aclose()
+        poster.finish()
+        terminal.close()
+        if keyboard is not None:
+            keyboard.stop()
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        _restore_signals()
+        if runtime is not None:
+            await runtime.aclose()
+
+
+def _interruptible() -> asyncio.Event:
+    """Ctrl-C and SIGTERM cancel this task (so `finally` runs) and set the event returned."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    interrupted = asyncio.Event()
+
+    def interrupt() -> None:
+        if not interrupted.is_set() and task is not None:
+            interrupted.set()
+            task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, interrupt)
+    return interrupted
+
+
+def _restore_signals() -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(sig)
+
+
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
 
 
 def _user() -> str:
@@ -57,56 +150,81 @@ def _user() -> str:
         return "you"
 
 
-async def _open_run(host: Host, args: argparse.Namespace, user: str,
-                    lines: asyncio.Queue[str | None]) -> ThreadKey | None:
+def _echo(console: _Console, line: str) -> None:
+    """What the person sent stays above, as they typed it."""
+    console.terminal.emit([(console.terminal.prompt_text or "") + line])
+
+
+async def _open_run(host: Host, args: argparse.Namespace, console: _Console) -> ThreadKey | None:
+    poster = console.poster
     if args.resume:
         wanted = None if args.resume is True else str(args.resume)
         run = await host.latest_run("console", wanted)
         if run is not None:
-            print(f"Resuming run {run.run_id} of {run.team}: {run.task} ({run.headline})",
-                  file=sys.stderr)
+            poster.note(f"Resuming run {run.run_id} of {run.team}: {run.task} ({run.headline})")
+            pending: tuple[Outbound, ...] = getattr(run, "pending", ())
+            for request in pending:  # shown again: the screen they were on is gone
+                await poster.post(request)
             await host.resume(run.run_id)
             return run.key
         if wanted is not None:
-            print(f"There is no console run {wanted!r}; `threadteam runs list` shows the runs.",
-                  file=sys.stderr)
+            poster.note(f"There is no console run {wanted!r}; `threadteam runs list` shows the runs.")
         else:
-            print("There is no console run to resume; start one with `threadteam chat TASK`.",
-                  file=sys.stderr)
+            poster.note("There is no console run to resume; start one with "
+                        "`threadteam chat --team TEAM TASK`.")
         return None
     team = args.team or "debate"
-    task = " ".join(args.task).strip()
-    if not task:
-        if sys.stdin.isatty():
-            print(f"What should {team} work on? ", end="", file=sys.stderr, flush=True)
-        task = (await lines.get() or "").strip()
-    problem = host.check_summon(f"{team} {task}")
-    if problem:
-        print(problem, file=sys.stderr)
+    names = [name for name, _ in host.team_choices()]
+    if team.lower() not in {name.lower() for name in names}:
+        poster.note(f"threadteam: there is no team called {team!r}. Choose one with "
+                    f"`--team NAME`: {', '.join(names)} (`threadteam teams list` says what each does).")
         return None
+    task = " ".join(args.task).strip()
+    while not task:
+        if not sys.stdin.isatty():
+            task = (await console.lines.get() or "").strip()
+            if not task:
+                poster.note(f"threadteam: tell {team} what to work on: "
+                            f"`threadteam chat --team {team} TASK`.")
+                return None
+            break
+        console.prompt(f"What should {team} work on? ")
+        if not console.terminal.typing:
+            print(f"What should {team} work on? ", end="", file=sys.stderr, flush=True)
+        line = await console.lines.get()
+        if line is None:
+            poster.note("Nothing was started.")
+            return None
+        task = line.strip()
+    console.prompt(_PROMPT)
     key = ThreadKey("console", "local", "terminal", uuid.uuid4().hex[:12])
-    await host.handle(Inbound(key, user, f"{team} {task}", "summon", uuid.uuid4().hex,
-                              display_name=user))
+    handled = await host.handle(Inbound(key, console.user, f"{team} {task}", "summon",
+                                        uuid.uuid4().hex, display_name=console.user))
+    if handled.private:
+        poster.note(handled.private)
     return key
 
 
-async def _converse(host: Host, key: ThreadKey, user: str, lines: asyncio.Queue[str | None],
-                    *, interactive: bool) -> int:
+async def _converse(host: Host, console: _Console, *, interactive: bool) -> int:
     """Feed the person's lines to the run until they stop, the input ends, or it finishes."""
+    key, lines, poster = console.key, console.lines, console.poster
+    assert key is not None
     while True:
         # Piped input is read only when the run waits, so a script's lines answer turns in order.
         if interactive:
             idle = asyncio.create_task(host.idle(limit=3600))
             got = asyncio.create_task(lines.get())
-            done, _ = await asyncio.wait({idle, got}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                done, _ = await asyncio.wait({idle, got}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                idle.cancel()
+                if not got.done():
+                    got.cancel()
             if got not in done:
-                got.cancel()
-                status = await _status(host, key)
-                if status == "finished" and lines.empty():
-                    print("(Type `continue` to go on, or press Ctrl-D to leave.)", file=sys.stderr)
+                if await _status(host, key) == "finished" and lines.empty():
+                    poster.note("(Type `continue` to go on, or press Ctrl-D to leave.)")
                 line = await lines.get()
             else:
-                idle.cancel()
                 line = got.result()
         else:
             await host.idle(limit=3600)
@@ -116,18 +234,18 @@ async def _converse(host: Host, key: ThreadKey, user: str, lines: asyncio.Queue[
                 return 0
         if line is None:
             status = await _status(host, key)
-            print(f"Run saved ({status}); pick it up with `threadteam chat --resume`.",
-                  file=sys.stderr)
+            poster.note(f"Run saved ({_STATUS.get(status, status)}); pick it up with "
+                        f"`threadteam chat --resume`.")
             return 0
         text = line.strip()
         if not text:
             continue
         if await _status(host, key) == "awaiting_approval" and text.lower() in _YES | _NO:
             text = "approve" if text.lower() in _YES else "deny"
-        private = (await host.handle(Inbound(key, user, text, "reply", uuid.uuid4().hex,
-                                             display_name=user))).private
+        private = (await host.handle(Inbound(key, console.user, text, "reply", uuid.uuid4().hex,
+                                             display_name=console.user))).private
         if private:
-            print(private, file=sys.stderr)
+            poster.note(private)
         if text.lower() == "stop":
             await host.idle(limit=60)
             return 0

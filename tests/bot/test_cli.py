@@ -137,7 +137,9 @@ def test_version_and_help_offer_what_is_there():
 def test_unknown_team_lists_the_teams(tmp_path):
     result = threadteam("chat", "--team", "debat", "--store", f"sqlite:///{tmp_path}/s.db", "x")
     assert result.returncode == 2
-    assert "I don't know a team called `debat`" in result.stderr and "`triage`" in result.stderr
+    assert result.stderr.strip() == (
+        "threadteam: there is no team called 'debat'. Choose one with `--team NAME`: announce, "
+        "debate, triage (`threadteam teams list` says what each does).")
 
 
 def test_piped_chat_runs_on_rehearsal_and_says_so(tmp_path):

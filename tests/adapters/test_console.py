@@ -1,0 +1,162 @@
+"""`threadteam chat` in a pipe: plain `Name: text`, no Markdown or mrkdwn markers, words
+for a terminal; and the Markdown renderer the console uses on a TTY."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from threadteam.adapters.console.markdown import Style, render_inline, render_markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSI = Style(ansi=True, color=True)
+
+TEAM = """
+name: pitch
+description: Bull makes the case; then it is your turn.
+agents:
+  - {name: bull, persona: {display_name: Bull}, system_message: Argue.}
+  - {name: you, human: true}
+termination: {max_messages: 4}
+"""
+
+REPLY = ("Here is **the plan**:\n\n- first *step*\n- second\n\n```python\nx = 1\n```\n\n"
+         "| name | score |\n|------|------:|\n| a | 1 |\n| bob | 100 |\n\nDone.")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("OPENAI_", "ANTHROPIC_", "THREADTEAM_", "OTEL_"))}
+    return {**base, **extra}
+
+
+def chat(*args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "threadteam.adapters.cli", "chat", *args],
+                          input=stdin, text=True, capture_output=True, timeout=60, cwd=ROOT,
+                          env=_env(**env))
+
+
+def test_a_piped_chat_is_plain_text_in_a_terminal_s_words(tmp_path):
+    result = chat("--store", f"sqlite:///{tmp_path}/s.db", "Tabs or spaces?")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [
+        "threadteam: debate is on it: Bull, Bear, Synthesis. Type a message to join in; "
+        "`stop` ends the run, `help` lists the commands.",
+        "  No model is configured (set OPENAI_API_KEY or ANTHROPIC_API_KEY, or "
+        "THREADTEAM_MODEL), so the agents answer with rehearsal text."]
+    assert lines[-1] == ("threadteam: Finished: synthesis said 'FINAL ANSWER'. Type `continue` "
+                         "(with instructions, if you like) to keep going.")
+    for marker in ("*debate*", "_No model", "in this thread", "Reply `", "\x1b["):
+        assert marker not in result.stdout
+
+
+def test_an_approval_request_in_a_pipe_shows_its_arguments_without_fences(tmp_path):
+    result = chat("--store", f"sqlite:///{tmp_path}/s.db", "--team", "announce",
+                  "Announce v2 in #general", stdin="y\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "```" not in out
+    assert ("Announcer: Approval #1: Announcer wants to run `post_message`\n"
+            "    {\n"
+            '      "channel": "rehearsal channel",\n'
+            '      "text": "rehearsal text"\n'
+            "    }\n"
+            "  Type `y` (or `approve 1`) to approve, `n` (or `deny 1 <reason>`) to deny.\n") in out
+    assert "Announcer: ✅ Approved by " in out
+
+
+async def test_an_agent_s_markdown_comes_out_plain_in_a_pipe(tmp_path, fake_openai):
+    teams = tmp_path / "teams"
+    teams.mkdir()
+    (teams / "pitch.yaml").write_text(TEAM)
+    fake_openai.queue_text(REPLY)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "threadteam.adapters.cli", "chat", "--team", "pitch", "Pitch it.",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+        env=_env(OPENAI_API_KEY="sk-test-" + uuid.uuid4().hex, OPENAI_BASE_URL=fake_openai.url,
+                 THREADTEAM_MODEL="openai:gpt-4o-mini", THREADTEAM_TEAMS_DIR=str(teams),
+                 THREADTEAM_STORE=f"sqlite:///{tmp_path}/s.db"))
+    stdout, stderr = await asyncio.wait_for(proc.communicate(b""), 60)
+    assert proc.returncode == 0, stderr.decode()
+    lines = stdout.decode().splitlines()
+    start = lines.index("Bull: Here is the plan:")
+    assert lines[start:start + 13] == [
+        "Bull: Here is the plan:", "", "  • first step", "  • second", "",
+        "    x = 1", "", "  name  score", "  ────  ─────", "  a         1", "  bob     100", "",
+        "  Done."]
+    assert "**" not in stdout.decode() and "```" not in stdout.decode()
+
+
+def test_hints_name_the_team_flag(tmp_path):
+    result = chat("--store", f"sqlite:///{tmp_path}/s.db", "--team", "triage")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("threadteam: tell triage what to work on: "
+                                     "`threadteam chat --team triage TASK`.")
+    nothing = chat("--store", f"sqlite:///{tmp_path}/s.db", "--resume")
+    assert nothing.returncode == 2
+    assert "`threadteam chat --team TEAM TASK`" in nothing.stderr
+
+
+_PENDING_CHANGE = ("bot/shapes.py RunSummary needs `pending` (the approval requests still "
+                   "waiting, as render() posts them), filled by Host.latest_run")
+
+
+@pytest.mark.xfail(strict=True, reason=_PENDING_CHANGE)
+def test_resume_at_a_pending_approval_shows_the_request_again(tmp_path):
+    store = f"sqlite:///{tmp_path}/s.db"
+    first = chat("--store", store, "--team", "announce", "Announce v2 in #general")
+    assert "Approval #1" in first.stdout and "waiting for approval" in first.stderr
+    again = chat("--store", store, "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "Resuming run console." in again.stderr
+    assert ("Announcer: Approval #1: Announcer wants to run `post_message`\n"
+            "    {\n"
+            '      "channel": "rehearsal channel",\n') in again.stdout
+
+
+# -- the renderer ------------------------------------------------------------------------------
+def test_markdown_renders_to_ansi_and_strips_to_plain():
+    source = ("# Title\nSome **bold**, *it*, _it2_, ~~gone~~, `code`, snake_case_name, 2 * 3 * 4\n"
+              "- [x] done\n- [ ] todo\n1. first\n> quoted\n---\n[docs](https://x.test/a) and "
+              "<https://y.test|why>")
+    assert render_markdown(source) == [
+        "Title", "Some bold, it, it2, gone, `code`, snake_case_name, 2 * 3 * 4",
+        "☑ done", "☐ todo", "1. first", "│ quoted", "─" * 40,
+        "docs (https://x.test/a) and why (https://y.test)"]
+    styled = render_markdown(source, ANSI)
+    assert styled[0] == "\x1b[1;4mTitle\x1b[22;24m"
+    assert styled[1] == ("Some \x1b[1mbold\x1b[22m, \x1b[3mit\x1b[23m, \x1b[3mit2\x1b[23m, "
+                         "\x1b[9mgone\x1b[29m, \x1b[36mcode\x1b[39m, snake_case_name, 2 * 3 * 4")
+
+
+def test_host_notices_read_as_mrkdwn():
+    text = "*debate* is on it. _No model is configured._ ~old~ `stop`"
+    assert render_inline(text, mrkdwn=True) == "debate is on it. No model is configured. old `stop`"
+    assert render_inline(text, ANSI, mrkdwn=True).startswith("\x1b[1mdebate\x1b[22m is on it. "
+                                                             "\x1b[3mNo model")
+
+
+def test_tables_align_and_code_keeps_its_lines():
+    lines = render_markdown("| a | long header |\n|:-:|---|\n| wide cell | x |\n\n"
+                            "```\n  indented\n| not a table |\n```")
+    assert lines == ["    a      long header", "─────────  ───────────", "wide cell  x", "",
+                     "    indented", "  | not a table |"]
+
+
+@pytest.mark.parametrize("text", ["*" * 100_000, "_a" * 50_000, "`" * 1000 + "``x" * 30_000,
+                                  "[" * 100_000, "[a](" * 30_000, "** a" * 30_000,
+                                  "| a " * 30_000 + "|", ("x" * 50 + "\n") * 4000])
+def test_rendering_is_linear_on_pathological_text(text):
+    started = time.perf_counter()
+    render_markdown(text, ANSI)
+    render_markdown(text)
+    assert time.perf_counter() - started < 3.0
