@@ -221,7 +221,15 @@ class SlackAdapter:
         bolt.event("message")(self._on_message)
         bolt.command(COMMAND)(self._on_command)
         bolt.action(re.compile(f"^({APPROVE_ACTION}|{DENY_ACTION})$"))(self._on_button)
+        bolt.error(self._on_error)
         return bolt
+
+    async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
+        """A listener failed on what Slack sent: one line in the log, the traceback at debug."""
+        kind = body.get("type") if isinstance(body, dict) else None
+        log.warning("slack: could not handle a %s request (%s: %s)", kind or "Slack",
+                    type(error).__name__, error)
+        log.debug("slack: the failure in full", exc_info=error)
 
     async def _ignore_bots(self, body: dict[str, Any], next: Any) -> BoltResponse | None:
         """Other bots' posts, and our own persona posts echoed back, go no further."""

@@ -46,7 +46,13 @@ def is_from_bot(event: dict[str, Any], bot_user_id: str) -> bool:
 
 
 def _team(body: dict[str, Any], event: dict[str, Any]) -> str:
-    return str(body.get("team_id") or event.get("team") or "")
+    return _text(body, "team_id") or _text(event, "team")
+
+
+def _text(payload: Any, field: str) -> str:
+    """`payload[field]` if it is a string; "" for anything else (absent, a number, a list)."""
+    value = payload.get(field) if isinstance(payload, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def message_inbound(body: dict[str, Any], bot_user_id: str) -> Inbound | None:
@@ -59,16 +65,17 @@ def message_inbound(body: dict[str, Any], bot_user_id: str) -> Inbound | None:
       thread has one, hands the text to it as the person's message.
     The plain `message` copy of a mention is dropped: its `app_mention` twin carries it.
     """
-    event = body.get("event") or {}
-    if event.get("subtype") not in _HUMAN_SUBTYPES or is_from_bot(event, bot_user_id):
+    event = body.get("event")
+    if not isinstance(event, dict) or event.get("subtype") not in _HUMAN_SUBTYPES \
+            or is_from_bot(event, bot_user_id):
         return None
-    user, ts, channel = event.get("user"), event.get("ts"), event.get("channel")
+    user, ts, channel = _text(event, "user"), _text(event, "ts"), _text(event, "channel")
     if not (user and ts and channel):
         return None
     team = _team(body, event)
-    raw = event.get("text") or ""
+    raw = _text(event, "text")  # a number or a list where text belongs counts as no text
     text = unescape(strip_mention(raw, bot_user_id))
-    thread_ts = event.get("thread_ts")
+    thread_ts = _text(event, "thread_ts")
     in_thread = bool(thread_ts) and thread_ts != ts
     is_dm = event.get("channel_type") == "im"
     kind: InboundKind
@@ -82,31 +89,31 @@ def message_inbound(body: dict[str, Any], bot_user_id: str) -> Inbound | None:
         kind = "reply"
     if in_thread and not text:
         return None  # a bare mention inside a thread says nothing to the run
-    key = ThreadKey(PLATFORM, team, channel, str(thread_ts) if in_thread else ts)
+    key = ThreadKey(PLATFORM, team, channel, thread_ts if in_thread else ts)
     return Inbound(key=key, user=user, text=text, kind=kind, event_id=f"{team}:{channel}:{ts}")
 
 
 def button_inbound(body: dict[str, Any]) -> Inbound | None:
     """A press of Approve / Deny under an approval post."""
-    actions = body.get("actions") or []
-    if not actions:
+    actions = body.get("actions")
+    if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
         return None
     action = actions[0]
-    verdict = {APPROVE_ACTION: "approve", DENY_ACTION: "deny"}.get(action.get("action_id"))
-    container = body.get("container") or {}
-    message = body.get("message") or {}
-    channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
-    message_ts = container.get("message_ts") or message.get("ts")
-    thread = message.get("thread_ts") or container.get("thread_ts") or message_ts
-    user = body.get("user") or {}
-    if not (verdict and channel and thread and user.get("id")):
+    verdict = {APPROVE_ACTION: "approve", DENY_ACTION: "deny"}.get(_text(action, "action_id"))
+    container, message = body.get("container"), body.get("message")
+    channel = _text(container, "channel_id") or _text(body.get("channel"), "id")
+    message_ts = _text(container, "message_ts") or _text(message, "ts")
+    thread = _text(message, "thread_ts") or _text(container, "thread_ts") or message_ts
+    user = body.get("user")
+    user_id = _text(user, "id")
+    if not (verdict and channel and thread and user_id):
         return None
-    team = (body.get("team") or {}).get("id") or user.get("team_id") or ""
-    name = user.get("name") or user.get("username") or ""
+    team = _text(body.get("team"), "id") or _text(user, "team_id")
+    name = _text(user, "name") or _text(user, "username")
     key = ThreadKey(PLATFORM, team, channel, thread)
-    event_id = f"{team}:{channel}:{message_ts}:{action.get('action_ts', '')}:{user['id']}"
-    return Inbound(key=key, user=user["id"], text="", kind="button", event_id=event_id,
-                   display_name=name, action=verdict, call_id=action.get("value"))
+    event_id = f"{team}:{channel}:{message_ts}:{_text(action, 'action_ts')}:{user_id}"
+    return Inbound(key=key, user=user_id, text="", kind="button", event_id=event_id,
+                   display_name=name, action=verdict, call_id=_text(action, "value") or None)
 
 
 def command_key(command: dict[str, Any], thread_ts: str) -> ThreadKey:

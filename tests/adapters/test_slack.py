@@ -354,6 +354,54 @@ async def test_forged_unsigned_and_stale_requests_get_401_and_do_nothing(stack_f
     assert (await s.fake.post_signed(body))[0] == 200  # the same body, signed: accepted
 
 
+@pytest.mark.parametrize(("timestamp", "signature"), [
+    ("", ""), (None, None), ("", None), ("abc", "v0=00"), ("9" * 5000, "v0=00"),
+    ("now", None), ("now", ""), ("now", "v0=é"), ("now", "v1=" + "0" * 64), ("-1", "v0=00"),
+    ("now", "v0=" + "0" * 5000),
+])
+async def test_malformed_signature_headers_get_401_quietly(stack_factory, caplog, timestamp,
+                                                             signature) -> None:
+    import logging
+    import time
+
+    import aiohttp
+
+    caplog.set_level(logging.DEBUG)
+    s = await stack_factory("http")
+    headers = {"Content-Type": "application/json"}
+    for name, value in (("X-Slack-Request-Timestamp", timestamp),
+                        ("X-Slack-Signature", signature)):
+        if value is not None:
+            headers[name] = str(int(time.time())) if value == "now" else value
+    # A bot's post takes a shortcut past bolt; a person's goes through it: both refused.
+    for event in ({"type": "message", "bot_id": "B0X", "text": "x", "ts": "5.1",
+                   "channel": CHANNEL},
+                  {"type": "app_mention", "user": ALICE, "text": f"{BOT} debate Forged?",
+                   "ts": "5.2", "channel": CHANNEL}):
+        body = json.dumps(s.fake.envelope(event)).encode()
+        async with aiohttp.ClientSession() as session, \
+                session.post(s.adapter.url, data=body, headers=headers) as resp:
+            assert resp.status == 401
+    await s.idle()
+    assert "Traceback" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [c.method for c in s.fake.calls if c.method != "auth.test"] == []
+
+
+async def test_an_event_whose_text_is_not_text_is_ignored_quietly(stack_factory, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    s = await stack_factory("http")
+    for text in (42, ["a", "list"], {"a": "map"}):
+        d = await s.fake.send_event({"type": "app_mention", "user": ALICE, "text": text,
+                                     "ts": "6.1", "channel": CHANNEL})
+        assert d.status == 200
+    await s.idle()
+    assert "Traceback" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_healthz(stack_factory) -> None:
     import aiohttp
 
