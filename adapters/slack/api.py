@@ -150,7 +150,7 @@ def _translate(method: str, exc: SlackApiError | aiohttp.ClientError | TimeoutEr
         status = exc.response.status_code
         if _is_ratelimited(exc):
             return SlackError(method, "ratelimited", retry_after=_retry_after(exc))
-        code = _code_of(exc) or f"http_{status}"
+        code = _code_of(exc) or (f"http_{status}" if status >= 400 else "unknown_error")
         if status >= 500 or code in _SLACK_TRANSIENT:
             log.warning("slack %s failed: %s", method, exc)
         return SlackError(method, code)

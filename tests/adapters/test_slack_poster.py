@@ -17,6 +17,7 @@ from threadteam.adapters.slack import SlackApi, SlackPoster
 from threadteam.adapters.slack.inbound import APPROVE_ACTION
 from threadteam.bot.errors import PlatformError
 from threadteam.bot.memory import StoreMemory
+from threadteam.bot.retry import RetryPolicy
 from threadteam.bot.shapes import ApprovalPrompt, Outbound, ThreadKey
 from threadteam.teams.persona import Persona
 
@@ -244,3 +245,41 @@ async def test_no_post_edit_or_ephemeral_pings_a_channel(fake_slack, poster) -> 
         assert not _LIVE.search(text), text
         assert "&lt;!here&gt;" in text and "<@U0ALICE>" in text  # visible; a person's mention works
     assert not any("link_names" in c.params or "parse" in c.params for c in calls)
+
+
+# -- errors a thread may see ------------------------------------------------------------------
+QUICK = RetryPolicy(first_backoff=0.01, max_backoff=0.01)  # the policy's tries, not its waits
+PROXY_PAGE = ("<html><body>502 Bad Gateway: upstream slack-egress.internal.corp:8443 "
+              "timed out; request id 8f2c at 10.2.3.4</body></html>")
+
+
+@pytest.mark.parametrize(("status", "error", "page", "code"), [
+    (500, "internal_error", None, "internal_error"),  # Slack's 5xx: retried, then given up
+    (502, "", PROXY_PAGE, "http_502"),  # a proxy's error page
+    (200, "fatal_error", None, "fatal_error"),  # Slack's own "try again"
+])
+async def test_a_failure_after_the_retries_names_the_method_and_code_only(
+        fake_slack, status, error, page, code) -> None:
+    fake_slack.fail("chat.postMessage", error, status=status, page=page, times=100)
+    async with aiohttp.ClientSession() as session:
+        client = AsyncWebClient(token=BOT_TOKEN, base_url=fake_slack.api_url, session=session)
+        poster = SlackPoster(SlackApi(client, policy=QUICK))
+        with pytest.raises(PlatformError) as failed:
+            await poster.post(out("lost"))
+    assert str(failed.value) == f"Slack refused chat.postMessage ({code})"
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1 + QUICK.transient_tries
+
+
+async def test_an_unreachable_slack_is_said_without_its_address(fake_slack) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}/api/"
+    async with aiohttp.ClientSession() as session:
+        client = AsyncWebClient(token=BOT_TOKEN, base_url=dead, session=session)
+        poster = SlackPoster(SlackApi(client, policy=QUICK))
+        with pytest.raises(PlatformError) as failed:
+            await poster.post(out("lost"))
+    assert str(failed.value) == "Slack could not be reached for chat.postMessage (unreachable)"
+    assert "127.0.0.1" not in str(failed.value)

@@ -160,12 +160,14 @@ class FakeSlack:
     def rate_limit(self, method: str, *, times: int = 1, retry_after: int = 1) -> None:
         """Answer the next `times` calls to `method` with 429 `ratelimited` + Retry-After."""
         self._failures.append({"method": method, "times": times, "status": 429,
-                               "error": "ratelimited", "retry_after": retry_after})
+                               "error": "ratelimited", "retry_after": retry_after, "page": None})
 
-    def fail(self, method: str, error: str, *, times: int = 1, status: int = 200) -> None:
-        """Answer the next `times` calls to `method` with `{"ok": false, "error": error}`."""
+    def fail(self, method: str, error: str, *, times: int = 1, status: int = 200,
+             page: str | None = None) -> None:
+        """Answer the next `times` calls to `method` with `{"ok": false, "error": error}`,
+        or with `page` as an HTML body (a proxy's error page) when given."""
         self._failures.append({"method": method, "times": times, "status": status,
-                               "error": error, "retry_after": None})
+                               "error": error, "retry_after": None, "page": page})
 
     # -- what tests read ---------------------------------------------------------------------
     def calls_to(self, method: str, *, ok: bool | None = None) -> list[Call]:
@@ -203,6 +205,9 @@ class FakeSlack:
                 call.status, call.error = failure["status"], failure["error"]
                 headers = {"Retry-After": str(failure["retry_after"])} \
                     if failure["retry_after"] is not None else {}
+                if failure["page"] is not None:
+                    return web.Response(text=failure["page"], status=failure["status"],
+                                        content_type="text/html")
                 return web.json_response({"ok": False, "error": failure["error"]},
                                          status=failure["status"], headers=headers)
         expected = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
