@@ -237,3 +237,18 @@ def test_runs_show_prints_every_approval_decision_for_an_audit(tmp_path):
     missing = threadteam("runs", "show", "nope", "--store", url)
     assert missing.returncode == 1 and "no run 'nope'" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_the_concurrency_benchmark_prints_no_figure_it_did_not_measure():
+    import importlib.util
+
+    if importlib.util.find_spec("autogen_agentchat") is not None:
+        pytest.skip("the bench extra is installed here: AutoGen would be measured")
+    result = subprocess.run([sys.executable, "benchmarks/concurrency.py", "--runs", "5",
+                             "--store", "sqlite"], capture_output=True, text=True, timeout=120,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "7.7 s" not in result.stdout and "142 MiB" not in result.stdout
+    assert result.stdout.splitlines()[-1] == (
+        "AutoGen: not measured (its packages are not installed: pip install -e '.[bench]', "
+        "then run this again)")
