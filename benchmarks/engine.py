@@ -23,7 +23,7 @@ import time
 
 from threadteam.teams.engine import Env, drive
 from threadteam.teams.events import TaskStarted
-from threadteam.teams.models.base import ModelRequest, ModelResponse, TextSink, Usage
+from threadteam.teams.models.base import ModelRequest, ModelResponse, RetrySink, TextSink, Usage
 from threadteam.teams.spec import Team, parse_team
 from threadteam.teams.state import RunState
 
@@ -66,7 +66,8 @@ class CannedModel:
         self.calls = 0
         self.responses = [ModelResponse(text=t, usage=Usage(40, 20), model="canned") for t in LINES]
 
-    async def complete(self, request: ModelRequest, on_text: TextSink | None = None) -> ModelResponse:
+    async def complete(self, request: ModelRequest, on_text: TextSink | None = None, *,
+                       on_retry: RetrySink | None = None) -> ModelResponse:
         self.calls += 1
         return self.responses[self.calls % 3]
 

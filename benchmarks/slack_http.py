@@ -80,7 +80,7 @@ class QuickModel:
 
     name = "quick"
 
-    async def complete(self, request, on_text=None):  # the teams.models.base.Model shape
+    async def complete(self, request, on_text=None, *, on_retry=None):  # the teams.models.base.Model shape
         from threadteam.teams.models.scripted import reply
         await asyncio.sleep(0.1)
         return reply(f"FINAL ANSWER ready={time.monotonic():.6f}")

@@ -89,7 +89,7 @@ class Host:
         self.lease_ttl = lease_ttl
         self.runner = Runner(store=store, catalog=catalog, models=models, poster=poster,
                              owner=self.worker_id, clock=clock, lease_ttl=lease_ttl,
-                             rehearsal_notice=self._rehearsal_notice)
+                             rehearsal_notice=self._rehearsal_notice, directory=directory)
         # A run belongs to the platform that started it: a host serving `platform` drives
         # only that platform's runs (None: any, for tests). `adopt`: also pick up the
         # platform's runs started elsewhere (resumed at start, swept after a crash); the

@@ -35,15 +35,15 @@ from threadteam.teams.events import (
     from_json,
     to_json,
 )
-from threadteam.teams.models.base import TextSink
+from threadteam.teams.models.base import RetrySink, TextSink
 from threadteam.teams.persona import Persona
 from threadteam.teams.state import RunState
 from threadteam.teams.termination import has_timeout
 from threadteam.teams.tools import ToolContext
 
-from .errors import ConflictError
+from .errors import ConflictError, Refused
 from .render import is_postable, post_key, render, render_decision, settled_key
-from .shapes import Outbound, Poster, ThreadKey
+from .shapes import Directory, Outbound, Poster, ThreadKey
 from .stores.base import Store
 from .telemetry import TracedModels, run_parent, span, traced_tools
 
@@ -77,9 +77,10 @@ class Runner:
 
     def __init__(self, *, store: Store, catalog: TeamCatalog, models: engine.ModelSource,
                  poster: Poster, owner: str, clock: Callable[[], float] = time.time,
-                 lease_ttl: float = 10.0, rehearsal_notice: Callable[[RunState], str] | None = None
-                 ) -> None:
+                 lease_ttl: float = 10.0, rehearsal_notice: Callable[[RunState], str] | None = None,
+                 directory: Directory | None = None) -> None:
         self.store, self.catalog, self.models, self.poster = store, catalog, models, poster
+        self.directory = directory
         self.owner, self.clock, self.lease_ttl = owner, clock, lease_ttl
         self.rehearsal_notice = rehearsal_notice or (lambda state: "")
 
@@ -243,19 +244,63 @@ class Runner:
         return Env(models=TracedModels(self.models, thread), now=self.clock,
                    tool_context=partial(self._tool_context, run),
                    on_turn=partial(self._working, run), on_text=partial(self._stream, run),
-                   run_tool=traced_tools(thread))
+                   run_tool=traced_tools(thread), on_retry=partial(self._slow, run))
+
+    def _slow(self, run: Loaded, agent: str) -> RetrySink:
+        """Says in the thread, before a model call is retried, that the agent's model is
+        slow: once per retry of this turn (a re-driven turn does not say it twice)."""
+        who = self._persona(run, agent).display_name if agent else "The selector"
+        turn, said = run.state.length, [0]
+
+        async def tell(sentence: str) -> None:
+            said[0] += 1
+            out = Outbound(run.key, f"{who}: {sentence}",
+                           f"{run.run_id}:{turn}:slow:{agent}:{said[0]}", notice=True)
+            try:
+                async with asyncio.timeout(5):  # the turn's deadline keeps running meanwhile
+                    await self.deliver(out)
+            except Exception:
+                log.warning("run %s: could not say that the model is slow", run.run_id,
+                            exc_info=True)
+
+        return tell
 
     def _tool_context(self, run: Loaded, request: ToolCallRequested) -> ToolContext:
         agent, call_id = request.agent, request.call_id
         persona = run.state.team.by_name[agent].persona
 
         async def post_message(channel: str, text: str) -> str:
-            target = ThreadKey(run.key.platform, run.key.workspace, channel.strip(), "")
+            channel = channel.strip()
+            if self.directory is not None:
+                try:
+                    channel = await self._reach(run, request, channel)
+                except Refused as refused:
+                    await self.deliver(Outbound(
+                        run.key, f"{persona.display_name} was not allowed to post to "
+                                 f"{_inert(channel)}: {refused}",
+                        f"{run.run_id}:tool:{call_id}:refused", notice=True))
+                    raise
+            target = ThreadKey(run.key.platform, run.key.workspace, channel, "")
             return await self.deliver(Outbound(target, text, f"{run.run_id}:tool:{call_id}",
                                                persona=persona, meta={"agent": agent}))
 
         return ToolContext(run_id=run.run_id, thread=str(run.key), agent=agent,
                            post_message=post_message)
+
+    async def _reach(self, run: Loaded, request: ToolCallRequested, channel: str) -> str:
+        """The channel id an approved post may go to: somewhere everyone who let the call
+        run (its approvers; whoever approved the tool for the run; else the summoner)
+        could post themselves. Raises `Refused` otherwise."""
+        assert self.directory is not None
+        state = run.state
+        call = state.calls.get(request.call_id)
+        deciders = list(call.approved_by) if call is not None else []
+        if not deciders and request.tool in state.always_approved:
+            deciders = [state.always_approved[request.tool]]
+        target = channel
+        for person in deciders or [state.by]:
+            target = await self.directory.reach(run.key, person, channel)
+        return target
 
     def _persona(self, run: Loaded, agent: str) -> Persona:
         return run.state.team.by_name[agent].persona
@@ -281,3 +326,9 @@ class Runner:
 def _retrieve(task: asyncio.Future[None]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+def _inert(channel: str) -> str:
+    """A channel as the model wrote it, shown in a notice without pinging or linking."""
+    shown = " ".join(channel.replace("`", "'").split())[:80]
+    return f"`{shown}`"

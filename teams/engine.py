@@ -28,7 +28,7 @@ from .events import (
     ToolCallRequested,
     ToolResult,
 )
-from .models.base import HANDOFF_PREFIX, Model, ModelResponse, TextSink, ToolCall
+from .models.base import HANDOFF_PREFIX, Model, ModelResponse, RetrySink, TextSink, ToolCall
 from .prompts import build_request, build_selector_request, offered, parse_selection, rounds_used
 from .spec import Team
 from .state import EXPIRED, CallState, RunState
@@ -261,6 +261,8 @@ class Env:
     on_text: Callable[[str], TextSink | None] = field(default=lambda agent: None)
     on_turn: Callable[[str], Awaitable[None]] | None = None
     run_tool: ToolRunner = invoke_tool
+    #: Where an agent's model says, before a retry, that it is slow ("" for the selector).
+    on_retry: Callable[[str], RetrySink | None] = field(default=lambda agent: None)
 
 
 async def perform(state: RunState, action: Action, env: Env) -> list[Event]:
@@ -293,7 +295,7 @@ async def _select_with_model(state: RunState, action: SelectWithModel, env: Env)
     name = env.models.resolve_name(state.team.selector_model, state.team.model)
     try:
         response = await env.models.get(name).complete(
-            build_selector_request(state, action.candidates, name))
+            build_selector_request(state, action.candidates, name), on_retry=env.on_retry(""))
     except ModelError as exc:
         return [RunPaused(reason=f"choosing the next speaker failed: {exc}", at=at)]
     agent, how = parse_selection(response.text, action.candidates, state)
@@ -311,7 +313,8 @@ async def _call_model(state: RunState, action: CallModel, env: Env) -> list[Even
     try:
         model = env.models.get(name)
         response = await model.complete(build_request(state, action.agent, name),
-                                        env.on_text(action.agent))
+                                        env.on_text(action.agent),
+                                        on_retry=env.on_retry(action.agent))
     except ModelError as exc:
         return [*selected, RunPaused(reason=str(exc), agent=action.agent, at=env.now())]
     return [*selected, *reply_events(state, action.agent, response, env.now())]

@@ -230,7 +230,7 @@ async def test_waiting_runs_hold_no_task_and_many_runs_overlap(started, poster):
         return reply("FINAL ANSWER: yes" if request.agent == "synthesis" else "point")
 
     class Concurrent(ScriptedModel):
-        async def complete(self, request, on_text=None):
+        async def complete(self, request, on_text=None, *, on_retry=None):
             self.requests.append(request)
             return await slow(request)
 
