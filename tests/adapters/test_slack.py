@@ -19,6 +19,7 @@ from tests.fakes.slack import (
     DM_ALICE,
     MALLORY,
     OTHER_BOT_ID,
+    OTHER_CHANNEL,
     wait_until,
 )
 from threadteam.adapters.slack.inbound import APPROVE_ACTION, DENY_ACTION
@@ -114,6 +115,8 @@ async def test_a_slash_summon_repeats_the_task_without_its_pings(stack_factory, 
     # As Slack sends it when the person typed "@here" and "@channel" in the command.
     await s.fake.slash("debate <!here> Is tea better? <!channel|@channel> @everyone")
     root = (await wait_until(lambda: s.fake.calls_to("chat.postMessage"), what="the root"))[0]
+    await s.finished(next(ts for (ch, ts), m in s.fake.messages.items()
+                          if m["text"] == root.params["text"]))
     assert "thread_ts" not in root.params and "Is tea better?" in root.params["text"]
     assert "<!" not in root.params["text"] and "@everyone" not in root.params["text"]
     assert "&lt;!here&gt;" in root.params["text"]
@@ -150,7 +153,7 @@ async def test_a_reply_in_the_thread_reaches_the_next_model_request(stack_factor
 
 
 async def test_other_bots_in_the_thread_are_ignored(stack_factory) -> None:
-    s = await stack_factory("http", "What budget?", "Plan B. DONE")
+    s = await stack_factory("http", "What budget?")
     ts = await s.fake.say(ALICE, f"{BOT} interview Which plan?")
     await wait_until(lambda: any("waiting for you" in m["text"] for m in s.thread(ts)))
     other = await s.fake.send_event({"type": "message", "subtype": "bot_message",
@@ -200,7 +203,7 @@ async def test_approve_by_button_updates_the_request_in_place(stack_factory, mod
     assert updated["text"].startswith(f"✅ Approved by <@{ALICE}>")
     assert _buttons(updated) == []
     posted = [c for c in s.fake.calls_to("chat.postMessage")
-              if c.params["channel"] == "#announcements"]
+              if c.params["channel"] == OTHER_CHANNEL]  # #announcements, by its id
     assert len(posted) == 1 and "thread_ts" not in posted[0].params
     assert posted[0].params["text"] == "We ship *Friday*."
     assert posted[0].params["username"] == "Announcer"
@@ -209,7 +212,7 @@ async def test_approve_by_button_updates_the_request_in_place(stack_factory, mod
 @MODES
 async def test_an_unauthorised_click_is_refused_privately_and_changes_nothing(stack_factory,
                                                                                mode) -> None:
-    s = await stack_factory(mode, *ANNOUNCE)
+    s = await stack_factory(mode, *ANNOUNCE[:3])  # nobody who may approve does
     ts, request = await _approval(s)
     await s.idle()
     asked = len(s.model.requests)
@@ -248,7 +251,7 @@ async def test_deny_by_reply_with_a_reason(stack_factory) -> None:
     updated = s.fake.message(CHANNEL, request["ts"])
     assert updated["text"].startswith(f"❌ Denied by <@{ALICE}>: not before legal signs off")
     assert not [c for c in s.fake.calls_to("chat.postMessage")
-                if c.params["channel"] == "#announcements"]
+                if c.params["channel"] == OTHER_CHANNEL]
 
 
 # -- behaving well ------------------------------------------------------------------------------
@@ -341,7 +344,7 @@ async def test_a_streaming_model_fills_the_placeholder_as_it_writes(stack_factor
 async def test_forged_unsigned_and_stale_requests_get_401_and_do_nothing(stack_factory) -> None:
     import time
 
-    s = await stack_factory("http", "never used")
+    s = await stack_factory("http", "Bull.", "Bear.", "FINAL ANSWER: signed.")
     body = json.dumps(s.fake.envelope({"type": "app_mention", "user": ALICE, "ts": "5.000001",
                                        "text": f"{BOT} debate Forged?", "channel": CHANNEL}))
     assert (await s.fake.post_signed(body, secret="not-the-secret"))[0] == 401
@@ -352,6 +355,7 @@ async def test_forged_unsigned_and_stale_requests_get_401_and_do_nothing(stack_f
     assert [c.method for c in s.fake.calls if c.method != "auth.test"] == []
     assert s.model.requests == []
     assert (await s.fake.post_signed(body))[0] == 200  # the same body, signed: accepted
+    await s.finished("5.000001")
 
 
 @pytest.mark.parametrize(("timestamp", "signature"), [

@@ -7,16 +7,19 @@ a `Refused` sentence for everyone and everything else.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
+from tests.bot.helpers import ANNOUNCE
 from tests.fakes.slack import (
     ALICE,
     BOB,
     BOT_TOKEN,
+    BOT_USER,
     CHANNEL,
     DM_ALICE,
     MALLORY,
@@ -24,10 +27,12 @@ from tests.fakes.slack import (
     PRIVATE_CHANNEL,
     TEAM,
     FakeSlack,
+    wait_until,
 )
 from threadteam.adapters.slack import SlackApi, SlackDirectory
 from threadteam.bot.errors import Refused
 from threadteam.bot.shapes import ThreadKey
+from threadteam.teams.models.scripted import reply
 
 KEY = ThreadKey("slack", TEAM, CHANNEL, "1700000000.000001")
 
@@ -112,3 +117,31 @@ async def test_when_slack_will_not_say_the_answer_is_no(directory, fake_slack, c
     assert "missing_scope" in caplog.text and "Traceback" not in caplog.text
     # Not kept: once Slack answers, the member gets through.
     assert await directory.reach(KEY, ALICE, "#announcements") == OTHER_CHANNEL
+
+
+# -- end to end: the approved post goes where the approver could post, or nowhere ------------------
+def _steps(channel: str) -> tuple:
+    return (reply("", ("post_message", json.dumps({"channel": channel, "text": "We ship."}))),
+            "Done. DONE")
+
+
+@pytest.mark.parametrize(("approver", "channel", "why"), [
+    (MALLORY, "#announcements", "is not a member of #announcements"),  # not in the channel
+    (ALICE, "U0BOB", "is a person, not a channel"),  # a DM by another name
+    (ALICE, "C0ELSEWHERE", "not a channel of this workspace"),  # another workspace's id
+])
+async def test_an_approved_post_beyond_the_approvers_reach_is_refused_in_the_thread(
+        stack_factory, approver, channel, why) -> None:
+    s = await stack_factory("http", *_steps(channel),
+                            teams={"announce": ANNOUNCE.format(approvers=f"[{approver}]")})
+    ts = await s.fake.say(ALICE, f"<@{BOT_USER}> announce Friday")
+    await wait_until(lambda: any("approve" in m["text"] for m in s.thread(ts)),
+                     what="the approval request")
+    await s.fake.say(approver, "approve", thread_ts=ts)
+    thread = await s.finished(ts)
+    await s.idle()
+    said = [m["text"] for m in thread if why in m["text"]]
+    assert said, [m["text"] for m in thread]
+    posted = [c.params["channel"] for c in s.fake.calls_to("chat.postMessage")]
+    assert set(posted) == {CHANNEL}  # the run's own thread, nowhere else
+    assert why in str(s.model.requests[-1].messages)  # the model is told why, as the result

@@ -16,7 +16,16 @@ import pytest
 
 from tests.adapters.slack_stack import Stack
 from tests.bot.helpers import ANNOUNCE
-from tests.fakes.slack import ALICE, BOB, BOT_USER, CHANNEL, MALLORY, TEAM, wait_until
+from tests.fakes.slack import (
+    ALICE,
+    BOB,
+    BOT_USER,
+    CHANNEL,
+    MALLORY,
+    OTHER_CHANNEL,
+    TEAM,
+    wait_until,
+)
 from threadteam.adapters.slack.directory import group_labels
 from threadteam.adapters.slack.inbound import APPROVE_ACTION, DENY_ACTION
 from threadteam.teams.approvers import Approvers
@@ -43,7 +52,7 @@ async def _approval(s: Stack) -> tuple[str, dict]:
 
 def _announced(s: Stack) -> list:
     return [c for c in s.fake.calls_to("chat.postMessage")
-            if c.params["channel"] == "#announcements"]
+            if c.params["channel"] == OTHER_CHANNEL]  # #announcements, by its id
 
 
 @pytest.fixture

@@ -100,7 +100,7 @@ class FakeSlack:
         # id -> name, is_private, is_archived, members. A DM (D...) is in none of these.
         self.channels: dict[str, dict[str, Any]] = {
             CHANNEL: {"name": "general", "members": [ALICE, BOB, MALLORY, BOT_USER]},
-            OTHER_CHANNEL: {"name": "announcements", "members": [ALICE, BOT_USER]},
+            OTHER_CHANNEL: {"name": "announcements", "members": [ALICE, BOB, BOT_USER]},
             PRIVATE_CHANNEL: {"name": "leads", "is_private": True, "members": [BOB, BOT_USER]},
             "C0OLD": {"name": "old-news", "is_archived": True, "members": [ALICE, BOB]},
         }
