@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import io
+import logging
 import signal
 import sys
 import threading
@@ -71,6 +73,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     interrupted = _interruptible()
     keyboard: Keyboard | None = None
     reader: asyncio.Task[None] | None = None
+    logs = _LogsAbove(terminal) if terminal.live else None
     if typing:
         keyboard = Keyboard(terminal, console.lines, echo=lambda line: _echo(console, line))
         keyboard.start()
@@ -93,10 +96,11 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         if runtime is not None and runtime.host is not None and console.key is not None:
             status = await runtime.host.thread_status(console.key)
         terminal.close()
+        after = "" if terminal.live else "\n"  # off the line where the terminal echoed ^C
         if status is None:
-            print("\nStopped; nothing was started.", file=sys.stderr)
+            print(f"{after}Stopped; nothing was started.", file=sys.stderr)
         else:
-            print(f"\nStopped; the run is saved ({_STATUS.get(status, status)}). "
+            print(f"{after}Stopped; the run is saved ({_STATUS.get(status, status)}). "
                   f"`threadteam chat --resume` picks it up.", file=sys.stderr)
         return 130
     finally:
@@ -104,6 +108,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         terminal.close()
         if keyboard is not None:
             keyboard.stop()
+        if logs is not None:
+            logs.close()
         if reader is not None:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -111,6 +117,36 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         _restore_signals()
         if runtime is not None:
             await runtime.aclose()
+
+
+class _LogsAbove(io.TextIOBase):
+    """Where log records go while the footer is up: whole lines, written above it, so a
+    warning never lands in the middle of the line the person is typing."""
+
+    def __init__(self, terminal: Terminal) -> None:
+        super().__init__()
+        self.terminal = terminal
+        self._partial = ""
+        self._handlers = [h for h in logging.getLogger().handlers
+                          if isinstance(h, logging.StreamHandler) and h.stream is sys.stderr]
+        for handler in self._handlers:
+            handler.setStream(self)  # type: ignore[arg-type]
+
+    def write(self, text: str) -> int:
+        *lines, self._partial = (self._partial + text).split("\n")
+        self.terminal.emit(lines, err=True)
+        return len(text)
+
+    def isatty(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        for handler in self._handlers:
+            handler.setStream(sys.stderr)
+        if self._partial:
+            self.terminal.emit([self._partial], err=True)
+            self._partial = ""
+        super().close()
 
 
 def _interruptible() -> asyncio.Event:

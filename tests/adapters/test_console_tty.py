@@ -311,7 +311,7 @@ async def test_ctrl_c_at_the_task_prompt_saves_nothing_and_gives_the_terminal_ba
         console.type("\x03")
         assert await console.exit_code() == 130
         text = console.screen.text()
-        assert "Stopped; nothing was started." in text
+        assert text.rstrip().splitlines()[-1] == "Stopped; nothing was started."
         assert "saved" not in text and "--resume" not in text
         assert "Traceback" not in text
         after = termios.tcgetattr(console.slave)
@@ -333,5 +333,24 @@ async def test_no_color_keeps_the_rendering_without_colour(tmp_path):
         assert "*debate*" not in text and "_No model" not in text
         assert "\x1b[1mBull\x1b[0m" in console.screen.raw, "names still stand out (bold)"
         assert not _COLOUR.search(console.screen.raw), "no colour codes under NO_COLOR"
+    finally:
+        console.close()
+
+
+async def test_ctrl_c_while_an_agent_writes_keeps_what_came_and_the_run(tmp_path, held_openai):
+    held_openai.say("The case is strong because demand is steady.")
+    held_openai.hold_after = len("The case is strong")
+    env = _env(tmp_path, held_openai)
+    console = await Console.start("--team", "pitch", "Pitch it.", env=env)
+    try:
+        await held_openai.held.wait()
+        await console.until(lambda s: "Bull: The case is strong" in s.lines())
+        console.type("\x03")
+        assert await console.exit_code() == 130
+        lines = console.screen.text().rstrip().splitlines()
+        assert lines[-2:] == [
+            "Bull: The case is strong",
+            "Stopped; the run is saved (running). `threadteam chat --resume` picks it up."]
+        assert "Traceback" not in console.screen.text()
     finally:
         console.close()
