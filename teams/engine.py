@@ -128,8 +128,9 @@ def decide(state: RunState) -> Action:
     """The next action for this state. Pure."""
     if state.finished is not None:
         return Idle("finished")
-    if state.paused is not None:
-        return Idle("paused")
+    if state.paused is not None:  # a paused run waits for `retry`, or ends on `stop`
+        return Finish(f"stopped by {state.stop_by}") if state.stop_by is not None \
+            else Idle("paused")
     owed = _owed(state)
     if owed:
         return Record(owed)

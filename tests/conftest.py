@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fakes.slack",
     "tests.fakes.discord",
     "tests.fakes.poster",
+    "tests.teams.scripted_check",  # every ScriptedModel a test makes is checked at its end
 ]

@@ -29,7 +29,7 @@ def poster() -> RecordingPoster:
 
 
 async def test_two_hundred_replies_at_once_are_all_kept_in_order(store, poster, tmp_path):
-    model = ScriptedModel(["Which city?"] + ["Noted."] * 400)
+    model = ScriptedModel(["Which city?"] + ["Noted."] * 400, leftovers_ok=True)
     host = make_host(store, poster, model, write_teams(tmp_path / "teams", WAITS))
     await host.start()
     try:
@@ -142,7 +142,7 @@ class RefusingPoster(RecordingPoster):
 async def test_a_platform_refusal_pauses_the_run_with_a_notice_and_retry_goes_on(store,
                                                                                   tmp_path):
     poster = RefusingPoster()
-    model = ScriptedModel(["Which city?", "DONE."])
+    model = ScriptedModel(["Which city?"])
     host = make_host(store, poster, model, write_teams(tmp_path / "teams", WAITS),
                      lease_ttl=0.3)
     await host.start()

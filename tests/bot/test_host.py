@@ -184,17 +184,17 @@ async def test_model_failure_pauses_and_retry_carries_on(started, poster):
 
 
 async def test_stop_then_continue_with_instructions(started, poster):
-    model = ScriptedModel(["Bull.", "Bear.", "Synthesis, no conclusion yet.", "Bull again."])
-    model.delay = 0.02
+    model = ScriptedModel(["Bull.", "Bear.", "Synthesis, no conclusion yet.",
+                           ModelHTTPError("OpenAI is overloaded (503).", 503)])
     host = await started(model, DEBATE)
     key = thread()
     await host.handle(summon(key, "debate x"))
     await host.idle()
-    await host.handle(say(key, "stop"))  # after 3 turns the run waits on nothing: bull is next
+    await host.handle(say(key, "stop"))  # after 3 turns the run is paused: it waits on nothing
     await host.idle()
     assert "stopped by alice" in poster.notices(key)[-1]
     assert "already finished" in (await _reply(host, poster, key, "stop"))
-    model.add("Bear again.", "FINAL ANSWER: done.")
+    model.add("Bull again.", "Bear again.", "FINAL ANSWER: done.")
     await host.handle(say(key, "continue focus on costs"))
     await host.idle()
     assert any(m.content == "focus on costs" for m in model.requests[-1].messages)

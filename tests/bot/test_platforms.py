@@ -34,7 +34,7 @@ def teams(tmp_path):
 
 
 async def test_a_run_cut_off_mid_turn_is_left_to_its_own_platform(store, teams):
-    first = ScriptedModel(["never said"])
+    first = ScriptedModel(["never said"], leftovers_ok=True)
     first.delay = 30  # the model call hangs: the process is stopped mid-turn
     console = make_host(store, RecordingPoster(), first, teams, platform="console", adopt=False)
     await console.start()
@@ -45,7 +45,7 @@ async def test_a_run_cut_off_mid_turn_is_left_to_its_own_platform(store, teams):
     assert run_id.startswith("console.")
     assert run_id in await store.active_runs(), "the cut-off run stays active for its platform"
 
-    slack_poster, slack_model = RecordingPoster(), ScriptedModel(["wrong!"] * 3)
+    slack_poster, slack_model = RecordingPoster(), ScriptedModel(["wrong!"] * 3, leftovers_ok=True)
     slack = make_host(store, slack_poster, slack_model, teams, platform="slack", lease_ttl=0.2)
     chat_poster, chat_model = RecordingPoster(), ScriptedModel(["Where to?"])
     chat = make_host(store, chat_poster, chat_model, teams, platform="console", adopt=False,
@@ -69,7 +69,7 @@ async def test_a_run_cut_off_mid_turn_is_left_to_its_own_platform(store, teams):
 async def test_two_platforms_on_one_store_each_drive_only_their_own_runs(store, teams):
     hosts = {}
     for platform in ("slack", "discord"):
-        model = ScriptedModel([f"{platform} asks"] * 20)
+        model = ScriptedModel([f"{platform} asks"] * 10)
         hosts[platform] = (make_host(store, RecordingPoster(), model, teams, platform=platform),
                            model)
         await hosts[platform][0].start()

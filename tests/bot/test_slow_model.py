@@ -4,7 +4,6 @@ through the real `openai` client against the fake OpenAI server."""
 from __future__ import annotations
 
 from tests.bot.helpers import say, summon, thread, write_teams
-from tests.fakes.openai_server import fake_openai  # noqa: F401 (fixture)
 from tests.fakes.poster import RecordingPoster
 from threadteam.bot.host import Host
 from threadteam.teams.catalog import TeamCatalog
@@ -22,7 +21,7 @@ termination: {text_mention: DONE}
 
 
 async def test_a_hung_attempt_is_said_in_the_thread_then_the_retry_answers(
-        store, fake_openai, tmp_path):  # noqa: F811
+        store, fake_openai, tmp_path):
     fake_openai.queue_hang()
     fake_openai.queue_text("Which city?")
     fake_openai.queue_text("DONE: Lisbon in May.")

@@ -100,7 +100,7 @@ async def test_continue_with_words_while_running_is_just_a_message(started, post
 
 
 async def test_a_person_gets_three_active_runs_then_a_private_no(started, poster, store):
-    model = ScriptedModel(["Which city?"] * 4)
+    model = ScriptedModel(["Which city?"] * 5)
     host = await started(model, WAITS, limits=SummonLimits(active_per_user=3, per_hour=100))
     for n in range(1, 4):
         assert (await host.handle(summon(thread(n), "waits trip", user="alice"))).taken
@@ -158,7 +158,7 @@ async def test_an_unknown_team_name_is_echoed_inert_and_short(started, poster):
 async def test_approvers_decide_and_steer_but_a_bystander_approve_changes_nothing(
         started, poster, store):
     model = ScriptedModel([
-        reply("Posting.", ("post_message", '{"channel": "#general", "text": "Hi"}')), "DONE."])
+        reply("Posting.", ("post_message", '{"channel": "#general", "text": "Hi"}'))])
     host = await started(model, ANNOUNCE.format(approvers="[]"))
     key = thread()
     await host.handle(summon(key, "announce it", user="alice"))
@@ -201,8 +201,7 @@ async def test_a_bare_approve_never_reaches_a_request_posted_after_it(started, p
 async def test_an_approval_request_shows_every_argument(started, poster):
     long_text = "x" * 3000 + " <!channel> the hidden tail"
     model = ScriptedModel([
-        reply("Posting.", ("post_message", json.dumps({"channel": "#general", "text": long_text}))),
-        "DONE."])
+        reply("Posting.", ("post_message", json.dumps({"channel": "#general", "text": long_text})))])
     host = await started(model, ANNOUNCE.format(approvers="[]"))
     await host.handle(summon(thread(), "announce it", user="alice"))
     await host.idle()
