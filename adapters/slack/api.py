@@ -89,6 +89,8 @@ class SlackApi:
     def __init__(self, client: AsyncWebClient, *, policy: RetryPolicy = PLATFORM_RETRY) -> None:
         self.client = client
         self.policy = policy
+        # slack_sdk retries a failed connection once on its own; one policy is enough.
+        client.retry_handlers = []
 
     async def call(self, method: str, **params: Any) -> Any:
         """Call `method`; wait out rate limits, retry transient failures, else raise SlackError."""
