@@ -196,6 +196,22 @@ class Host:
         fold = await self._current(run_id)
         return fold.state.status if fold is not None else "finished"
 
+    async def open_threads(self, within: float = 7 * 86400.0, limit: int = 1000
+                           ) -> list[ThreadKey]:
+        """The threads of this host's platform whose runs are not finished and moved in the
+        last `within` seconds, newest first (for an adapter that must read what people
+        wrote there while it was disconnected)."""
+        since, keys = self.clock() - within, []
+        for info in await self.store.runs(limit=limit):
+            if info.updated_at < since:
+                break
+            if self.platform is not None and not info.thread.startswith(self.platform + ":"):
+                continue
+            fold = await self._current(info.run_id)
+            if fold is not None and fold.state.finished is None:
+                keys.append(fold.key)
+        return keys
+
     async def latest_run(self, platform: str, run_id: str | None = None) -> RunSummary | None:
         """The most recent run of `platform` (or its run `run_id`) whose team is known."""
         for info in await self.store.runs(limit=200):

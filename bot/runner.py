@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from opentelemetry import trace
@@ -199,7 +199,7 @@ class Runner:
                 continue
             missing.append((seq, e))
         for seq, e in reversed(missing):
-            await self._post(run, seq, e, fresh=True)
+            await self._post(run, seq, e, fresh=True, unsure=True)
 
     def _key_of(self, run: Loaded, seq: int, e: Event) -> str:
         if isinstance(e, ApprovalDecided | ApprovalExpired):
@@ -207,8 +207,10 @@ class Runner:
         out = render(run.state, e, seq, run.key, run.run_id, self.poster.mention)
         return out.idempotency_key if out else post_key(run.run_id, seq)
 
-    async def _post(self, run: Loaded, seq: int, e: Event, fresh: bool = False) -> None:
-        """Post event `seq`; `fresh`: no post under its seq key can have been recorded yet."""
+    async def _post(self, run: Loaded, seq: int, e: Event, fresh: bool = False,
+                    unsure: bool = False) -> None:
+        """Post event `seq`; `fresh`: no post under its seq key can have been recorded yet;
+        `unsure`: an earlier driver may have posted it without recording it."""
         if isinstance(e, ApprovalDecided | ApprovalExpired):
             settled = render_decision(run.state, e, run.key, run.run_id, self.poster.mention)
             if settled is None:
@@ -223,6 +225,8 @@ class Runner:
         out = render(run.state, e, seq, run.key, run.run_id, self.poster.mention, notice)
         if out is None:
             return
+        if unsure:
+            out = replace(out, unsure=True)
         if not (fresh and out.idempotency_key == post_key(run.run_id, seq)):
             await self.deliver(out)
             return

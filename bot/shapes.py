@@ -86,6 +86,11 @@ class Outbound:
     id under it and never posts the same key twice. `approval`, when set, asks for
     Approve / Deny buttons. `meta["agent"]` marks text a model wrote (Markdown, for
     the adapter to translate), as opposed to the host's own notices.
+
+    `unsure` says an earlier attempt of this very post may have reached the platform
+    (a crash or a lost answer before its message id was recorded): the poster looks
+    for a post carrying `idempotency_key` (Slack message metadata, a Discord nonce or
+    the webhook's recent posts) and returns its id instead of posting again.
     """
 
     key: ThreadKey
@@ -95,6 +100,7 @@ class Outbound:
     approval: ApprovalPrompt | None = None
     notice: bool = False  # a host notice (usage, errors, status) rather than an agent turn
     meta: dict[str, Any] = field(default_factory=dict)
+    unsure: bool = False
 
 
 class Poster(Protocol):

@@ -88,3 +88,19 @@ async def test_two_platforms_on_one_store_each_drive_only_their_own_runs(store, 
     finally:
         for host, _ in hosts.values():
             await host.aclose()
+
+
+async def test_open_threads_are_the_platforms_unfinished_runs(store, teams):
+    model = ScriptedModel(["Where to?", "Where to?", "DONE."])
+    slack = make_host(store, RecordingPoster(), model, teams, platform="slack")
+    await slack.start()
+    try:
+        for n in (1, 2):
+            await slack.handle(summon(on("slack", n), "slow go"))
+        await slack.idle()
+        from tests.bot.helpers import say
+        await slack.handle(say(on("slack", 2), "Lisbon"))  # run 2 finishes
+        await slack.idle()
+        assert await slack.open_threads() == [on("slack", 1)]
+    finally:
+        await slack.aclose()
