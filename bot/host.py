@@ -224,6 +224,14 @@ class Host:
                 state = loaded.state
                 return RunSummary(info.run_id, loaded.key, state.team.name, state.task,
                                   state.status, self.status_text(state).splitlines()[0])
+            raw = await self.store.load(info.run_id, 0)
+            first = from_json(raw[0]) if raw else None
+            if isinstance(first, TaskStarted):  # its team is not loaded: say what would load it
+                where = (f" from {first.team_file}; pass --teams-dir "
+                         f"{os.path.dirname(first.team_file) or '.'}") if first.team_file else ""
+                return RunSummary(info.run_id, ThreadKey.parse(info.thread), first.team,
+                                  first.task, "unloadable",
+                                  f"its team {first.team!r} is not loaded{where}")
         return None
 
     async def _summon(self, inbound: Inbound) -> Handled:
@@ -246,8 +254,10 @@ class Host:
         team = self.catalog.get(name)
         assert team is not None
         run_id = f"{inbound.key.platform}.{uuid.uuid4().hex}"
+        team_file = "" if team.source.startswith("builtin:") else team.source
         started = TaskStarted(team=team.name, task=task.strip(), by=inbound.user,
-                              approvers=team.approvers or (inbound.user,), at=self.clock())
+                              approvers=team.approvers or (inbound.user,), team_file=team_file,
+                              at=self.clock())
         if not await self.store.create_run(run_id, str(inbound.key), [to_json(started)]):
             existing = await self.store.run_for_thread(str(inbound.key))
             return await self._on_run(existing, inbound) if existing else Handled()

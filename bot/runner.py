@@ -81,6 +81,7 @@ class Runner:
                  directory: Directory | None = None) -> None:
         self.store, self.catalog, self.models, self.poster = store, catalog, models, poster
         self.directory = directory
+        self._unloadable: set[str] = set()
         self.owner, self.clock, self.lease_ttl = owner, clock, lease_ttl
         self.rehearsal_notice = rehearsal_notice or (lambda state: "")
 
@@ -93,7 +94,13 @@ class Runner:
         first = events[0]
         team = self.catalog.get(first.team) if isinstance(first, TaskStarted) else None
         if team is None:
-            log.warning("run %s: its team is no longer available", run_id)
+            if run_id not in self._unloadable:  # said once; the run is left alone
+                self._unloadable.add(run_id)
+                name = first.team if isinstance(first, TaskStarted) else "?"
+                where = f" (it came from {first.team_file})" \
+                    if isinstance(first, TaskStarted) and first.team_file else ""
+                log.error("run %s: its team %r is not loaded%s; the run is left as it is",
+                          run_id, name, where)
             return None
         try:
             state = RunState.fold(team, events)
@@ -116,6 +123,8 @@ class Runner:
                         threadteam__thread=str(loaded.key), threadteam__team=loaded.state.team.name):
                     await self._catch_up(loaded)
                     await self._advance(loaded)
+            else:  # gone, or its team is not loaded here: not driven again until touched
+                await self.store.set_active(run_id, False)
         except LostRun:
             log.warning("run %s: another driver wrote to it; stepping back", run_id)
         finally:

@@ -41,6 +41,7 @@ class TaskStarted(Event):
     task: str
     by: str
     approvers: tuple[str, ...] = ()
+    team_file: str = ""  # where a user's team came from, to say which --teams-dir it needs
 
 
 @dataclass(frozen=True, slots=True)

@@ -196,6 +196,10 @@ async def _open_run(host: Host, args: argparse.Namespace, console: _Console) -> 
     if args.resume:
         wanted = None if args.resume is True else str(args.resume)
         run = await host.latest_run("console", wanted)
+        if run is not None and run.status == "unloadable":
+            print(f"Cannot resume run {run.run_id} ({run.task}): {run.headline}.",
+                  file=sys.stderr)
+            return None
         if run is not None:
             poster.note(f"Resuming run {run.run_id} of {run.team}: {run.task} ({run.headline})")
             pending: tuple[Outbound, ...] = getattr(run, "pending", ())

@@ -252,3 +252,21 @@ def test_the_concurrency_benchmark_prints_no_figure_it_did_not_measure():
     assert result.stdout.splitlines()[-1] == (
         "AutoGen: not measured (its packages are not installed: pip install -e '.[bench]', "
         "then run this again)")
+
+
+def test_resume_of_a_run_whose_team_is_not_loaded_says_which_flag(tmp_path):
+    teams = tmp_path / "myteams"
+    teams.mkdir()
+    (teams / "pair.yaml").write_text(
+        "name: pair\ndescription: Plans with you.\nagents:\n"
+        "  - {name: planner, persona: {display_name: Planner}, system_message: Plan.}\n"
+        "  - {name: you, human: true}\ntermination: {text_mention: DONE}\n")
+    env = {"THREADTEAM_STORE": f"sqlite:///{tmp_path}/s.db"}
+    first = threadteam("chat", "--teams-dir", str(teams), "--team", "pair", "Plan a trip.",
+                       env=env)
+    assert first.returncode == 0, first.stderr
+    again = threadteam("chat", "--resume", env=env)
+    assert again.returncode == 2
+    assert "its team 'pair' is not loaded from " in again.stderr
+    assert f"pass --teams-dir {teams}" in again.stderr
+    assert "Traceback" not in again.stderr and again.stderr.count("\n") <= 2
