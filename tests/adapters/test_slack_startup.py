@@ -116,7 +116,7 @@ def test_the_manifest_asks_for_what_the_adapter_uses() -> None:
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert {"app_mentions:read", "chat:write", "chat:write.customize", "channels:history",
             "groups:history", "im:history", "commands", "reactions:write", "users:read",
-            "usergroups:read"} <= scopes
+            "usergroups:read", "channels:read", "groups:read"} <= scopes
     settings = manifest["settings"]
     assert set(settings["event_subscriptions"]["bot_events"]) == {
         "app_mention", "message.channels", "message.groups", "message.im"}
