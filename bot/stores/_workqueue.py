@@ -12,6 +12,8 @@ import asyncio
 import itertools
 import time
 
+__all__ = ["BATCH", "WorkQueue"]
+
 # How many runs one `next_work` call hands out at most.
 BATCH = 100
 

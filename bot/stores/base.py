@@ -17,6 +17,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+__all__ = ["RunInfo", "Store"]
+
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:

@@ -14,6 +14,8 @@ from ._retry import Failure, retry_after_seconds
 from ._streaming import StreamingModel, Turn
 from .base import ChatMessage, ModelRequest, ModelResponse, ToolCall, Usage
 
+__all__ = ["NUDGE", "OPENING", "AnthropicModel", "make_client", "to_anthropic_messages"]
+
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS = 1024
 # The client's default; every model call sets its own from the pool's RetryPolicy. The

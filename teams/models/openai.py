@@ -18,6 +18,8 @@ from ._retry import Failure, RetryPolicy, retry_after_seconds
 from ._streaming import StreamingModel, Turn
 from .base import ChatMessage, ModelRequest, ModelResponse, ToolCall, Usage
 
+__all__ = ["OpenAIModel", "make_client", "speaker_name", "to_openai_messages"]
+
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Compatible servers accept any key, but the client refuses to start without one.
 PLACEHOLDER_KEY = "threadteam-no-key"
