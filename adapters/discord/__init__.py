@@ -12,6 +12,7 @@
     views.py       Approve / Deny buttons that outlive a restart
     _webhooks.py   one webhook per channel, its token in memory only
     _locks.py      one lock per thread or channel
+    _posted.py     exactly once: nonces, and finding a post already in the thread
 """
 
 from .adapter import DiscordAdapter

@@ -22,6 +22,7 @@ from threadteam.bot.shapes import Inbound, Memory
 
 from . import inbound
 from ._locks import KeyedLocks
+from ._posted import nonce_of
 from .api import DiscordApi, DiscordError, point_gateway, point_rest
 from .client import explain, make_client
 from .commands import team_command
@@ -228,10 +229,12 @@ class DiscordAdapter:
         naming = discord.AllowedMentions(everyone=False, roles=False, users=[message.author],
                                          replied_user=True)
         for i, part in enumerate(split_message(host_text(text))):
+            nonce = nonce_of(f"reply:{message.id}", i)  # a retry returns the same message
             if i == 0:
-                send = partial(message.reply, part, mention_author=True, allowed_mentions=naming)
+                send = partial(message.reply, part, mention_author=True, allowed_mentions=naming,
+                               nonce=nonce)
             else:
-                send = partial(message.channel.send, part, allowed_mentions=_QUIET)
+                send = partial(message.channel.send, part, allowed_mentions=_QUIET, nonce=nonce)
             await self.api.call(send, what="answer you")
 
     async def _private(self, event: Inbound) -> str | None:

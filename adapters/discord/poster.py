@@ -7,6 +7,11 @@ channel which permission is missing. Posts to one thread are serialised, so
 parts and turns appear in order. Every call goes through `DiscordApi` (api.py):
 429s are waited out, never dropped; a Discord that stays down fails the post
 with a `PlatformError` after the policy's retries.
+
+Nothing is posted twice (see _posted.py): the bot's own posts carry a nonce
+Discord enforces; a webhook post whose answer was lost, and any post marked
+`unsure` (an earlier process may have made it), is first looked for among the
+thread's recent messages and adopted when found.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ import discord
 
 from threadteam.bot.errors import Refused
 from threadteam.bot.memory import LocalMemory
+from threadteam.bot.retry import Transient
 from threadteam.bot.shapes import BOT_PERSONA, Memory, Outbound, ThreadKey
 from threadteam.teams.persona import Persona
 
 from ._locks import KeyedLocks
+from ._posted import LOOK_BACK, adoptable, nonce_of
 from ._webhooks import WEBHOOK_NAME, ChannelWebhooks
-from .api import UNKNOWN_WEBHOOK, DiscordApi, DiscordError
+from .api import UNKNOWN_WEBHOOK, DiscordApi, DiscordError, classify
 from .directory import find_channel
 from .text import emoji_of, host_text, split_message, webhook_username
 from .views import approval_view, call_ref_digest
@@ -45,6 +52,7 @@ _TYPING_FOR = 300.0
 _NO_PINGS = discord.AllowedMentions.none()
 _NOTICE_PINGS = discord.AllowedMentions(everyone=False, roles=False, users=True,
                                         replied_user=False)
+_NEWEST_KEPT = 4096  # threads whose newest post is remembered
 
 
 class DiscordPoster:
@@ -61,6 +69,7 @@ class DiscordPoster:
         self._told: set[int] = set()  # channels told that webhooks are refused
         self._thread_locks = KeyedLocks()
         self._typing: dict[str, asyncio.Task[None]] = {}
+        self._newest: dict[int, int] = {}  # thread -> the newest post seen to succeed there
 
     # -- the Poster protocol ---------------------------------------------------------
     async def post(self, out: Outbound) -> str:
@@ -75,11 +84,12 @@ class DiscordPoster:
             for call_id in hashed:
                 await self._kv_set(f"call:{call_ref_digest(call_id)}", call_id)
             chunks = split_message(self._content(out, hook is None)) or ["\u200b"]
-            ids: list[str] = []
-            for i, chunk in enumerate(chunks):
+            # An earlier attempt may have posted it (or some of its parts) already.
+            ids = await self._already_posted(out, hook, thread, chunks) if out.unsure else []
+            for i in range(len(ids), len(chunks)):
                 last = i == len(chunks) - 1
-                ids.append(await self._send(out, hook, channel, thread, chunk,
-                                            view if last else None))
+                ids.append(await self._send(out, hook, channel, thread, chunks[i],
+                                            view if last else None, part=i))
             if len(ids) > 1:
                 await self._kv_set(f"parts:{ids[0]}", json.dumps(ids))
             return ids[0]
@@ -153,15 +163,12 @@ class DiscordPoster:
         return f"{name}: {out.text}"
 
     async def _send(self, out: Outbound, hook: discord.Webhook | None, channel: int,
-                    thread: int, content: str, view: discord.ui.View | None) -> str:
+                    thread: int, content: str, view: discord.ui.View | None, *,
+                    part: int = 0) -> str:
         extra: dict[str, Any] = {"view": view} if view is not None else {}
         if hook is not None:
-            send = partial(hook.send, content, username=webhook_username(out.persona),
-                           avatar_url=out.persona.avatar_url, thread=_in_thread(channel, thread),
-                           wait=True, allowed_mentions=_pings(out), **extra)
             try:
-                msg = await self.api.call(send, what="post in the thread")
-                return str(msg.id)
+                return await self._send_by_webhook(out, hook, channel, thread, content, extra)
             except DiscordError as exc:
                 if exc.code != UNKNOWN_WEBHOOK:
                     raise
@@ -169,11 +176,73 @@ class DiscordPoster:
                 log.info("webhook for channel %s is gone; creating another", channel)
                 await self._webhooks.forget(channel)
                 hook = await self._webhook(channel, thread)
-                return await self._send(out, hook, channel, thread, content, view)
+                return await self._send(out, hook, channel, thread, content, view, part=part)
+        # The same nonce on every try: Discord answers a repeat with the message it made.
         target = self.client.get_partial_messageable(thread)
         sent = await self.api.call(partial(target.send, content, allowed_mentions=_pings(out),
-                                           **extra), what="post in the thread")
-        return str(sent.id)
+                                           nonce=nonce_of(out.idempotency_key, part), **extra),
+                                   what="post in the thread")
+        return self._posted(thread, str(sent.id))
+
+    async def _send_by_webhook(self, out: Outbound, hook: discord.Webhook, channel: int,
+                               thread: int, content: str, extra: dict[str, Any]) -> str:
+        """Post one part through the webhook; after a try whose outcome is unknown (a
+        timeout, a dropped connection, a 5xx), look for it in the thread before posting."""
+        unknown = False
+        after = self._newest.get(thread)
+
+        async def attempt() -> str:
+            nonlocal unknown
+            if unknown:
+                found = await self._find(out, hook, thread, [content], after)
+                if found:
+                    log.info("a post whose answer was lost is in thread %s; not posting it again",
+                             thread)
+                    return found[0]
+            try:
+                msg = await hook.send(content, username=webhook_username(out.persona),
+                                      avatar_url=out.persona.avatar_url,
+                                      thread=_in_thread(channel, thread), wait=True,
+                                      allowed_mentions=_pings(out), **extra)
+            except Exception as exc:
+                unknown = unknown or isinstance(classify(exc), Transient)
+                raise
+            return str(msg.id)
+
+        return self._posted(thread, await self.api.call(attempt, what="post in the thread"))
+
+    async def _already_posted(self, out: Outbound, hook: discord.Webhook | None, thread: int,
+                              chunks: list[str]) -> list[str]:
+        """The ids of the parts of `out` an earlier process already posted (see _posted.py)."""
+        found = await self.api.call(lambda: self._find(out, hook, thread, chunks, None),
+                                    what="check what is already in the thread")
+        if found:
+            log.info("post %s is already in thread %s (%d of %d parts); not posting them again",
+                     out.idempotency_key, thread, len(found), len(chunks))
+            self._posted(thread, found[-1])
+        return found
+
+    async def _find(self, out: Outbound, hook: discord.Webhook | None, thread: int,
+                    chunks: list[str], after: int | None) -> list[str]:
+        me = self.client.user
+        try:
+            page: list[Any] = await self.client.http.logs_from(thread, LOOK_BACK)
+        except discord.Forbidden as exc:
+            # Without Read Message History there is nothing to find: posting again risks a
+            # twin, which beats losing the post.
+            log.warning("can't read thread %s to look for a post (%s); posting it", thread, exc)
+            return []
+        return adoptable(page, chunks, webhook=str(hook.id) if hook else None,
+                         username=webhook_username(out.persona), bot=str(me.id if me else ""),
+                         after=after)
+
+    def _posted(self, thread: int, message_id: str) -> str:
+        """Remember the newest post seen to succeed in `thread` (the floor of a look-up)."""
+        self._newest.pop(thread, None)
+        self._newest[thread] = int(message_id)
+        while len(self._newest) > _NEWEST_KEPT:
+            del self._newest[next(iter(self._newest))]
+        return message_id
 
     async def _edit_parts(self, out: Outbound, ids: list[int], channel: int, thread: int,
                           hook: discord.Webhook | None) -> None:
@@ -231,7 +300,8 @@ class DiscordPoster:
                 "name with its own in bold. Give me the **Manage Webhooks** permission here to "
                 "show every agent with its own name and avatar.")
         target = self.client.get_partial_messageable(thread)
-        await self.api.call(lambda: target.send(text, allowed_mentions=_NO_PINGS),
+        await self.api.call(lambda: target.send(text, allowed_mentions=_NO_PINGS,
+                                                nonce=nonce_of(f"told:{channel}:{thread}")),
                             what="post in the thread")
 
     async def _kv_get(self, key: str) -> str | None:

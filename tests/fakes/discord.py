@@ -9,6 +9,13 @@ One aiohttp server plays both halves of Discord:
   heartbeats/ACK), through which tests dispatch MESSAGE_CREATE and
   INTERACTION_CREATE.
 
+As Discord documents: Create Message with a `nonce` and `enforce_nonce` returns
+the author's earlier message with that nonce (within `nonce_window` seconds)
+instead of making another; the nonce is echoed in the answer and MESSAGE_CREATE
+but never stored, so Get Channel Messages (newest first, `before`/`after`/
+`limit`) does not show it. A failure injected with `stored=True` lets Discord
+take the call, then drops the connection before the answer.
+
 Webhook posts and the bot's own posts are echoed back as MESSAGE_CREATE, as
 Discord does, so a bot that forgets to ignore them loops; each keeps, under
 `pinged`, whom Discord would have notified (by the text and `allowed_mentions`). The fixture is
@@ -75,6 +82,8 @@ class FakeDiscord:
         self._seq = itertools.count(1)
         self._ids = itertools.count(1_200_000_000_000_000_000)
         self._failures: list[dict] = []
+        self.nonce_window = 300.0  # seconds Discord remembers an enforced nonce ("a few minutes")
+        self._nonces: dict[tuple[str, str], tuple[int, float]] = {}  # (author, nonce) -> (id, when)
         self.manage_webhooks = True  # False: webhook routes answer 403 / 50013
         self.shards = 1
         self.message_content_allowed = True  # False: the portal toggle is off (close 4014)
@@ -137,12 +146,14 @@ class FakeDiscord:
     # -- what tests inject -------------------------------------------------------
     def fail(self, method: str, path: str, *, status: int = 429, times: int = 1,
              retry_after: float = 0.05, is_global: bool = False, code: int = 0,
-             message: str = "injected failure") -> None:
+             message: str = "injected failure", stored: bool = False) -> None:
         """Answer the next `times` calls matching (method, path regex) with an error;
-        status 0 drops the connection without an answer."""
+        status 0 drops the connection without an answer. `stored`: Discord does what
+        was asked (a post is stored and echoed) before the error or the drop."""
         self._failures.append({"method": method, "path": re.compile(path), "status": status,
                                "times": times, "retry_after": retry_after,
-                               "global": is_global, "code": code, "message": message})
+                               "global": is_global, "code": code, "message": message,
+                               "stored": stored})
 
     def next_id(self) -> int:
         """A fresh snowflake."""
@@ -362,10 +373,15 @@ class FakeDiscord:
         self.calls.append(call)
         failure = self._take_failure(request.method, path)
         if failure is not None:
+            if failure["stored"]:
+                await self._answer(request, call, path)
             call.status = failure["status"]
             if failure["status"] == 0 and request.transport is not None:
                 request.transport.close()  # the answer never comes
             return _error(failure)
+        return await self._answer(request, call, path)
+
+    async def _answer(self, request: web.Request, call: Call, path: str) -> web.Response:
         webhook_route = path.startswith(("/webhooks/", "/interactions/"))
         if not webhook_route and request.headers.get("Authorization") != f"Bot {self.token}":
             call.status = 401
@@ -399,6 +415,7 @@ class FakeDiscord:
             ("PUT", r"/applications/(\d+)/guilds/(\d+)/commands", self._put_guild_commands),
             ("GET", r"/channels/(\d+)", self._get_channel),
             ("GET", r"/guilds/(\d+)/members/(\d+)", self._get_member),
+            ("GET", r"/channels/(\d+)/messages", self._list_messages),
             ("POST", r"/channels/(\d+)/messages", self._bot_message),
             ("PATCH", r"/channels/(\d+)/messages/(\d+)", self._bot_edit),
             ("POST", r"/channels/(\d+)/typing", self._typing),
@@ -449,15 +466,44 @@ class FakeDiscord:
             return 404, {"message": "Unknown Channel", "code": 10003}
         return None
 
+    async def _list_messages(self, call: Call, cid: str) -> tuple[int, Any]:
+        """Get Channel Messages: newest first; `after` gives the oldest `limit` after it."""
+        if (err := self._check_channel(cid)) is not None:
+            return err
+        limit = int(call.query.get("limit", 50))
+        if not 1 <= limit <= 100:
+            return 400, {"message": "Invalid Form Body: limit", "code": 50035}
+        here = sorted((m for m in self.messages.values() if m["channel_id"] == cid),
+                      key=lambda m: int(m["id"]))
+        if "after" in call.query:
+            picked = [m for m in here if int(m["id"]) > int(call.query["after"])][:limit]
+        else:
+            if "before" in call.query:
+                here = [m for m in here if int(m["id"]) < int(call.query["before"])]
+            picked = here[-limit:]
+        # Discord keeps no nonce: it is only echoed when the message is created.
+        return 200, [{k: v for k, v in m.items() if k != "nonce"} for m in reversed(picked)]
+
     async def _bot_message(self, call: Call, cid: str) -> tuple[int, Any]:
         if (err := self._check_channel(cid)) is not None:
             return err
         body = call.body or {}
+        nonce = body.get("nonce")
+        if nonce is not None and len(str(nonce)) > 25:
+            return 400, {"message": "Invalid Form Body: nonce over 25 characters", "code": 50035}
+        if nonce is not None and body.get("enforce_nonce"):
+            earlier = self._nonces.get((self.bot["id"], str(nonce)))
+            if earlier is not None and time.monotonic() - earlier[1] < self.nonce_window:
+                return 200, self.messages[earlier[0]]  # the same message, not a new one
         extra = {"message_reference": body["message_reference"]} if "message_reference" in body else {}
+        if nonce is not None:
+            extra["nonce"] = str(nonce)
         msg = self._message(cid, self.bot, body.get("content", ""),
                             components=body.get("components", []),
                             pinged=_pinged(body.get("content", ""), body.get("allowed_mentions")),
                             **extra)
+        if nonce is not None:
+            self._nonces[(self.bot["id"], str(nonce))] = (int(msg["id"]), time.monotonic())
         await self.dispatch("MESSAGE_CREATE", msg)  # Discord echoes the bot's own posts
         return 200, msg
 
