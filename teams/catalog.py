@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -35,16 +36,38 @@ class TeamCatalog:
             d = Path(extra_dir).expanduser()
             if not d.is_dir():
                 raise TeamFileError(str(d), None, "THREADTEAM_TEAMS_DIR is not a directory")
-            for path in sorted([*d.glob("*.yaml"), *d.glob("*.yml")]):
-                try:
-                    team = load_team(path)
-                except TeamFileError as exc:
-                    if strict:
-                        raise
-                    catalog.problems.append(exc)
-                    continue
-                catalog.teams[team.name] = team
+            catalog._add_files(sorted([*d.glob("*.yaml"), *d.glob("*.yml")]), strict=strict)
         return catalog
+
+    @classmethod
+    def from_files(cls, files: Iterable[str | Path]) -> TeamCatalog:
+        """Only the teams of `files` (no built-ins), checked together as one folder would be:
+        every problem of each file, and two files that give the same team name."""
+        catalog = cls()
+        catalog._add_files(list(dict.fromkeys(Path(f) for f in files)), strict=False)
+        return catalog
+
+    def _add_files(self, paths: list[Path], *, strict: bool) -> None:
+        """Load user files over what is here (a built-in gives way to a file of its name).
+
+        A file whose team name an earlier file of the same set took (whatever its case)
+        is refused, naming both: the first in name order keeps the team, never silently
+        the one that happened to load last.
+        """
+        mine: dict[str, Team] = {}
+        for path in paths:
+            try:
+                team = load_team(path)
+                first = mine.get(team.name.lower())
+                if first is not None:
+                    raise _same_name(team, first)
+            except TeamFileError as exc:
+                if strict:
+                    raise
+                self.problems.append(exc)
+                continue
+            mine[team.name.lower()] = team
+            self.teams[team.name] = team
 
     @property
     def warnings(self) -> list[TeamFileWarning]:
@@ -65,3 +88,10 @@ class TeamCatalog:
     def choices(self) -> list[tuple[str, str]]:
         """(name, description) pairs, for listings and autocomplete."""
         return [(n, self.teams[n].description) for n in self.names()]
+
+
+def _same_name(team: Team, first: Team) -> TeamFileError:
+    where = f"{first.source}:{first.name_line}" if first.name_line else first.source
+    return TeamFileError(team.source, team.name_line, (
+        f"team name '{team.name}' is already used by {where}; "
+        f"rename one of them (this file was skipped)"))

@@ -17,20 +17,39 @@ Messages are sentences a person can act on; they never contain secrets.
 
 from __future__ import annotations
 
+__all__ = [
+    "MissingCredentials", "ModelAuthError", "ModelConnectionError", "ModelError", "ModelHTTPError",
+    "ModelTimeout", "TeamFileError", "ThreadteamError", "ToolError",
+]
+
 
 class ThreadteamError(Exception):
     """Root of every error threadteam raises on purpose."""
 
 
 class TeamFileError(ThreadteamError):
-    """A team file that cannot be used: names the file, the line and the problem."""
+    """A team file that cannot be used: names the file, the line and the problem.
 
-    def __init__(self, file: str, line: int | None, problem: str) -> None:
+    A file with several problems carries them all in `problems` ((line, problem)
+    pairs, in the file's order) and says each on a line of its own; `line` and
+    `problem` are the first.
+    """
+
+    def __init__(self, file: str, line: int | None, problem: str,
+                 more: tuple[tuple[int | None, str], ...] = ()) -> None:
         self.file = file
         self.line = line
         self.problem = problem
-        where = f"{file}:{line}" if line else file
-        super().__init__(f"{where}: {problem}")
+        self.problems: tuple[tuple[int | None, str], ...] = ((line, problem), *more)
+        super().__init__("\n".join(f"{file}:{at}: {what}" if at else f"{file}: {what}"
+                                   for at, what in self.problems))
+
+    @classmethod
+    def of(cls, file: str, problems: list[tuple[int | None, str]]) -> TeamFileError:
+        """One error for every problem of `file`, sorted by line (a file-wide one first)."""
+        ordered = sorted(dict.fromkeys(problems), key=lambda p: p[0] or 0)
+        (line, problem), *more = ordered
+        return cls(file, line, problem, tuple(more))
 
 
 class ToolError(ThreadteamError):

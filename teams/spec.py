@@ -1,4 +1,4 @@
-"""Team files: YAML in, a checked `Team` out, or a `TeamFileError` naming file:line.
+"""Team files: YAML in, a checked `Team` out, or a `TeamFileError` naming file:line of each problem.
 
 Shape (see teams/builtin/*.yaml):
 
@@ -30,7 +30,7 @@ from ._yaml import NO_ALIASES, line_of, load_with_lines
 from .approvers import ROLE_PREFIX, ApprovalPolicy, Approvers, role_is_id
 from .builtin_tools import BUILTIN
 from .errors import TeamFileError, ToolError
-from .persona import Persona
+from .persona import Persona, is_emoji
 from .termination import Condition, TerminationSpecError, names_in, parse_termination
 from .tools import Approval, Tool, load_tool
 
@@ -51,8 +51,11 @@ class PersonaModel(_Strict):
     @pydantic.field_validator("avatar")
     @classmethod
     def _avatar(cls, v: str) -> str:
-        if v and not (re.fullmatch(r":[a-z0-9_+\-']+:", v) or v.startswith("https://")):
-            raise ValueError("avatar must be an :emoji: name or an https:// URL")
+        v = v.strip()
+        if v and not (re.fullmatch(r":[a-z0-9_+\-']+:", v) or v.startswith("https://")
+                      or is_emoji(v)):
+            raise ValueError('avatar must be an :emoji: name, an emoji such as "🐂", '
+                             'or an https:// URL')
         return v
 
 
@@ -164,6 +167,7 @@ class Team:
     allow_repeated_speaker: bool = False
     max_tool_rounds: int = 5
     source: str = ""
+    name_line: int | None = field(default=None, compare=False)  # where `name:` stands in `source`
     stoppers: Approvers = field(default_factory=Approvers)
     approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     budget_tokens: int | None = None
@@ -224,31 +228,58 @@ def load_team(path: str | Path) -> Team:
 
 
 def parse_team(text: str, source: str = "<team>") -> Team:
-    """Check a team file's text; errors name `source`, the line and the problem."""
+    """Check a team file's text; errors name `source`, and each problem with its line."""
     try:
         data, lines = load_with_lines(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        problem = exc.problem if exc.problem == NO_ALIASES else f"not valid YAML: {exc.problem}"
-        raise TeamFileError(source, mark.line + 1 if mark else None, problem) from None
+        raise TeamFileError(source, mark.line + 1 if mark else None,
+                            _yaml_problem(str(exc.problem))) from None
     except yaml.YAMLError as exc:
         raise TeamFileError(source, None, f"not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise TeamFileError(source, 1, "a team file is a mapping with name, agents and termination")
-
-    def fail(loc: tuple[str | int, ...], problem: str) -> TeamFileError:
-        return TeamFileError(source, line_of(lines, loc), problem)
-
+    problems = _Problems(lines)
     try:
         model = TeamModel.model_validate(data)
     except pydantic.ValidationError as exc:
-        err = exc.errors()[0]
-        raise fail(tuple(err["loc"]), _explain(err)) from None
-    team = _build(model, source, fail)
-    _check_governance(model, fail)
+        for err in exc.errors():
+            problems.add(tuple(err["loc"]), _explain(err))
+        _check_termination(data.get("termination"), problems)  # its own shape, at least
+        raise problems.error(source) from None
+    team = _build(model, source, problems)
+    _check_governance(model, problems)
+    if problems.found or team is None:
+        raise problems.error(source)
     warnings = tuple(TeamFileWarning(source, line_of(lines, loc), problem)
                      for loc, problem in _advice(model))
     return replace(team, warnings=warnings) if warnings else team
+
+
+#: Said with every YAML syntax error: what most often causes one in a team file.
+YAML_HINT = "quote values that contain `: ` or start with `*`, `&`, `?`"
+
+
+def _yaml_problem(problem: str) -> str:
+    if problem.startswith("duplicate key"):
+        return f"not valid YAML: {problem}"
+    if problem == NO_ALIASES:
+        return f"{problem} (hint: {YAML_HINT})"
+    return f"not valid YAML: {problem} (hint: {YAML_HINT})"
+
+
+class _Problems:
+    """Every problem found in one file, each with its line, to be reported together."""
+
+    def __init__(self, lines: dict[tuple[str | int, ...], int]) -> None:
+        self.lines = lines
+        self.found: list[tuple[int | None, str]] = []
+
+    def add(self, loc: tuple[str | int, ...], problem: str) -> None:
+        self.found.append((line_of(self.lines, loc), problem))
+
+    def error(self, source: str) -> TeamFileError:
+        return TeamFileError.of(source, self.found)
 
 
 def _explain(err: Any) -> str:
@@ -276,89 +307,109 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
 
-def _build(m: TeamModel, source: str, fail: Any) -> Team:
+def _build(m: TeamModel, source: str, problems: _Problems) -> Team | None:
+    """The team, or None when a problem (added to `problems`) leaves nothing to build."""
     names = [a.name for a in m.agents]
     for i, a in enumerate(m.agents):
         if names.index(a.name) != i:
-            raise fail(("agents", i, "name"), f"agent name '{a.name}' is used twice")
-    agents = []
-    for i, a in enumerate(m.agents):
-        at = ("agents", i)
-        if not a.human and not (a.system_message or "").strip():
-            raise fail(at, f"agent '{a.name}' has no system_message (say what this agent does)")
-        for j, target in enumerate(a.handoffs):
-            if target not in names:
-                raise fail((*at, "handoffs", j),
-                           f"agent '{a.name}' hands off to unknown agent '{target}'; "
-                           f"agents are: {', '.join(names)}")
-        if a.handoffs and m.strategy != "swarm":
-            raise fail((*at, "handoffs"), "handoffs only apply with strategy: swarm")
-        tools = []
-        for j, e in enumerate(a.tools):
-            try:
-                t = load_tool(e.use, BUILTIN)
-            except ToolError as exc:
-                raise fail((*at, "tools", j), str(exc)) from None
-            if e.channels is not None and not t.takes_channel:
-                raise fail((*at, "tools", j, "channels"),
-                           f"channels: only narrows a tool that takes a channel (such as "
-                           f"post_message); {t.name} does not")
-            tools.append(t.with_overrides(name=e.name, approval=e.approval,
-                                          channels=tuple(e.channels) if e.channels else None))
-        persona = a.persona or PersonaModel()
-        desc = a.description or _first_sentence(a.system_message or "") or (
-            "the person in the thread" if a.human else a.name)
-        agents.append(AgentSpec(
-            name=a.name, human=a.human, description=desc, system_message=a.system_message or "",
-            persona=Persona(persona.display_name or a.name.replace("_", " ").title(),
-                            persona.avatar, persona.color),
-            model=a.model, tools=tuple(tools), handoffs=tuple(a.handoffs),
-            context_messages=(a.context.messages if a.context and a.context.messages else 40),
-            context_tokens=a.context.tokens if a.context else None))
-    if not any(not a.human for a in agents):
-        raise fail(("agents",), "a team needs at least one agent that is not human")
-    if m.strategy == "swarm" and agents[0].human:
-        raise fail(("agents", 0), "in a swarm the first agent speaks first; it cannot be the human")
-    if m.termination is None:
-        raise fail((), "missing required key 'termination' (e.g. termination: {max_messages: 12})")
-    try:
-        cond = parse_termination(m.termination)
-    except TerminationSpecError as exc:
-        raise fail(exc.path, f"bad termination: {exc}") from None
+            problems.add(("agents", i, "name"), f"agent name '{a.name}' is used twice")
+    agents = [_agent(m, i, names, problems) for i in range(len(m.agents))]
+    if not any(not a.human for a in m.agents):
+        problems.add(("agents",), "a team needs at least one agent that is not human")
+    if m.strategy == "swarm" and m.agents[0].human:
+        problems.add(("agents", 0),
+                     "in a swarm the first agent speaks first; it cannot be the human")
     all_tools = {t.name for a in agents for t in a.tools}
-    for role, name, where in names_in(cond):
-        if role in ("source", "handoff") and name not in names:
-            raise fail(where, f"bad termination: '{name}' is not an agent of this team; "
-                              f"agents are: {', '.join(names)}")
-        if role == "tool" and name not in all_tools:
-            raise fail(where, f"bad termination: no agent has a tool named '{name}'")
+    if not _check_termination(m.termination, problems, names, all_tools):
+        return None
     return Team(name=m.name, description=m.description, strategy=m.strategy, agents=tuple(agents),
                 termination_spec=m.termination, model=m.model, approvers=tuple(m.approvers),
                 selector_model=m.selector.model, selector_prompt=m.selector.prompt,
                 allow_repeated_speaker=m.selector.allow_repeated_speaker,
                 max_tool_rounds=m.max_tool_rounds, source=source,
-                stoppers=Approvers.parse(m.stoppers),
+                name_line=problems.lines.get(("name",)), stoppers=Approvers.parse(m.stoppers),
                 approval=ApprovalPolicy(m.approval.quorum, m.approval.summoner_may_approve,
                                         m.approval.expires_after),
                 budget_tokens=m.budget.tokens if m.budget else None)
 
 
-def _check_governance(m: TeamModel, fail: Any) -> None:
+def _agent(m: TeamModel, i: int, names: list[str], problems: _Problems) -> AgentSpec:
+    """Agent `i` of the file, its problems added to `problems`."""
+    a, at = m.agents[i], ("agents", i)
+    if not a.human and not (a.system_message or "").strip():
+        problems.add(at, f"agent '{a.name}' has no system_message (say what this agent does)")
+    for j, target in enumerate(a.handoffs):
+        if target not in names:
+            problems.add((*at, "handoffs", j),
+                         f"agent '{a.name}' hands off to unknown agent '{target}'; "
+                         f"agents are: {', '.join(names)}")
+    if a.handoffs and m.strategy != "swarm":
+        problems.add((*at, "handoffs"), "handoffs only apply with strategy: swarm")
+    tools = []
+    for j, e in enumerate(a.tools):
+        try:
+            t = load_tool(e.use, BUILTIN)
+        except ToolError as exc:
+            problems.add((*at, "tools", j), str(exc))
+            continue
+        if e.channels is not None and not t.takes_channel:
+            problems.add((*at, "tools", j, "channels"),
+                         f"channels: only narrows a tool that takes a channel (such as "
+                         f"post_message); {t.name} does not")
+            continue
+        tools.append(t.with_overrides(name=e.name, approval=e.approval,
+                                      channels=tuple(e.channels) if e.channels else None))
+    persona = a.persona or PersonaModel()
+    desc = a.description or _first_sentence(a.system_message or "") or (
+        "the person in the thread" if a.human else a.name)
+    return AgentSpec(
+        name=a.name, human=a.human, description=desc, system_message=a.system_message or "",
+        persona=Persona(persona.display_name or a.name.replace("_", " ").title(),
+                        persona.avatar, persona.color),
+        model=a.model, tools=tuple(tools), handoffs=tuple(a.handoffs),
+        context_messages=(a.context.messages if a.context and a.context.messages else 40),
+        context_tokens=a.context.tokens if a.context else None)
+
+
+def _check_termination(spec: Any, problems: _Problems, names: list[str] | None = None,
+                       tools: set[str] | None = None) -> bool:
+    """Whether `termination:` parses; with the team's agent and tool `names`, also whether
+    every agent and tool it names exists. Its problems are added to `problems`."""
+    if spec is None:
+        problems.add((), "missing required key 'termination' (e.g. termination: {max_messages: 12})")
+        return False
+    try:
+        cond = parse_termination(spec)
+    except TerminationSpecError as exc:
+        problems.add(exc.path, f"bad termination: {exc}")
+        return False
+    if names is None:
+        return True
+    for role, name, where in names_in(cond):
+        if role in ("source", "handoff") and name not in names:
+            problems.add(where, f"bad termination: '{name}' is not an agent of this team; "
+                                f"agents are: {', '.join(names)}")
+        if role == "tool" and tools is not None and name not in tools:
+            problems.add(where, f"bad termination: no agent has a tool named '{name}'")
+    return True
+
+
+def _check_governance(m: TeamModel, problems: _Problems) -> None:
     """An `approval:` block that no one could ever satisfy is a mistake in the file."""
     rule = Approvers.parse(m.approvers)
     if not m.approvers:
         if m.approval.quorum > 1:
-            raise fail(("approval", "quorum"),
-                       f"approval.quorum is {m.approval.quorum}, but without an approvers: list "
-                       f"only the person who summons the run may approve; list the approvers")
+            problems.add(("approval", "quorum"),
+                         f"approval.quorum is {m.approval.quorum}, but without an approvers: list "
+                         f"only the person who summons the run may approve; list the approvers")
         if not m.approval.summoner_may_approve:
-            raise fail(("approval", "summoner_may_approve"),
-                       "approval.summoner_may_approve is false, but without an approvers: list "
-                       "only the person who summons the run may approve; list the approvers")
+            problems.add(("approval", "summoner_may_approve"),
+                         "approval.summoner_may_approve is false, but without an approvers: list "
+                         "only the person who summons the run may approve; list the approvers")
     elif not rule.roles and m.approval.quorum > len(rule.people):
-        raise fail(("approval", "quorum"),
-                   f"approval.quorum is {m.approval.quorum}, but approvers: lists only "
-                   f"{len(rule.people)} {'person' if len(rule.people) == 1 else 'people'}")
+        problems.add(("approval", "quorum"),
+                     f"approval.quorum is {m.approval.quorum}, but approvers: lists only "
+                     f"{len(rule.people)} {'person' if len(rule.people) == 1 else 'people'}")
 
 
 def _advice(m: TeamModel) -> list[tuple[tuple[str | int, ...], str]]:

@@ -82,3 +82,38 @@ def test_names_are_found_whatever_their_case(tmp_path: Path):
     assert catalog.get("Debate") is catalog.get("debate") is not None
     assert catalog.get("opsdesk") is catalog.get("OpsDesk") is not None
     assert catalog.get("nope") is None
+
+
+def test_two_files_with_one_team_name_are_an_error_naming_both(tmp_path: Path):
+    first = write(tmp_path, "review.yaml", "review", "The first review.")
+    second = write(tmp_path, "review2.yml", "Review", "The second review.")
+    catalog = TeamCatalog.load(tmp_path)
+    (problem,) = catalog.problems
+    assert str(problem) == (f"{second}:1: team name 'Review' is already used by {first}:1; "
+                            f"rename one of them (this file was skipped)")
+    assert catalog.get("review").description == "The first review.", \
+        "the first in name order keeps the team, whatever order the files load in"
+    assert catalog.get("debate") is not None
+    with pytest.raises(TeamFileError, match=r"already used by .*review\.yaml:1"):
+        TeamCatalog.load(tmp_path, strict=True)
+
+
+def test_a_user_file_may_still_replace_a_built_in_of_its_name(tmp_path: Path):
+    write(tmp_path, "debate.yaml", "debate", "Mine.")
+    catalog = TeamCatalog.load(tmp_path)
+    assert catalog.problems == [] and catalog.get("debate").description == "Mine."
+
+
+def test_files_checked_together_report_every_problem_and_shared_names(tmp_path: Path):
+    good = write(tmp_path, "a.yaml", "ops")
+    again = write(tmp_path, "b.yaml", "ops")
+    broken = tmp_path / "c.yaml"
+    broken.write_text("name: c\nstrategy: nope\nagents:\n  - name: a\n    sytem_message: x\n"
+                      "termination: {stop: true}\n")
+    catalog = TeamCatalog.from_files([good, again, broken, good])
+    assert list(catalog.teams) == ["ops"] and catalog.teams["ops"].source == str(good)
+    assert [str(p).splitlines() for p in catalog.problems] == [
+        [f"{again}:1: team name 'ops' is already used by {good}:1; "
+         f"rename one of them (this file was skipped)"],
+        [f"{broken}:2: strategy: input should be 'round_robin', 'selector' or 'swarm'",
+         f"{broken}:5: unknown key 'sytem_message' in agents.0"]]

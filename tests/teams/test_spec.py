@@ -288,7 +288,7 @@ def test_defaults_fill_in_what_a_file_leaves_out():
             persona: {avatar: "http://example.com/a.png"}
             system_message: x
         termination: {max_messages: 2}
-        """, 4, "avatar must be an :emoji: name or an https:// URL", id="avatar over http"),
+        """, 4, "avatar must be an :emoji: name, an emoji such as", id="avatar over http"),
     pytest.param("""\
         name: t
         agents:
@@ -296,7 +296,7 @@ def test_defaults_fill_in_what_a_file_leaves_out():
             persona: {avatar: ox}
             system_message: x
         termination: {max_messages: 2}
-        """, 4, "avatar must be an :emoji: name or an https:// URL", id="avatar without colons"),
+        """, 4, "avatar must be an :emoji: name, an emoji such as", id="avatar without colons"),
     pytest.param("""\
         name: t
         agents:
@@ -416,6 +416,120 @@ def test_unreadable_files_are_refused_without_a_traceback(tmp_path: Path):
     latin1.write_bytes("name: caf\xe9\n".encode("latin-1"))
     with pytest.raises(TeamFileError, match="not UTF-8"):
         load_team(latin1)
+
+
+def test_every_problem_of_a_file_is_reported_each_with_its_line():
+    err = refusal("""\
+        name: t
+        strategy: democracy
+        agents:
+          - name: a
+            sytem_message: x
+          - name: b
+            persona: {avatar: ox}
+            system_message: y
+        termination: {max_mesages: 3}
+        """, "teams/many.yaml")
+    assert err.problems == (
+        (2, "strategy: input should be 'round_robin', 'selector' or 'swarm'"),
+        (5, "unknown key 'sytem_message' in agents.0"),
+        (7, 'agents.1.persona.avatar: avatar must be an :emoji: name, an emoji such as "🐂", '
+            'or an https:// URL'),
+        (9, "bad termination: unknown termination condition 'max_mesages'; use one of: "
+            "text_mention, max_messages, token_usage, timeout, source_match, handoff, stop, "
+            "tool_call, any, all"))
+    assert str(err).splitlines() == [f"teams/many.yaml:{line}: {problem}"
+                                     for line, problem in err.problems]
+    assert (err.line, err.problem) == err.problems[0]
+
+
+def test_problems_found_after_the_shape_is_right_are_all_reported_too():
+    err = refusal("""\
+        name: t
+        strategy: swarm
+        agents:
+          - name: a
+            system_message: x
+            handoffs: [zed]
+            tools: [calculate, launch_rockets]
+          - name: b
+          - name: a
+            system_message: z
+        termination:
+          any:
+            - source_match: [nobody]
+            - tool_call: launch_rockets
+        approval: {quorum: 2}
+        """)
+    lines = [line for line, _ in err.problems]
+    assert lines == sorted(lines)
+    found = dict(err.problems)
+    assert "hands off to unknown agent 'zed'" in found[6]
+    assert "unknown tool 'launch_rockets'" in found[7]
+    assert "agent 'b' has no system_message" in found[8]
+    assert "agent name 'a' is used twice" in found[9]
+    assert "'nobody' is not an agent of this team" in found[13]
+    assert "no agent has a tool named 'launch_rockets'" in found[14]
+    assert "approval.quorum is 2" in found[15]
+
+
+@pytest.mark.parametrize(("value", "line"), [
+    ("Note: be brief.", 4),
+    ("*important* words", 4),
+    ("&you too", 4),
+])
+def test_a_yaml_syntax_error_says_how_to_fix_the_usual_cause(value, line):
+    err = refusal(f"""\
+        name: t
+        agents:
+          - name: a
+            system_message: {value}
+        termination: {{max_messages: 2}}
+        """)
+    assert err.line == line, str(err)
+    assert err.problem.endswith("(hint: quote values that contain `: ` or start with `*`, `&`, `?`)")
+    quoted = parse_team(textwrap.dedent(f"""\
+        name: t
+        agents:
+          - name: a
+            system_message: "{value}"
+        termination: {{max_messages: 2}}
+        """))
+    assert quoted.agents[0].system_message == value, "quoting, as the hint says, is the fix"
+
+
+@pytest.mark.parametrize("avatar", ["🐂", "🐻‍❄️", "👩🏽‍💻", "🇫🇷", "1️⃣", "⚖️"])
+def test_an_emoji_avatar_is_accepted_as_written(avatar):
+    team = parse_team(textwrap.dedent(f"""\
+        name: t
+        agents:
+          - name: bull
+            persona: {{display_name: Bull, avatar: "{avatar}"}}
+            system_message: Argue for.
+        termination: {{max_messages: 2}}
+        """))
+    persona = team.agents[0].persona
+    assert persona.avatar == avatar and persona.emoji == avatar
+    assert persona.avatar_emoji is None and persona.avatar_url is None
+
+
+@pytest.mark.parametrize("avatar", ["ox", "🐂 ox", "→", "🐂" * 20])
+def test_words_and_other_symbols_are_not_emoji_avatars(avatar):
+    err = refusal(f"""\
+        name: t
+        agents:
+          - name: bull
+            persona: {{avatar: "{avatar}"}}
+            system_message: Argue for.
+        termination: {{max_messages: 2}}
+        """)
+    assert err.line == 4 and "avatar must be" in err.problem
+
+
+def test_the_other_avatar_forms_are_not_emoji_characters():
+    team = parse_team(ANNOUNCE, "announce.yaml")
+    assert team.by_name["announcer"].persona.emoji is None
+    assert parse_team(DEBATE).by_name["bull"].persona.emoji is None
 
 
 def test_yaml_tags_are_not_executed():
