@@ -210,6 +210,11 @@ class RunState:
         self._to_everyone(ChatMessage("user", e.text, name=e.display_name or "user"))
         if self.current is not None and self.current in self.team.humans:
             self.last_speaker, self.current = self.current, None
+        elif self.current is None and self.handoff_target in self.team.humans:
+            # The turn was handed to the person and they answered before it was formally
+            # theirs (the run ended on that handoff, or they were quick): this is their
+            # turn, not a remark before it; the turn goes back to whoever handed it over.
+            self.last_speaker, self.handoff_target = self.handoff_target, None
         for name in _MENTION.findall(e.text):
             agent = self._agent_named(name)
             if agent:

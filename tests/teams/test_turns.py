@@ -221,6 +221,20 @@ async def test_a_swarm_can_end_when_the_turn_reaches_the_person():
     assert run.state.finished == "planner handed off to you"
 
 
+async def test_one_reply_is_enough_after_a_swarm_ends_by_handing_the_turn_to_the_person():
+    run = Run(swarm(termination={"handoff": "you"}),
+              [says("Which language?", ("transfer_to_you", "{}"))])
+    assert await run.go() == Idle("finished")
+    run.model.add(says("Rust it is. Anything else?", ToolCall("h2", "transfer_to_you", "{}")))
+    # The host's answer to a reply in a run that ended by handing the person the turn:
+    run.add(RunContinued(by="U1"), HumanMessage(user="U1", text="Rust, please."))
+    assert await run.go() == Idle("finished")
+    assert run.speakers == ["planner", "human", "planner"], "the one reply reached the planner"
+    back = run.model.requests[1]
+    assert back.agent == "planner" and back.messages[-1].content == "Rust, please."
+    assert run.state.finished == "planner handed off to you"
+
+
 # -- the human participant ----------------------------------------------------------------
 async def test_the_human_in_round_robin_pauses_the_run_until_they_reply():
     team = make_team("bull", agent("you", human=True), "bear", termination={"max_messages": 4})
