@@ -11,6 +11,7 @@
     commands.py    the /team slash command
     views.py       Approve / Deny buttons that outlive a restart
     _webhooks.py   one webhook per channel, its token in memory only
+    _catch_up.py   after a (re)connect, what people wrote in open runs' threads meanwhile
     _locks.py      one lock per thread or channel
     _posted.py     exactly once: nonces, and finding a post already in the thread
 """

@@ -18,9 +18,10 @@ from discord import app_commands
 
 from threadteam.bot.errors import ConfigError, PlatformError
 from threadteam.bot.retry import PLATFORM_RETRY, RetryPolicy
-from threadteam.bot.shapes import Inbound, Memory
+from threadteam.bot.shapes import Inbound, Memory, ThreadKey
 
 from . import inbound
+from ._catch_up import CatchUp
 from ._locks import KeyedLocks
 from ._posted import nonce_of
 from .api import DiscordApi, DiscordError, point_gateway, point_rest
@@ -69,6 +70,8 @@ class DiscordAdapter:
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self._thread_locks = KeyedLocks()
+        self.catch_up = CatchUp(self.client, self.api, self._poster.memory, self._thread_locks,
+                                self._to_run)
 
     @property
     def _host(self) -> Host:
@@ -153,6 +156,7 @@ class DiscordAdapter:
 
     async def aclose(self) -> None:
         """Disconnect; safe to call twice."""
+        await self.catch_up.aclose()
         await self._poster.aclose()
         await self.client.close()
         if self._task is not None:
@@ -160,6 +164,12 @@ class DiscordAdapter:
                 await self._task
             except Exception as exc:  # already reported by whoever waited on it
                 log.debug("gateway task ended with %r", exc)
+
+    def on_gateway_ready(self) -> None:
+        """READY or RESUMED (at start, or after a disconnect): read what people wrote in
+        open runs' threads meanwhile, which Discord never re-delivers."""
+        if self.host is not None:
+            self.catch_up.soon(self.host.open_threads)
 
     def log_error(self, event: str) -> None:
         log.exception("error while handling Discord event %s", event)
@@ -191,6 +201,7 @@ class DiscordAdapter:
                 await self._summon_by_mention(message, text)
             return
         key = inbound.key_of(channel, guild_id)
+        await self.catch_up.before_live(key.thread)
         # One thread's messages reach the host in the order Discord sent them.
         async with self._thread_locks[key.thread]:
             if await self._host.thread_status(key) is not None:
@@ -199,10 +210,24 @@ class DiscordAdapter:
                 if (problem := self._host.check_summon(text)) is not None:
                     await self._reply(message, problem)
                     return
+                # Whatever the thread held before the summon is not the run's.
+                await self.catch_up.saw(key.thread, message.id)
                 event = inbound.from_message(message, key, text, kind="summon")
             else:
                 return  # a thread without a run is none of our business
             answer = (await self._host.handle(event)).private
+            if event.kind == "reply":
+                await self.catch_up.saw(key.thread, message.id)
+        if answer:
+            await self._reply(message, answer)
+
+    async def _to_run(self, message: discord.Message, key: ThreadKey) -> None:
+        """A message caught up after a (re)connect: handed to the host as a live reply is."""
+        me = self.client.user
+        text = inbound.addressed_text(message, me) if me is not None else None
+        event = inbound.from_message(message, key, message.content if text is None else text)
+        answer = (await self._host.handle(event)).private
+        await self.catch_up.saw(key.thread, message.id)
         if answer:
             await self._reply(message, answer)
 
@@ -258,6 +283,7 @@ class DiscordAdapter:
                     ephemeral=True)
                 return
             await interaction.response.send_message(intro[:2000], allowed_mentions=_QUIET)
+            await self.catch_up.saw(key.thread, interaction.id)  # what came before is not the run's
         else:
             answered = await interaction.response.send_message(intro[:2000],
                                                                allowed_mentions=_QUIET)

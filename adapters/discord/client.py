@@ -48,6 +48,10 @@ class _Wiring:
         # READY has arrived: GUILD_CREATEs follow before any event of theirs, so
         # there is no need to sit out discord.py's 2 s wait for the last guild.
         self.adapter.connected.set()
+        self.adapter.on_gateway_ready()
+
+    async def on_resumed(self) -> None:
+        self.adapter.on_gateway_ready()
 
     async def on_message(self, message: discord.Message) -> None:
         await self.adapter.on_message(message)

@@ -16,7 +16,7 @@ from threadteam.bot.shapes import Inbound, InboundKind, ThreadKey
 from threadteam.teams.approvers import role_label
 
 __all__ = [
-    "PLATFORM", "addressed_text", "from_button", "from_message", "ignored", "key_of",
+    "PLATFORM", "addressed_text", "by_a_person", "from_button", "from_message", "ignored", "key_of",
     "roles_of", "summon",
 ]
 
@@ -36,13 +36,18 @@ def key_of(channel: discord.abc.GuildChannel | discord.Thread | discord.abc.Mess
 
 
 def ignored(message: discord.Message, me: discord.abc.User | None) -> bool:
-    """The bot's own posts, its webhooks' echoes, other bots and system messages are not for us."""
+    """The bot's own posts, its webhooks' echoes, other bots, system messages and DMs are
+    not for us."""
+    return message.guild is None or not by_a_person(message, me)
+
+
+def by_a_person(message: discord.Message, me: discord.abc.User | None) -> bool:
+    """A person wrote it: not the bot, its webhooks, another bot or Discord itself."""
     if message.webhook_id is not None or message.author.bot:
-        return True
+        return False
     if me is not None and message.author.id == me.id:
-        return True
-    return message.guild is None or message.type not in (
-        discord.MessageType.default, discord.MessageType.reply)
+        return False
+    return message.type in (discord.MessageType.default, discord.MessageType.reply)
 
 
 def addressed_text(message: discord.Message, me: discord.abc.User) -> str | None:

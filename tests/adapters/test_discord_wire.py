@@ -63,6 +63,9 @@ class RecordingHost:
     async def thread_status(self, key: ThreadKey) -> str | None:
         return "running" if str(key) in self.runs else None
 
+    async def open_threads(self) -> list[ThreadKey]:
+        return [e.key for e in reversed(self.seen) if e.kind == "summon"]
+
     def check_summon(self, text: str) -> str | None:
         team, _, task = text.partition(" ")
         if team not in ("debate", "triage"):

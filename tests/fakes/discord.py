@@ -7,7 +7,8 @@ One aiohttp server plays both halves of Discord:
   call in order in `FakeDiscord.calls`, with 429s injectable per route;
 - the gateway websocket at `/gateway` (HELLO, IDENTIFY -> READY, GUILD_CREATE,
   heartbeats/ACK), through which tests dispatch MESSAGE_CREATE and
-  INTERACTION_CREATE.
+  INTERACTION_CREATE; `drop_gateway()` / `reopen_gateway()` take it away and
+  give it back, and `say(..., deliver=False)` is a message written meanwhile.
 
 As Discord documents: Create Message with a `nonce` and `enforce_nonce` returns
 the author's earlier message with that nonce (within `nonce_window` seconds)
@@ -24,6 +25,7 @@ Discord does, so a bot that forgets to ignore them loops; each keeps, under
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -84,6 +86,8 @@ class FakeDiscord:
         self._failures: list[dict] = []
         self.nonce_window = 300.0  # seconds Discord remembers an enforced nonce ("a few minutes")
         self._nonces: dict[tuple[str, str], tuple[int, float]] = {}  # (author, nonce) -> (id, when)
+        self._gateway_open = asyncio.Event()
+        self._gateway_open.set()
         self.manage_webhooks = True  # False: webhook routes answer 403 / 50013
         self.shards = 1
         self.message_content_allowed = True  # False: the portal toggle is off (close 4014)
@@ -133,6 +137,7 @@ class FakeDiscord:
         self.url = f"http://127.0.0.1:{port}"
 
     async def aclose(self) -> None:
+        self._gateway_open.set()  # let a held connection through, to be closed with the rest
         for ws in list(self.sockets):
             await ws.close()
         if self._runner:
@@ -154,6 +159,18 @@ class FakeDiscord:
                                "times": times, "retry_after": retry_after,
                                "global": is_global, "code": code, "message": message,
                                "stored": stored})
+
+    async def drop_gateway(self) -> None:
+        """The bot's gateway connections break, and no new one gets through until
+        `reopen_gateway()` (the bot keeps trying, as after a network outage)."""
+        self._gateway_open.clear()
+        for ws in list(self.sockets):
+            await ws.close(code=4000, message=b"Unknown error")  # resumable, as Discord says
+        await wait_until(lambda: not self.sockets, what="the gateway connections to close")
+
+    def reopen_gateway(self) -> None:
+        """The outage is over: the bot's waiting connection goes through."""
+        self._gateway_open.set()
 
     def next_id(self) -> int:
         """A fresh snowflake."""
@@ -248,6 +265,7 @@ class FakeDiscord:
 
     # -- gateway -----------------------------------------------------------------------
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        await self._gateway_open.wait()  # held (not refused) during an outage
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         await ws.send_json({"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None})
@@ -300,14 +318,16 @@ class FakeDiscord:
 
     # -- what people do ------------------------------------------------------------------
     async def say(self, user: int, channel_id: int | str, content: str, *,
-                  mention_bot: bool = False) -> dict:
-        """A person (or another bot) writes a message; dispatched as MESSAGE_CREATE."""
+                  mention_bot: bool = False, deliver: bool = True) -> dict:
+        """A person (or another bot) writes a message; dispatched as MESSAGE_CREATE, unless
+        `deliver` is False: written while the bot is not connected, it is only stored."""
         if mention_bot:
             content = f"<@{BOT_ID}> {content}"
         mentions = [self.bot] if f"<@{BOT_ID}>" in content else []
         msg = self._message(channel_id, self.users[user], content, mentions=mentions)
         member = {k: v for k, v in self.member(user).items() if k != "user"}
-        await self.dispatch("MESSAGE_CREATE", {**msg, "member": member})
+        if deliver:
+            await self.dispatch("MESSAGE_CREATE", {**msg, "member": member})
         return msg
 
     def _interaction(self, kind: int, user: int, channel_id: int | str, data: dict,
