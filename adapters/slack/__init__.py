@@ -3,7 +3,8 @@
     adapter.py       SlackAdapter, SlackConfig: lifecycle (start(host) / aclose()) and wiring
     receive.py       the HTTP endpoint / Socket Mode connection, on a thread of its own
     inbound.py       Slack payloads -> Inbound
-    poster.py        the host's Poster: posts in order per thread
+    poster.py        the host's Poster: posts in order per thread, each exactly once
+    posted.py        a post's key in its message metadata, and finding it again
     placeholders.py  "is thinking…" status, placeholder posts, streamed replies
     blocks.py        Block Kit: approval buttons
     text.py          Markdown -> mrkdwn, splitting long posts

@@ -285,7 +285,8 @@ class SlackAdapter:
         user, channel = command["user_id"], command["channel_id"]
         team, task = command["text"].strip().split(None, 1)  # Slack's own markup, as typed
         try:
-            ts = await self.poster.root(channel, f"<@{user}> summoned *{team.lower()}*: {task}")
+            ts = await self.poster.root(channel, f"<@{user}> summoned *{team.lower()}*: {task}",
+                                        key=f"summon:{command.get('trigger_id') or ''}")
         except PlatformError as exc:
             log.warning("slack: /team could not post in %s: %s", channel, exc)
             with contextlib.suppress(Exception):

@@ -10,6 +10,12 @@ Every call the adapter makes goes through `SlackApi`:
 - Every message text it sends (`text`, and the text of Block Kit elements) goes
   through `no_broadcasts` on the way out: no post, edit or ephemeral of this
   bot ever pings a channel, whatever a model or a person wrote.
+- `call_keyed(method, find, ...)` is `call` for what must take effect once (a
+  post): after an attempt whose outcome is unknown (a timeout, a connection
+  dropped after the request left, a 5xx, Slack's own `fatal_error`), and first
+  of all when the caller is `unsure`, `find` looks for what an earlier attempt
+  did (a post's key in its metadata); what it finds is the answer, and nothing
+  is sent again.
 - `once(method, ...)` makes one attempt within a short deadline and raises
   `SlackError` at the first failure: for courtesies (thread status,
   placeholders, streaming edits, reactions) that must never hold up a post.
@@ -23,7 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -42,7 +49,7 @@ from threadteam.bot.retry import (
 
 from .text import no_broadcasts
 
-__all__ = ["COURTESY_TIMEOUT", "SlackApi", "SlackError"]
+__all__ = ["COURTESY_TIMEOUT", "Find", "SlackApi", "SlackError", "may_have_happened"]
 
 log = logging.getLogger("threadteam.slack")
 
@@ -59,21 +66,27 @@ _MESSAGE_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.postEphem
 _SLACK_TRANSIENT = frozenset({"internal_error", "fatal_error", "service_unavailable",
                               "request_timeout"})
 
+Find = Callable[[float | None], Awaitable[Any]]
+"""Looks for what an earlier attempt of a call did, given when that attempt was sent
+(epoch seconds; None when not known): the call's answer if it took effect, else None."""
+
 
 class SlackError(PlatformError):
     """Slack refused a call, or could not be reached, after the retry policy gave up.
 
     `code` is Slack's error code (`channel_not_found`, `ratelimited`, ...) or, when
     no answer came (`answered` False), what went wrong (`unreachable`, `timeout`);
-    `retry_after` is set for a rate limit.
+    `retry_after` is set for a rate limit; `unknown` says the call may have taken
+    effect all the same (see `may_have_happened`).
     """
 
     def __init__(self, method: str, code: str, *, answered: bool = True,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, unknown: bool = False) -> None:
         self.method = method
         self.code = code
         self.answered = answered
         self.retry_after = retry_after
+        self.unknown = unknown
         said = (f"Slack refused {method} ({code})" if answered
                 else f"Slack could not be reached for {method} ({code})")
         super().__init__(said)
@@ -99,6 +112,48 @@ class SlackApi:
                                   what=f"slack {method}", policy=self.policy)
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
             raise _translate(method, exc) from exc
+
+    async def call_keyed(self, method: str, find: Find, *, unsure: bool = False,
+                         **params: Any) -> Any:
+        """`call` for a call that must take effect once: before any attempt that follows
+        one whose outcome is unknown (and before the first, when `unsure`), `find` looks
+        for what that attempt did, and its answer, if any, is the call's answer."""
+        doubt = unsure
+        since: float | None = None  # when the doubtful attempt was sent, if known
+
+        async def attempt() -> Any:
+            nonlocal doubt, since
+            if doubt:
+                try:
+                    found = await find(since)
+                except SlackApiError as exc:
+                    if _classify(exc) is not None:
+                        raise  # Slack is struggling: look again after the policy's wait
+                    # Refused (a missing scope, a channel the bot is not in): there is no
+                    # knowing, and a post twice is better than a post lost.
+                    log.warning("slack %s: could not look for an earlier attempt (%s); "
+                                "sending it again", method, _code_of(exc) or exc)
+                    found = None
+                if found is not None:
+                    return found
+                doubt = False
+            sent = time.time()
+            try:
+                return await self._send(method, params)
+            except Exception as exc:
+                if may_have_happened(exc):
+                    doubt, since = True, sent
+                raise
+
+        try:
+            return await retrying(attempt, _classify, what=f"slack {method}", policy=self.policy)
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            raise _translate(method, exc) from exc
+
+    async def attempt(self, method: str, **params: Any) -> Any:
+        """One attempt at `method`, its failure raised as slack_sdk or aiohttp raise it
+        (for lookups inside a `Find`, which `call_keyed` classifies)."""
+        return await self._send(method, params)
 
     async def once(self, method: str, *, timeout: float = COURTESY_TIMEOUT,
                    **params: Any) -> Any:
@@ -129,6 +184,19 @@ def _quiet(value: Any) -> Any:
     return value
 
 
+def may_have_happened(exc: BaseException) -> bool:
+    """Could a call that failed with `exc` have taken effect all the same? Yes when the
+    request may have reached Slack and no clear answer came back: a timeout, a connection
+    dropped or reset after it was sent, a 5xx, Slack's own "something broke" codes. No
+    for a refusal, a rate limit, or a connection that was never made."""
+    if isinstance(exc, SlackApiError):
+        status = exc.response.status_code
+        return status >= 500 or (status != 429 and _code_of(exc) in _SLACK_TRANSIENT)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return False  # never connected: nothing was sent
+    return isinstance(exc, TimeoutError | aiohttp.ClientError)
+
+
 def _classify(exc: BaseException) -> Verdict:
     if isinstance(exc, SlackApiError):
         if _is_ratelimited(exc):
@@ -155,11 +223,11 @@ def _translate(method: str, exc: SlackApiError | aiohttp.ClientError | TimeoutEr
         code = _code_of(exc) or (f"http_{status}" if status >= 400 else "unknown_error")
         if status >= 500 or code in _SLACK_TRANSIENT:
             log.warning("slack %s failed: %s", method, exc)
-        return SlackError(method, code)
+        return SlackError(method, code, unknown=may_have_happened(exc))
     if isinstance(exc, TimeoutError):
-        return SlackError(method, "timeout", answered=False)
+        return SlackError(method, "timeout", answered=False, unknown=True)
     log.warning("slack %s could not be sent: %s", method, exc)
-    return SlackError(method, "unreachable", answered=False)
+    return SlackError(method, "unreachable", answered=False, unknown=may_have_happened(exc))
 
 
 def _code_of(exc: SlackApiError) -> str:

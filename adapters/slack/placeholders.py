@@ -3,8 +3,11 @@
 `assistant.threads.setStatus` where Slack accepts it; otherwise a placeholder post
 under the agent's persona that fills with the reply as the model streams it
 (edited at most once a second; Slack's chat.update allows about 50 a minute) and
-becomes the reply itself. A placeholder is remembered in the adapter's memory,
-so a turn resumed after a crash reuses it (same persona) or takes it down.
+becomes the reply itself. A placeholder is remembered in the adapter's memory
+before it is posted, with the key its post carries in its metadata, so a crash at
+any moment leaves nothing behind: the next post in the thread (or the resumed
+turn) finds it, by that key if its answer never came, and replies into it (same
+persona) or takes it down.
 
 All of it is a courtesy: one attempt per call (`SlackApi.once`), never retried,
 never waited on for long, and the first thing to give way to a rate limit.
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +29,12 @@ from threadteam.bot.shapes import BOT_PERSONA, Memory, Outbound, ThreadKey
 from threadteam.teams.persona import Persona
 
 from .api import COURTESY_TIMEOUT, SlackApi, SlackError
+from .posted import find_posts, metadata
 from .text import LIMIT, to_mrkdwn
 
 __all__ = ["LIVE_EVERY", "PLACEHOLDER", "Live", "Placeholders", "face", "message", "truncate"]
+
+log = logging.getLogger("threadteam.slack")
 
 PLACEHOLDER = "_thinking…_"
 LIVE_EVERY = 1.0  # seconds between edits of a reply being streamed into its placeholder
@@ -39,6 +47,7 @@ class Live:
     persona: Persona
     stale: Live | None = None  # an earlier turn's placeholder nobody replied into
     ts: str = ""  # the placeholder's message, once posted
+    nonce: str = ""  # the key its post carries, to find it when its answer was lost
     text: str = ""  # what the model has streamed so far
     shown: str = ""  # what the placeholder shows now
     last: float = 0.0  # when it was last edited (loop time)
@@ -69,7 +78,8 @@ class Placeholders:
         self._no_status: set[str] = set()  # channels where assistant.threads.setStatus fails
         self._edits_hold = 0.0  # no streaming edits before this (loop time): rate limited
         self._streaming: set[asyncio.Task[None]] = set()  # edits into placeholders, per turn
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[bool]] = set()  # memory writes on their way
+        self._writes: dict[str, asyncio.Task[bool]] = {}  # the last memory write per thread
 
     def begin(self, key: ThreadKey, persona: Persona) -> Live:
         """A new turn of `persona` in `key`; an earlier turn's placeholder becomes stale."""
@@ -125,23 +135,34 @@ class Placeholders:
             live.stop()
         return live
 
-    async def claim(self, out: Outbound, live: Live | None) -> str:
-        """The placeholder `out` should replace, if any; others are taken down."""
-        if live is None:
-            return ""
-        edits = {p.edits for p in (live, live.stale) if p is not None and p.edits is not None}
-        if edits:  # an edit on the wire lands before the reply does
-            await asyncio.wait(edits)
+    async def claim(self, out: Outbound, live: Live | None, *, adopted: str = "") -> str:
+        """The placeholder `out` should replace, if any; every other one is taken down.
+
+        Besides the thread's current and stale placeholders, the one memory holds
+        counts too: left by a crash, or posted here with its answer lost (either way
+        found by the key its post carries).
+        `adopted`: `out`'s first part is already in the thread (an earlier try of it):
+        nothing is replaced, and that message is never taken down.
+        """
+        if live is not None:
+            edits = {p.edits for p in (live, live.stale) if p is not None and p.edits is not None}
+            if edits:  # an edit on the wire lands before the reply does
+                await asyncio.wait(edits)
+        up = [_Left(p.ts, _face_id(p.persona), p.nonce)
+              for p in (live, live.stale if live is not None else None) if p is not None and p.ts]
+        kept, settled = await self._remembered(out.key)
+        if kept is not None and kept.ts and all(p.ts != kept.ts for p in up):
+            up.append(kept)
         into = ""
-        for placeholder in (live.stale, live):
-            if placeholder is None or not placeholder.ts:
+        for left in up:
+            if left.ts == adopted:
                 continue
-            if placeholder is live and live.persona == out.persona and not into:
-                into = live.ts
+            if not adopted and not into and left.face == _face_id(out.persona):
+                into = left.ts
             else:
-                await self._take_down(out.key, placeholder.ts)
-        if live.ts:
-            self._forget(f"live:{out.key}")
+                await self._take_down(out.key, left.ts)
+        if kept is not None and settled:
+            self._forget(out.key)
         return into
 
     async def drain(self) -> None:
@@ -158,21 +179,37 @@ class Placeholders:
 
     # -- the calls ------------------------------------------------------------------------
     async def _place(self, key: ThreadKey, live: Live) -> None:
-        """Post `live`'s placeholder, or adopt the one an earlier try of the turn left."""
-        stale = live.stale.ts if live.stale is not None else ""
-        stale_face = _face_id(live.stale.persona) if live.stale is not None else ""
-        live.stale = None
-        if not stale and (kept := await self._kv_get(f"live:{key}")):
-            stale, _, stale_face = kept.partition(" ")
-        if stale and stale_face == _face_id(live.persona):
-            live.ts = stale  # the same agent again (a retry, a resumed run): it still fits
+        """Post `live`'s placeholder, or adopt the one an earlier try of the turn left.
+
+        The placeholder is remembered (with the key its post carries) before it is
+        posted, so one left by a crash at any moment is found again and reused or
+        taken down; if it cannot be remembered, it is not posted.
+        """
+        kept, settled = await self._remembered(key)
+        if not settled:
+            return  # one may be up that Slack will not tell us about: not a second one
+        earlier, live.stale = live.stale, None
+        stale = kept if kept is not None and kept.ts else None
+        if stale is None and earlier is not None and earlier.ts:  # memory may have failed it
+            stale = _Left(earlier.ts, _face_id(earlier.persona), earlier.nonce)
+        face_id = _face_id(live.persona)
+        if stale is not None and stale.ts and stale.face == face_id:
+            # the same agent again (a retry, a resumed run): it still fits
+            live.ts, live.nonce = stale.ts, stale.nonce
             return
-        if stale:
-            await self._take_down(key, stale)
-        reply = await self.api.once("chat.postMessage", **message(key, PLACEHOLDER, live.persona))
+        if stale is not None and stale.ts:
+            await self._take_down(key, stale.ts)
+        nonce = f"placeholder:{uuid.uuid4().hex}"
+        if not await self._write(key, _Left("", face_id, nonce)):
+            return  # the store is not taking writes: no placeholder a crash could strand
+        live.nonce = nonce
+        # If the answer is lost, the post may be up all the same: memory says so, and the
+        # next post in the thread finds it by its key.
+        reply = await self.api.once("chat.postMessage", metadata=metadata(nonce),
+                                    **message(key, PLACEHOLDER, live.persona))
         live.ts = reply["ts"]
         live.more.set()  # text that streamed in meanwhile can show now
-        await self._kv_set(f"live:{key}", f"{live.ts} {_face_id(live.persona)}")
+        await self._write(key, _Left(live.ts, face_id, nonce))
 
     async def _stream_edits(self, key: ThreadKey, live: Live) -> None:
         """Edit the placeholder as text streams in, at most once every LIVE_EVERY seconds."""
@@ -203,20 +240,94 @@ class Placeholders:
         with contextlib.suppress(SlackError):
             await self.api.once("chat.delete", channel=key.channel, ts=ts)
 
-    async def _kv_get(self, key: str) -> str | None:
-        with contextlib.suppress(Exception):  # a placeholder is a courtesy
-            return await self.memory.get(key)
-        return None
+    async def _find(self, key: ThreadKey, nonce: str) -> str | None:
+        """The ts of the placeholder posted with `nonce`; "" if it is not in the thread,
+        None if Slack would not say."""
+        if not nonce:
+            return ""
+        try:
+            found = await find_posts(self.api.once, key, nonce)
+        except SlackError as exc:
+            log.info("slack: could not look for a placeholder in %s (%s)", key, exc.code)
+            return None
+        return found.get(0, "")
 
-    async def _kv_set(self, key: str, value: str) -> None:
-        with contextlib.suppress(Exception):
-            await self.memory.set(key, value)
+    async def _remembered(self, key: ThreadKey) -> tuple[_Left | None, bool]:
+        """The placeholder memory holds for `key`'s thread (its ts looked up by its key if
+        its post's answer never came), and whether that is settled (False: memory or
+        Slack would not say)."""
+        name = _memory_key(key)
+        pending = self._writes.get(name)
+        if pending is not None:  # read what this process last wrote, not what it replaced
+            await asyncio.wait([pending])
+        try:
+            value = await self.memory.get(name)
+        except Exception:  # a placeholder is a courtesy; the store's trouble is said elsewhere
+            return None, False
+        kept = _Left.parse(value or "")
+        if kept is None or kept.ts:
+            return kept, True
+        ts = await self._find(key, kept.nonce)
+        return _Left(ts or "", kept.face, kept.nonce), ts is not None
 
-    def _forget(self, key: str) -> None:
-        """Clear a kv entry without holding up the post that made it obsolete."""
-        task = asyncio.ensure_future(self._kv_set(key, ""))
+    def _write(self, key: ThreadKey, left: _Left | None) -> asyncio.Task[bool]:
+        """Remember `left` (None: nothing) as `key`'s placeholder; True once stored.
+
+        Writes for one thread land in the order they were asked for, and a read waits
+        for the last of them.
+        """
+        name = _memory_key(key)
+        before = self._writes.get(name)
+
+        async def write() -> bool:
+            if before is not None:
+                await asyncio.wait([before])
+            try:
+                await self.memory.set(name, str(left) if left is not None else "")
+            except Exception:
+                return False
+            return True
+
+        task = asyncio.ensure_future(write())
+        self._writes[name] = task
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+
+        def done(_: object) -> None:
+            self._background.discard(task)
+            if self._writes.get(name) is task:
+                del self._writes[name]
+
+        task.add_done_callback(done)
+        return task
+
+    def _forget(self, key: ThreadKey) -> None:
+        """Clear the thread's remembered placeholder without holding up the post that
+        made it obsolete."""
+        self._write(key, None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Left:
+    """A placeholder as memory keeps it: its ts ("" until posted), its persona, its key."""
+
+    ts: str
+    face: str
+    nonce: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.ts or '-'} {self.face} {self.nonce}".rstrip()
+
+    @classmethod
+    def parse(cls, value: str) -> _Left | None:
+        fields = value.split(" ")
+        if len(fields) < 2 or not fields[0]:
+            return None  # nothing remembered (or cleared)
+        return cls("" if fields[0] == "-" else fields[0], fields[1],
+                   fields[2] if len(fields) > 2 else "")
+
+
+def _memory_key(key: ThreadKey) -> str:
+    return f"live:{key}"
 
 
 def message(key: ThreadKey, text: str, persona: Persona) -> dict[str, Any]:

@@ -1,16 +1,20 @@
-"""Posting to Slack: the host's `Poster`, with order per thread.
+"""Posting to Slack: the host's `Poster`, with order per thread, each post exactly once.
 
-Every post goes through `SlackApi.call` (rate limits waited out, transient
-failures retried, then a `PlatformError` naming the method and Slack's error
-code). Posts in one thread leave in the order they were asked for, however many
-turns race. While an agent works, `placeholders` shows it, and the reply lands
-in the agent's placeholder when there is one.
+Every post goes through the one caller of the Web API (rate limits waited out,
+transient failures retried, then a `PlatformError` naming the method and Slack's
+error code) and carries its idempotency key in its message metadata; a post whose
+outcome is unknown is looked for by that key before it is sent again (`posted`).
+Posts in one thread leave in the order they were asked for, however many turns
+race. While an agent works, `placeholders` shows it, and the reply lands in the
+agent's placeholder when there is one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,13 +25,17 @@ from threadteam.teams.persona import Persona
 from .api import SlackApi, SlackError
 from .blocks import approval_blocks, section
 from .placeholders import Placeholders, message, truncate
+from .posted import find_posts, metadata
 from .text import LIMIT, split_text, to_mrkdwn
 
 __all__ = ["SEEN_REACTION", "SlackPoster"]
 
 _Turn = tuple["asyncio.Future[None] | None", "asyncio.Future[None]"]
 
+log = logging.getLogger("threadteam.slack")
+
 SEEN_REACTION = "eyes"  # on a person's reply once the run has taken it
+_DOUBTS_KEPT = 10_000  # keys of failed posts remembered, to look for before a retry
 
 
 class SlackPoster:
@@ -40,32 +48,46 @@ class SlackPoster:
         self.placeholders = Placeholders(api, memory=memory if memory is not None
                                          else LocalMemory(), limit=limit)
         self._tails: dict[str, asyncio.Future[None]] = {}  # thread -> its last queued call
+        self._doubtful: OrderedDict[str, None] = OrderedDict()  # keys whose post failed
         self._background: set[asyncio.Task[None]] = set()
 
     # -- the Poster protocol ------------------------------------------------------------
     async def post(self, out: Outbound) -> str:
         """Post `out` in its thread (split if long); the first part's ts, or the buttons' part.
 
+        Every part carries `out`'s key in its metadata. When an earlier try of this post
+        may have reached Slack (`out.unsure`, or a try here that failed not knowing), the
+        thread is read first and the parts found there are adopted, not posted again.
         An agent's placeholder in the thread becomes the first part when the same
         persona speaks; anyone else's post takes the placeholder down first.
         """
         parts = split_text(_mrkdwn(out), self.limit) or [""]
         live = self.placeholders.finish(out.key)
-        async with self._in_turn(out.key):
-            into = await self.placeholders.claim(out, live)
-            ids = []
-            for i, part in enumerate(parts):
-                buttons = out.approval is not None and i == len(parts) - 1
-                if i == 0 and into:
-                    params: dict[str, Any] = {"channel": out.key.channel, "ts": into, "text": part}
+        key = out.idempotency_key
+        try:
+            async with self._in_turn(out.key):
+                found = await self._already(out) if out.unsure or key in self._doubtful else {}
+                into = await self.placeholders.claim(out, live, adopted=found.get(0, ""))
+                ids = []
+                for i, part in enumerate(parts):
+                    if i in found:
+                        ids.append(found[i])
+                        continue
+                    buttons = out.approval is not None and i == len(parts) - 1
+                    if i == 0 and into and (ts := await self._replace(into, out, part, buttons)):
+                        ids.append(ts)
+                        continue
+                    params = {**message(out.key, part, out.persona), "metadata": metadata(key, i)}
                     if buttons:
                         params["blocks"] = approval_blocks(part, out)
-                    ids.append((await self.api.call("chat.update", **params))["ts"])
-                    continue
-                params = message(out.key, part, out.persona)
-                if buttons:
-                    params["blocks"] = approval_blocks(part, out)
-                ids.append((await self.api.call("chat.postMessage", **params))["ts"])
+                    ids.append(await self._post_once(out.key, key, i, params))
+        except BaseException:
+            # Failed, cancelled: some part may be up. The next try of this key looks first.
+            self._doubtful[key] = None
+            while len(self._doubtful) > _DOUBTS_KEPT:
+                self._doubtful.popitem(last=False)
+            raise
+        self._doubtful.pop(key, None)
         # An approval's buttons sit on its last part, and that is the message an edit must
         # reach to take them away; any other post is known by its first part.
         return ids[-1] if out.approval is not None else ids[0]
@@ -125,9 +147,14 @@ class SlackPoster:
             params["thread_ts"] = key.thread
         await self.api.call("chat.postEphemeral", **params)
 
-    async def root(self, channel: str, text: str) -> str:
-        """Post a top-level message as the app itself; its ts."""
-        return (await self.api.call("chat.postMessage", channel=channel, text=text))["ts"]
+    async def root(self, channel: str, text: str, key: str = "") -> str:
+        """Post a top-level message as the app itself; its ts. With `key`, a try whose
+        answer was lost is looked for in the channel rather than posted again."""
+        params: dict[str, Any] = {"channel": channel, "text": text}
+        if not key:
+            return (await self.api.call("chat.postMessage", **params))["ts"]
+        params["metadata"] = metadata(key)
+        return await self._post_once(ThreadKey("slack", "", channel, ""), key, 0, params)
 
     async def drain(self) -> None:
         """Wait for working indicators and reactions still on their way."""
@@ -138,6 +165,44 @@ class SlackPoster:
     async def stop_streaming(self) -> None:
         """Stop streaming into placeholders (shutdown: the turns are cut short)."""
         await self.placeholders.stop()
+
+    # -- exactly once ------------------------------------------------------------------------
+    async def _already(self, out: Outbound) -> dict[int, str]:
+        """The parts of `out` already in its thread, by their key (part -> ts)."""
+        try:
+            return await find_posts(self.api.call, out.key, out.idempotency_key)
+        except SlackError as exc:
+            if exc.unknown or exc.rate_limited:
+                raise  # Slack is not answering: no post before we know, and `retry` asks again
+            # Refused (a missing scope, a channel the bot has not joined): there is no
+            # knowing, and a post twice is better than a post lost.
+            log.warning("slack: could not look for %s in %s (%s); posting it", out.idempotency_key,
+                        out.key, exc.code)
+            return {}
+
+    async def _replace(self, placeholder: str, out: Outbound, text: str, buttons: bool) -> str:
+        """Turn the placeholder into `out`'s first part (its key too); "" if it is gone."""
+        params: dict[str, Any] = {"channel": out.key.channel, "ts": placeholder, "text": text,
+                                  "metadata": metadata(out.idempotency_key, 0)}
+        if buttons:
+            params["blocks"] = approval_blocks(text, out)
+        try:
+            return str((await self.api.call("chat.update", **params))["ts"])
+        except SlackError as exc:
+            if exc.code == "message_not_found":  # someone deleted it: post instead
+                return ""
+            raise
+
+    async def _post_once(self, where: ThreadKey, key: str, part: int,
+                         params: dict[str, Any]) -> str:
+        """chat.postMessage; after a try whose outcome is unknown, the part is looked for
+        in `where` before it is sent again."""
+        async def find(since: float | None) -> dict[str, str] | None:
+            ts = (await find_posts(self.api.attempt, where, key, since=since)).get(part)
+            return {"ts": ts} if ts else None
+
+        answer = await self.api.call_keyed("chat.postMessage", find, **params)
+        return str(answer["ts"])
 
     # -- the thread's queue ----------------------------------------------------------------
     # One queue per thread keeps its calls in the order they were asked for, however

@@ -4,14 +4,21 @@ One aiohttp server on 127.0.0.1 plays Slack's three faces:
 
 - the Web API under `/api/<method>` (auth.test, chat.postMessage, chat.update, chat.delete,
   chat.postEphemeral, assistant.threads.setStatus, reactions.*, users.info, usergroups.list,
-  conversations.list, conversations.members, apps.connections.open), recording every call
-  in order in `FakeSlack.calls`,
-  with `ratelimited` 429 + Retry-After bursts and other errors injectable;
+  conversations.list, conversations.members, conversations.replies, conversations.history,
+  apps.connections.open), recording every call in order in `FakeSlack.calls`,
+  with `ratelimited` 429 + Retry-After bursts and other errors injectable, before the
+  call takes effect (`fail`, `rate_limit`) or after it (`drop_answer`: the call is done,
+  then the connection drops with no answer; `fail_after`: done, then a 5xx). Messages
+  keep their `metadata`, which conversations.replies / .history return only with
+  `include_all_metadata`, as Slack does. Message ts are the wall clock (as Slack's).
 - Socket Mode: `apps.connections.open` hands out `ws://.../link`, which says
   hello and then carries the envelopes tests push, and the acks coming back;
 - the Events API sender: payloads POSTed to the app's HTTP endpoint, signed
   with v0 HMAC-SHA256 like Slack does (or forged/stale on purpose), and
-  `response_url`s that record what the app sends to them.
+  `response_url`s that record what the app sends to them. Like Slack, an event
+  answered with anything but a 2xx, or not within 3 seconds (not acked, in Socket
+  Mode), is sent again (`X-Slack-Retry-Num` 1 to 3; at once, then after a minute and
+  five minutes, which the fake shortens to `retry_delays`).
 
 Like Slack, it echoes the bot's own posts back as `message` events (so an
 app that forgets to ignore itself loops), and sends a mention both as
@@ -75,9 +82,10 @@ class Delivery:
     kind: str  # events_api | slash_commands | interactive
     payload: dict[str, Any]
     via: str  # http | socket
-    status: int = 0
+    status: int = 0  # 0: no answer in time (no ack, in Socket Mode)
     response: Any = None
     seconds: float = 0.0
+    retry_num: int = 0  # X-Slack-Retry-Num: 0 for the first attempt
 
 def sign(body: str, timestamp: int | str, secret: str = SIGNING_SECRET) -> str:
     """Slack's request signature: v0=hex(HMAC-SHA256(secret, "v0:{ts}:{body}"))."""
@@ -110,12 +118,18 @@ class FakeSlack:
         self.events_url: str | None = None  # the app's HTTP endpoint, for Events API mode
         self.echo = True
         self.status_error: str | None = None  # make assistant.threads.setStatus fail so
+        # Slack re-sends an event not answered with a 2xx at once, after 1 and after 5
+        # minutes; the fake, after these many seconds. Empty: no re-delivery.
+        self.retry_delays: tuple[float, ...] = (0.0, 0.1, 0.3)
+        self.http_timeout = 3.0  # seconds Slack waits for an HTTP answer (and for an ack)
         self.sockets: list[web.WebSocketResponse] = []
         self.hellos = 0
         self._failures: list[dict[str, Any]] = []
+        self._after: list[dict[str, Any]] = []  # failures once the call has taken effect
         self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._echoes: set[asyncio.Task[Any]] = set()
         self._clock = itertools.count(1)
+        self._last_ts = 0.0
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.url = ""
@@ -163,11 +177,28 @@ class FakeSlack:
                                "error": "ratelimited", "retry_after": retry_after, "page": None})
 
     def fail(self, method: str, error: str, *, times: int = 1, status: int = 200,
-             page: str | None = None) -> None:
-        """Answer the next `times` calls to `method` with `{"ok": false, "error": error}`,
-        or with `page` as an HTML body (a proxy's error page) when given."""
+             page: str | None = None, skip: int = 0) -> None:
+        """Answer the next `times` calls to `method` (after letting `skip` through) with
+        `{"ok": false, "error": error}`, or with `page` as an HTML body (a proxy's error
+        page) when given."""
         self._failures.append({"method": method, "times": times, "status": status,
-                               "error": error, "retry_after": None, "page": page})
+                               "error": error, "retry_after": None, "page": page, "skip": skip})
+
+    def clear_failures(self) -> None:
+        """Forget every failure injected and not yet used."""
+        self._failures.clear()
+        self._after.clear()
+
+    def drop_answer(self, method: str, *, times: int = 1) -> None:
+        """Let the next `times` calls to `method` take effect, then drop the connection
+        without answering (the answer lost on the way back)."""
+        self._after.append({"method": method, "times": times, "status": None, "error": None})
+
+    def fail_after(self, method: str, error: str = "internal_error", *, times: int = 1,
+                   status: int = 500) -> None:
+        """Let the next `times` calls to `method` take effect, then answer with an error
+        (Slack's own trouble after the fact: an HTTP 5xx, or a `fatal_error`)."""
+        self._after.append({"method": method, "times": times, "status": status, "error": error})
 
     # -- what tests read ---------------------------------------------------------------------
     def calls_to(self, method: str, *, ok: bool | None = None) -> list[Call]:
@@ -200,6 +231,9 @@ class FakeSlack:
         call = Call(method, params, token)
         self.calls.append(call)
         for failure in self._failures:
+            if failure["method"] == method and failure.get("skip"):
+                failure["skip"] -= 1
+                continue
             if failure["method"] == method and failure["times"] > 0:
                 failure["times"] -= 1
                 call.status, call.error = failure["status"], failure["error"]
@@ -221,11 +255,24 @@ class FakeSlack:
         body = handler(params, request)
         if not body.get("ok"):
             call.error = body.get("error")
+        for after in self._after:
+            if after["method"] == method and after["times"] > 0 and body.get("ok"):
+                after["times"] -= 1
+                if after["status"] is None:  # done; the answer never leaves
+                    call.status, call.error = 0, "dropped"
+                    assert request.transport is not None
+                    request.transport.close()
+                    return web.Response()
+                call.status, call.error = after["status"], after["error"]
+                return web.json_response({"ok": False, "error": after["error"]},
+                                         status=after["status"])
         return web.json_response(body)
 
     def _next_ts(self) -> str:
-        n = next(self._clock)
-        return f"{1_700_000_000 + n}.{n:06d}"
+        """A message ts as Slack makes them: the time (µs), distinct and increasing."""
+        now = max(time.time(), self._last_ts + 0.000001)
+        self._last_ts = now
+        return f"{now:.6f}"
 
     def _m_auth_test(self, p: dict, r: web.Request) -> dict:
         return {"ok": True, "url": "https://fake.slack.com/", "team": "Fake", "user": "threadteam",
@@ -320,9 +367,49 @@ class FakeSlack:
             msg["thread_ts"] = p["thread_ts"]
         if p.get("blocks"):
             msg["blocks"] = _json(p["blocks"])
+        if p.get("metadata"):
+            msg["metadata"] = _json(p["metadata"])
         self.messages[(channel, ts)] = msg
         self._echo(dict(msg))
         return {"ok": True, "channel": channel, "ts": ts, "message": msg}
+
+    def _m_conversations_replies(self, p: dict, r: web.Request) -> dict:
+        """A thread, oldest first: its root, then its replies (`oldest`/`latest` bound them)."""
+        channel, ts = p.get("channel", ""), p.get("ts", "")
+        root = self.messages.get((channel, ts))
+        replies = self.thread(channel, ts)
+        if root is None and not replies:
+            return {"ok": False, "error": "thread_not_found"}
+        page, meta = self._page(self._window([root, *replies] if root else replies, p), p)
+        return {"ok": True, "messages": [self._shown(m, p) for m in page],
+                "has_more": bool(meta["next_cursor"]), "response_metadata": meta}
+
+    def _m_conversations_history(self, p: dict, r: web.Request) -> dict:
+        """A channel's top-level messages, newest first."""
+        channel = p.get("channel", "")
+        if not channel.startswith(("C", "G", "D")):
+            return {"ok": False, "error": "channel_not_found"}
+        top = sorted((m for (ch, ts), m in self.messages.items()
+                      if ch == channel and m.get("thread_ts", ts) == ts),
+                     key=lambda m: m["ts"], reverse=True)
+        page, meta = self._page(self._window(top, p), p)
+        return {"ok": True, "messages": [self._shown(m, p) for m in page],
+                "has_more": bool(meta["next_cursor"]), "response_metadata": meta}
+
+    @staticmethod
+    def _window(messages: list[dict[str, Any]], p: dict) -> list[dict[str, Any]]:
+        inclusive = str(p.get("inclusive", "")).lower() in ("true", "1")
+        oldest, latest = float(p.get("oldest") or 0), float(p.get("latest") or "inf")
+        return [m for m in messages
+                if (oldest <= float(m["ts"]) if inclusive else oldest < float(m["ts"]))
+                and (float(m["ts"]) <= latest if inclusive else float(m["ts"]) < latest)]
+
+    @staticmethod
+    def _shown(message: dict[str, Any], p: dict) -> dict[str, Any]:
+        """A message as a conversations.* read returns it: metadata only when asked for."""
+        if str(p.get("include_all_metadata", "")).lower() in ("true", "1"):
+            return dict(message)
+        return {k: v for k, v in message.items() if k != "metadata"}
 
     def _m_chat_update(self, p: dict, r: web.Request) -> dict:
         msg = self.messages.get((p.get("channel"), p.get("ts")))
@@ -332,6 +419,10 @@ class FakeSlack:
         msg["text"] = p.get("text", msg["text"])
         if "blocks" in p:
             msg["blocks"] = _json(p["blocks"])
+        if "metadata" in p:  # as Slack: left as it was unless given; {} clears it
+            msg["metadata"] = _json(p["metadata"])
+            if not msg["metadata"]:
+                del msg["metadata"]
         msg["edited"] = {"user": BOT_USER, "ts": self._next_ts()}
         self._echo({"type": "message", "subtype": "message_changed", "hidden": True,
                     "channel": msg["channel"], "ts": self._next_ts(), "message": dict(msg),
@@ -393,9 +484,28 @@ class FakeSlack:
     # -- sending to the app -------------------------------------------------------------------------
     async def deliver(self, kind: str, payload: dict[str, Any], *, retry_num: int = 0,
                       via: str | None = None) -> Delivery:
-        """Send one payload the way the app is connected (Socket Mode if a socket is open)."""
+        """Send one payload the way the app is connected (Socket Mode if a socket is open).
+
+        An event (events_api) answered with anything but a 2xx, or not in time, is sent
+        again as Slack does, up to 3 times; the last attempt is returned, and every
+        attempt is in `deliveries`.
+        """
+        reason = "http_timeout" if retry_num else ""
+        while True:
+            d = await self._deliver_once(kind, payload, retry_num, reason, via)
+            if (200 <= d.status < 300 or kind != "events_api"
+                    or retry_num >= min(3, len(self.retry_delays))):
+                return d
+            await asyncio.sleep(self.retry_delays[retry_num])
+            retry_num += 1
+            reason = "http_error" if d.status else "http_timeout"
+
+    async def _deliver_once(self, kind: str, payload: dict[str, Any], retry_num: int,
+                            reason: str, via: str | None) -> Delivery:
         via = via or ("socket" if self.sockets else "http")
-        d = Delivery(kind, payload, via)
+        d = Delivery(kind, payload, via, retry_num=retry_num)
+        if via == "socket" and reason:
+            reason = "timeout"
         start = time.perf_counter()
         if via == "socket":
             envelope_id = str(uuid.uuid4())
@@ -404,9 +514,9 @@ class FakeSlack:
             await self.sockets[-1].send_json({
                 "envelope_id": envelope_id, "type": kind, "payload": payload,
                 "accepts_response_payload": kind != "events_api",
-                "retry_attempt": retry_num, "retry_reason": "timeout" if retry_num else ""})
+                "retry_attempt": retry_num, "retry_reason": reason})
             try:
-                d.response = await asyncio.wait_for(future, 5.0)
+                d.response = await asyncio.wait_for(future, self.http_timeout)
                 d.status = 200
             except TimeoutError:
                 self._acks.pop(envelope_id, None)
@@ -414,9 +524,12 @@ class FakeSlack:
             body, content_type = _encode(kind, payload)
             headers = {"Content-Type": content_type}
             if retry_num:
-                headers |= {"X-Slack-Retry-Num": str(retry_num),
-                            "X-Slack-Retry-Reason": "http_timeout"}
-            d.status, d.response = await self.post_signed(body, headers)
+                headers |= {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": reason}
+            try:
+                d.status, d.response = await asyncio.wait_for(self.post_signed(body, headers),
+                                                              self.http_timeout)
+            except TimeoutError:
+                d.status = 0
         d.seconds = time.perf_counter() - start
         self.deliveries.append(d)
         return d
@@ -452,18 +565,26 @@ class FakeSlack:
     async def say(self, user: str, text: str, *, channel: str = CHANNEL,
                   thread_ts: str | None = None, via: str | None = None) -> str:
         """A person posts a message: Slack sends `message`, and `app_mention` if it names the bot."""
-        ts = self._next_ts()
+        ts = self.add_message(user, text, channel=channel, thread_ts=thread_ts)
+        event = dict(self.messages[(channel, ts)])
         is_dm = channel.startswith("D")
-        event = {"type": "message", "user": user, "text": text, "ts": ts, "channel": channel,
-                 "event_ts": ts, "team": TEAM, "client_msg_id": str(uuid.uuid4()),
-                 "channel_type": "im" if is_dm else "channel"}
-        if thread_ts:
-            event["thread_ts"] = thread_ts
-        self.messages[(channel, ts)] = dict(event)
         await self.send_event(event, via=via)
         if f"<@{BOT_USER}>" in text and not is_dm:
             mention = {k: v for k, v in event.items() if k != "channel_type"}
             await self.send_event({**mention, "type": "app_mention"}, via=via)
+        return ts
+
+    def add_message(self, user: str, text: str, *, channel: str = CHANNEL,
+                    thread_ts: str | None = None) -> str:
+        """A person's message, stored without an event being sent (as if the app were not
+        subscribed to it); its ts."""
+        ts = self._next_ts()
+        event = {"type": "message", "user": user, "text": text, "ts": ts, "channel": channel,
+                 "event_ts": ts, "team": TEAM, "client_msg_id": str(uuid.uuid4()),
+                 "channel_type": "im" if channel.startswith("D") else "channel"}
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        self.messages[(channel, ts)] = event
         return ts
 
     async def slash(self, text: str, *, user: str = ALICE, channel: str = CHANNEL,
