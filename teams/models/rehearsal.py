@@ -2,7 +2,12 @@
 
 It lets a team's wiring (turns, personas, tools, termination, approvals) be
 tried with no key. Every answer depends only on the request, and every text
-it writes starts with "[rehearsal] ".
+it writes starts with "[rehearsal] ". It exercises the whole team: a selector
+hands each participant (the person too) a turn before anyone speaks twice; an
+agent calls each of its tools once (so approvals are asked for), hands over in
+a swarm, and writes its team's marker (FINAL ANSWER, DONE, ...) only once it has
+heard the rest of the team. It answers what a person last said and names the
+agent it follows, never quoting rehearsal text inside rehearsal text.
 """
 
 from __future__ import annotations
@@ -28,11 +33,21 @@ LABEL = "[rehearsal] "
 # A quoted ALL-CAPS phrase in a system prompt, e.g. 'FINAL ANSWER:' or "RESOLVED":
 # teams that end when a marker appears must see one, or a rehearsal never ends.
 MARKER = re.compile(r"""['"“]([A-Z][A-Z ]{2,}[A-Z]):?['"”]""")
+# The closing sentence of every agent's system prompt (teams.prompts.system_prompt), which
+# names the rest of the team: a rehearsed agent concludes only once it has heard them.
+TEAMMATES = re.compile(r"in a team conversation with: ([^\n]*)\.\Z")
+# A participant in a selector prompt's list of roles ("- name: description", its {roles}).
+ROLE = re.compile(r"^- ([A-Za-z][A-Za-z0-9_-]*): ", re.M)
+# The task opens every conversation under this name (teams.state); it is nobody's turn.
+TASK = "task"
+# A quoted example in a tool's description ("such as '(1200 * 0.15) / 12'"), used as the
+# value of its one text argument so the rehearsed call can succeed.
+EXAMPLE = re.compile(r"""(?:such as|e\.g\.|for example)\s+['"“]([^'"”]+)['"”]""")
 EXCERPT = 60
 
 
 class RehearsalModel:
-    """Answers without a network: picks speakers, calls tools once, echoes, concludes."""
+    """Answers without a network: picks speakers, calls each tool once, answers, concludes."""
 
     name = "rehearsal"
 
@@ -64,8 +79,21 @@ def _select(request: ModelRequest) -> str:
     candidates = request.candidates
     if not candidates:
         return ""
-    last = next((m.name for m in reversed(request.messages) if m.role == "user" and m.name), None)
+    spoken = _speakers(request.messages)
+    # Whoever has not spoken yet comes first, people included: the whole team is heard
+    # before anyone speaks twice. A person speaks under their own name, not the human
+    # participant's, so any speaker who is not a participant is the person.
     names = [c.name for c in candidates]
+    roster = set(ROLE.findall(request.system))
+    if not roster >= set(names):  # a selector prompt without the team's {roles}: the one
+        # participant missing from the candidates is the last speaker, who may not repeat
+        roster = set(names) | {n for n in spoken[-1:]}
+    humans = {c.name for c in candidates if c.human}
+    people_spoke = any(n not in roster or n in humans for n in spoken)
+    for c in candidates:
+        if not (c.name in spoken or (c.human and people_spoke)):
+            return c.name
+    last = spoken[-1] if spoken else None
     start = names.index(last) + 1 if last in names else 0
     ordered = [candidates[(start + i) % len(candidates)] for i in range(len(candidates))]
     chosen = next((c for c in ordered if not c.human), ordered[0])
@@ -73,24 +101,97 @@ def _select(request: ModelRequest) -> str:
 
 
 def _reply(request: ModelRequest) -> tuple[str, tuple[ToolCall, ...]]:
+    """A turn: a word on the latest thing a person said (never on rehearsal text), each of
+    the agent's tools called once, a handoff where it has some, and the marker once the
+    whole team has been heard."""
     agent = request.agent or "agent"
     messages = request.messages
     last = messages[-1] if messages else None
+    call = _next_call(request)
     if last is not None and last.role == "tool":
         called = _tool_name(messages, last.tool_call_id) or "the tool"
         outcome = "failed" if last.is_error else "returned"
-        return f"{LABEL}{agent} notes that {called} {outcome} '{_excerpt(last.content)}'", ()
-    already_called = any(m.role == "assistant" and m.tool_calls for m in messages)
-    if request.tools and not already_called:
-        tool = next((t for t in request.tools if not t.name.startswith(HANDOFF_PREFIX)),
-                    request.tools[0])
-        call = ToolCall(id=f"rehearsal_{len(messages)}", name=tool.name,
-                        arguments=json.dumps(_arguments(tool)))
-        return f"{LABEL}{agent} calls {tool.name}", (call,)
-    text = f"{LABEL}{agent} on '{_excerpt(last.content if last else '')}'"
-    if marker := MARKER.search(request.system):
+        text = f"{LABEL}{agent} notes that {called} {outcome} '{_excerpt(last.content)}'"
+        if call is not None:
+            text += f", then {_calling(call)}"
+    elif call is not None and not call.name.startswith(HANDOFF_PREFIX):
+        text = f"{LABEL}{agent} {_calling(call)}"
+    else:
+        text = f"{LABEL}{agent} {_on_topic(messages)}"
+        if call is not None:
+            text += f", then {_calling(call)}"
+    marker = MARKER.search(request.system)
+    if call is None and marker and _team_heard(request):
         text += f"\n\n{marker.group(1)}: rehearsal conclusion."
-    return text, ()
+    return text, (call,) if call is not None else ()
+
+
+def _on_topic(messages: tuple[ChatMessage, ...]) -> str:
+    """`on '<what a person last said>'`, naming the agent it answers if one spoke since."""
+    topic = next((m for m in reversed(messages)
+                  if m.role == "user" and m.content and not m.content.startswith(LABEL)), None)
+    if topic is None:
+        return "has nothing to go on yet"
+    last = messages[-1]
+    after = f"answers {last.name} " if last is not topic and last.role == "user" and last.name \
+        else ""
+    return f"{after}on '{_excerpt(topic.content)}'"
+
+
+def _calling(call: ToolCall) -> str:
+    if call.name.startswith(HANDOFF_PREFIX):
+        return f"hands over to {call.name[len(HANDOFF_PREFIX):]}"
+    return f"calls {call.name}"
+
+
+def _next_call(request: ModelRequest) -> ToolCall | None:
+    """The first of the agent's tools it has not called yet; once all are, a handoff (to
+    whoever was heard least recently) where it has handoffs, unless it concludes."""
+    messages = request.messages
+    called = {c.name for m in messages if m.role == "assistant" for c in m.tool_calls}
+    tools = [t for t in request.tools if not t.name.startswith(HANDOFF_PREFIX)]
+    tool = next((t for t in tools if t.name not in called), None)
+    if tool is None:
+        handoffs = [t for t in request.tools if t.name.startswith(HANDOFF_PREFIX)]
+        if not handoffs or (MARKER.search(request.system) and _team_heard(request)):
+            return None
+        spoken, mates = _speakers(messages), _teammates(request)
+        tool = min(handoffs, key=lambda t: _last_heard(t.name[len(HANDOFF_PREFIX):], spoken,
+                                                         mates))
+    return ToolCall(id=f"rehearsal_{len(messages)}", name=tool.name,
+                    arguments=json.dumps(_arguments(tool)))
+
+
+def _last_heard(name: str, spoken: list[str], mates: list[str]) -> int:
+    """Where `name` last spoke in `spoken` (-1: never). A person speaks under their own
+    name, so one never heard by name was last heard when a person last spoke."""
+    by_name = name in spoken
+    for i in range(len(spoken) - 1, -1, -1):
+        if spoken[i] == name or (not by_name and spoken[i] not in mates):
+            return i
+    return -1
+
+
+def _speakers(messages: tuple[ChatMessage, ...]) -> list[str]:
+    """Who spoke, in order: names of others' messages, the task left out."""
+    return [m.name for m in messages if m.role == "user" and m.name and m.name != TASK]
+
+
+def _teammates(request: ModelRequest) -> list[str]:
+    """The rest of the team, as the agent's system prompt names them ([] if it does not)."""
+    team = TEAMMATES.search(request.system)
+    return [n.strip() for n in team.group(1).split(",") if n.strip()] if team else []
+
+
+def _team_heard(request: ModelRequest) -> bool:
+    """Whether every teammate has spoken (a person counts for one not heard by name), or
+    this agent has already had its say once: time for its conclusion."""
+    if any(m.role == "assistant" and m.content and not m.tool_calls for m in request.messages):
+        return True
+    mates, spoken = _teammates(request), _speakers(request.messages)
+    unheard = [n for n in mates if n not in spoken]
+    people = {n for n in spoken if n not in mates}
+    return len(unheard) <= len(people)
 
 
 def _tool_name(messages: tuple[ChatMessage, ...], call_id: str | None) -> str | None:
@@ -105,9 +206,15 @@ def _arguments(tool: ToolSpec) -> dict:
     """Arguments that satisfy the tool's schema: required params and those without defaults."""
     schema = tool.parameters or {}
     required = set(schema.get("required", ()))
-    return {name: _value(name, prop)
-            for name, prop in (schema.get("properties") or {}).items()
+    props = schema.get("properties") or {}
+    args = {name: _value(name, prop) for name, prop in props.items()
             if name in required or "default" not in prop}
+    texts = [n for n, p in props.items() if n in args and p.get("type", "string") == "string"
+             and not p.get("enum")]
+    example = EXAMPLE.search(tool.description)
+    if example and len(texts) == 1:
+        args[texts[0]] = example.group(1)
+    return args
 
 
 def _value(name: str, prop: dict) -> object:
