@@ -1,14 +1,17 @@
 """OpenTelemetry spans with GenAI semantic-convention attributes.
 
-Exporters come from the standard OTEL_* variables. With none set, the API's
-no-op tracer is used: spans cost a function call and export nothing.
+Exporters come from the standard OTEL_* variables (OTEL_TRACES_EXPORTER: otlp,
+console or none; the OTLP endpoint and protocol variables), checked at start.
+With none set, the API's no-op tracer is used: spans cost a function call and
+export nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,8 +23,10 @@ from threadteam.teams.events import ToolCallRequested
 from threadteam.teams.models.base import Model, ModelRequest, ModelResponse, TextSink
 from threadteam.teams.tools import Tool, ToolContext
 
+from .errors import ConfigError
+
 __all__ = [
-    "TRACER_NAME", "TracedModel", "TracedModels", "record_wait", "run_parent", "setup_tracing",
+    "EXPORTERS", "TRACER_NAME", "TracedModel", "TracedModels", "record_wait", "run_parent", "setup_tracing",
     "span", "traced_tools", "tracer",
 ]
 
@@ -29,36 +34,109 @@ TRACER_NAME = "threadteam"
 
 _configured = False
 
+#: The OTEL_TRACES_EXPORTER values threadteam can honour.
+EXPORTERS = ("otlp", "console", "none")
+#: OTLP protocols and the module of each one's span exporter (in the `otlp` extra).
+_PROTOCOLS = {"http/protobuf": "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+              "grpc": "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"}
+_INSTALL = "pip install 'threadteam[otlp]'"
 
-def setup_tracing(env: dict[str, str] | None = None) -> bool:
-    """Install an SDK tracer provider when OTEL_* asks for export; True if installed."""
+
+def setup_tracing(env: Mapping[str, str] | None = None) -> bool:
+    """Install an SDK tracer provider when OTEL_* asks for export; True if installed.
+
+    A wrong setting is a `ConfigError` of one line naming the variable that is wrong
+    (OTEL_TRACES_EXPORTER, an OTLP endpoint or protocol variable), raised before
+    anything is installed.
+    """
     global _configured
     env = dict(os.environ if env is None else env)
-    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    if _configured or env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
-    if exporter in ("", "none") and not endpoint:
+    kinds = _exporter_kinds(env)
+    if _configured or not kinds:
         return False
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SpanExporter,
+    )
 
+    exporters: list[SpanExporter] = [
+        ConsoleSpanExporter() if kind == "console" else _otlp_exporter(env) for kind in kinds]
     provider = TracerProvider(resource=Resource.create(
         {"service.name": env.get("OTEL_SERVICE_NAME", "threadteam")}))
-    if exporter == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    else:
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        except ImportError as exc:
-            from .errors import ConfigError
-            raise ConfigError("OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter is not "
-                              "installed: pip install 'threadteam[otlp]'") from exc
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     _configured = True
     return True
+
+
+def _exporter_kinds(env: Mapping[str, str]) -> list[str]:
+    """The exporters OTEL_TRACES_EXPORTER names ("otlp,console"), or otlp when only an
+    OTLP endpoint is set; [] for none. Checks the OTLP settings such an exporter reads."""
+    raw = env.get("OTEL_TRACES_EXPORTER", "").strip()
+    kinds = list(dict.fromkeys(k.strip().lower() for k in raw.split(",") if k.strip()))
+    unknown = [k for k in kinds if k not in EXPORTERS]
+    if unknown:
+        raise ConfigError(f"OTEL_TRACES_EXPORTER={raw}: threadteam has no {' or '.join(unknown)} "
+                          f"exporter; use otlp, console or none (for Zipkin or Jaeger, send "
+                          f"OTLP to a collector)")
+    if not kinds and _endpoint(env) is not None:
+        kinds = ["otlp"]
+    kinds = [k for k in kinds if k != "none"]
+    if "otlp" in kinds:
+        _protocol(env)
+    return kinds
+
+
+def _endpoint(env: Mapping[str, str]) -> str | None:
+    """The OTLP endpoint variable that is set (the traces one wins), checked to be a URL."""
+    for variable in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        value = env.get(variable, "").strip()
+        if value:
+            if not value.startswith(("http://", "https://")):
+                raise ConfigError(f"{variable} must be a URL such as http://collector:4318, "
+                                  f"got {value!r}")
+            return variable
+    return None
+
+
+def _protocol(env: Mapping[str, str]) -> tuple[str, str | None]:
+    """(the OTLP protocol, the variable that chose it, None for the default)."""
+    for variable in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        value = env.get(variable, "").strip().lower()
+        if value:
+            if value not in _PROTOCOLS:
+                raise ConfigError(f"{variable}={value} is not a protocol threadteam can send "
+                                  f"traces with: use {' or '.join(_PROTOCOLS)}")
+            return value, variable
+    return "http/protobuf", None
+
+
+def _otlp_exporter(env: Mapping[str, str]) -> Any:
+    """The OTLP span exporter; if it is not installed, the error names the variable that
+    asked for it: the protocol, OTEL_TRACES_EXPORTER, or the endpoint."""
+    protocol, chosen_by = _protocol(env)
+    try:
+        module = importlib.import_module(_PROTOCOLS[protocol])
+    except ImportError as exc:
+        raw = env.get("OTEL_TRACES_EXPORTER", "").strip()
+        if chosen_by is not None and protocol == "grpc":
+            why = f"{chosen_by}={protocol} needs the gRPC OTLP exporter"
+            fix = f"{_INSTALL}, or set {chosen_by}=http/protobuf"
+        elif raw:
+            why, fix = f"OTEL_TRACES_EXPORTER={raw} needs the OTLP exporter", \
+                f"{_INSTALL}, or unset OTEL_TRACES_EXPORTER"
+        else:
+            variable = _endpoint(env)
+            why, fix = f"{variable} is set, so traces go out over OTLP, which needs the OTLP " \
+                "exporter", f"{_INSTALL}, or unset {variable}"
+        raise ConfigError(f"{why}, and it is not installed: {fix}") from exc
+    return module.OTLPSpanExporter()
 
 
 def tracer() -> trace.Tracer:

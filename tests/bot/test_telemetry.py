@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -10,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tests.bot.helpers import ANNOUNCE, make_host, say, summon, thread, write_teams
 from tests.fakes.poster import RecordingPoster
+from threadteam.bot.errors import ConfigError
 from threadteam.bot.telemetry import setup_tracing
 from threadteam.teams.models.scripted import ScriptedModel, reply
 
@@ -75,3 +82,66 @@ def test_nothing_is_installed_without_otel_variables():
     assert setup_tracing({}) is False
     assert setup_tracing({"OTEL_TRACES_EXPORTER": "none"}) is False
     assert setup_tracing({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "console"}) is False
+
+
+# -- a wrong OTEL_* setting names the variable that is wrong ----------------------------------
+_OTLP_MODULES = ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                 "opentelemetry.exporter.otlp.proto.grpc.trace_exporter")
+
+
+@pytest.fixture
+def no_otlp(monkeypatch):
+    """The `otlp` extra not installed (as in the slim image), whatever this machine has."""
+    for module in _OTLP_MODULES:
+        monkeypatch.setitem(sys.modules, module, None)
+
+
+@pytest.mark.parametrize(("env", "said"), [
+    ({"OTEL_TRACES_EXPORTER": "zipkin"},
+     "OTEL_TRACES_EXPORTER=zipkin: threadteam has no zipkin exporter; use otlp, console or none"),
+    ({"OTEL_TRACES_EXPORTER": "console,jaeger", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"},
+     "OTEL_TRACES_EXPORTER=console,jaeger: threadteam has no jaeger exporter"),
+    ({"OTEL_TRACES_EXPORTER": "otlp"},
+     "OTEL_TRACES_EXPORTER=otlp needs the OTLP exporter, and it is not installed: "
+     "pip install 'threadteam[otlp]', or unset OTEL_TRACES_EXPORTER"),
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"},
+     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, so traces go out over OTLP"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"},
+     "OTEL_EXPORTER_OTLP_ENDPOINT is set, so traces go out over OTLP"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"},
+     "OTEL_EXPORTER_OTLP_ENDPOINT must be a URL such as http://collector:4318, got 'collector:4318'"),
+    ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+     "OTEL_EXPORTER_OTLP_PROTOCOL=http/json is not a protocol threadteam can send traces with"),
+    ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"},
+     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc needs the gRPC OTLP exporter"),
+])
+def test_a_wrong_otel_setting_is_one_line_naming_the_wrong_variable(no_otlp, env, said):
+    with pytest.raises(ConfigError) as caught:
+        setup_tracing(env)
+    message = str(caught.value)
+    assert message.startswith(said) and "\n" not in message
+    wrong = said.split("=")[0].split(" ")[0]
+    blamed = {v for v in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
+                          "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL",
+                          "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") if re.search(rf"\b{v}\b", message)}
+    assert blamed == {wrong}, f"only {wrong} is blamed: {message}"
+
+
+def test_settings_that_send_nothing_need_no_exporter(no_otlp):
+    assert setup_tracing({"OTEL_TRACES_EXPORTER": "none",
+                          "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}) is False
+    assert setup_tracing({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "zipkin"}) is False
+
+
+def test_the_cli_says_a_wrong_exporter_in_one_line_without_a_traceback(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "THREADTEAM_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "threadteam.adapters.cli", "chat", "--store",
+         f"sqlite:///{tmp_path}/s.db", "Tabs or spaces?"], input="", text=True,
+        capture_output=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+        env={**env, "OTEL_TRACES_EXPORTER": "zipkin"})
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "threadteam: OTEL_TRACES_EXPORTER=zipkin: threadteam has no zipkin exporter; use otlp, "
+        "console or none (for Zipkin or Jaeger, send OTLP to a collector)"]
+    assert result.stdout == "", "nothing started"
