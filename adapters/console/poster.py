@@ -8,6 +8,7 @@ thread; here they say "type" where a thread would say "reply in this thread".
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import re
@@ -20,7 +21,7 @@ from threadteam.teams.persona import Persona
 from .markdown import MarkdownLines, Style, render_markdown
 from .terminal import Terminal
 
-__all__ = ["ConsolePoster", "console_words", "persona_color"]
+__all__ = ["PREVIEW_EVERY", "ConsolePoster", "console_words", "persona_color"]
 
 _PALETTE = ("36", "33", "35", "32", "34", "31")
 _NAMED = {"black": "30", "red": "31", "green": "32", "yellow": "33", "blue": "34",
@@ -28,6 +29,8 @@ _NAMED = {"black": "30", "red": "31", "green": "32", "yellow": "33", "blue": "34
           "grey": "90", "orange": "38;5;208", "pink": "38;5;211", "teal": "38;5;30"}
 _HEX = re.compile(r"#?([0-9a-fA-F]{6})")
 _INDENT = "  "
+PREVIEW_EVERY = 0.03  # seconds between redraws of a reply's unfinished line
+_PREVIEW_CHARS = 4000  # more than a screen holds
 
 #: Host wording meant for a chat thread, and what it says in a terminal.
 _WORDS = (
@@ -93,6 +96,8 @@ class ConsolePoster:
         self._ids = itertools.count(1)
         self._palette: dict[str, str] = {}
         self._live: _Live | None = None
+        self._previewed = 0.0  # loop time of the last preview drawn
+        self._preview_timer: asyncio.TimerHandle | None = None
 
     # -- the Poster protocol ---------------------------------------------------------------
     async def post(self, out: Outbound) -> str:
@@ -199,7 +204,29 @@ class ConsolePoster:
                 rendered.extend(live.lines.feed(line))
             self.terminal.preview([])
             self.terminal.emit(self._prefixed(live, rendered))
-        preview = live.lines.preview(live.pending)
+        self._preview_soon(live)
+
+    def _preview_soon(self, live: _Live) -> None:
+        """Show the unfinished line, at most every PREVIEW_EVERY seconds: a model that sends
+        a token at a time costs a redraw per frame, not per token."""
+        loop = asyncio.get_running_loop()
+        wait = self._previewed + PREVIEW_EVERY - loop.time()
+        if wait <= 0:
+            self._show_preview(live)
+        elif self._preview_timer is None:
+            self._preview_timer = loop.call_later(wait, self._show_preview, live)
+
+    def _show_preview(self, live: _Live) -> None:
+        if self._preview_timer is not None:
+            self._preview_timer.cancel()
+            self._preview_timer = None
+        if self._live is not live:
+            return
+        self._previewed = asyncio.get_running_loop().time()
+        pending = live.pending
+        if len(pending) > _PREVIEW_CHARS:  # the screen shows the end of it anyway
+            pending = "…" + pending[-_PREVIEW_CHARS:]
+        preview = live.lines.preview(pending)
         head = live.head if live.emitted == 0 else _INDENT
         self.terminal.preview([head + preview] if preview or live.emitted == 0 else [])
 
