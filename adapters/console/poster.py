@@ -164,9 +164,8 @@ class ConsolePoster:
 
     def _head(self, persona: Persona, notice: bool, where: str = "") -> str:
         name = persona.display_name
-        avatar = persona.avatar
-        if avatar and not avatar.startswith((":", "http://", "https://")):
-            name = f"{avatar} {name}"  # a Unicode emoji avatar shows as it is
+        if persona.emoji:  # emoji characters show before the name, as on Slack and Discord
+            name = f"{persona.emoji} {name}"
         if notice:
             styled = self.style.sgr("2", "22", name)
         else:

@@ -160,3 +160,23 @@ def test_rendering_is_linear_on_pathological_text(text):
     render_markdown(text, ANSI)
     render_markdown(text)
     assert time.perf_counter() - started < 3.0
+
+
+async def test_a_post_names_its_persona_with_an_emoji_avatar_and_colour():
+    import io
+
+    from threadteam.adapters.console.poster import ConsolePoster
+    from threadteam.adapters.console.terminal import Terminal
+    from threadteam.bot.shapes import Outbound, ThreadKey
+    from threadteam.teams.persona import Persona
+
+    key = ThreadKey("console", "local", "terminal", "t1")
+    bull = Persona("Bull", avatar="🐂", color="#ff8800")
+    out = io.StringIO()
+    plain = ConsolePoster(Terminal(out, live=False), Style(), env={})
+    await plain.post(Outbound(key, "**Up** we go\n- one", "k1", persona=bull, meta={"agent": "bull"}))
+    assert out.getvalue() == "🐂 Bull: Up we go\n  • one\n"
+    styled_out = io.StringIO()
+    styled = ConsolePoster(Terminal(styled_out, live=False), ANSI, env={"COLORTERM": "truecolor"})
+    await styled.post(Outbound(key, "Up", "k2", persona=bull, meta={"agent": "bull"}))
+    assert styled_out.getvalue() == "\x1b[1;38;2;255;136;0m🐂 Bull\x1b[0m: Up\n"
