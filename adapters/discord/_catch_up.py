@@ -8,7 +8,8 @@ outlives a restart; a thread's own id is the floor, as every message in it is
 newer). Each person's message goes to the host exactly as a live one does,
 with the same event id, so one seen both ways is de-duplicated by the host.
 A live message in a thread being caught up waits for the catch-up, so a run
-gets its messages in order.
+gets its messages in order, and one the catch-up already handed over is not
+handed over again.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 _PAGE = 100  # Discord's largest page of messages
 _AT_ONCE = 8  # threads read at the same time (each is one rate-limit bucket)
+_HANDED_KEPT = 4096  # threads whose last handed-over message is remembered in memory
 
 Deliver = Callable[[discord.Message, ThreadKey], Awaitable[None]]
 
@@ -48,6 +50,7 @@ class CatchUp:
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self._pending: dict[str, asyncio.Event] = {}  # thread -> set once it is caught up
+        self._handed: dict[str, int] = {}  # thread -> the last message handed over (this process)
 
     def soon(self, open_threads: Callable[[], Awaitable[list[ThreadKey]]]) -> None:
         """Catch up now, or once more after the catch-up under way (shards connect apart)."""
@@ -68,9 +71,18 @@ class CatchUp:
         if pending is not None:
             await pending.wait()
 
+    def handed(self, thread: str, message_id: int) -> bool:
+        """Whether this process already handed `message_id` over (asked under the thread's
+        lock: a live message the catch-up read first)."""
+        return message_id <= self._handed.get(thread, 0)
+
     async def saw(self, thread: str, message_id: int) -> None:
         """Everything in `thread` up to `message_id` has reached the host."""
         await self.memory.set(f"seen:{thread}", str(message_id))
+        self._handed.pop(thread, None)
+        self._handed[thread] = message_id
+        while len(self._handed) > _HANDED_KEPT:
+            del self._handed[next(iter(self._handed))]
 
     async def aclose(self) -> None:
         """Stop catching up (what was handed over stays handed over)."""

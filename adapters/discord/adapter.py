@@ -204,6 +204,8 @@ class DiscordAdapter:
         await self.catch_up.before_live(key.thread)
         # One thread's messages reach the host in the order Discord sent them.
         async with self._thread_locks[key.thread]:
+            if self.catch_up.handed(key.thread, message.id):
+                return  # read by the catch-up before it came live
             if await self._host.thread_status(key) is not None:
                 event = inbound.from_message(message, key, message.content if text is None else text)
             elif text is not None:

@@ -50,10 +50,11 @@ async def test_replies_written_during_a_disconnect_reach_the_run_in_order(
         fake_discord.reopen_gateway()
         # The session cannot be resumed, so discord.py identifies anew, which it spaces
         # 5 s apart (Discord's identify limit): the only wait in this test.
-        await wait_until(lambda: len(replies(host)) == 3, within=15,
+        await wait_until(lambda: len(replies(host)) >= 3, within=15,
                          what="the two missed replies")
+        await fake_discord.replay(written[0])  # the same message, live after all
         await fake_discord.say(ALICE, thread["id"], "after the outage")
-        await wait_until(lambda: len(replies(host)) == 4, what="the next live reply")
+        await wait_until(lambda: "after the outage" in replies(host), what="the next live reply")
     finally:
         await adapter.aclose()
     assert replies(host) == ["before the outage", "tabs", "spaces, surely", "after the outage"]
@@ -77,7 +78,7 @@ async def test_after_a_restart_only_what_was_not_yet_handed_over_is_read(
     await fake_discord.say(ALICE, thread["id"], "no, coffee", deliver=False)
     adapter = await started(fake_discord, host, StoreMemory(store, "discord"))
     try:
-        await wait_until(lambda: len(replies(host)) == 2, what="the reply sent while down")
+        await wait_until(lambda: len(replies(host)) >= 2, what="the reply sent while down")
         await adapter.catch_up.done()
     finally:
         await adapter.aclose()

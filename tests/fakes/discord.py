@@ -330,6 +330,13 @@ class FakeDiscord:
             await self.dispatch("MESSAGE_CREATE", {**msg, "member": member})
         return msg
 
+    async def replay(self, message: dict) -> None:
+        """MESSAGE_CREATE for a message already written (Discord replays what a resumed
+        session missed)."""
+        member = {k: v for k, v in self.member(int(message["author"]["id"])).items()
+                  if k != "user"}
+        await self.dispatch("MESSAGE_CREATE", {**message, "member": member})
+
     def _interaction(self, kind: int, user: int, channel_id: int | str, data: dict,
                      message: dict | None = None) -> dict:
         token = f"itoken-{self.next_id()}"
