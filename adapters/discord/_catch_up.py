@@ -142,9 +142,14 @@ class CatchUp:
                 except PlatformError as exc:  # deleted, or no longer visible to the bot
                     log.info("could not catch up on thread %s: %s", key.thread, exc)
                     return
+                except Exception as exc:  # a message on this page that discord.py can't parse
+                    log.warning("could not catch up on thread %s: Discord sent a message that "
+                                "can't be read (%r); new messages there still arrive", key.thread,
+                                exc)
+                    return
                 me = self.client.user
                 for message in page:
-                    if inbound.by_a_person(message, me):
+                    if inbound.unreadable(message) is None and inbound.by_a_person(message, me):
                         await self._deliver(message, key)
                     after = message.id
                 if len(page) < _PAGE:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 _ANSWER_WITHIN = 2.0  # Discord wants an interaction answered within 3 s
 _QUIET = discord.AllowedMentions.none()
+_STEADY = 60.0  # seconds connected after which a new failure starts the backoff afresh
 _ARCHIVE_AFTER: Literal[10080] = 10080  # minutes: a run may wait days for a person, so keep its thread open a week
 _NO_THREAD = ("I can't open a thread here: give me the **Create Public Threads** permission "
               "in this channel.")
@@ -116,7 +118,7 @@ class DiscordAdapter:
 
     async def _connect(self, within: float) -> None:
         """Open the gateway and return once it is READY (events flow to the host from then on)."""
-        self._task = asyncio.create_task(self.client.connect(reconnect=True))
+        self._task = asyncio.create_task(self._serve())
         ready = asyncio.create_task(self.connected.wait())
         done, _ = await asyncio.wait({self._task, ready}, timeout=within,
                                      return_when=asyncio.FIRST_COMPLETED)
@@ -128,6 +130,34 @@ class DiscordAdapter:
             failure = self._task.exception()  # type: ignore[assignment]
         await self.aclose()
         raise explain(failure, self.api_base) from failure
+
+    async def _serve(self) -> None:
+        """discord.py's connection loop, kept going.
+
+        discord.py reconnects by itself after network trouble, but an event whose
+        payload its parser cannot read ends that loop and the bot would hear nothing
+        more. That is logged and the gateway opened afresh (the catch-up then reads
+        what was missed meanwhile). Refusals (token, intents, sharding) still end it,
+        as does any failure of the sharded client, which closes itself first.
+        """
+        failures = 0
+        while True:
+            opened = time.monotonic()
+            try:
+                await self.client.connect(reconnect=True)
+                return
+            except discord.DiscordException:
+                raise
+            except Exception as exc:
+                if self.client.is_closed():
+                    raise
+                failures = 1 if time.monotonic() - opened > _STEADY else failures + 1
+                delay = self.api.policy.backoff(failures)
+                log.warning("the Discord gateway stopped on an event it could not read (%r); "
+                            "connecting again in %.1fs", exc, delay)
+                if self.client.ws is not None:
+                    await self.client.ws.close(code=4000)
+                await asyncio.sleep(delay)
 
     async def setup(self) -> None:
         """Runs inside login (discord.py's setup_hook): gateway URL, buttons, `/team`."""
@@ -180,6 +210,9 @@ class DiscordAdapter:
     # -- messages ------------------------------------------------------------------------
     async def on_message(self, message: discord.Message) -> None:
         """A reply in a run's thread, or a mention that summons a team."""
+        if (why := inbound.unreadable(message)) is not None:
+            log.warning("skipped message %s from Discord: %s", getattr(message, "id", "?"), why)
+            return
         me = self.client.user
         if self.host is None or me is None or inbound.ignored(message, me):
             return
@@ -271,6 +304,8 @@ class DiscordAdapter:
     async def on_team_command(self, interaction: discord.Interaction, team: str,
                               task: str) -> None:
         """Check the summon, answer within 3 s, open the thread, hand the run to the host."""
+        # Options that are not text (a malformed interaction) read as missing: usage follows.
+        team, task = (v if isinstance(v, str) else "" for v in (team, task))
         text = f"{team.strip()} {task.strip()}".strip()
         if (problem := self._host.check_summon(text)) is not None:
             await interaction.response.send_message(host_text(problem)[:2000], ephemeral=True)

@@ -17,7 +17,7 @@ from threadteam.teams.approvers import role_label
 
 __all__ = [
     "PLATFORM", "addressed_text", "by_a_person", "from_button", "from_message", "ignored", "key_of",
-    "roles_of", "summon",
+    "roles_of", "summon", "unreadable",
 ]
 
 PLATFORM = "discord"
@@ -33,6 +33,20 @@ def key_of(channel: discord.abc.GuildChannel | discord.Thread | discord.abc.Mess
         return ThreadKey(PLATFORM, str(guild_id or ""), str(parent), str(channel.id))
     cid = str(getattr(channel, "id", ""))
     return ThreadKey(PLATFORM, str(guild_id or ""), cid, cid)
+
+
+def unreadable(message: discord.Message) -> str | None:
+    """Why a gateway or REST message can't be read as anyone's words (None: it can).
+
+    discord.py keeps what Discord sent as it came, so a malformed payload shows
+    up here as a text that is not a string or a message without an author.
+    """
+    if not isinstance(getattr(message, "content", None), str):
+        return "its text is not a string"
+    author = getattr(message, "author", None)
+    if author is None or not isinstance(getattr(author, "id", None), int):
+        return "it has no author"
+    return None
 
 
 def ignored(message: discord.Message, me: discord.abc.User | None) -> bool:
