@@ -222,8 +222,11 @@ class Host:
             loaded = await self.runner.load(info.run_id)
             if loaded is not None:
                 state = loaded.state
+                pending = tuple(out for c in state.pending_approvals()
+                                if (out := render(state, c.request, 0, loaded.key, info.run_id,
+                                                  self.poster.mention)) is not None)
                 return RunSummary(info.run_id, loaded.key, state.team.name, state.task,
-                                  state.status, self.status_text(state).splitlines()[0])
+                                  state.status, self.status_text(state).splitlines()[0], pending)
             raw = await self.store.load(info.run_id, 0)
             first = from_json(raw[0]) if raw else None
             if isinstance(first, TaskStarted):  # its team is not loaded: say what would load it

@@ -155,6 +155,7 @@ class RunSummary:
     task: str
     status: str
     headline: str  # the first line of `status`, e.g. "*debate* — waiting for a reply"
+    pending: tuple[Outbound, ...] = ()  # its approval requests still waiting, to show again
 
 
 class Directory(Protocol):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import os
 import sys
 
 from threadteam.bot.app import Runtime, Shutdown
@@ -31,7 +30,7 @@ Slack environment:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `threadteam run slack`."""
     parser.description = _HELP
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")),
+    parser.add_argument("--port", type=int, default=None,
                         help="HTTP mode: port to serve on (default: $PORT or 3000)")
     parser.add_argument("--bind", default="0.0.0.0", metavar="ADDR",
                         help="HTTP mode: address to listen on (default: 0.0.0.0)")
@@ -40,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     """Check the tokens, start the host, serve Slack until SIGINT/SIGTERM; the exit code."""
     shutdown = Shutdown()  # before anything is served: a stop during start-up is clean
+    port = settings.http_port(args.port)  # ConfigError for a bad PORT: one line
     config = SlackConfig.from_env(settings.env)  # ConfigError: one line naming the variable
     runtime = await Runtime.open(settings)
     adapter = SlackAdapter(config, memory=runtime.memory("slack"))
@@ -47,7 +47,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         await adapter.connect()  # the bot token is checked before the host starts
         host = await runtime.start_host(adapter.poster, platform="slack",
                                         directory=adapter.directory)
-        await adapter.start(host, port=args.port, bind=args.bind)
+        await adapter.start(host, port=port, bind=args.bind)
         _freeze_startup_heap()
         mode = "Socket Mode" if config.socket_mode else f"HTTP on port {adapter.port}"
         print(f"threadteam: serving Slack as @{adapter.bot_name} ({mode}); Ctrl-C stops",

@@ -106,11 +106,6 @@ def test_hints_name_the_team_flag(tmp_path):
     assert "`threadteam chat --team TEAM TASK`" in nothing.stderr
 
 
-_PENDING_CHANGE = ("bot/shapes.py RunSummary needs `pending` (the approval requests still "
-                   "waiting, as render() posts them), filled by Host.latest_run")
-
-
-@pytest.mark.xfail(strict=True, reason=_PENDING_CHANGE)
 def test_resume_at_a_pending_approval_shows_the_request_again(tmp_path):
     store = f"sqlite:///{tmp_path}/s.db"
     first = chat("--store", store, "--team", "announce", "Announce v2 in #general")

@@ -107,11 +107,6 @@ def test_settings_a_command_does_not_use_do_not_stop_it(tmp_path):
     assert runs.returncode == 0 and not runs.stderr, runs.stderr
 
 
-_PORT_CHANGE = ("adapters/slack/cli.py still reads PORT while the parser is built: `--port` "
-                "needs default=None and run() needs `port=settings.http_port(args.port)`")
-
-
-@pytest.mark.xfail(strict=True, reason=_PORT_CHANGE)
 @pytest.mark.parametrize("port", ["abc", ""])
 def test_a_wrong_port_stops_only_the_command_that_serves_http(port, tmp_path):
     listed = threadteam("teams", "list", env={"PORT": port})
