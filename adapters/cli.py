@@ -158,6 +158,8 @@ def _check(files: list[str]) -> int:
             bad += 1
         else:
             print(f"{f}: ok ({team.name}: {len(team.agents)} participants, {team.strategy})")
+            for warning in team.warnings:
+                print(warning, file=sys.stderr)
     return 1 if bad else 0
 
 

@@ -265,3 +265,14 @@ def test_resume_of_a_run_whose_team_is_not_loaded_says_which_flag(tmp_path):
     assert "its team 'pair' is not loaded from " in again.stderr
     assert f"pass --teams-dir {teams}" in again.stderr
     assert "Traceback" not in again.stderr and again.stderr.count("\n") <= 2
+
+
+def test_teams_check_warns_about_a_role_named_rather_than_identified(tmp_path):
+    team = tmp_path / "mods.yaml"
+    team.write_text("name: mods\ndescription: Needs moderators.\napprovers: ['role:Moderators']\n"
+                    "agents:\n  - {name: a, persona: {display_name: A}, system_message: Go.}\n"
+                    "termination: {max_messages: 2}\n")
+    result = threadteam("teams", "check", str(team))
+    assert result.returncode == 0, result.stderr
+    assert "mods.yaml: ok" in result.stdout
+    assert f"{team}:3: warning:" in result.stderr and "role:Moderators" in result.stderr
