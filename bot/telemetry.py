@@ -36,7 +36,7 @@ _configured = False
 
 #: The OTEL_TRACES_EXPORTER values threadteam can honour.
 EXPORTERS = ("otlp", "console", "none")
-#: OTLP protocols and the module of each one's span exporter (in the `otlp` extra).
+#: OTLP protocols and the module of each one's span exporter (the `otlp` extra has HTTP).
 _PROTOCOLS = {"http/protobuf": "opentelemetry.exporter.otlp.proto.http.trace_exporter",
               "grpc": "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"}
 _INSTALL = "pip install 'threadteam[otlp]'"
@@ -127,7 +127,7 @@ def _otlp_exporter(env: Mapping[str, str]) -> Any:
         raw = env.get("OTEL_TRACES_EXPORTER", "").strip()
         if chosen_by is not None and protocol == "grpc":
             why = f"{chosen_by}={protocol} needs the gRPC OTLP exporter"
-            fix = f"{_INSTALL}, or set {chosen_by}=http/protobuf"
+            fix = f"pip install opentelemetry-exporter-otlp-proto-grpc, or set {chosen_by}=http/protobuf"
         elif raw:
             why, fix = f"OTEL_TRACES_EXPORTER={raw} needs the OTLP exporter", \
                 f"{_INSTALL}, or unset OTEL_TRACES_EXPORTER"

@@ -113,7 +113,9 @@ def no_otlp(monkeypatch):
     ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
      "OTEL_EXPORTER_OTLP_PROTOCOL=http/json is not a protocol threadteam can send traces with"),
     ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"},
-     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc needs the gRPC OTLP exporter"),
+     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc needs the gRPC OTLP exporter, and it is not "
+     "installed: pip install opentelemetry-exporter-otlp-proto-grpc, or set "
+     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/protobuf"),
 ])
 def test_a_wrong_otel_setting_is_one_line_naming_the_wrong_variable(no_otlp, env, said):
     with pytest.raises(ConfigError) as caught:
