@@ -15,7 +15,7 @@ from importlib import metadata
 from threadteam.bot.config import EVERY_SETTING, Settings
 from threadteam.bot.logs import redact, setup_logging
 from threadteam.bot.stores import default_store_url
-from threadteam.teams.errors import TeamFileError, ThreadteamError
+from threadteam.teams.errors import ThreadteamError
 
 from .console import cli as console_cli
 from .discord import cli as discord_cli
@@ -147,20 +147,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check(files: list[str]) -> int:
-    from threadteam.teams.spec import load_team
+    """Check team files together, as one folder would be: every problem of each file with
+    its line, and two files giving one team name; warnings do not fail the check."""
+    from threadteam.teams.catalog import TeamCatalog
 
-    bad = 0
-    for f in files:
-        try:
-            team = load_team(f)
-        except TeamFileError as exc:
-            print(exc, file=sys.stderr)
-            bad += 1
-        else:
-            print(f"{f}: ok ({team.name}: {len(team.agents)} participants, {team.strategy})")
-            for warning in team.warnings:
-                print(warning, file=sys.stderr)
-    return 1 if bad else 0
+    catalog = TeamCatalog.from_files(files)
+    for problem in catalog.problems:
+        print(problem, file=sys.stderr)
+    for team in catalog.teams.values():
+        print(f"{team.source}: ok ({team.name}: {len(team.agents)} participants, "
+              f"{team.strategy})")
+        for warning in team.warnings:
+            print(warning, file=sys.stderr)
+    return 1 if catalog.problems else 0
 
 
 async def _runs(args: argparse.Namespace, settings: Settings) -> int:

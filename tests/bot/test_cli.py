@@ -276,3 +276,15 @@ def test_teams_check_warns_about_a_role_named_rather_than_identified(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "mods.yaml: ok" in result.stdout
     assert f"{team}:3: warning:" in result.stderr and "role:Moderators" in result.stderr
+
+
+def test_teams_check_of_two_files_with_one_team_name_names_both(tmp_path):
+    text = ("name: twin\ndescription: a\nagents:\n"
+            "  - {name: a, persona: {display_name: A}, system_message: Go.}\n"
+            "termination: {max_messages: 2}\n")
+    (tmp_path / "a.yaml").write_text(text)
+    (tmp_path / "b.yaml").write_text(text)
+    result = threadteam("teams", "check", str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"))
+    assert result.returncode == 1
+    assert "b.yaml:1: team name 'twin' is already used by " in result.stderr
+    assert "a.yaml" in result.stderr.split("already used by", 1)[1]
