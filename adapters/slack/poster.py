@@ -36,6 +36,7 @@ log = logging.getLogger("threadteam.slack")
 
 SEEN_REACTION = "eyes"  # on a person's reply once the run has taken it
 _DOUBTS_KEPT = 10_000  # keys of failed posts remembered, to look for before a retry
+_THREADS_KEPT = 10_000  # threads known (here) to be noted in memory as posted in
 
 
 class SlackPoster:
@@ -45,10 +46,12 @@ class SlackPoster:
                  limit: int = LIMIT) -> None:
         self.api = api
         self.limit = limit
-        self.placeholders = Placeholders(api, memory=memory if memory is not None
-                                         else LocalMemory(), limit=limit)
+        #: Where the adapter remembers placeholders and the threads it has posted in.
+        self.memory: Memory = memory if memory is not None else LocalMemory()
+        self.placeholders = Placeholders(api, memory=self.memory, limit=limit)
         self._tails: dict[str, asyncio.Future[None]] = {}  # thread -> its last queued call
         self._doubtful: OrderedDict[str, None] = OrderedDict()  # keys whose post failed
+        self._marked: OrderedDict[str, None] = OrderedDict()  # threads noted as posted in
         self._background: set[asyncio.Task[None]] = set()
 
     # -- the Poster protocol ------------------------------------------------------------
@@ -68,6 +71,8 @@ class SlackPoster:
             async with self._in_turn(out.key):
                 found = await self._already(out) if out.unsure or key in self._doubtful else {}
                 into = await self.placeholders.claim(out, live, adopted=found.get(0, ""))
+                if len(found) < len(parts):
+                    await self._mark(out.key)
                 ids = []
                 for i, part in enumerate(parts):
                     if i in found:
@@ -168,7 +173,14 @@ class SlackPoster:
 
     # -- exactly once ------------------------------------------------------------------------
     async def _already(self, out: Outbound) -> dict[int, str]:
-        """The parts of `out` already in its thread, by their key (part -> ts)."""
+        """The parts of `out` already in its thread, by their key (part -> ts).
+
+        A thread this bot never posted in (by memory, which every process on the store
+        shares) has none, and Slack is not asked: a run's first post is "unsure" until
+        its driver has recorded it, and reading a thread is one of Slack's scarcer calls.
+        """
+        if not await self._posted_in(out.key):
+            return {}
         try:
             return await find_posts(self.api.call, out.key, out.idempotency_key)
         except SlackError as exc:
@@ -179,6 +191,29 @@ class SlackPoster:
             log.warning("slack: could not look for %s in %s (%s); posting it", out.idempotency_key,
                         out.key, exc.code)
             return {}
+
+    async def _posted_in(self, key: ThreadKey) -> bool:
+        """Has any post been tried in `key`'s thread (by any process on this memory)?"""
+        if str(key) in self._marked:
+            return True
+        try:
+            return bool(await self.memory.get(f"posted:{key}"))
+        except Exception:  # no knowing: look in the thread
+            return True
+
+    async def _mark(self, key: ThreadKey) -> None:
+        """Remember, before the first post in a thread is tried, that one was."""
+        name = str(key)
+        if name in self._marked:
+            return
+        try:
+            await self.memory.set(f"posted:{key}", "1")
+        except Exception as exc:  # the post goes out all the same; only a crash now would dupe
+            log.warning("slack: could not note a post in %s (%s)", key, type(exc).__name__)
+            return
+        self._marked[name] = None
+        while len(self._marked) > _THREADS_KEPT:
+            self._marked.popitem(last=False)
 
     async def _replace(self, placeholder: str, out: Outbound, text: str, buttons: bool) -> str:
         """Turn the placeholder into `out`'s first part (its key too); "" if it is gone."""

@@ -18,7 +18,7 @@ from tests.fakes.slack import ALICE, BOT_TOKEN, BOT_USER, CHANNEL, OTHER_CHANNEL
 from threadteam.adapters.slack import SlackApi, SlackPoster
 from threadteam.adapters.slack.posted import EVENT_TYPE
 from threadteam.bot.errors import PlatformError
-from threadteam.bot.memory import StoreMemory
+from threadteam.bot.memory import LocalMemory, StoreMemory
 from threadteam.bot.retry import RetryPolicy
 from threadteam.bot.shapes import ApprovalPrompt, Memory, Outbound, ThreadKey
 from threadteam.teams.persona import Persona
@@ -30,10 +30,12 @@ BULL = Persona("Bull", ":ox:")
 
 @pytest.fixture
 async def posters(fake_slack: FakeSlack) -> AsyncIterator[Callable[..., SlackPoster]]:
-    """Makes posters on one session; `memory` shared means "the same process restarted"."""
+    """Makes posters on one session and, unless told otherwise, one memory: each new poster
+    is the bot restarted (or another worker on the same store)."""
     made: list[SlackPoster] = []
+    shared = LocalMemory()
     async with aiohttp.ClientSession() as session:
-        def make(memory: Memory | None = None) -> SlackPoster:
+        def make(memory: Memory = shared) -> SlackPoster:
             client = AsyncWebClient(token=BOT_TOKEN, base_url=fake_slack.api_url, session=session)
             poster = SlackPoster(SlackApi(client, policy=QUICK), memory=memory)
             made.append(poster)
@@ -111,6 +113,15 @@ async def test_an_unsure_post_already_in_the_thread_is_adopted(fake_slack, poste
     assert len(fake_slack.calls_to("chat.postMessage")) == 1
 
 
+async def test_an_unsure_post_in_a_thread_never_posted_in_asks_slack_nothing(
+        fake_slack, posters, thread) -> None:
+    # A run's first post is unsure until its driver records it; reading the thread back
+    # is one of Slack's scarcest calls, and the bot's memory says it never posted there.
+    await posters().post(out(thread, "Debate is on it.", unsure=True))
+    assert shown(fake_slack, thread) == [("Bear", "Debate is on it.")]
+    assert fake_slack.calls_to("conversations.replies") == []
+
+
 async def test_an_unsure_post_finds_the_parts_that_landed_and_posts_the_rest(
         fake_slack, posters, thread) -> None:
     text = "\n\n".join(f"Point {i}. " + "evidence " * 300 for i in range(3))
@@ -141,9 +152,10 @@ async def test_a_top_level_post_whose_answer_is_lost_is_posted_once(fake_slack, 
 
 async def test_a_lookup_slack_refuses_posts_rather_than_loses(fake_slack, posters, thread,
                                                               caplog) -> None:
+    await posters().post(out(thread, "Growth!", "run:3", persona=BULL))
     fake_slack.fail("conversations.replies", "missing_scope")
     await posters().post(out(thread, "Risk!", unsure=True))
-    assert shown(fake_slack, thread) == [("Bear", "Risk!")]
+    assert shown(fake_slack, thread) == [("Bull", "Growth!"), ("Bear", "Risk!")]
     assert "could not look for run:4" in caplog.text
 
 
