@@ -2,6 +2,7 @@
 
     adapter.py       SlackAdapter, SlackConfig: lifecycle (start(host) / aclose()) and wiring
     receive.py       the HTTP endpoint / Socket Mode connection, on a thread of its own
+    intake.py        an event is answered once the host has stored it (else 503: re-sent)
     inbound.py       Slack payloads -> Inbound
     poster.py        the host's Poster: posts in order per thread, each exactly once
     posted.py        a post's key in its message metadata, and finding it again

@@ -1,12 +1,16 @@
 """The Slack adapter: a slack_bolt AsyncApp in Socket Mode or behind an HTTP endpoint.
 
     receiver thread:  Slack ──► bolt (signature, auth, ignore self) ──► ignore bots
-                        ──► de-duplicate ──► listener: ack, translate to Inbound
-    main loop:        ──► host.handle(inbound) ──► ephemeral reply, if any
+                        ──► already stored? 200 ──► listener: translate to Inbound
+    main loop:        ──► host.handle(inbound) (stores it) ──► listener: 200, or 503
+                        ──► ephemeral reply or 👀, if any
 
-Every listener acks before any work (bolt runs with `process_before_response`, so
-the ack goes back the moment the listener returns) and hands the work to the main
-loop, where the host and the poster live (see `_receive` for why two loops).
+An event is acknowledged only once the host has stored it (`intake`): if the store
+fails, or is too slow for Slack's 3 seconds, the answer is 503 and Slack sends the
+event again. Clicks and /team, which Slack never re-sends, are acknowledged at once;
+if the host cannot take one, the person is told to try again. The host and the
+poster live on the main loop (see `receive` for why two loops); bolt runs with
+`process_before_response`, so the answer goes back the moment a listener returns.
 """
 
 from __future__ import annotations
@@ -18,28 +22,30 @@ import os
 import re
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from threadteam.bot.errors import ConfigError, PlatformError
-from threadteam.bot.shapes import Inbound, Memory
+from threadteam.bot.shapes import Handled, Inbound, Memory
 
 from .api import SlackApi, SlackError
 from .directory import SlackDirectory
 from .inbound import (
     APPROVE_ACTION,
     DENY_ACTION,
-    RecentIds,
     button_inbound,
     command_key,
     is_from_bot,
     message_inbound,
     unescape,
 )
+from .intake import Intake, Report
 from .poster import SlackPoster
 from .receive import EVENTS_PATH, Receiver
 from .text import no_broadcasts, to_mrkdwn
@@ -52,6 +58,10 @@ __all__ = ["EVENTS_PATH", "SlackAdapter", "SlackConfig"]
 log = logging.getLogger("threadteam.slack")
 
 COMMAND = "/team"
+NAME_WAIT = 1.0  # seconds an event waits for its author's display name before going without
+_SLACK_RETRIES = 3  # Slack re-sends an event at most 3 times
+_NOT_TAKEN = ("Sorry, I could not save that just now, so nothing happened. "
+              "Please try again in a moment.")
 
 
 @dataclass(frozen=True)
@@ -111,7 +121,8 @@ class SlackAdapter:
         self.host: Host | None = None
         self._receiver: Receiver | None = None
         self._main: asyncio.AbstractEventLoop | None = None
-        self._recent = RecentIds()
+        self._intake = Intake()
+        self._failing = False  # the host's last handle failed: said once, until it works
         self._tasks: set[asyncio.Task[None]] = set()
         # Work handed over by the receiver thread (only it counts up `_handed`) and
         # taken up by the main loop (only it counts up `_taken`): equal means settled.
@@ -239,20 +250,29 @@ class SlackAdapter:
         return await next()
 
     async def _drop_redeliveries(self, body: dict[str, Any], next: Any) -> BoltResponse | None:
-        """Slack re-sends an event it thinks we missed (X-Slack-Retry-Num); take it once."""
+        """Slack re-sends an event it thinks we missed (X-Slack-Retry-Num); one the host
+        already has is answered at once."""
         event_id = body.get("event_id")
-        if event_id and not self._recent.first(str(event_id)):
+        if event_id and self._intake.safe(str(event_id)):
             return BoltResponse(status=200, body="")
         return await next()
 
-    async def _on_message(self, ack: Any, body: dict[str, Any]) -> None:
-        await ack()
+    async def _on_message(self, ack: Any, body: dict[str, Any],
+                          request: AsyncBoltRequest) -> BoltResponse | None:
         inbound = message_inbound(body, self.bot_user_id)
         if inbound is not None:
-            self._spawn(self._deliver(inbound))
+            event_id = str(body.get("event_id") or inbound.event_id)
+            if not await self._intake.take(event_id, partial(self._hand, inbound)):
+                # Not stored (yet): Slack sends it again, and the host takes it once.
+                if _retry_num(request) >= _SLACK_RETRIES:
+                    log.error("slack: Slack has given up re-sending event %s (%s by %s in %s); "
+                              "it is lost", event_id, inbound.kind, inbound.user, inbound.key)
+                return BoltResponse(status=503, body="")
+        await ack()
+        return None
 
     async def _on_button(self, ack: Any, body: dict[str, Any]) -> None:
-        await ack()
+        await ack()  # Slack never re-sends a click: a failure is told to the person instead
         inbound = button_inbound(body)
         if inbound is not None:
             self._spawn(self._deliver(inbound))
@@ -265,21 +285,44 @@ class SlackAdapter:
             await ack(text=no_broadcasts(to_mrkdwn(problem, italics=False)),
                       response_type="ephemeral")
             return
+        # Acked first: the root post must be made before the run can be stored, and the
+        # two may not fit in Slack's 3 seconds (a failure is told to the person).
         await ack()
         self._spawn(self._summon_from_command(command, text, respond))
 
-    # -- after the ack ---------------------------------------------------------------------
+    # -- on the main loop --------------------------------------------------------------------
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Hand `work` from the receiver thread to the main loop, where the host lives."""
         assert self._main is not None
         self._handed += 1
-        self._main.call_soon_threadsafe(self._take, work)
+        try:
+            self._main.call_soon_threadsafe(self._take, work)
+        except RuntimeError:  # the main loop has closed
+            self._handed -= 1
+            work.close()
+            raise
 
     def _take(self, work: Coroutine[Any, Any, None]) -> None:
         self._taken += 1
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _hand(self, inbound: Inbound, report: Report) -> None:
+        """From the receiver thread: the host is to store `inbound`; `report` says if it did."""
+        self._spawn(self._store(inbound, report))
+
+    async def _store(self, inbound: Inbound, report: Report) -> None:
+        """Hand `inbound` to the host and report whether it took it; then the courtesies."""
+        try:
+            inbound = await self._named(inbound)
+            handled = await self._handle(inbound)
+        except BaseException:
+            report(False)
+            raise
+        report(handled is not None)
+        if handled is not None:
+            await self._follow_up(inbound, handled)
 
     async def _summon_from_command(self, command: dict[str, Any], text: str, respond: Any) -> None:
         user, channel = command["user_id"], command["channel_id"]
@@ -299,20 +342,59 @@ class SlackAdapter:
                                     event_id=f"{key.workspace}:{channel}:{ts}"))
 
     async def _deliver(self, inbound: Inbound) -> None:
+        """A click or a /team summon, which Slack never re-sends: if the host cannot take
+        it, the person is told to try again."""
+        handled = await self._handle(await self._named(inbound))
+        if handled is None:
+            with contextlib.suppress(Exception):
+                await self.poster.ephemeral(inbound.key, inbound.user, _NOT_TAKEN)
+            return
+        await self._follow_up(inbound, handled)
+
+    async def _named(self, inbound: Inbound) -> Inbound:
+        """`inbound` with the person's display name, if Slack says it soon enough: the
+        event is not held up for a name (an unknown one is looked up for the next time)."""
+        if inbound.display_name:
+            return inbound
+        name = await self._directory.display_name(inbound.user, wait=NAME_WAIT)
+        return replace(inbound, display_name=name) if name else inbound
+
+    async def _handle(self, inbound: Inbound) -> Handled | None:
+        """`host.handle`; None if it failed (said once in the log, until it works again)."""
         assert self.host is not None
         try:
-            if not inbound.display_name:
-                inbound = replace(inbound,
-                                  display_name=await self._directory.display_name(inbound.user))
             handled = await self.host.handle(inbound)
+        except Exception as exc:
+            if not self._failing:
+                log.warning("slack: the host could not take a %s (%s: %s); Slack is asked to "
+                            "send events again until it can", inbound.kind,
+                            type(exc).__name__, exc)
+            log.debug("slack: %s %s not taken", inbound.kind, inbound.event_id, exc_info=exc)
+            self._failing = True
+            return None
+        if self._failing:
+            log.warning("slack: the host takes events again")
+            self._failing = False
+        return handled
+
+    async def _follow_up(self, inbound: Inbound, handled: Handled) -> None:
+        """What the person sees once the host has their act: a private answer, or 👀."""
+        try:
             if handled.private:
                 await self.poster.ephemeral(inbound.key, inbound.user, handled.private)
             elif inbound.kind == "reply" and handled.taken:
                 # Taken into the run: say so on the message itself, for the person who
                 # answered from a phone while an agent was at work.
                 self.poster.acknowledge(inbound.key, inbound.event_id.rsplit(":", 1)[-1])
-        except Exception:
-            log.exception("slack: handling %s %s failed", inbound.kind, inbound.event_id)
+        except Exception as exc:
+            log.warning("slack: could not answer %s %s (%s)", inbound.kind, inbound.event_id, exc)
+
+
+def _retry_num(request: AsyncBoltRequest) -> int:
+    """Which re-delivery of an event this is (0: the first try)."""
+    values = request.headers.get("x-slack-retry-num") or ["0"]
+    value = str(values[0] if isinstance(values, list | tuple) else values)
+    return int(value) if value.isdigit() else 0
 
 
 def _code(exc: PlatformError) -> str:

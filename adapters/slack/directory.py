@@ -60,6 +60,7 @@ class SlackDirectory:
         self._channels: _Cache[dict[str, str]] = _Cache(reach_ttl)  # workspace -> id -> name
         self._members: _Cache[frozenset[str]] = _Cache(reach_ttl)  # channel id -> members
         self._names: dict[str, str] = {}
+        self._naming: dict[str, asyncio.Task[str]] = {}  # look-ups of names on their way
 
     async def roles(self, key: ThreadKey, user: str) -> frozenset[str]:
         """The labels (id and handle, never the display name) of each user group `user` is in.
@@ -107,21 +108,35 @@ class SlackDirectory:
                           f"cannot post there: it reaches only where they could post themselves.")
         return found
 
-    async def display_name(self, user: str) -> str:
-        """The person's display name for the transcript the models read (cached; "" if unknown)."""
-        if user not in self._names:
-            name = ""
-            with contextlib.suppress(SlackError):
-                # One attempt: a name is a courtesy, and the person's message waits for it.
-                answer = await self.api.once("users.info", timeout=10.0, user=user)
-                info = answer.get("user") or {}
-                profile = info.get("profile") or {}
-                name = (profile.get("display_name") or profile.get("real_name")
-                        or info.get("real_name") or info.get("name") or "")
-            if len(self._names) > 10_000:
-                self._names.clear()
-            self._names[user] = name
-        return self._names[user]
+    async def display_name(self, user: str, *, wait: float | None = None) -> str:
+        """The person's display name for the transcript the models read (cached; "" if unknown).
+
+        With `wait`, "" after that many seconds; the look-up goes on, for the next time.
+        """
+        if user in self._names:
+            return self._names[user]
+        looking = self._naming.get(user)
+        if looking is None:
+            looking = self._naming[user] = asyncio.ensure_future(self._look_up_name(user))
+            looking.add_done_callback(lambda _: self._naming.pop(user, None))
+        done, _ = await asyncio.wait({looking}, timeout=wait)
+        if looking not in done or looking.cancelled() or looking.exception() is not None:
+            return ""
+        return looking.result()
+
+    async def _look_up_name(self, user: str) -> str:
+        name = ""
+        with contextlib.suppress(SlackError):
+            # One attempt: a name is a courtesy, and the person's message may wait for it.
+            answer = await self.api.once("users.info", timeout=10.0, user=user)
+            info = answer.get("user") or {}
+            profile = info.get("profile") or {}
+            name = (profile.get("display_name") or profile.get("real_name")
+                    or info.get("real_name") or info.get("name") or "")
+        if len(self._names) > 10_000:
+            self._names.clear()
+        self._names[user] = name
+        return name
 
     def forget(self) -> None:
         """Drop what is known, so the next question asks Slack again."""
@@ -131,6 +146,8 @@ class SlackDirectory:
 
     def cancel(self) -> None:
         """Abandon look-ups in flight (shutdown)."""
+        for looking in list(self._naming.values()):
+            looking.cancel()
         self.usergroups.cancel()
         self._channels.cancel()
         self._members.cancel()

@@ -122,10 +122,11 @@ def command_key(command: dict[str, Any], thread_ts: str) -> ThreadKey:
 
 
 class RecentIds:
-    """Ids seen in the last `ttl` seconds (bounded), to drop Slack's re-deliveries early.
+    """Ids seen in the last `ttl` seconds (bounded), to answer Slack's re-deliveries early.
 
     The host de-duplicates durably through the store; this only saves the work
-    (and the store round trip) for a retry this process has already taken.
+    (and the store round trip) for a retry this process has already taken. Slack's
+    last re-delivery comes five minutes after the first try: `ttl` outlasts it.
     """
 
     def __init__(self, ttl: float = 600.0, size: int = 50_000) -> None:
@@ -134,12 +135,23 @@ class RecentIds:
         self._seen: OrderedDict[str, float] = OrderedDict()
 
     def first(self, key: str) -> bool:
-        """True the first time `key` is seen (within ttl)."""
+        """True the first time `key` is seen (within ttl); it is remembered either way."""
+        if key in self:
+            return False
+        self.add(key)
+        return True
+
+    def add(self, key: str) -> None:
+        """Remember `key` for `ttl` seconds."""
+        self._expire()
+        self._seen[key] = time.monotonic()
+
+    def __contains__(self, key: object) -> bool:
+        self._expire()
+        return key in self._seen
+
+    def _expire(self) -> None:
         now = time.monotonic()
         while self._seen and (len(self._seen) > self.size
                               or next(iter(self._seen.values())) < now - self.ttl):
             self._seen.popitem(last=False)
-        if key in self._seen:
-            return False
-        self._seen[key] = now
-        return True

@@ -1,11 +1,13 @@
-"""Receiving from Slack on a thread and event loop of its own, so an ack never waits for a run.
+"""Receiving from Slack on a thread and event loop of its own, so a request never queues
+behind a run.
 
 The main event loop drives runs: model calls, store appends, posts. Served
-there, an ack would queue behind every run that happened to be ready (at 200
+there, a request would queue behind every run that happened to be ready (at 200
 events/s that was tens of milliseconds). So bolt, the HTTP server and the Socket
-Mode connection live on a second loop, on a daemon thread; a listener acks and
-hands its work to the main loop. Both loops share the GIL, which the receiver
-gets back within the switch interval (set to 0.5 ms at start) when it has a request.
+Mode connection live on a second loop, on a daemon thread; a listener hands the
+event to the main loop and answers once the host has stored it (`intake`), or at
+once for what needs no store. Both loops share the GIL, which the receiver gets
+back within the switch interval (set to 0.5 ms at start) when it has a request.
 """
 
 from __future__ import annotations

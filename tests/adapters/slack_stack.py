@@ -1,8 +1,9 @@
 """The Slack stack for end-to-end tests: the fake Slack, the real adapter, a real Host.
 
-The host runs on a SQLite store in tmp_path with a ScriptedModel (or a real provider
-client pointed at a fake server); the fake records every Web API call, so tests assert
-what a person in the thread would see.
+The host runs on a SQLite store in tmp_path (or on the test Redis) with a ScriptedModel
+(or a real provider client pointed at a fake server); the fake records every Web API
+call, so tests assert what a person in the thread would see. The store is the real
+one with outages on demand (`Stack.store.fail(...)`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import pytest
 
 from tests.fakes.slack import CHANNEL, FakeSlack, wait_until
 from threadteam.adapters.slack import SlackAdapter, SlackConfig
+from threadteam.bot.errors import StoreError
 from threadteam.bot.host import Host
 from threadteam.bot.memory import StoreMemory
-from threadteam.bot.stores import open_store
+from threadteam.bot.stores.redis import RedisStore
+from threadteam.bot.stores.sqlite import SQLiteStore
 from threadteam.teams.catalog import TeamCatalog
 from threadteam.teams.models import ModelPool
 from threadteam.teams.models.scripted import ScriptedModel
@@ -42,6 +45,50 @@ termination:
 """
 
 
+class _Outage:
+    """A store that fails on demand: `fail("append_external")` makes its next call raise
+    StoreError, as an unreachable Redis or a locked SQLite file would."""
+
+    failing: dict[str, int]
+
+    def fail(self, method: str, times: int = 1) -> None:
+        self.failing[method] = self.failing.get(method, 0) + times
+
+    def _trip(self, method: str) -> None:
+        if self.failing.get(method):
+            self.failing[method] -= 1
+            raise StoreError(f"{method}: the store is unreachable (an outage the test made)")
+
+    async def first_sight(self, event_id: str, ttl: float = 86400.0) -> bool:
+        self._trip("first_sight")
+        return await super().first_sight(event_id, ttl)  # type: ignore[misc]
+
+    async def create_run(self, run_id: str, thread: str, events: list[str]) -> bool:
+        self._trip("create_run")
+        return await super().create_run(run_id, thread, events)  # type: ignore[misc]
+
+    async def append_external(self, run_id: str, events: list[str], *,
+                              key: str | None = None) -> int:
+        self._trip("append_external")
+        return await super().append_external(run_id, events, key=key)  # type: ignore[misc]
+
+    async def append(self, run_id: str, expected: int, events: list[str]) -> int:
+        self._trip("append")
+        return await super().append(run_id, expected, events)  # type: ignore[misc]
+
+
+class OutageSQLite(_Outage, SQLiteStore):
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.failing = {}
+
+
+class OutageRedis(_Outage, RedisStore):
+    def __init__(self, url: str, prefix: str) -> None:
+        super().__init__(url, prefix)
+        self.failing = {}
+
+
 @dataclass
 class Stack:
     """The fake Slack, the adapter and a real Host sharing one ScriptedModel."""
@@ -50,6 +97,7 @@ class Stack:
     adapter: SlackAdapter
     host: Host
     model: ScriptedModel
+    store: OutageSQLite | OutageRedis
 
     async def idle(self) -> None:
         """Everything settled: acks' work done, no run mid-turn, echoes delivered."""
@@ -74,25 +122,31 @@ class Stack:
 
 
 @pytest.fixture
-async def stack_factory(fake_slack: FakeSlack, tmp_path: Path) -> AsyncIterator:
+async def stack_factory(fake_slack: FakeSlack, tmp_path: Path,
+                        request: pytest.FixtureRequest) -> AsyncIterator:
     built: list[Stack] = []
 
     async def build(mode: str = "http", *steps, model_env: dict[str, str] | None = None,
-                    teams: Mapping[str, str] = MappingProxyType({})) -> Stack:
+                    teams: Mapping[str, str] = MappingProxyType({}),
+                    store: str = "sqlite") -> Stack:
         """`steps` script the model, or `model_env` configures a real provider's client;
-        `teams` adds team files (name -> YAML) to the built-in ones and `interview`."""
+        `teams` adds team files (name -> YAML) to the built-in ones and `interview`;
+        `store` is "sqlite" (a file in tmp_path) or "redis" (the test Redis)."""
         teams_dir = tmp_path / "teams"
         teams_dir.mkdir(exist_ok=True)
         for name, text in {"interview": INTERVIEW, **teams}.items():
             (teams_dir / f"{name}.yaml").write_text(text)
         model = ScriptedModel(steps)
-        store = open_store(f"sqlite:///{tmp_path / 'runs.sqlite3'}")
-        await store.start()
+        runs: OutageSQLite | OutageRedis = (
+            OutageSQLite(str(tmp_path / "runs.sqlite3")) if store == "sqlite" else
+            OutageRedis(request.getfixturevalue("redis_url"),
+                        request.getfixturevalue("redis_prefix")))
+        await runs.start()
         config = SlackConfig.from_env(fake_slack.env(socket_mode=mode == "socket"))
-        adapter = SlackAdapter(config, memory=StoreMemory(store, "slack"))
+        adapter = SlackAdapter(config, memory=StoreMemory(runs, "slack"))
         models = ModelPool(env=model_env) if model_env else \
             ModelPool(env={"THREADTEAM_MODEL": "scripted"}, overrides={"scripted": model})
-        host = Host(store=store, catalog=TeamCatalog.load(teams_dir, strict=True), models=models,
+        host = Host(store=runs, catalog=TeamCatalog.load(teams_dir, strict=True), models=models,
                     poster=adapter.poster, directory=adapter.directory)
         await host.start()
         await adapter.start(host, port=0, bind="127.0.0.1")
@@ -100,7 +154,7 @@ async def stack_factory(fake_slack: FakeSlack, tmp_path: Path) -> AsyncIterator:
             fake_slack.events_url = adapter.url
         else:
             await wait_until(lambda: fake_slack.sockets, what="the Socket Mode connection")
-        stack = Stack(fake_slack, adapter, host, model)
+        stack = Stack(fake_slack, adapter, host, model, runs)
         built.append(stack)
         return stack
 

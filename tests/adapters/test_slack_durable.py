@@ -1,0 +1,144 @@
+"""Durable before acknowledged: Slack hears an event arrived only once the host stored it.
+
+The store is the real one (SQLite, Redis) with an outage on demand; the fake Slack
+re-sends an event it did not get a 2xx (or a Socket Mode ack) for, as Slack does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import pytest
+
+from tests.adapters.slack_stack import Stack
+from tests.fakes.slack import ALICE, BOT_USER, CHANNEL, wait_until
+from threadteam.adapters.slack.inbound import APPROVE_ACTION
+from threadteam.teams.models.scripted import reply
+
+BOT = f"<@{BOT_USER}>"
+MODES = pytest.mark.parametrize("mode", ["http", "socket"])
+STORES = pytest.mark.parametrize("store", ["sqlite", "redis"])
+ANSWER = "About 10k a year."
+
+
+async def _waiting_for_a_reply(s: Stack) -> str:
+    ts = await s.fake.say(ALICE, f"{BOT} interview Which plan should we buy?")
+    await wait_until(lambda: any("waiting for you" in m["text"] for m in s.thread(ts)),
+                     what="the hand-off to the person")
+    await s.idle()
+    return ts
+
+
+def _deliveries_of(s: Stack, ts: str) -> list:
+    return [d for d in s.fake.deliveries if d.kind == "events_api"
+            and d.payload["event"].get("ts") == ts and d.payload["event"].get("user") == ALICE]
+
+
+async def _replies_in_run(s: Stack, ts: str, text: str) -> list[dict]:
+    return [e for e in await s.run_events(ts) if e.get("kind") == "human_message"
+            and e.get("text") == text]
+
+
+@MODES
+async def test_an_event_is_stored_by_the_time_its_200_arrives(stack_factory, mode) -> None:
+    s = await stack_factory(mode, "What budget?", "Plan B. DONE")
+    ts = await s.fake.say(ALICE, f"{BOT} interview Which plan?")  # returns once answered
+    assert await s.host.store.run_for_thread(f"slack:T0FAKE:{CHANNEL}:{ts}") is not None
+    await wait_until(lambda: any("waiting for you" in m["text"] for m in s.thread(ts)))
+    await s.fake.say(ALICE, ANSWER, thread_ts=ts)
+    assert len(await _replies_in_run(s, ts, ANSWER)) == 1  # stored before Slack heard "200"
+    await s.finished(ts)
+
+
+@MODES
+@STORES
+async def test_a_reply_the_store_fails_to_take_is_sent_again_and_taken_once(
+        stack_factory, mode, store, caplog) -> None:
+    s = await stack_factory(mode, "What budget?", "Plan B. DONE", store=store)
+    s.fake.http_timeout = 0.5  # Socket Mode: how long the fake waits for the ack it never gets
+    ts = await _waiting_for_a_reply(s)
+    s.store.fail("append_external")  # the store is down for the reply's first delivery
+    caplog.clear()
+    reply_ts = await s.fake.say(ALICE, ANSWER, thread_ts=ts)
+
+    first, again = _deliveries_of(s, reply_ts)
+    assert first.status == (503 if mode == "http" else 0) and first.retry_num == 0
+    assert again.status == 200 and again.retry_num == 1
+    await s.finished(ts)
+    assert len(await _replies_in_run(s, ts, ANSWER)) == 1
+    asked = s.model.requests[-1].messages
+    assert [m.content for m in asked].count(ANSWER) == 1
+    said = [r for r in caplog.records if r.name.startswith("threadteam.slack")
+            and r.levelno >= logging.WARNING]
+    assert len(said) == 2 and "could not take a reply" in said[0].getMessage()
+    assert "takes events again" in said[1].getMessage() and "Traceback" not in caplog.text
+
+
+@STORES
+async def test_a_summon_during_a_store_outage_starts_its_run_once(stack_factory, store) -> None:
+    s = await stack_factory("http", "Bull.", "Bear.", "FINAL ANSWER: ok.", store=store)
+    s.store.fail("first_sight", times=2)  # the first try and the first re-delivery fail
+    ts = await s.fake.say(ALICE, f"{BOT} debate Outage?")
+    statuses = [d.status for d in _deliveries_of(s, ts) if d.payload["event"]["type"] == "app_mention"]
+    assert statuses == [503, 503, 200]
+    thread = await s.finished(ts)
+    await s.idle()
+    assert [m.get("username") for m in thread] == [None, "Bull", "Bear", "Synthesis", None]
+    assert len(s.model.requests) == 3
+
+
+async def test_a_store_too_slow_for_slack_is_answered_503_and_taken_once(stack_factory) -> None:
+    s = await stack_factory("http", "What budget?", "Plan B. DONE")
+    ts = await _waiting_for_a_reply(s)
+    s.adapter._intake.within = 0.2  # Slack's 3 seconds, shortened
+    gate = asyncio.Event()
+    taking = s.store.append_external
+
+    async def slow(*args, **kwargs):
+        await gate.wait()
+        return await taking(*args, **kwargs)
+
+    s.store.append_external = slow  # type: ignore[method-assign]
+    sent = asyncio.ensure_future(s.fake.say(ALICE, ANSWER, thread_ts=ts))
+    await wait_until(lambda: s.fake.deliveries[-1].status == 503, what="a 503 for slowness")
+    gate.set()  # the store comes back; the first hand-over completes
+    reply_ts = await sent
+    statuses = [d.status for d in _deliveries_of(s, reply_ts)]
+    assert statuses[0] == 503 and statuses[-1] == 200
+    await s.finished(ts)
+    assert len(await _replies_in_run(s, ts, ANSWER)) == 1
+
+
+async def test_a_click_the_store_fails_to_take_is_refused_privately(stack_factory) -> None:
+    s = await stack_factory("http", "Draft.", "We ship Friday.",
+                            reply("", ("post_message", json.dumps(
+                                {"channel": "#announcements", "text": "Friday."}))),
+                            "Posted. DONE")
+    ts = await s.fake.say(ALICE, f"{BOT} announce Friday's release")
+    request = await wait_until(
+        lambda: next((m for m in s.thread(ts) if any(b["type"] == "actions"
+                                                    for b in m.get("blocks", []))), None),
+        what="the approval request")
+    await s.idle()
+    s.store.fail("append")
+    click = await s.fake.click(CHANNEL, request["ts"], APPROVE_ACTION, user=ALICE)
+    assert click.status == 200  # Slack never re-sends a click: the person is told instead
+    [sorry] = await wait_until(lambda: s.fake.calls_to("chat.postEphemeral"),
+                               what="the private apology")
+    assert sorry.params["user"] == ALICE and "try again" in sorry.params["text"]
+    await s.fake.click(CHANNEL, request["ts"], APPROVE_ACTION, user=ALICE)
+    await s.finished(ts)
+    assert s.fake.message(CHANNEL, request["ts"])["text"].startswith(f"✅ Approved by <@{ALICE}>")
+
+
+async def test_an_event_slack_stops_resending_is_logged_as_lost(stack_factory, caplog) -> None:
+    s = await stack_factory("http", "What budget?")
+    ts = await _waiting_for_a_reply(s)
+    s.store.fail("append_external", times=4)  # longer than Slack keeps trying
+    reply_ts = await s.fake.say(ALICE, ANSWER, thread_ts=ts)
+    assert [d.status for d in _deliveries_of(s, reply_ts)] == [503, 503, 503, 503]
+    lost = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(lost) == 1 and "it is lost" in lost[0].getMessage()
+    assert await _replies_in_run(s, ts, ANSWER) == []
