@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -199,7 +200,8 @@ class Placeholders:
             return
         if stale is not None and stale.ts:
             await self._take_down(key, stale.ts)
-        nonce = f"placeholder:{uuid.uuid4().hex}"
+        # Its key says when it was tried, so a look for it reads only the thread since then.
+        nonce = f"placeholder:{time.time():.0f}:{uuid.uuid4().hex}"
         if not await self._write(key, _Left("", face_id, nonce)):
             return  # the store is not taking writes: no placeholder a crash could strand
         live.nonce = nonce
@@ -245,8 +247,10 @@ class Placeholders:
         None if Slack would not say."""
         if not nonce:
             return ""
+        when = nonce.split(":")[1] if nonce.count(":") == 2 else ""
         try:
-            found = await find_posts(self.api.once, key, nonce)
+            found = await find_posts(self.api.once, key, nonce,
+                                     since=float(when) if when.isdigit() else None)
         except SlackError as exc:
             log.info("slack: could not look for a placeholder in %s (%s)", key, exc.code)
             return None
