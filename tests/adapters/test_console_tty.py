@@ -224,6 +224,7 @@ async def held_openai():
     fake = HeldOpenAI()
     async with fake:
         yield fake
+        fake.go.set()  # a held answer ends, so the server's shutdown does not wait on it
 
 
 def _env(tmp_path: Path, fake: FakeOpenAI | None = None, **extra: str) -> dict[str, str]:
