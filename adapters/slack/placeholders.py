@@ -81,6 +81,7 @@ class Placeholders:
         self._streaming: set[asyncio.Task[None]] = set()  # edits into placeholders, per turn
         self._background: set[asyncio.Task[bool]] = set()  # memory writes on their way
         self._writes: dict[str, asyncio.Task[bool]] = {}  # the last memory write per thread
+        self._settled: set[ThreadKey] = set()  # threads whose claimed placeholders memory drops
 
     def begin(self, key: ThreadKey, persona: Persona) -> Live:
         """A new turn of `persona` in `key`; an earlier turn's placeholder becomes stale."""
@@ -140,10 +141,11 @@ class Placeholders:
         """The placeholder `out` should replace, if any; every other one is taken down.
 
         Besides the thread's current and stale placeholders, the one memory holds
-        counts too: left by a crash, or posted here with its answer lost (either way
-        found by the key its post carries).
-        `adopted`: `out`'s first part is already in the thread (an earlier try of it):
-        nothing is replaced, and that message is never taken down.
+        counts too: left by a crash, or posted here with its answer lost (found by the
+        key its post carries, and left alone if it no longer carries it: it became a
+        post). `adopted`: `out`'s first part is already in the thread (an earlier try
+        of it): nothing is replaced, and that message is never taken down. Memory
+        forgets the placeholder only once `out` is up (`posted`).
         """
         if live is not None:
             edits = {p.edits for p in (live, live.stale) if p is not None and p.edits is not None}
@@ -151,7 +153,7 @@ class Placeholders:
                 await asyncio.wait(edits)
         up = [_Left(p.ts, _face_id(p.persona), p.nonce)
               for p in (live, live.stale if live is not None else None) if p is not None and p.ts]
-        kept, settled = await self._remembered(out.key)
+        kept, settled = await self._remembered(out.key, {p.ts for p in up})
         if kept is not None and kept.ts and all(p.ts != kept.ts for p in up):
             up.append(kept)
         into = ""
@@ -163,8 +165,22 @@ class Placeholders:
             else:
                 await self._take_down(out.key, left.ts)
         if kept is not None and settled:
-            self._forget(out.key)
+            self._settled.add(out.key)
         return into
+
+    async def posted(self, key: ThreadKey) -> None:
+        """The post that claimed the thread's placeholders is up: memory forgets them.
+
+        Not before: a crash between the two would leave a placeholder nobody knows of
+        (and after a failed post, the next claim finds it again, or what it became).
+        """
+        if key in self._settled:
+            self._settled.discard(key)
+            await self._write(key, None)
+
+    def unsettled(self, key: ThreadKey) -> None:
+        """The post that claimed the thread's placeholders failed: memory keeps them."""
+        self._settled.discard(key)
 
     async def drain(self) -> None:
         """Wait for memory writes still on their way."""
@@ -186,10 +202,11 @@ class Placeholders:
         posted, so one left by a crash at any moment is found again and reused or
         taken down; if it cannot be remembered, it is not posted.
         """
-        kept, settled = await self._remembered(key)
+        earlier, live.stale = live.stale, None
+        kept, settled = await self._remembered(
+            key, {earlier.ts} if earlier is not None and earlier.ts else set())
         if not settled:
             return  # one may be up that Slack will not tell us about: not a second one
-        earlier, live.stale = live.stale, None
         stale = kept if kept is not None and kept.ts else None
         if stale is None and earlier is not None and earlier.ts:  # memory may have failed it
             stale = _Left(earlier.ts, _face_id(earlier.persona), earlier.nonce)
@@ -197,6 +214,7 @@ class Placeholders:
         if stale is not None and stale.ts and stale.face == face_id:
             # the same agent again (a retry, a resumed run): it still fits
             live.ts, live.nonce = stale.ts, stale.nonce
+            await self._write(key, stale)  # its ts, now known for sure
             return
         if stale is not None and stale.ts:
             await self._take_down(key, stale.ts)
@@ -256,10 +274,15 @@ class Placeholders:
             return None
         return found.get(0, "")
 
-    async def _remembered(self, key: ThreadKey) -> tuple[_Left | None, bool]:
-        """The placeholder memory holds for `key`'s thread (its ts looked up by its key if
-        its post's answer never came), and whether that is settled (False: memory or
-        Slack would not say)."""
+    async def _remembered(self, key: ThreadKey, trusted: set[str] | frozenset[str] = frozenset()
+                          ) -> tuple[_Left | None, bool]:
+        """The placeholder memory holds for `key`'s thread, and whether that is settled
+        (False: memory or Slack would not say).
+
+        Unless it is one this process has up (`trusted` ts), it is looked for by its key:
+        a crash may have cut its post's answer, or come after a reply replaced it (then
+        it no longer carries its key, and is none of the placeholders' business).
+        """
         name = _memory_key(key)
         pending = self._writes.get(name)
         if pending is not None:  # read what this process last wrote, not what it replaced
@@ -269,7 +292,7 @@ class Placeholders:
         except Exception:  # a placeholder is a courtesy; the store's trouble is said elsewhere
             return None, False
         kept = _Left.parse(value or "")
-        if kept is None or kept.ts:
+        if kept is None or (kept.ts and (kept.ts in trusted or not kept.nonce)):
             return kept, True
         ts = await self._find(key, kept.nonce)
         return _Left(ts or "", kept.face, kept.nonce), ts is not None
@@ -303,11 +326,6 @@ class Placeholders:
 
         task.add_done_callback(done)
         return task
-
-    def _forget(self, key: ThreadKey) -> None:
-        """Clear the thread's remembered placeholder without holding up the post that
-        made it obsolete."""
-        self._write(key, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,8 +86,11 @@ class SlackPoster:
                     if buttons:
                         params["blocks"] = approval_blocks(part, out)
                     ids.append(await self._post_once(out.key, key, i, params))
+                await self.placeholders.posted(out.key)
         except BaseException:
-            # Failed, cancelled: some part may be up. The next try of this key looks first.
+            # Failed, cancelled: some part may be up. The next try of this key looks first,
+            # and the placeholders it claimed stay remembered (one may now be that part).
+            self.placeholders.unsettled(out.key)
             self._doubtful[key] = None
             while len(self._doubtful) > _DOUBTS_KEPT:
                 self._doubtful.popitem(last=False)

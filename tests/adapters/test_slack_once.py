@@ -237,3 +237,36 @@ async def test_a_debate_whose_answers_are_lost_shows_each_post_once(stack_factor
     assert [m.get("username") for m in s.thread(ts)] == [None, "Bull", "Bear", "Synthesis", None]
     assert [m["text"] for m in thread[1:4]] == ["Bull.", "Bear.", "FINAL ANSWER: ok."]
     assert len(s.fake.calls_to("chat.postMessage")) == 5
+
+
+async def test_a_crash_before_the_reply_reaches_its_placeholder_leaves_nothing_behind(
+        fake_slack, posters, thread, store) -> None:
+    fake_slack.status_error = "not_allowed"
+    crashed = posters(StoreMemory(store, "slack"))
+    await crashed.working(thread, BEAR)
+    fake_slack.fail("chat.update", "internal_error", status=500, times=100)  # then it dies
+    with pytest.raises(PlatformError):
+        await crashed.post(out(thread, "Risk!"))
+    fake_slack.clear_failures()
+    assert [text for _, text in shown(fake_slack, thread)] == ["_thinking…_"]
+
+    again = posters(StoreMemory(store, "slack"))  # the resumed run re-posts Bear's reply
+    await again.post(out(thread, "Risk!", unsure=True))
+    assert shown(fake_slack, thread) == [("Bear", "Risk!")]
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1  # the placeholder, become the reply
+
+
+async def test_a_placeholder_that_became_a_reply_is_never_taken_down(
+        fake_slack, posters, thread, store) -> None:
+    fake_slack.status_error = "not_allowed"
+    crashed = posters(StoreMemory(store, "slack"))
+    await crashed.working(thread, BEAR)
+    fake_slack.drop_answer("chat.update", times=100)  # the reply lands; no answer; it dies
+    with pytest.raises(PlatformError):
+        await crashed.post(out(thread, "Risk!"))
+    fake_slack.clear_failures()
+
+    again = posters(StoreMemory(store, "slack"))
+    await again.post(Outbound(thread, "Resumed after a restart.", "run:notice", notice=True))
+    assert shown(fake_slack, thread) == [("Bear", "Risk!"), ("(app)", "Resumed after a restart.")]
+    assert fake_slack.deleted == []
