@@ -178,10 +178,14 @@ class Host:
             # nothing), so it is not marked seen before it is safely stored.
             run_id = await self.store.run_for_thread(str(inbound.key))
             return await self._on_run(run_id, inbound) if run_id is not None else Handled()
+        if inbound.kind == "summon":
+            # Marked seen only once its run exists: a crash in between must not turn the
+            # platform's re-delivery into "already seen" with no run.
+            handled = await self._summon(inbound)
+            await self.store.first_sight(inbound.event_id)
+            return handled
         if not await self.store.first_sight(inbound.event_id):
             return Handled()
-        if inbound.kind == "summon":
-            return await self._summon(inbound)
         run_id = await self.store.run_for_thread(str(inbound.key))
         if run_id is None:
             return Handled()  # a thread without a run is none of our business
@@ -263,6 +267,10 @@ class Host:
                               at=self.clock())
         if not await self.store.create_run(run_id, str(inbound.key), [to_json(started)]):
             existing = await self.store.run_for_thread(str(inbound.key))
+            fold = await self._current(existing) if existing else None
+            if fold is None or (fold.state.by == inbound.user
+                                and fold.state.task == started.task):
+                return Handled()  # this very summon again (a re-delivery, or its twin event)
             return await self._on_run(existing, inbound) if existing else Handled()
         log.info("run %s started: team=%s thread=%s", run_id, team.name, inbound.key)
         if self.gate is not None:
@@ -306,6 +314,9 @@ class Host:
                         except ConflictError:
                             continue  # the driver appended first: decide again on its result
                     self._record_wait(state, fold.key, run_id, fold.last_at)
+                    # Active before the platform hears "taken": a crash now resumes the run
+                    # (the embedded store's work queue does not outlive the process).
+                    await self.store.set_active(run_id, True)
                     await self._enqueue(run_id)
                 if public:
                     await self.runner.deliver(Outbound(fold.key, public,
