@@ -262,7 +262,8 @@ class SlackAdapter:
         inbound = message_inbound(body, self.bot_user_id)
         if inbound is not None:
             event_id = str(body.get("event_id") or inbound.event_id)
-            if not await self._intake.take(event_id, partial(self._hand, inbound)):
+            again = _retry_num(request) > 0
+            if not await self._intake.take(event_id, partial(self._hand, inbound, again)):
                 # Not stored (yet): Slack sends it again, and the host takes it once.
                 if _retry_num(request) >= _SLACK_RETRIES:
                     log.error("slack: Slack has given up re-sending event %s (%s by %s in %s); "
@@ -308,15 +309,21 @@ class SlackAdapter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _hand(self, inbound: Inbound, report: Report) -> None:
-        """From the receiver thread: the host is to store `inbound`; `report` says if it did."""
-        self._spawn(self._store(inbound, report))
+    def _hand(self, inbound: Inbound, again: bool, report: Report) -> None:
+        """From the receiver thread: the host is to store `inbound` (`again`: Slack re-sent
+        it); `report` says if it did."""
+        self._spawn(self._store(inbound, again, report))
 
-    async def _store(self, inbound: Inbound, report: Report) -> None:
-        """Hand `inbound` to the host and report whether it took it; then the courtesies."""
+    async def _store(self, inbound: Inbound, again: bool, report: Report) -> None:
+        """Hand `inbound` to the host and report whether it took it; then the courtesies.
+
+        For an event Slack sent again, what the host posts is looked for first: the
+        earlier try may have posted it and then failed to store, or died.
+        """
         try:
             inbound = await self._named(inbound)
-            handled = await self._handle(inbound)
+            with self._poster.doubting() if again else contextlib.nullcontext():
+                handled = await self._handle(inbound)
         except BaseException:
             report(False)
             raise

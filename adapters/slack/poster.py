@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from threadteam.bot.memory import LocalMemory
@@ -37,6 +38,9 @@ log = logging.getLogger("threadteam.slack")
 SEEN_REACTION = "eyes"  # on a person's reply once the run has taken it
 _DOUBTS_KEPT = 10_000  # keys of failed posts remembered, to look for before a retry
 _THREADS_KEPT = 10_000  # threads known (here) to be noted in memory as posted in
+# Set while the host handles an event Slack sent again: whatever it posts then may have
+# been posted by the earlier try (which stored nothing, or was cut short by a crash).
+_DOUBTING: ContextVar[bool] = ContextVar("slack_doubting", default=False)
 
 
 class SlackPoster:
@@ -69,7 +73,8 @@ class SlackPoster:
         key = out.idempotency_key
         try:
             async with self._in_turn(out.key):
-                found = await self._already(out) if out.unsure or key in self._doubtful else {}
+                doubt = out.unsure or key in self._doubtful or _DOUBTING.get()
+                found = await self._already(out) if doubt else {}
                 into = await self.placeholders.claim(out, live, adopted=found.get(0, ""))
                 if len(found) < len(parts):
                     await self._mark(out.key)
@@ -136,6 +141,17 @@ class SlackPoster:
         return f"<@{user}>"
 
     # -- beyond the protocol -------------------------------------------------------------
+    @staticmethod
+    @contextlib.contextmanager
+    def doubting() -> Iterator[None]:
+        """Within this block (and what it awaits), every post may already be up: the
+        host is handling an event Slack sent again after an earlier try failed or died."""
+        token = _DOUBTING.set(True)
+        try:
+            yield
+        finally:
+            _DOUBTING.reset(token)
+
     def acknowledge(self, key: ThreadKey, ts: str) -> None:
         """React 👀 to a person's message the run has taken (in the background)."""
         async def react() -> None:

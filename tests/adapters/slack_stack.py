@@ -76,6 +76,10 @@ class _Outage:
         self._trip("append")
         return await super().append(run_id, expected, events)  # type: ignore[misc]
 
+    async def put_post(self, key: str, message_id: str) -> None:
+        self._trip("put_post")
+        await super().put_post(key, message_id)  # type: ignore[misc]
+
 
 class OutageSQLite(_Outage, SQLiteStore):
     def __init__(self, path: str) -> None:

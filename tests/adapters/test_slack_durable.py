@@ -142,3 +142,22 @@ async def test_an_event_slack_stops_resending_is_logged_as_lost(stack_factory, c
     lost = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(lost) == 1 and "it is lost" in lost[0].getMessage()
     assert await _replies_in_run(s, ts, ANSWER) == []
+
+
+@STORES
+async def test_a_notice_posted_before_the_store_failed_is_not_posted_again(stack_factory,
+                                                                           store) -> None:
+    s = await stack_factory("http", "What budget?", "Plan B. DONE", store=store)
+    ts = await _waiting_for_a_reply(s)
+    await s.fake.say(ALICE, ANSWER, thread_ts=ts)
+    await s.finished(ts)
+    await s.idle()
+    # A reply to the finished run: the host keeps it and says so in the thread, then
+    # fails to record that notice; Slack sends the reply again.
+    s.store.fail("put_post")
+    late = await s.fake.say(ALICE, "One more thing.", thread_ts=ts)
+    assert [d.status for d in _deliveries_of(s, late)] == [503, 200]
+    await s.idle()
+    kept = [m for m in s.thread(ts) if m["text"].startswith("This run has finished")]
+    assert len(kept) == 1
+    assert len(await _replies_in_run(s, ts, "One more thing.")) == 1
