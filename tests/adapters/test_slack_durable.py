@@ -77,12 +77,14 @@ async def test_a_reply_the_store_fails_to_take_is_sent_again_and_taken_once(
 
 
 @STORES
-async def test_a_summon_during_a_store_outage_starts_its_run_once(stack_factory, store) -> None:
+@pytest.mark.parametrize(("failing", "times"), [("first_sight", 2), ("create_run", 1)])
+async def test_a_summon_during_a_store_outage_starts_its_run_once(stack_factory, store,
+                                                                  failing, times) -> None:
     s = await stack_factory("http", "Bull.", "Bear.", "FINAL ANSWER: ok.", store=store)
-    s.store.fail("first_sight", times=2)  # the first try and the first re-delivery fail
+    s.store.fail(failing, times=times)  # the first try (and maybe the first re-send) fail
     ts = await s.fake.say(ALICE, f"{BOT} debate Outage?")
     statuses = [d.status for d in _deliveries_of(s, ts) if d.payload["event"]["type"] == "app_mention"]
-    assert statuses == [503, 503, 200]
+    assert statuses == [503] * times + [200]
     thread = await s.finished(ts)
     await s.idle()
     assert [m.get("username") for m in thread] == [None, "Bull", "Bear", "Synthesis", None]
