@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from tests.bot.helpers import make_host, say, summon, thread, write_teams
 from tests.fakes.poster import RecordingPoster
 from threadteam.teams.events import HumanMessage, from_json
@@ -21,11 +19,6 @@ agents:
   - {name: you, human: true}
 termination: {text_mention: DONE}
 """
-
-
-@pytest.fixture
-def poster() -> RecordingPoster:
-    return RecordingPoster()
 
 
 async def test_two_hundred_replies_at_once_are_all_kept_in_order(store, poster, tmp_path):

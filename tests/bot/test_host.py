@@ -4,34 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from tests.bot.helpers import ANNOUNCE, DEBATE, make_host, press, say, summon, thread, write_teams
-from tests.fakes.poster import RecordingPoster
 from tests.fakes.waiting import wait_until
 from threadteam.teams.errors import ModelHTTPError
 from threadteam.teams.models.scripted import ScriptedModel, reply
-
-
-@pytest.fixture
-def poster() -> RecordingPoster:
-    return RecordingPoster()
-
-
-@pytest.fixture
-async def started(store, poster, tmp_path):
-    """Start a host on the test's store with a given scripted model and team texts."""
-    hosts = []
-
-    async def start(model: ScriptedModel, *teams: str, **options):
-        host = make_host(store, poster, model, write_teams(tmp_path / "teams", *teams), **options)
-        await host.start()
-        hosts.append(host)
-        return host
-
-    yield start
-    for h in hosts:
-        await h.aclose()
 
 
 async def test_three_personas_post_in_order_until_final_answer(started, poster):

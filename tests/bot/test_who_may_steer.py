@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from tests.bot.helpers import ANNOUNCE, DEBATE, make_host, say, summon, thread, write_teams
-from tests.fakes.poster import RecordingPoster
+from tests.bot.helpers import ANNOUNCE, DEBATE, say, summon, thread
 from threadteam.bot.limits import SummonLimits
 from threadteam.teams.errors import ModelHTTPError
 from threadteam.teams.models.scripted import ScriptedModel, reply
@@ -22,26 +19,6 @@ agents:
   - {name: you, human: true}
 termination: {text_mention: DONE}
 """
-
-
-@pytest.fixture
-def poster() -> RecordingPoster:
-    return RecordingPoster()
-
-
-@pytest.fixture
-async def started(store, poster, tmp_path):
-    hosts = []
-
-    async def start(model: ScriptedModel, *teams: str, **options):
-        host = make_host(store, poster, model, write_teams(tmp_path / "teams", *teams), **options)
-        await host.start()
-        hosts.append(host)
-        return host
-
-    yield start
-    for h in hosts:
-        await h.aclose()
 
 
 async def test_a_bystander_cannot_continue_a_finished_run(started, poster, store):

@@ -6,14 +6,16 @@ from threadteam.teams.redact import redact
 
 SLACK = "xoxb-" + "1234567890-abcdefghij"  # built at run time: no token shape in the source
 DISCORD = "M" + "T" * 25 + ".Gabcde." + "x" * 30
+XAPP = "xapp-" + "1-A0-123456"  # fakes, built at run time like SLACK
+OPENAI = "sk-" + "proj-abcdefghijkl123"
 RUN_ID = "3f2a9c0d4b1e4f6a8c7d9e0f1a2b3c4d"
 
 
 def test_given_secrets_and_every_known_token_shape_are_masked():
-    text = (f"slack {SLACK} app xapp-1-A0-123456 key sk-proj-abcdefghijkl123 "
+    text = (f"slack {SLACK} app {XAPP} key {OPENAI} "
             f"discord {DISCORD} via redis://:hunter2@host:6379/0 and configured s3cr3t-value")
     cleaned = redact(text, ["s3cr3t-value"], mask="***")
-    for secret in (SLACK, "xapp-1-A0-123456", "sk-proj-abcdefghijkl123", DISCORD, "hunter2",
+    for secret in (SLACK, XAPP, OPENAI, DISCORD, "hunter2",
                    "s3cr3t-value"):
         assert secret not in cleaned
     assert "redis://***@host:6379/0" in cleaned
