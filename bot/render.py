@@ -85,7 +85,8 @@ def render(state: RunState, e: Event, seq: int, key: ThreadKey, run_id: str, men
         text = (f"Approval #{n}: {persona.display_name} wants to run `{e.tool}`\n{args}\n"
                 f"Reply `approve {n}` or `deny {n} <reason>`.")
         return Outbound(key, text, approval_key(run_id, e.call_id), persona=persona,
-                        approval=ApprovalPrompt(e.call_id, e.tool, dict(e.args), n))
+                        approval=ApprovalPrompt(e.call_id, e.tool, dict(e.args), n,
+                                                always=team.approval.quorum == 1))
     if isinstance(e, SpeakerSelected) and e.agent in team.humans:
         return Outbound(key, f"Your turn, {mention(state.by)}: the team is waiting for your "
                              f"reply in this thread.", post_key(run_id, seq), notice=True)

@@ -45,7 +45,8 @@ class Inbound:
 
     - summon: `text` is `<team> <task>`; `key` is the thread the run will live in
     - reply: a message in a run's thread (a command word or plain text)
-    - button: an approval button; `action` is "approve" or "deny", `call_id` names the call
+    - button: an approval button; `action` is "approve", "approve_always" (for the rest of
+      the run) or "deny"; `call_id` names the call
     `event_id` is the platform's id for de-duplication; `sent_at`, the platform's
     time of the message, tells which approval requests the person could have seen; `roles`, when the platform
     event already carries them, are the labels of the person's roles (for `role:`
@@ -72,6 +73,7 @@ class ApprovalPrompt:
     tool: str
     args: dict[str, Any]
     number: int = 1  # "approve 2" picks the second pending approval
+    always: bool = True  # offer "Approve for this run" too (not where a quorum decides)
 
 
 BOT_PERSONA = Persona(display_name="threadteam", avatar="")

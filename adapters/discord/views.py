@@ -1,6 +1,7 @@
-"""Approve / Deny buttons that keep working after the bot restarts.
+"""Approve / Approve for this run / Deny buttons that keep working after the bot restarts.
 
-Each button's `custom_id` names the decision and the call (`tt:approve:<call_id>`),
+Each button's `custom_id` names the decision and the call (`tt:approve:<call_id>`;
+the decisions are the host's words: `approve`, `approve_always`, `deny`),
 and `ApprovalButton` is a `DynamicItem` registered when the client starts, so a
 press on a message posted by an earlier process is still understood: nothing
 about the message needs to be in memory.
@@ -19,6 +20,12 @@ __all__ = ["ApprovalButton", "approval_view", "custom_id_for"]
 
 PREFIX = "tt"
 _MAX_CUSTOM_ID = 100  # Discord's limit
+# decision -> (label, style), in the order the buttons stand
+_BUTTONS = {
+    "approve": ("Approve", discord.ButtonStyle.success),
+    "approve_always": ("Approve for this run", discord.ButtonStyle.primary),
+    "deny": ("Deny", discord.ButtonStyle.danger),
+}
 
 
 def custom_id_for(action: str, call_id: str) -> tuple[str, bool]:
@@ -39,15 +46,16 @@ def call_ref_digest(call_id: str) -> str:
 
 class ApprovalButton(
     discord.ui.DynamicItem[discord.ui.Button],
-    template=PREFIX + r":(?P<action>approve|deny):(?P<ref>.+)",
+    template=PREFIX + r":(?P<action>approve_always|approve|deny):(?P<ref>.+)",
 ):
-    """One Approve or Deny button; a press goes to the client's adapter (`on_click`)."""
+    """One Approve, Approve for this run or Deny button; a press goes to the client's
+    adapter (`on_click`)."""
 
     def __init__(self, action: str, ref: str, number: int = 1) -> None:
-        label = "Approve" if action == "approve" else "Deny"
-        if number > 1:
-            label += f" #{number}"
-        style = discord.ButtonStyle.success if action == "approve" else discord.ButtonStyle.danger
+        label, style = _BUTTONS[action]
+        if number > 1:  # "Approve #2", "Approve #2 for this run"
+            first, _, rest = label.partition(" ")
+            label = f"{first} #{number}" + (f" {rest}" if rest else "")
         super().__init__(discord.ui.Button(label=label, style=style,
                                            custom_id=f"{PREFIX}:{action}:{ref}"))
         self.action = action
@@ -65,10 +73,13 @@ class ApprovalButton(
 
 
 def approval_view(prompt: ApprovalPrompt) -> tuple[discord.ui.View, list[str]]:
-    """A view with Approve and Deny for `prompt`, and the call ids that were hashed."""
+    """A view with Approve, Approve for this run (unless a quorum decides) and Deny for
+    `prompt`, and the call ids that were hashed."""
     view = discord.ui.View(timeout=None)
     hashed: list[str] = []
-    for action in ("approve", "deny"):
+    for action in _BUTTONS:
+        if action == "approve_always" and not prompt.always:
+            continue
         cid, was_hashed = custom_id_for(action, prompt.call_id)
         if was_hashed and prompt.call_id not in hashed:
             hashed.append(prompt.call_id)

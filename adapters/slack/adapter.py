@@ -37,6 +37,7 @@ from threadteam.bot.shapes import Handled, Inbound, Memory
 from .api import SlackApi, SlackError
 from .directory import SlackDirectory
 from .inbound import (
+    ALWAYS_ACTION,
     APPROVE_ACTION,
     DENY_ACTION,
     button_inbound,
@@ -231,7 +232,8 @@ class SlackAdapter:
         bolt.event("app_mention")(self._on_message)
         bolt.event("message")(self._on_message)
         bolt.command(COMMAND)(self._on_command)
-        bolt.action(re.compile(f"^({APPROVE_ACTION}|{DENY_ACTION})$"))(self._on_button)
+        bolt.action(re.compile(f"^({APPROVE_ACTION}|{ALWAYS_ACTION}|{DENY_ACTION})$"))(
+            self._on_button)
         bolt.error(self._on_error)
         return bolt
 

@@ -16,7 +16,7 @@ from threadteam.bot.commands import parse_command
 from threadteam.bot.shapes import Inbound, InboundKind, ThreadKey
 
 __all__ = [
-    "APPROVE_ACTION", "DENY_ACTION", "RecentIds", "button_inbound", "command_key",
+    "ALWAYS_ACTION", "APPROVE_ACTION", "DENY_ACTION", "RecentIds", "button_inbound", "command_key",
     "is_from_bot", "message_inbound",
     "strip_mention", "unescape",
 ]
@@ -24,6 +24,7 @@ __all__ = [
 PLATFORM = "slack"
 APPROVE_ACTION = "threadteam_approve"
 DENY_ACTION = "threadteam_deny"
+ALWAYS_ACTION = "threadteam_approve_always"  # "Approve for this run"
 # A thread_broadcast is a person's reply also sent to the channel, a file_share one
 # with a file attached: both are still what a person wrote.
 _HUMAN_SUBTYPES = (None, "thread_broadcast", "file_share")
@@ -94,12 +95,13 @@ def message_inbound(body: dict[str, Any], bot_user_id: str) -> Inbound | None:
 
 
 def button_inbound(body: dict[str, Any]) -> Inbound | None:
-    """A press of Approve / Deny under an approval post."""
+    """A press of Approve / Approve for this run / Deny under an approval post."""
     actions = body.get("actions")
     if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
         return None
     action = actions[0]
-    verdict = {APPROVE_ACTION: "approve", DENY_ACTION: "deny"}.get(_text(action, "action_id"))
+    verdict = {APPROVE_ACTION: "approve", DENY_ACTION: "deny", ALWAYS_ACTION: "approve_always"
+               }.get(_text(action, "action_id"))
     container, message = body.get("container"), body.get("message")
     channel = _text(container, "channel_id") or _text(body.get("channel"), "id")
     message_ts = _text(container, "message_ts") or _text(message, "ts")

@@ -198,7 +198,7 @@ def buttons(message: dict) -> list[dict]:
 async def test_approve_by_button_edits_the_request_and_runs_the_tool(
         bot: Bot, fake_discord: FakeDiscord) -> None:
     thread, request = await announce_until_pending(bot)
-    assert [b["label"] for b in buttons(request)] == ["Approve", "Deny"]
+    assert [b["label"] for b in buttons(request)] == ["Approve", "Approve for this run", "Deny"]
     approve = buttons(request)[0]["custom_id"]
     # Mallory is not an approver: only she is told, and nothing changes.
     refused = await fake_discord.click(MALLORY, request["id"], approve)
@@ -236,7 +236,7 @@ async def test_approve_by_reply_as_a_member_of_the_approver_role(
 
 async def test_deny_by_button(bot: Bot, fake_discord: FakeDiscord) -> None:
     thread, request = await announce_until_pending(bot)
-    await fake_discord.click(ALICE, request["id"], buttons(request)[1]["custom_id"])
+    await fake_discord.click(ALICE, request["id"], buttons(request)[-1]["custom_id"])
     await bot.until_said(thread, "Finished")
     assert fake_discord.messages[int(request["id"])]["content"].startswith("❌ Denied by")
     assert not fake_discord.posts_in(OTHER_CHANNEL_ID)

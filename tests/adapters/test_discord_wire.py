@@ -315,7 +315,8 @@ async def test_approval_buttons_are_posted_and_pressed(fake_discord: FakeDiscord
         Outbound(key_for(thread["id"]), "Announcer wants to post", "k", BEAR, approval=prompt))
     buttons = fake_discord.messages[int(mid)]["components"][0]["components"]
     assert [b["custom_id"] for b in buttons] == [
-        "tt:approve:call_0_post_message", "tt:deny:call_0_post_message"]
+        "tt:approve:call_0_post_message", "tt:approve_always:call_0_post_message",
+        "tt:deny:call_0_post_message"]
     token = await fake_discord.click(CAROL, mid, "tt:approve:call_0_post_message")
     await wait_until(lambda: fake_discord.responses(token))
     assert fake_discord.responses(token) == [{"type": 6}]

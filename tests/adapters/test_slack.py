@@ -22,7 +22,7 @@ from tests.fakes.slack import (
     OTHER_CHANNEL,
     wait_until,
 )
-from threadteam.adapters.slack.inbound import APPROVE_ACTION, DENY_ACTION
+from threadteam.adapters.slack.inbound import ALWAYS_ACTION, APPROVE_ACTION, DENY_ACTION
 from threadteam.teams.models.scripted import reply
 
 BOT = f"<@{BOT_USER}>"
@@ -191,9 +191,10 @@ async def test_approve_by_button_updates_the_request_in_place(stack_factory, mod
     s = await stack_factory(mode, *ANNOUNCE)
     ts, request = await _approval(s)
     assert request["username"] == "Announcer"
-    assert _buttons(request) == [APPROVE_ACTION, DENY_ACTION]
-    styles = [e["style"] for b in request["blocks"] if b["type"] == "actions" for e in b["elements"]]
-    assert styles == ["primary", "danger"]
+    assert _buttons(request) == [APPROVE_ACTION, ALWAYS_ACTION, DENY_ACTION]
+    styles = [e.get("style") for b in request["blocks"] if b["type"] == "actions"
+              for e in b["elements"]]
+    assert styles == ["primary", None, "danger"]
     assert "`approve 1`" in request["text"]
 
     click = await s.fake.click(CHANNEL, request["ts"], APPROVE_ACTION, user=ALICE)
@@ -224,7 +225,8 @@ async def test_an_unauthorised_click_is_refused_privately_and_changes_nothing(st
     assert refusal[0].params["thread_ts"] == ts
     assert refusal[0].params["text"].startswith(f"Sorry, only <@{ALICE}> can approve")
     assert s.fake.calls_to("chat.update") == []
-    assert _buttons(s.fake.message(CHANNEL, request["ts"])) == [APPROVE_ACTION, DENY_ACTION]
+    assert _buttons(s.fake.message(CHANNEL, request["ts"])) == [APPROVE_ACTION, ALWAYS_ACTION,
+                                                                 DENY_ACTION]
     assert len(s.model.requests) == asked
 
     # A refused reply is the same: private, and nothing moves.
