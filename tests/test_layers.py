@@ -127,7 +127,7 @@ def test_the_bare_import_check_sees_them() -> None:
 
 def test_both_chat_adapters_share_one_vocabulary() -> None:
     shared = {"__init__.py", "adapter.py", "api.py", "cli.py", "directory.py", "inbound.py",
-              "poster.py", "text.py"}
+              "posted.py", "poster.py", "text.py"}
     for platform in ("slack", "discord"):
         files = {p.name for p in (ROOT / "adapters" / platform).glob("*.py")}
         assert shared <= files, f"adapters/{platform} lacks {sorted(shared - files)}"

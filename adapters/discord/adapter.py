@@ -24,11 +24,11 @@ from threadteam.bot.shapes import Inbound, Memory, ThreadKey
 from . import inbound
 from ._catch_up import CatchUp
 from ._locks import KeyedLocks
-from ._posted import nonce_of
 from .api import DiscordApi, DiscordError, point_gateway, point_rest
 from .client import explain, make_client
 from .commands import team_command
 from .directory import DiscordDirectory
+from .posted import nonce_of
 from .poster import DiscordPoster
 from .text import host_text, split_message, thread_name
 from .views import ApprovalButton

@@ -8,7 +8,7 @@ parts and turns appear in order. Every call goes through `DiscordApi` (api.py):
 429s are waited out, never dropped; a Discord that stays down fails the post
 with a `PlatformError` after the policy's retries.
 
-Nothing is posted twice (see _posted.py): the bot's own posts carry a nonce
+Nothing is posted twice (see posted.py): the bot's own posts carry a nonce
 Discord enforces; a webhook post whose answer was lost, and any post marked
 `unsure` (an earlier process may have made it), is first looked for among the
 thread's recent messages and adopted when found.
@@ -34,10 +34,10 @@ from threadteam.bot.shapes import BOT_PERSONA, Memory, Outbound, ThreadKey
 from threadteam.teams.persona import Persona
 
 from ._locks import KeyedLocks
-from ._posted import LOOK_BACK, adoptable, nonce_of
 from ._webhooks import WEBHOOK_NAME, ChannelWebhooks
 from .api import UNKNOWN_WEBHOOK, DiscordApi, DiscordError, classify
 from .directory import find_channel
+from .posted import LOOK_BACK, adoptable, nonce_of
 from .text import emoji_of, host_text, split_message, webhook_username
 from .views import approval_view, call_ref_digest
 
@@ -213,7 +213,7 @@ class DiscordPoster:
 
     async def _already_posted(self, out: Outbound, hook: discord.Webhook | None, thread: int,
                               chunks: list[str]) -> list[str]:
-        """The ids of the parts of `out` an earlier process already posted (see _posted.py)."""
+        """The ids of the parts of `out` an earlier process already posted (see posted.py)."""
         found = await self.api.call(lambda: self._find(out, hook, thread, chunks, None),
                                     what="check what is already in the thread")
         if found:
