@@ -54,11 +54,7 @@ def emoji_of(persona: Persona) -> str:
     code = persona.avatar_emoji
     if code:
         return _EMOJI.get(code.strip(":").lower(), "")
-    avatar = persona.avatar.strip()
-    # An avatar given as the emoji itself ("🐻") is used as is.
-    if avatar and not persona.avatar_url and len(avatar) <= 8 and not avatar.isascii():
-        return avatar
-    return ""
+    return persona.emoji or ""  # given as the emoji itself ("🐻"): used as is
 
 
 def webhook_username(persona: Persona) -> str:

@@ -70,6 +70,15 @@ def test_emoji_avatars() -> None:
     assert emoji_of(Persona("A", ":scales:")) == "⚖️"
     assert emoji_of(Persona("A", "🦊")) == "🦊"
     assert emoji_of(Persona("A", "")) == ""
+    assert emoji_of(Persona("A", "https://example.com/a.png")) == ""
+    # What the persona calls an emoji, as the console shows it too: a sequence longer than
+    # 8 code points (a kiss with skin tones, 10) is one; a word in another script is not.
+    kiss = "\U0001f469\U0001f3fd\u200d\u2764\ufe0f\u200d\U0001f48b\u200d\U0001f468\U0001f3fb"
+    for avatar in ("👩‍💻", "🇫🇷", "1️⃣", "👨‍👩‍👧‍👦", kiss):
+        assert emoji_of(Persona("A", avatar)) == avatar == Persona("A", avatar).emoji
+    assert webhook_username(Persona("A", kiss)) == f"{kiss} A"
+    for word in ("日本", "é", "Ω"):
+        assert emoji_of(Persona("A", word)) == "" and webhook_username(Persona("A", word)) == "A"
 
 
 def test_custom_ids_fit_in_100_characters() -> None:
