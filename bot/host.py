@@ -59,8 +59,11 @@ from .telemetry import record_wait
 
 log = logging.getLogger("threadteam.host")
 
-#: How many runs' folded states the host keeps to answer replies without rereading logs.
+#: How many runs' folded states the host keeps to answer replies without rereading logs,
+#: and how many events they may hold in all: a fold holds its thread's whole transcript,
+#: so a count alone let a few long runs keep a process's memory growing.
 _FOLDS_KEPT = 512
+_FOLD_EVENTS_KEPT = 20_000
 
 _STEERING = ("continue", "retry", "stop")
 #: The longest piece of a person's text the host repeats back in a public notice.
@@ -101,6 +104,7 @@ class Host:
                      if limits is not None else None)
         self._driving: dict[str, asyncio.Task[None]] = {}
         self._folds: dict[str, _Fold] = {}  # insertion order = least recently used first
+        self._fold_events = 0  # the events the kept folds hold
         self._locks: dict[str, list[Any]] = {}
         self._again: set[str] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -334,6 +338,8 @@ class Host:
         """The run's state now: a kept fold brought up to date from the log's tail (the
         whole log is read and folded only the first time, or after eviction)."""
         fold = self._folds.pop(run_id, None)
+        if fold is not None:
+            self._fold_events -= fold.state.length
         if fold is None:
             loaded = await self.runner.load(run_id)
             if loaded is None:
@@ -349,8 +355,10 @@ class Host:
             except (KeyError, ValueError):  # the team changed under the run: fold afresh
                 return await self._current(run_id)
         self._folds[run_id] = fold
-        while len(self._folds) > _FOLDS_KEPT:
-            self._folds.pop(next(iter(self._folds)))
+        self._fold_events += fold.state.length
+        while len(self._folds) > 1 and (len(self._folds) > _FOLDS_KEPT
+                                         or self._fold_events > _FOLD_EVENTS_KEPT):
+            self._fold_events -= self._folds.pop(next(iter(self._folds))).state.length
         return fold
 
     async def _roles_for(self, state: RunState, inbound: Inbound, cmd: Command | None

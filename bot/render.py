@@ -99,6 +99,10 @@ def render(state: RunState, e: Event, seq: int, key: ThreadKey, run_id: str, men
             return Outbound(key, f"Finished: {e.reason}. The run cannot go on past its budget; "
                                  f"start a new one to keep going.", post_key(run_id, seq),
                             notice=True)
+        if state.unheard:
+            return Outbound(key, f"Finished: {e.reason}. A message written as the team finished "
+                                 f"was kept, but no agent has read it: reply `continue` to have "
+                                 f"the team answer it.", post_key(run_id, seq), notice=True)
         return Outbound(key, f"Finished: {e.reason}. Reply `continue` (with instructions, if you "
                              f"like) to keep going.", post_key(run_id, seq), notice=True)
     return None

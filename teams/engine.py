@@ -326,12 +326,13 @@ def reply_events(state: RunState, agent_name: str, response: ModelResponse, at: 
 
     `state` is the state the request was built from (before the reply is folded in).
     """
+    heard = state.human_messages
     if not response.tool_calls:
         return [AgentMessage(agent=agent_name, text=response.text, usage=response.usage,
-                             model=response.model, at=at)]
+                             model=response.model, heard=heard, at=at)]
     message = AgentMessage(agent=agent_name, text=response.text, usage=response.usage,
                            tool_calls=_unique_ids(state, response.tool_calls),
-                           model=response.model, at=at)
+                           model=response.model, heard=heard, at=at)
     return [message, *call_events(state.team, message, rounds_used(state, agent_name), at,
                                   state.always_approved)]
 

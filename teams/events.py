@@ -74,6 +74,9 @@ class AgentMessage(Event):
     tool_calls: tuple[ToolCall, ...] = ()
     usage: Usage = NO_USAGE
     model: str = ""
+    #: How many people's messages the log held when the model's request was built (-1: not
+    #: recorded): one written while the model worked lands before this message, unread.
+    heard: int = -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,6 +162,8 @@ class RunState:
     task_message: ChatMessage | None = None
     clock: float = 0.0  # the latest time any event was stamped with
     always_approved: dict[str, str] = field(default_factory=dict)  # tool -> who approved it
+    human_messages: int = 0
+    unheard: int = 0  # people's messages the latest agent message was not written from
     views: dict[str, View] = field(init=False)
     public: View = field(init=False)  # what a selector reads: every message, as spoken
     condition: Condition = field(init=False)
@@ -206,6 +208,8 @@ class RunState:
 
     def _on_human_message(self, e: HumanMessage) -> None:
         self.history.append(e)
+        self.human_messages += 1
+        self.unheard += 1
         self.messages += 1
         self._to_everyone(ChatMessage("user", e.text, name=e.display_name or "user"))
         if self.current is not None and self.current in self.team.humans:
@@ -231,6 +235,8 @@ class RunState:
 
     def _on_agent_message(self, e: AgentMessage) -> None:
         self.history.append(e)
+        # A reply that raced the model call lands before this message but was not read.
+        self.unheard = self.human_messages - e.heard if e.heard >= 0 else 0
         self.messages += 1
         self.model_calls += 1
         usage = self.usage
