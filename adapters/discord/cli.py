@@ -47,14 +47,19 @@ def application_id(env: dict[str, str] | os._Environ) -> str:
         if not explicit.isdigit():
             raise ConfigError(f"DISCORD_APPLICATION_ID must be a number, got {explicit!r}")
         return explicit
-    head = (env.get("DISCORD_BOT_TOKEN") or "").strip().split(".")[0]
-    try:
-        decoded = base64.b64decode(head + "=" * (-len(head) % 4), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        decoded = ""
-    if not decoded.isdigit():
+    token = (env.get("DISCORD_BOT_TOKEN") or "").strip()
+    if not token:
         raise ConfigError("Set DISCORD_APPLICATION_ID (Developer Portal -> your app -> General "
                           "Information -> Application ID) or DISCORD_BOT_TOKEN to print the invite.")
+    head = token.split(".")[0]
+    try:
+        decoded = base64.b64decode(head + "=" * (-len(head) % 4), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        decoded = ""
+    if not (decoded.isascii() and decoded.isdigit()):
+        raise ConfigError("DISCORD_BOT_TOKEN is malformed: a bot token starts with the bot's id "
+                          "in base64, then a dot. Copy it again (Developer Portal -> your app -> "
+                          "Bot -> Reset Token), or set DISCORD_APPLICATION_ID to print the invite.")
     return decoded
 
 

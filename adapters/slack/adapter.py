@@ -61,6 +61,7 @@ log = logging.getLogger("threadteam.slack")
 COMMAND = "/team"
 NAME_WAIT = 1.0  # seconds an event waits for its author's display name before going without
 _SLACK_RETRIES = 3  # Slack re-sends an event at most 3 times
+_TOKEN = re.compile(r"x[a-z]{3}-[A-Za-z0-9-]+")  # xoxb-…, xapp-…: what Slack issues
 _NOT_TAKEN = ("Sorry, I could not save that just now, so nothing happened. "
               "Please try again in a moment.")
 
@@ -91,9 +92,16 @@ class SlackConfig:
                               "(xoxb-...) from your Slack app's OAuth & Permissions page")
         if not bot.startswith("xoxb-"):
             raise ConfigError("SLACK_BOT_TOKEN must be a bot token starting with xoxb-")
+        if not _TOKEN.fullmatch(bot):
+            raise ConfigError("SLACK_BOT_TOKEN is malformed: after xoxb- a token has only "
+                              "letters, digits and dashes; copy it again from OAuth & Permissions")
         if app and not app.startswith("xapp-"):
             raise ConfigError("SLACK_APP_TOKEN must be an app-level token starting with xapp- "
                               "(Basic Information > App-Level Tokens, scope connections:write)")
+        if app and not _TOKEN.fullmatch(app):
+            raise ConfigError("SLACK_APP_TOKEN is malformed: after xapp- a token has only "
+                              "letters, digits and dashes; copy it again from Basic Information "
+                              "> App-Level Tokens")
         if not app and not secret:
             raise ConfigError("SLACK_SIGNING_SECRET is not set: HTTP mode needs it to verify "
                               "requests (or set SLACK_APP_TOKEN to use Socket Mode)")
@@ -225,7 +233,7 @@ class SlackAdapter:
             signing_secret=self.config.signing_secret,
             request_verification_enabled=not self.config.socket_mode,
             process_before_response=True,  # our listeners only ack and spawn: see module doc
-            logger=logging.getLogger("threadteam.slack.bolt"),
+            logger=_bolt_log(),
         )
         bolt.use(self._ignore_bots)
         bolt.use(self._drop_redeliveries)
@@ -397,6 +405,36 @@ class SlackAdapter:
                 self.poster.acknowledge(inbound.key, inbound.event_id.rsplit(":", 1)[-1])
         except Exception as exc:
             log.warning("slack: could not answer %s %s (%s)", inbound.kind, inbound.event_id, exc)
+
+
+class _SaidOurselves(logging.Filter):
+    """Drops what bolt and slack_sdk log that the adapter says better itself, or that is
+    no news: bolt's "As you gave `client` as well, `token` will be unused" on every start
+    (it reads SLACK_BOT_TOKEN from the environment although it is handed a client), and
+    Socket Mode's "Failed to retrieve WSS URL", three lines quoting Slack's whole answer,
+    for a refused app token that start-up reports in one line naming SLACK_APP_TOKEN."""
+
+    _DROP = ("As you gave `client` as well", "Failed to retrieve WSS URL")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg if isinstance(record.msg, str) else ""
+        if message.startswith(self._DROP):
+            log.debug("slack: %s", message.splitlines()[0])
+            return False
+        return True
+
+
+def _bolt_log() -> logging.Logger:
+    """The logger bolt and its Socket Mode client write to: warnings and worse (their info
+    is session bookkeeping), as for the `slack_bolt` loggers, unless the log asks for debug;
+    less what is said better elsewhere."""
+    logger = logging.getLogger("threadteam.slack.bolt")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.DEBUG if logging.getLogger().level == logging.DEBUG
+                        else logging.WARNING)
+    if not any(isinstance(f, _SaidOurselves) for f in logger.filters):
+        logger.addFilter(_SaidOurselves())
+    return logger
 
 
 def _retry_num(request: AsyncBoltRequest) -> int:

@@ -50,6 +50,22 @@ async def test_print_invite_has_the_scopes_and_permissions() -> None:
         use_application_commands=True)
 
 
+@pytest.mark.parametrize("token", ["not-a-token", "bm90LWFuLWlk.GabcDE.secretpart", "Ünïcode.x.y"])
+async def test_print_invite_with_a_malformed_token_says_it_is_malformed(token: str) -> None:
+    code, out, err = await threadteam("run", "discord", "--print-invite",
+                                      env={"DISCORD_BOT_TOKEN": token})
+    assert code == 2 and out == ""
+    line = one_line(err)
+    assert line.startswith("threadteam: DISCORD_BOT_TOKEN is malformed: ")
+    assert "DISCORD_APPLICATION_ID" in line and token.split(".")[0] not in line
+
+
+async def test_print_invite_without_a_token_says_what_to_set() -> None:
+    code, out, err = await threadteam("run", "discord", "--print-invite", env={})
+    assert code == 2 and out == ""
+    assert one_line(err).startswith("threadteam: Set DISCORD_APPLICATION_ID")
+
+
 def test_application_id_prefers_the_variable_and_explains_what_is_missing() -> None:
     assert application_id({"DISCORD_APPLICATION_ID": "42", "DISCORD_BOT_TOKEN": "x"}) == "42"
     assert application_id({"DISCORD_BOT_TOKEN": token_for(987)}) == "987"
