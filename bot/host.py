@@ -100,6 +100,7 @@ class Host:
         self.platform, self.adopt = platform, adopt
         self._queue = platform or ""
         self._own: set[str] = set()
+        self._new: set[str] = set()  # runs created here and not yet driven
         self.gate = (SummonGate(store, limits, clock, self._is_active)
                      if limits is not None else None)
         self._driving: dict[str, asyncio.Task[None]] = {}
@@ -277,6 +278,9 @@ class Host:
                 return Handled()  # this very summon again (a re-delivery, or its twin event)
             return await self._on_run(existing, inbound) if existing else Handled()
         log.info("run %s started: team=%s thread=%s", run_id, team.name, inbound.key)
+        if len(self._new) > 10_000:  # runs other workers took: this process will not drive them
+            self._new.clear()
+        self._new.add(run_id)
         if self.gate is not None:
             await self.gate.admitted(inbound.key, inbound.user, run_id)
         await self._enqueue(run_id)
@@ -645,7 +649,9 @@ class Host:
             while True:
                 self._again.discard(run_id)
                 try:
-                    got = await self.runner.drive(run_id)
+                    first = run_id in self._new
+                    self._new.discard(run_id)
+                    got = await self.runner.drive(run_id, first=first)
                 except asyncio.CancelledError:
                     raise
                 except PermanentStoreError as exc:

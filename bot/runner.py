@@ -110,8 +110,11 @@ class Runner:
             return None
         return Loaded(run_id, ThreadKey.parse(thread), state, events)
 
-    async def drive(self, run_id: str) -> bool:
-        """Advance the run until it waits for a person; False if another driver holds it."""
+    async def drive(self, run_id: str, *, first: bool = False) -> bool:
+        """Advance the run until it waits for a person; False if another driver holds it.
+
+        `first`: no driver has ever driven the run (it was just created here), so what its
+        log holds unposted was certainly not posted: no platform look-up is needed."""
         if not await self.store.acquire_lease(run_id, self.owner, self.lease_ttl):
             return False
         heartbeat = asyncio.create_task(self._heartbeat(run_id))
@@ -121,7 +124,7 @@ class Runner:
                 with trace.use_span(run_parent(run_id)), span(
                         f"run {loaded.state.team.name}", threadteam__run_id=run_id,
                         threadteam__thread=str(loaded.key), threadteam__team=loaded.state.team.name):
-                    await self._catch_up(loaded)
+                    await self._catch_up(loaded, unsure=not first)
                     await self._advance(loaded)
             else:  # gone, or its team is not loaded here: not driven again until touched
                 await self.store.set_active(run_id, False)
@@ -193,8 +196,9 @@ class Runner:
             run.events.append(e)
         return added
 
-    async def _catch_up(self, run: Loaded) -> None:
-        """Deliver posts a crashed or earlier driver appended but did not record."""
+    async def _catch_up(self, run: Loaded, unsure: bool = True) -> None:
+        """Deliver posts a crashed or earlier driver appended but did not record (`unsure`:
+        it may have posted them; the poster looks for each before posting it again)."""
         missing: list[tuple[int, Event]] = []
         for seq in range(len(run.events) - 1, -1, -1):
             e = run.events[seq]
@@ -208,7 +212,7 @@ class Runner:
                 continue
             missing.append((seq, e))
         for seq, e in reversed(missing):
-            await self._post(run, seq, e, fresh=True, unsure=True)
+            await self._post(run, seq, e, fresh=True, unsure=unsure)
 
     def _key_of(self, run: Loaded, seq: int, e: Event) -> str:
         if isinstance(e, ApprovalDecided | ApprovalExpired):

@@ -66,3 +66,34 @@ async def test_continue_after_an_unread_reply_has_the_team_answer_it(started, po
     first_after_continue = model.requests[3]
     assert any("What about rates?" in str(m) for m in first_after_continue.messages)
     assert "no agent has read it" not in poster.notices(key)[-1]
+
+
+async def test_a_new_runs_first_post_is_not_looked_for_but_a_resumed_runs_is(
+        store, poster, tmp_path):
+    """Looking a post up costs a rate-limited platform call (Slack allows some apps one a
+    minute): only a run an earlier driver may have posted for needs it."""
+    from tests.bot.helpers import make_host, write_teams
+
+    teams_dir = write_teams(tmp_path / "teams", DEBATE)
+    host = make_host(store, poster, ScriptedModel(["Bull.", "Bear.", "FINAL ANSWER: yes"]),
+                     teams_dir)
+    await host.start()
+    key = thread(1)
+    await host.handle(summon(key, "debate x"))
+    await host.idle()
+    await host.aclose()
+    assert poster.posts and not any(p.unsure for p in poster.posts if p.key == key)
+
+    # A run whose driver died before recording its first post: the next one is not sure.
+    other = thread(2)
+    from threadteam.teams.events import TaskStarted, to_json
+    await store.create_run("console.crashed", str(other), [to_json(TaskStarted(
+        team="debate", task="y", by="alice", approvers=("alice",), at=1.0))])
+    host2 = make_host(store, poster, ScriptedModel(["Bull.", "Bear.", "FINAL ANSWER: no"]),
+                      teams_dir)
+    await host2.start()
+    await poster.wait_for(lambda p: any(s.key == other and s.notice for s in p.posts))
+    await host2.idle()
+    await host2.aclose()
+    is_on_it = [p for p in poster.posts if p.key == other][0]
+    assert "is on it" in is_on_it.text and is_on_it.unsure

@@ -27,6 +27,7 @@ class Seen:
     notice: bool
     idempotency_key: str
     edited: bool = False
+    unsure: bool = False  # the poster was told it may have posted this already
 
 
 @dataclass
@@ -43,7 +44,8 @@ class RecordingPoster:
             self.fail_next -= 1
             raise ConnectionError("platform unavailable")
         seen = Seen(f"m{next(self._ids)}", out.key, out.persona.display_name, out.text,
-                    out.approval is not None, out.notice, out.idempotency_key)
+                    out.approval is not None, out.notice, out.idempotency_key,
+                    unsure=out.unsure)
         self.posts.append(seen)
         self._times[seen.id] = time.time()
         return seen.id
