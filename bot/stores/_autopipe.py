@@ -8,7 +8,10 @@ Blocking commands (XREADGROUP BLOCK) must not come through here.
 
 One command never fails another: an error reply goes to its own caller only, and
 a command that cannot even be packed (an argument of a type Redis cannot take)
-fails alone while the rest of its batch is sent without it.
+fails alone while the rest of its batch is sent without it. A cluster's pipeline
+(`pipeline=`) refuses such a command as it is queued instead, and bounds the
+batches in flight (`max_in_flight=`): its nodes' connections do not wait for a
+free one, they fail.
 """
 
 from __future__ import annotations
@@ -37,11 +40,16 @@ class AutoPipeline:
     it would raise; it finds the culprit when packing a whole batch fails.
     """
 
-    def __init__(self, client: aioredis.Redis, check: Callable[..., Any]) -> None:
+    def __init__(self, client: aioredis.Redis | Any, check: Callable[..., Any], *,
+                 pipeline: Callable[[], Any] | None = None,
+                 max_in_flight: int | None = None) -> None:
         self._client = client
         self._check = check
+        self._pipeline = pipeline or (lambda: client.pipeline(transaction=False))
+        self._max_in_flight = max_in_flight
         self._queued: list[tuple[Command, asyncio.Future[Any]]] = []
         self._flushing: set[asyncio.Task[None]] = set()  # keeps in-flight sends alive
+        self._deferred = False  # a flush waits for a batch in flight to land
 
     def call(self, command: Command) -> asyncio.Future[Any]:
         """Queue `command`; the future holds its reply (or the error Redis gave)."""
@@ -58,15 +66,27 @@ class AutoPipeline:
             await asyncio.gather(*self._flushing, asyncio.sleep(0))
 
     def _flush(self) -> None:
+        if not self._queued:
+            return
+        if self._max_in_flight is not None and len(self._flushing) >= self._max_in_flight:
+            # Every connection is busy: these commands join the batch sent when one lands.
+            self._deferred = True
+            return
         batch, self._queued = self._queued, []
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._flushing.add(task)
-        task.add_done_callback(self._flushing.discard)
+        task.add_done_callback(self._landed)
+
+    def _landed(self, task: asyncio.Task[None]) -> None:
+        self._flushing.discard(task)
+        if self._deferred:
+            self._deferred = False
+            self._flush()
 
     async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
         sent: list[asyncio.Future[Any]] = []
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with self._pipeline() as pipe:
                 for command, future in batch:
                     try:
                         command(pipe)
@@ -75,12 +95,15 @@ class AutoPipeline:
                             future.set_exception(exc)
                     else:
                         sent.append(future)
-                entries: list[Entry] = list(pipe.command_stack)
+                # A checked (cluster) pipeline has no stack: it refused bad commands.
+                entries: list[Entry] = list(getattr(pipe, "command_stack", ()))
                 try:
                     replies = await pipe.execute(raise_on_error=False) if sent else []
                 except _PACKING_ERRORS as exc:
                     # Packing precedes sending, so nothing went out: find who cannot
                     # be packed and send the others without them.
+                    if not entries:
+                        raise
                     replies = await self._without_culprits(entries, exc)
         except Exception as exc:  # the connection failed: every caller hears it
             for future in sent:

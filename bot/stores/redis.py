@@ -1,16 +1,26 @@
-"""The shared store: Redis, for several worker processes.
+"""The shared store: Redis (a server or a Redis Cluster), for several worker processes.
 
-Every key of one run carries the hash tag `{run_id}` so a Redis Cluster keeps a
-run in one slot and the Lua scripts below touch only that slot. Keys
-(`p` is the prefix):
+Keys (`p` is the prefix, `g` is `p` on a server and `p{p}` on a cluster), and the
+hash slot each lands in on a cluster:
 
     p{run}:meta    hash: thread, updated_at      p{run}:log    list of events
     p{run}:lease   owner, with a PX expiry       p{run}:appended  hash: key -> length
-    p thread:<thread>  -> run id
-    p runs         zset run id by updated time   p active      set of run ids
-    p post:<key>   platform message id           p seen:<id>   de-dup marker, PX
-    p kv:<ns>      hash                          p work        stream + group "workers"
-    p deadlines    zset run id by time to wake it
+        the slot of {run}: one run's keys are together, so the Lua scripts over them
+        (create, append, append_external, acquire, release) touch one slot.
+    g runs         zset run id by updated time   g active      set of run ids
+    g deadlines    zset run id by time to wake it
+    g work, g work:<queue>   streams, each with the consumer group "workers"
+        the index: the slot of the tag {p}, one known slot on purpose. Each command
+        names one of these keys (the due-runs script: deadlines only), so nothing
+        needs them together today; together they are one node an operator can find
+        (CLUSTER KEYSLOT {p}), and the queue's group keeps its semantics as on a server.
+    p thread:<thread>  -> run id                 p post:<key>   platform message id
+    p seen:<id>    de-dup marker, PX             p kv:<ns>      hash (adapter memory, limits)
+        sharded: each key in the slot of its own name; every command names one key.
+
+On a plain server `g` is `p`, the names this store always had, so a deployment keeps
+its data. No command or script names keys of two slots, and a pipeline may hold
+commands for several nodes: the cluster client sends one batch per node.
 
 Every string is made encodable where commands are packed (lone surrogates become
 U+FFFD), and one command's failure reaches only its own caller (see `_autopipe`).
@@ -28,10 +38,18 @@ from urllib.parse import urlsplit
 import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions as rx
+from redis.asyncio.cluster import RedisCluster
 
 from threadteam.bot.errors import ConflictError, PermanentStoreError, StoreError
 from threadteam.bot.stores._autopipe import AutoPipeline, Command
-from threadteam.bot.stores._text import clean
+from threadteam.bot.stores._cluster import (
+    CheckedClusterPipeline,
+    cluster_client,
+    cluster_error,
+    is_cluster,
+    plain_error,
+)
+from threadteam.bot.stores._text import clean, clean_args
 from threadteam.bot.stores.base import RunInfo, Store
 
 __all__ = ["RedisStore"]
@@ -115,14 +133,17 @@ class RedisStore(Store):
     """Run logs, leases, de-duplication and a work queue shared by worker processes."""
 
     def __init__(self, url: str, prefix: str = "tt:", *, reclaim_after: float = 60.0,
-                 max_connections: int = 64) -> None:
+                 max_connections: int = 64, cluster: bool | None = None) -> None:
         self._url = url
         self._address = _address_of(url)
         self._p = prefix
+        self._g = prefix  # the index keys' prefix: `p{p}` once start() finds a cluster
+        self._cluster = cluster  # None: find out at start
+        self._routes: Any = None  # the cluster client, to route blocking reads by key
         self._reclaim_ms = _ms(reclaim_after)
         self._groups: set[str] = set()
         self._max_connections = max_connections
-        self._r: aioredis.Redis | None = None
+        self._r: aioredis.Redis | RedisCluster | None = None
         self._pipe: AutoPipeline | None = None
         self._shas: dict[str, str] = {}
         self._touches: dict[str, float] = {}
@@ -136,11 +157,39 @@ class RedisStore(Store):
     def _run_key(self, run_id: str, part: str) -> str:
         return f"{self._p}{{{run_id}}}:{part}"
 
+    @property
+    def cluster(self) -> bool | None:
+        """Whether the store talks to a Redis Cluster (None until start() found out)."""
+        return self._cluster
+
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
-        """Connect, check the server answers, and create the work queue's consumer group."""
+        """Connect (to a server or, found by asking it, a cluster), check it answers, and
+        create the work queue's consumer group."""
         if self._r is not None:
             return
+        if self._cluster is None:
+            with self._errors():
+                self._cluster = await is_cluster(self._url)
+        if self._cluster:
+            self._connect_cluster()
+        else:
+            self._connect_server()
+        r = self._r
+        assert r is not None
+        try:
+            with self._errors():
+                if isinstance(r, RedisCluster):
+                    await r.initialize()
+                await r.ping()
+                for name, source in _SCRIPTS.items():
+                    self._shas[name] = await r.script_load(source)
+                await self._ensure_group()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    def _connect_server(self) -> None:
         # A blocking pool: a burst waits for a free connection instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(
             # RESP2: the reply shapes this module reads (and cheaper to parse).
@@ -151,15 +200,24 @@ class RedisStore(Store):
         pool.connection_class = _hiredis_packing(pool.connection_class)
         self._r = r = aioredis.Redis.from_pool(pool)
         self._pipe = AutoPipeline(r, check=_HiredisPack().pack_command)
+
+    def _connect_cluster(self) -> None:
+        self._g = f"{self._p}{{{self._p}}}"
         try:
-            with self._errors():
-                await r.ping()
-                for name, source in _SCRIPTS.items():
-                    self._shas[name] = await r.script_load(source)
-                await self._ensure_group()
-        except BaseException:
-            await self.aclose()
-            raise
+            client = cluster_client(self._url, max_connections=self._max_connections,
+                                    connection_class=_hiredis_packing)
+        except Exception as exc:  # a bad URL for a cluster (a database other than 0)
+            raise PermanentStoreError(
+                f"Redis at {self._address}: {exc}. A cluster has only database 0 "
+                "(redis://host:port/0) and no unix sockets.") from None
+        check = _HiredisPack().pack_command
+        self._r = self._routes = client
+        # A node's connections do not queue for a free one, they fail: a quarter stays
+        # free for blocking reads of the work queue and one-off commands.
+        self._pipe = AutoPipeline(client, check=check,
+                                  pipeline=lambda: CheckedClusterPipeline(  # type: ignore[abstract]
+                                      client, check),
+                                  max_in_flight=max(self._max_connections * 3 // 4, 1))
 
     async def _ensure_group(self, stream: str | None = None) -> None:
         assert self._r is not None
@@ -180,11 +238,11 @@ class RedisStore(Store):
 
     @property
     def _work(self) -> str:
-        return f"{self._p}work"
+        return f"{self._g}work"
 
     def _stream(self, queue: str) -> str:
         """The stream of one work queue (the default one keeps its old name)."""
-        return f"{self._p}work:{queue}" if queue else self._work
+        return f"{self._g}work:{queue}" if queue else self._work
 
     def _q(self, command: Command) -> asyncio.Future[Any]:
         if self._pipe is None:
@@ -193,7 +251,8 @@ class RedisStore(Store):
 
     def _script(self, name: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
         sha = self._shas[name]
-        return self._q(lambda p: p.evalsha(sha, len(keys), *keys, *args))
+        # As a plain command: redis-py refuses its script methods in a cluster pipeline.
+        return self._q(lambda p: p.execute_command("EVALSHA", sha, len(keys), *keys, *args))
 
     async def _script_reply(
         self, reply: asyncio.Future[Any], name: str, keys: list[str], args: list[Any]
@@ -203,7 +262,8 @@ class RedisStore(Store):
         except rx.NoScriptError:
             # The server lost its script cache (restart, SCRIPT FLUSH); EVAL re-caches it.
             assert self._r is not None
-            return await self._r.eval(_SCRIPTS[name], len(keys), *keys, *args)
+            mended: Any = clean_args((*keys, *args))  # a cluster hashes keys before packing
+            return await self._r.eval(_SCRIPTS[name], len(keys), *mended)
 
     async def _run_script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self._script_reply(self._script(name, keys, args), name, keys, args)
@@ -213,7 +273,16 @@ class RedisStore(Store):
         # Every redis-py error becomes a StoreError here, and only here: a plain one
         # when retrying may cure it, a PermanentStoreError when it will not.
         try:
-            yield
+            try:
+                yield
+            except (rx.RedisError, rx.RedisClusterException) as exc:
+                # A cluster's own failures (and a redirect a server's client cannot
+                # follow) first: never a bare MOVED or "TTL exhausted".
+                said = (cluster_error(exc, self._address) if self._cluster
+                        else plain_error(exc, self._address))
+                if said is not None:
+                    raise said from exc
+                raise
         except (rx.AuthenticationError, rx.AuthorizationError) as exc:
             raise PermanentStoreError(
                 f"Redis at {self._address} refused the credentials: {str(exc).rstrip('.')}. "
@@ -262,20 +331,25 @@ class RedisStore(Store):
                 # of claiming the thread, finish the job.
                 if not await self._q(lambda p: p.set(thread_key, run_id, nx=True)):
                     return False  # the thread has a run (this one, or a rival's)
-                await asyncio.gather(self._q(lambda p: p.sadd(f"{self._p}active", run_id)),
-                                     self._q(lambda p: p.zadd(f"{self._p}runs", {run_id: now})))
+                await asyncio.gather(self._q(lambda p: p.sadd(f"{self._g}active", run_id)),
+                                     self._q(lambda p: p.zadd(f"{self._g}runs", {run_id: now})))
                 return True
             claimed, _, _ = await asyncio.gather(
                 self._q(lambda p: p.set(thread_key, run_id, nx=True)),
-                self._q(lambda p: p.sadd(f"{self._p}active", run_id)),
-                self._q(lambda p: p.zadd(f"{self._p}runs", {run_id: now})),
+                self._q(lambda p: p.sadd(f"{self._g}active", run_id)),
+                self._q(lambda p: p.zadd(f"{self._g}runs", {run_id: now})),
             )
             if not claimed:
-                await asyncio.gather(self._q(lambda p: p.srem(f"{self._p}active", run_id)),
-                                     self._q(lambda p: p.zrem(f"{self._p}runs", run_id)),
-                                     self._q(lambda p: p.delete(*keys)))
+                await asyncio.gather(self._q(lambda p: p.srem(f"{self._g}active", run_id)),
+                                     self._q(lambda p: p.zrem(f"{self._g}runs", run_id)),
+                                     # One key a command: a cluster pipeline would
+                                     # answer one DEL over several slots twice.
+                                     *(self._delete(k) for k in keys))
                 return False
         return True
+
+    def _delete(self, key: str) -> asyncio.Future[Any]:
+        return self._q(lambda p: p.delete(key))
 
     async def run_for_thread(self, thread: str) -> str | None:
         """The run id living in `thread`, if any."""
@@ -327,8 +401,9 @@ class RedisStore(Store):
         with self._errors():
             # EVAL, not EVALSHA: a script cache lost mid-burst would send the NOSCRIPT
             # fallbacks after later appends and reorder them. The body is small.
-            reply = self._q(lambda p: p.eval(_APPEND_EXTERNAL, len(keys), *keys,
-                                             now, "" if key is None else key, *events))
+            reply = self._q(lambda p: p.execute_command(
+                "EVAL", _APPEND_EXTERNAL, len(keys), *keys, now, "" if key is None else key,
+                *events))
             self._touch(run_id, now)
             status, length = await reply
         if status == -1:
@@ -344,7 +419,7 @@ class RedisStore(Store):
             # touch of this loop turn; XX: only runs create_run listed are touched.
             # Nobody awaits it (one caller's cancellation must not cancel it for
             # all); its error, if any, is the one the appends in its pipeline see.
-            touched = self._q(lambda p: p.zadd(f"{self._p}runs", self._take_touches(), xx=True))
+            touched = self._q(lambda p: p.zadd(f"{self._g}runs", self._take_touches(), xx=True))
             touched.add_done_callback(_retrieve)
 
     def _take_touches(self) -> dict[str, float]:
@@ -357,7 +432,7 @@ class RedisStore(Store):
             return []
         with self._errors():
             ranked = await self._q(
-                lambda p: p.zrevrange(f"{self._p}runs", 0, limit - 1, withscores=True)
+                lambda p: p.zrevrange(f"{self._g}runs", 0, limit - 1, withscores=True)
             )
             threads = [self._thread_of(r) for r, _ in ranked]
             lengths = [self._length_of(r) for r, _ in ranked]
@@ -384,13 +459,13 @@ class RedisStore(Store):
     # -- runs that need driving --------------------------------------------
     async def set_active(self, run_id: str, active: bool) -> None:
         """Mark a run as mid-turn or settled."""
-        key = f"{self._p}active"
+        key = f"{self._g}active"
         with self._errors():
             await self._q(lambda p: p.sadd(key, run_id) if active else p.srem(key, run_id))
 
     async def active_runs(self) -> list[str]:
         """Runs marked active: the ones to resume after a crash."""
-        key = f"{self._p}active"
+        key = f"{self._g}active"
         with self._errors():
             ids = sorted(await self._q(lambda p: p.smembers(key)))
             if not ids:
@@ -413,7 +488,7 @@ class RedisStore(Store):
 
     async def set_deadline(self, run_id: str, at: float | None) -> None:
         """Wake the run at `at` (its time limit, while it waits for a person); None: never."""
-        key = f"{self._p}deadlines"
+        key = f"{self._g}deadlines"
         with self._errors():
             await self._q(lambda p: p.zrem(key, run_id) if at is None
                           else p.zadd(key, {run_id: at}))
@@ -421,7 +496,7 @@ class RedisStore(Store):
     async def due_runs(self, now: float, limit: int = 100, grace: float = 60.0) -> list[str]:
         """Runs whose deadline has passed, earliest first; each goes to one caller."""
         with self._errors():
-            return list(await self._run_script("due", [f"{self._p}deadlines"],
+            return list(await self._run_script("due", [f"{self._g}deadlines"],
                                                [now, limit, now + grace]))
 
     # -- keyed side effects -------------------------------------------------
@@ -482,7 +557,7 @@ class RedisStore(Store):
         replies: list[Any] = list(await asyncio.gather(
             self._q(lambda p: p.xautoclaim(
                 stream, _GROUP, consumer, self._reclaim_ms, "0-0", count=_BATCH)),
-            self._q(lambda p: p.xreadgroup(_GROUP, consumer, {stream: ">"}, count=_BATCH)),
+            self._q(lambda p: self._read_group(p, consumer, stream)),
             return_exceptions=True))
         for reply in replies:
             if isinstance(reply, BaseException):
@@ -493,13 +568,24 @@ class RedisStore(Store):
         if not entries:
             # A blocking read holds its connection, so it bypasses the auto-pipeline.
             assert self._r is not None
-            block = int(wait * 1000)
-            answer: Any = await self._r.xreadgroup(
-                _GROUP, consumer, {stream: ">"}, count=_BATCH,
-                block=block if block > 0 else None,
-            )
+            answer: Any = await self._read_group(self._r, consumer, stream, block=wait)
             entries = [e for _, stream_entries in answer or [] for e in stream_entries]
         return [(entry_id, fields["run"]) for entry_id, fields in entries]
+
+    def _read_group(self, client: Any, consumer: str, stream: str,
+                    block: float | None = None) -> Any:
+        """XREADGROUP of new entries, on a pipeline or a client (blocking `block` s)."""
+        ms = int(block * 1000) if block is not None else 0
+        if self._routes is None:
+            return client.xreadgroup(_GROUP, consumer, {stream: ">"}, count=_BATCH,
+                                     block=ms if ms > 0 else None)
+        # The cluster client finds XREADGROUP's key by asking a node (COMMAND GETKEYS)
+        # every time: a round trip per read. The stream's node is known, so say it.
+        args: list[Any] = ["GROUP", _GROUP, consumer, "COUNT", _BATCH]
+        if ms > 0:
+            args += ["BLOCK", ms]
+        return client.execute_command("XREADGROUP", *args, "STREAMS", stream, ">",
+                                      target_nodes=self._routes.get_node_from_key(stream))
 
     async def ack_work(self, receipt: str) -> None:
         """The work named by `receipt` is done."""

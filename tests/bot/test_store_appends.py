@@ -1,7 +1,8 @@
 """Runs live from birth, appends that need no read, and tails that cost the tail.
 
-Run on a real SQLite file and a real redis-server (the `store` fixture runs each test
-on both), with several store instances standing in for several processes.
+Run on a real SQLite file, a real redis-server and a real three-node Redis Cluster (the
+`store` fixture runs each test on each), with several store instances standing in for
+several processes.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.fakes.redis_server import ON_EVERY_STORE
 from threadteam.bot.errors import ConflictError
 from threadteam.bot.stores import RedisStore, SQLiteStore, Store
+
+pytestmark = ON_EVERY_STORE
 
 THREAD = "slack:T1:C1:1700000000.000100"
 

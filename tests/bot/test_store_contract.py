@@ -1,4 +1,5 @@
-"""The Store contract, run against a real SQLite file and a real Redis server."""
+"""The Store contract, run against a real SQLite file, a real Redis server and a real
+three-node Redis Cluster."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.fakes.redis_server import ON_EVERY_STORE
 from threadteam.bot.errors import ConflictError, StoreError
 from threadteam.bot.stores import RedisStore, SQLiteStore, Store
+
+pytestmark = ON_EVERY_STORE
 
 THREAD = "slack:T1:C1:1700000000.000100"
 
@@ -251,13 +255,16 @@ async def test_next_work_waits_for_work(store: Store) -> None:
     await store.ack_work(receipt)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("backend", ["sqlite", "redis", "cluster"])
 async def test_work_of_a_dead_consumer_is_reclaimed(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     if backend == "redis":
         url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
         store: Store = RedisStore(url, prefix, reclaim_after=0.2)
+    elif backend == "cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+        store = RedisStore(url, request.getfixturevalue("cluster_prefix"), reclaim_after=0.2)
     else:
         store = SQLiteStore(str(tmp_path / "s.sqlite3"), reclaim_after=0.2)
     await store.start()

@@ -1,5 +1,6 @@
 """Poison-proof stores: no text makes a call fail, one failure never fails another, and
-failures say whether retrying can cure them. Real SQLite files, a real redis-server."""
+failures say whether retrying can cure them. Real SQLite files, a real redis-server, a
+real Redis Cluster."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.fakes.redis_server import ON_EVERY_STORE
 from threadteam.bot.errors import ConflictError, PermanentStoreError, StoreError
 from threadteam.bot.stores import RedisStore, SQLiteStore, Store
+
+pytestmark = ON_EVERY_STORE
 
 THREAD = "slack:T1:C1:1700000000.000100"
 
