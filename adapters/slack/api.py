@@ -59,9 +59,13 @@ COURTESY_TIMEOUT = 5.0  # seconds a courtesy call (`once`) may take
 _JSON_METHODS = frozenset({
     "chat.postMessage", "chat.update", "chat.delete", "chat.postEphemeral",
     "reactions.add", "reactions.remove", "assistant.threads.setStatus",
+    "chat.startStream", "chat.appendStream", "chat.stopStream",
 })
 # Methods whose text people read in a conversation.
-_MESSAGE_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral"})
+_MESSAGE_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral",
+                              "chat.startStream", "chat.appendStream", "chat.stopStream"})
+# The fields of those methods' arguments that hold such text (or hold what does).
+_TEXT_FIELDS = ("text", "markdown_text", "blocks", "chunks", "elements", "fields")
 # Errors Slack answers (with HTTP 200) when the fault is on its side and may pass.
 _SLACK_TRANSIENT = frozenset({"internal_error", "fatal_error", "service_unavailable",
                               "request_timeout"})
@@ -177,7 +181,7 @@ def _quiet(value: Any) -> Any:
     if isinstance(value, str):
         return no_broadcasts(value)
     if isinstance(value, Mapping):
-        return {k: _quiet(v) if k in ("text", "blocks", "elements", "fields") else v
+        return {k: _quiet(v) if k in _TEXT_FIELDS else v
                 for k, v in value.items()}
     if isinstance(value, list):
         return [_quiet(v) for v in value]

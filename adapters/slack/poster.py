@@ -75,7 +75,8 @@ class SlackPoster:
             async with self._in_turn(out.key):
                 doubt = out.unsure or key in self._doubtful or _DOUBTING.get()
                 found = await self._already(out) if doubt else {}
-                into = await self.placeholders.claim(out, live, adopted=found.get(0, ""))
+                into, stream = await self.placeholders.claim(out, live,
+                                                             adopted=found.get(0, ""))
                 if len(found) < len(parts):
                     await self._mark(out.key)
                 ids = []
@@ -84,7 +85,8 @@ class SlackPoster:
                         ids.append(found[i])
                         continue
                     buttons = out.approval is not None and i == len(parts) - 1
-                    if i == 0 and into and (ts := await self._replace(into, out, part, buttons)):
+                    if i == 0 and into and (
+                            ts := await self._replace(into, out, part, buttons, stream)):
                         ids.append(ts)
                         continue
                     params = {**message(out.key, part, out.persona), "metadata": metadata(key, i)}
@@ -234,12 +236,17 @@ class SlackPoster:
         while len(self._marked) > _THREADS_KEPT:
             self._marked.popitem(last=False)
 
-    async def _replace(self, placeholder: str, out: Outbound, text: str, buttons: bool) -> str:
-        """Turn the placeholder into `out`'s first part (its key too); "" if it is gone."""
+    async def _replace(self, placeholder: str, out: Outbound, text: str, buttons: bool,
+                       stream: bool = False) -> str:
+        """Turn the placeholder into `out`'s first part (its key too); "" if it is gone.
+
+        A stream's text is blocks, which Slack keeps unless they are replaced."""
         params: dict[str, Any] = {"channel": out.key.channel, "ts": placeholder, "text": text,
                                   "metadata": metadata(out.idempotency_key, 0)}
         if buttons:
             params["blocks"] = approval_blocks(text, out)
+        elif stream:
+            params["blocks"] = [section(text)]
         try:
             return str((await self.api.call("chat.update", **params))["ts"])
         except SlackError as exc:

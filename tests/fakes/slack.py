@@ -3,7 +3,8 @@
 One aiohttp server on 127.0.0.1 plays Slack's three faces:
 
 - the Web API under `/api/<method>` (auth.test, chat.postMessage, chat.update, chat.delete,
-  chat.postEphemeral, assistant.threads.setStatus, reactions.*, users.info, usergroups.list,
+  chat.postEphemeral, chat.startStream / appendStream / stopStream,
+  assistant.threads.setStatus, reactions.*, users.info, usergroups.list,
   conversations.list, conversations.members, conversations.replies, conversations.history,
   apps.connections.open), recording every call in order in `FakeSlack.calls`,
   with `ratelimited` 429 + Retry-After bursts and other errors injectable, before the
@@ -19,6 +20,17 @@ One aiohttp server on 127.0.0.1 plays Slack's three faces:
   answered with anything but a 2xx, or not within 3 seconds (not acked, in Socket
   Mode), is sent again (`X-Slack-Retry-Num` 1 to 3; at once, then after a minute and
   five minutes, which the fake shortens to `retry_delays`).
+
+Streams behave as Slack documents and as apps have measured: `chat.startStream` needs
+`thread_ts`, and outside a DM `recipient_user_id` and `recipient_team_id`
+(`missing_recipient_user_id` / `missing_recipient_team_id` otherwise); its answer is
+`{ok, channel, ts}` only. The streamed message is in the thread at once, with
+`streaming_state` "in_progress" and its text as a `markdown` block, under the persona
+(`username`, `icons`) unless `stream_faces` is False (a workspace that shows streams under
+the app's own name); appends to a stream that stopped answer
+`message_not_in_streaming_state`, and `chat.stopStream` sets its metadata when given.
+`stream_refusal` makes every `chat.startStream` answer that error (a workspace or plan
+without streaming).
 
 Like Slack, it echoes the bot's own posts back as `message` events (so an
 app that forgets to ignore itself loops), and sends a mention both as
@@ -118,6 +130,8 @@ class FakeSlack:
         self.events_url: str | None = None  # the app's HTTP endpoint, for Events API mode
         self.echo = True
         self.status_error: str | None = None  # make assistant.threads.setStatus fail so
+        self.stream_refusal: str | None = None  # make every chat.startStream fail so
+        self.stream_faces = True  # False: streams show the app's name, not `username`
         # Slack re-sends an event not answered with a 2xx at once, after 1 and after 5
         # minutes; the fake, after these many seconds. Empty: no re-delivery.
         self.retry_delays: tuple[float, ...] = (0.0, 0.1, 0.3)
@@ -443,6 +457,66 @@ class FakeSlack:
         if not (p.get("channel") and p.get("user")):
             return {"ok": False, "error": "channel_not_found"}
         return {"ok": True, "message_ts": self._next_ts()}
+
+    def _m_chat_startStream(self, p: dict, r: web.Request) -> dict:
+        if self.stream_refusal:
+            return {"ok": False, "error": self.stream_refusal}
+        channel, thread_ts = p.get("channel"), p.get("thread_ts")
+        if not channel:
+            return {"ok": False, "error": "channel_not_found"}
+        if not thread_ts:
+            return {"ok": False, "error": "invalid_arguments"}
+        if not str(channel).startswith("D"):
+            for needed in ("recipient_user_id", "recipient_team_id"):
+                if not p.get(needed):
+                    return {"ok": False, "error": f"missing_{needed}"}
+        ts = self._next_ts()
+        msg: dict[str, Any] = {"type": "message", "ts": ts, "channel": channel,
+                               "thread_ts": thread_ts, "text": "", "bot_id": BOT_ID,
+                               "app_id": APP_ID, "user": BOT_USER, "team": TEAM,
+                               "streaming_state": "in_progress"}
+        if p.get("username") and self.stream_faces:
+            msg.update(subtype="bot_message", username=p["username"])
+            msg["icons"] = {k.split("_", 1)[1]: p[k] for k in ("icon_emoji", "icon_url") if p.get(k)}
+            msg.pop("user")
+        self._stream_text(msg, p)
+        self.messages[(channel, ts)] = msg
+        self._echo(dict(msg))
+        return {"ok": True, "channel": channel, "ts": ts}
+
+    def _m_chat_appendStream(self, p: dict, r: web.Request) -> dict:
+        msg = self.messages.get((p.get("channel"), p.get("ts")))
+        if msg is None:
+            return {"ok": False, "error": "message_not_found"}
+        if msg.get("streaming_state") != "in_progress":
+            return {"ok": False, "error": "message_not_in_streaming_state"}
+        if not (p.get("markdown_text") or p.get("chunks")):
+            return {"ok": False, "error": "no_text"}
+        self._stream_text(msg, p)
+        return {"ok": True, "channel": msg["channel"], "ts": msg["ts"]}
+
+    def _m_chat_stopStream(self, p: dict, r: web.Request) -> dict:
+        msg = self.messages.get((p.get("channel"), p.get("ts")))
+        if msg is None:
+            return {"ok": False, "error": "message_not_found"}
+        if msg.get("streaming_state") != "in_progress":
+            return {"ok": False, "error": "message_not_in_streaming_state"}
+        self._stream_text(msg, p)
+        msg["streaming_state"] = "completed"
+        if p.get("metadata"):
+            msg["metadata"] = _json(p["metadata"])
+        if p.get("blocks"):
+            msg["blocks"] = [*msg.get("blocks", []), *_json(p["blocks"])]
+        return {"ok": True, "channel": msg["channel"], "ts": msg["ts"], "message": dict(msg)}
+
+    @staticmethod
+    def _stream_text(msg: dict[str, Any], p: dict) -> None:
+        """Add a stream call's markdown (`markdown_text`, or `markdown_text` chunks) to `msg`."""
+        added = str(p.get("markdown_text") or "") + "".join(
+            str(c.get("text", "")) for c in _json(p.get("chunks") or [])
+            if isinstance(c, dict) and c.get("type") == "markdown_text")
+        msg["text"] += added
+        msg["blocks"] = [{"type": "markdown", "text": msg["text"]}] if msg["text"] else []
 
     def _m_assistant_threads_setStatus(self, p: dict, r: web.Request) -> dict:
         if self.status_error:
