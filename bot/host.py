@@ -39,6 +39,7 @@ from threadteam.teams.events import (
     Event,
     HumanMessage,
     RunContinued,
+    RunFinished,
     RunPaused,
     RunResumed,
     StopRequested,
@@ -210,15 +211,18 @@ class Host:
         """The threads of this host's platform whose runs are not finished and moved in the
         last `within` seconds, newest first (for an adapter that must read what people
         wrote there while it was disconnected)."""
-        since, keys = self.clock() - within, []
-        for info in await self.store.runs(limit=limit):
-            if info.updated_at < since:
-                break
-            if self.platform is not None and not info.thread.startswith(self.platform + ":"):
-                continue
-            fold = await self._current(info.run_id)
-            if fold is not None and fold.state.finished is None:
-                keys.append(fold.key)
+        since = self.clock() - within
+        recent = [info for info in await self.store.runs(limit=limit)
+                  if info.updated_at >= since and info.length > 0 and (
+                      self.platform is None or info.thread.startswith(self.platform + ":"))]
+        # Asked on every reconnect: each run's last event says whether it finished, which
+        # reads one event, not the log, and keeps the host's folds for the runs in use.
+        keys: list[ThreadKey] = []
+        for start in range(0, len(recent), 50):
+            batch = recent[start:start + 50]
+            tails = await asyncio.gather(*(self.store.load(i.run_id, i.length - 1) for i in batch))
+            keys.extend(ThreadKey.parse(info.thread) for info, tail in zip(batch, tails, strict=True)
+                        if tail and not isinstance(from_json(tail[-1]), RunFinished))
         return keys
 
     async def latest_run(self, platform: str, run_id: str | None = None) -> RunSummary | None:
