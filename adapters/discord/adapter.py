@@ -134,11 +134,11 @@ class DiscordAdapter:
     async def _serve(self) -> None:
         """discord.py's connection loop, kept going.
 
-        discord.py reconnects by itself after network trouble, but an event whose
-        payload its parser cannot read ends that loop and the bot would hear nothing
-        more. That is logged and the gateway opened afresh (the catch-up then reads
-        what was missed meanwhile). Refusals (token, intents, sharding) still end it,
-        as does any failure of the sharded client, which closes itself first.
+        discord.py reconnects by itself after network trouble. A payload its parser
+        cannot read is skipped before it gets here (`client`); anything else that ends
+        the loop unexpectedly is logged and the gateway opened afresh (the catch-up then
+        reads what was missed meanwhile). Refusals (token, intents, sharding) still end
+        it, as does any failure of the sharded client, which closes itself first.
         """
         failures = 0
         while True:
@@ -200,6 +200,14 @@ class DiscordAdapter:
         open runs' threads meanwhile, which Discord never re-delivers."""
         if self.host is not None:
             self.catch_up.soon(self.host.open_threads)
+
+    def on_unreadable(self, event: str, exc: Exception) -> None:
+        """discord.py could not read a gateway payload (`client` skips it): said in one line,
+        and the open runs' threads are read again in case it carried a person's message."""
+        log.warning("discord.py could not read a %s from the gateway (%s: %s); skipped it, "
+                    "and the open runs' threads are read again", event, type(exc).__name__, exc)
+        log.debug("the unreadable %s in full", event, exc_info=exc)
+        self.on_gateway_ready()
 
     def log_error(self, event: str) -> None:
         log.exception("error while handling Discord event %s", event)

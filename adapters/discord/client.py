@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -82,7 +83,33 @@ def make_client(adapter: DiscordAdapter, shards: int | None) -> discord.Client:
         client = ShardedBotClient(intents=INTENTS, max_messages=None, allowed_mentions=quiet,
                                   shard_count=shards or None)
     client.adapter = adapter  # type: ignore[attr-defined]
+    _skip_unreadable(client, adapter)
     return client
+
+
+def _skip_unreadable(client: discord.Client, adapter: DiscordAdapter) -> None:
+    """A payload discord.py's parser cannot read is skipped and said, not raised.
+
+    Raised, it would end the connection: a plain client's `connect()` returns the error
+    (the adapter then connects afresh), but a sharded client closes every shard and
+    itself. Skipped, every client keeps hearing, and the adapter reads the open runs'
+    threads again (`catch_up`) for a message the payload may have carried. The parsers
+    are the table each gateway connection looks events up in (`ws._discord_parsers`).
+    """
+    parsers: dict[str, Callable[[Any], None]] = client._connection.parsers
+    for event, parse in list(parsers.items()):
+        parsers[event] = _tolerant(event, parse, adapter)
+
+
+def _tolerant(event: str, parse: Callable[[Any], None],
+              adapter: DiscordAdapter) -> Callable[[Any], None]:
+    def parse_or_skip(data: Any) -> None:
+        try:
+            parse(data)
+        except Exception as exc:
+            adapter.on_unreadable(event, exc)
+
+    return parse_or_skip
 
 
 def explain(exc: BaseException, api_base: str | None = None) -> Exception:
