@@ -29,7 +29,8 @@ def open_store(url: str) -> Store:
 
     `sqlite:///relative/file` is relative to the working directory and
     `sqlite:////abs/file` is absolute. A Redis URL may end in `?prefix=...` to
-    keep several deployments apart on one server (default `tt:`).
+    keep several deployments apart on one server (default `tt:`). A Redis Cluster is
+    found by asking the node the URL names; `?cluster=true` (or `false`) says so instead.
     """
     if url.startswith(_SQLITE) and len(url) > len(_SQLITE):
         return SQLiteStore(url[len(_SQLITE):])
@@ -38,13 +39,26 @@ def open_store(url: str) -> Store:
             parts.scheme == "unix" and parts.path):
         query = parse_qs(parts.query)
         prefix = query.pop("prefix", ["tt:"])[-1]
+        cluster = _flag(query.pop("cluster", [""])[-1])
         # redis-py would pass an unknown query argument on to its connections.
         rest = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
-        return RedisStore(rest, prefix)
+        return RedisStore(rest, prefix, cluster=cluster)
     raise ConfigError(
         "THREADTEAM_STORE must be sqlite:///path or redis://host:port/db, "
         f"got {_without_password(url)!r}"
     )
+
+
+def _flag(value: str) -> bool | None:
+    """`?cluster=`: true, false, or (absent) None to ask the server."""
+    said = value.strip().lower()
+    if said in ("", "auto"):
+        return None
+    if said in ("true", "yes", "1", "on"):
+        return True
+    if said in ("false", "no", "0", "off"):
+        return False
+    raise ConfigError(f"THREADTEAM_STORE: cluster= must be true or false, got {value!r}")
 
 
 def _without_password(url: str) -> str:

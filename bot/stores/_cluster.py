@@ -46,6 +46,28 @@ async def is_cluster(url: str) -> bool:
         await probe.aclose()
 
 
+class _NamedFailures:
+    """A connection whose failures say which node they came from (`exc.connection`):
+    in a pipeline, redis-py hands a lost node's error on without saying whose it is."""
+
+    host: str
+    port: int
+
+    async def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().send_packed_command(*args, **kwargs)  # type: ignore[misc]
+        except (rx.ConnectionError, rx.TimeoutError) as exc:
+            setattr(exc, "connection", self)  # noqa: B010 (redis-py reads it so)
+            raise
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except (rx.ConnectionError, rx.TimeoutError) as exc:
+            setattr(exc, "connection", self)  # noqa: B010 (redis-py reads it so)
+            raise
+
+
 def cluster_client(url: str, *, max_connections: int,
                    connection_class: Callable[[type], type]) -> RedisCluster:
     """A cluster client (not yet initialised) for `url`, packing with `connection_class`."""
@@ -56,7 +78,9 @@ def cluster_client(url: str, *, max_connections: int,
         socket_connect_timeout=5, socket_timeout=None,
     )
     # Every node the client learns of is made from these arguments.
-    packing = connection_class(client.connection_kwargs["connection_class"])
+    base = client.connection_kwargs["connection_class"]
+    named = type(f"Named{base.__name__}", (_NamedFailures, base), {})
+    packing = connection_class(named)
     client.connection_kwargs["connection_class"] = packing
     for node in client.startup_nodes:
         node.connection_class = packing
@@ -122,10 +146,24 @@ def cluster_error(exc: BaseException, address: str) -> StoreError | None:
         return PermanentStoreError(f"{where[0].upper()}{where[1:]} failed: {exc}")
     if isinstance(exc, rx.ConnectionError | rx.TimeoutError) and not isinstance(
             exc, rx.AuthenticationError | rx.AuthorizationError):
-        return StoreError(f"Could not reach a node of {where}: {str(exc).rstrip('.')}. "
-                          "A node is down or unreachable from here; the cluster fails over "
-                          f"only to a replica. {check}")
+        node = _node_of(exc)
+        return StoreError(f"Could not reach {f'node {node}' if node else 'a node'} of {where}: "
+                          f"{str(exc).rstrip('.')}. The node is down or unreachable from "
+                          f"here; a cluster fails over only to a replica. {check}")
     return None
+
+
+def _node_of(exc: BaseException) -> str | None:
+    """The `host:port` of the node a connection error came from, where redis-py says."""
+    failed = getattr(exc, "last_failed_node_name", None)
+    if isinstance(failed, str):
+        return failed
+    node = getattr(exc, "connection", None)
+    host, port = getattr(node, "host", None), getattr(node, "port", None)
+    if host and port:
+        return f"{host}:{port}"
+    said = re.search(r"(?:connecting to|reading from|writing to) ([\w.\-\[\]:]+:\d+)", str(exc))
+    return said.group(1) if said else None
 
 
 def plain_error(exc: BaseException, address: str) -> StoreError | None:

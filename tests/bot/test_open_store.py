@@ -109,3 +109,17 @@ async def test_a_redis_on_a_unix_socket(socket_redis: Path, tmp_path: Path) -> N
     with pytest.raises(StoreError, match=re.escape(f"{tmp_path}/nothing.sock")):
         await missing.start()
     await missing.aclose()
+
+
+@pytest.mark.parametrize(("query", "cluster"), [
+    ("", None), ("?cluster=true", True), ("?cluster=false", False), ("?cluster=auto", None),
+    ("?prefix=a:&cluster=yes", True)])
+def test_a_redis_url_may_say_whether_it_is_a_cluster(query: str, cluster: bool | None) -> None:
+    store = open_store(f"redis://127.0.0.1:7101/0{query}")
+    assert isinstance(store, RedisStore)
+    assert store.cluster is cluster
+
+
+def test_a_bad_cluster_flag_is_one_line_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"cluster= must be true or false, got 'maybe'"):
+        open_store("redis://:hunter2@127.0.0.1:7101/0?cluster=maybe")
