@@ -12,6 +12,10 @@ Nothing is posted twice (see posted.py): the bot's own posts carry a nonce
 Discord enforces; a webhook post whose answer was lost, and any post marked
 `unsure` (an earlier process may have made it), is first looked for among the
 thread's recent messages and adopted when found.
+
+While an agent writes, its reply shows in a webhook message under its persona that
+is edited as the text grows (_live.py); the reply's first part then lands in that
+message, so it is posted once and whole.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from threadteam.bot.retry import Transient
 from threadteam.bot.shapes import BOT_PERSONA, Memory, Outbound, ThreadKey
 from threadteam.teams.persona import Persona
 
+from ._live import LiveReplies
 from ._locks import KeyedLocks
 from ._webhooks import WEBHOOK_NAME, ChannelWebhooks
 from .api import UNKNOWN_WEBHOOK, DiscordApi, DiscordError, classify
@@ -70,12 +75,16 @@ class DiscordPoster:
         self._thread_locks = KeyedLocks()
         self._typing: dict[str, asyncio.Task[None]] = {}
         self._newest: dict[int, int] = {}  # thread -> the newest post seen to succeed there
+        self._live = LiveReplies(client, self.api, self.memory,
+                                 hook=lambda channel, _thread: self._webhooks.get(channel),
+                                 send=self._send_live)
 
     # -- the Poster protocol ---------------------------------------------------------
     async def post(self, out: Outbound) -> str:
         """Post in the run's thread; long text goes out in several parts, the first id returned."""
         await self.ready.wait()
         channel, thread = await self._place(out.key)
+        live = await self._live.finish(thread) if out.key.thread else None
         async with self._thread_locks[str(thread)]:
             self._stop_typing(thread)
             # The host's own notices come from the bot itself; agents through the webhook.
@@ -86,12 +95,22 @@ class DiscordPoster:
             chunks = split_message(self._content(out, hook is None)) or ["\u200b"]
             # An earlier attempt may have posted it (or some of its parts) already.
             ids = await self._already_posted(out, hook, thread, chunks) if out.unsure else []
+            held = False
+            if out.key.thread:  # the message showing the reply as it was written becomes it
+                into, held = await self._live.claim(hook, channel, thread, live, out.persona,
+                                                    adopted={int(i) for i in ids})
+                if into and not ids and hook is not None and await self._become(
+                        out, hook, channel, thread, into, chunks[0],
+                        view if len(chunks) == 1 else None):
+                    ids.append(self._posted(thread, str(into)))
             for i in range(len(ids), len(chunks)):
                 last = i == len(chunks) - 1
                 ids.append(await self._send(out, hook, channel, thread, chunks[i],
                                             view if last else None, part=i))
             if len(ids) > 1:
                 await self._kv_set(f"parts:{ids[0]}", json.dumps(ids))
+            if held:
+                await self._live.posted(thread)
             return ids[0]
 
     async def edit(self, out: Outbound, message_id: str) -> None:
@@ -123,12 +142,19 @@ class DiscordPoster:
         task = self._typing[thread] = asyncio.create_task(self._keep_typing(int(thread)))
         task.add_done_callback(lambda t: self._forget_typing(thread, t))
 
+    def stream(self, key: ThreadKey, persona: Persona) -> Callable[[str], Awaitable[None]] | None:
+        """Where an agent's text goes while it is written: a message under its persona."""
+        if not key.thread or persona == BOT_PERSONA or not persona.display_name:
+            return None
+        return self._live.sink(key, persona)
+
     def mention(self, user: str) -> str:
         """`<@id>`: Discord renders it as the member's name."""
         return f"<@{user}>"
 
     async def aclose(self) -> None:
-        """Stop the typing indicators and close the webhook session."""
+        """Stop the typing indicators and live edits, and close the webhook session."""
+        await self._live.aclose()
         for task in self._typing.values():
             task.cancel()
         await asyncio.gather(*self._typing.values(), return_exceptions=True)
@@ -210,6 +236,30 @@ class DiscordPoster:
             return str(msg.id)
 
         return self._posted(thread, await self.api.call(attempt, what="post in the thread"))
+
+    async def _send_live(self, hook: discord.Webhook, channel: int, thread: int, content: str,
+                         persona: Persona) -> str:
+        """Post the message a reply is written into, in the thread's turn."""
+        out = Outbound(ThreadKey("discord", "", str(channel), str(thread)), content,
+                       f"live:{thread}", persona=persona, meta={"agent": persona.display_name})
+        async with self._thread_locks[str(thread)]:
+            self._stop_typing(thread)  # the message shows the work now
+            return await self._send_by_webhook(out, hook, channel, thread, content, {})
+
+    async def _become(self, out: Outbound, hook: discord.Webhook, channel: int, thread: int,
+                      into: int, content: str, view: discord.ui.View | None) -> bool:
+        """Turn the message a reply was written into into its first part; False if it is
+        gone (someone deleted it): the part is posted instead."""
+        extra: dict[str, Any] = {"view": view} if view is not None else {}
+        try:
+            await self.api.call(lambda: hook.edit_message(
+                into, content=content, thread=_in_thread(channel, thread),
+                allowed_mentions=_pings(out), **extra), what="post in the thread")
+        except DiscordError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     async def _already_posted(self, out: Outbound, hook: discord.Webhook | None, thread: int,
                               chunks: list[str]) -> list[str]:

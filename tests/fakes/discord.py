@@ -3,8 +3,9 @@
 One aiohttp server plays both halves of Discord:
 
 - REST under `/api/v10` (users, gateway, application commands, channels,
-  messages, threads, webhooks, typing, interaction callbacks), recording every
-  call in order in `FakeDiscord.calls`, with 429s injectable per route;
+  messages, threads, webhooks and their messages' edits and deletes (`deleted`),
+  typing, interaction callbacks), recording every call in order in
+  `FakeDiscord.calls`, with 429s injectable per route;
 - the gateway websocket at `/gateway` (HELLO, IDENTIFY -> READY, GUILD_CREATE,
   heartbeats/ACK), through which tests dispatch MESSAGE_CREATE and
   INTERACTION_CREATE; `drop_gateway()` / `reopen_gateway()` take it away and
@@ -96,6 +97,7 @@ class FakeDiscord:
         self.member_roles: dict[int, list[int]] = {}
         self.channels: dict[int, dict] = {}
         self.messages: dict[int, dict] = {}
+        self.deleted: list[dict] = []  # messages taken down (a webhook's own, by the webhook)
         self.webhooks: dict[int, dict] = {}
         self.interactions: dict[str, dict] = {}  # token -> interaction (with "responses")
         self.commands: list[dict] = []
@@ -453,6 +455,7 @@ class FakeDiscord:
             ("POST", r"/webhooks/(\d+)/([^/]+)", self._execute_webhook),
             ("PATCH", r"/webhooks/(\d+)/([^/]+)/messages/(\d+|@original)", self._edit_webhook_msg),
             ("GET", r"/webhooks/(\d+)/([^/]+)/messages/(\d+|@original)", self._get_webhook_msg),
+            ("DELETE", r"/webhooks/(\d+)/([^/]+)/messages/(\d+)", self._delete_webhook_msg),
             ("POST", r"/interactions/(\d+)/([^/]+)/callback", self._interaction_callback),
         ]
 
@@ -647,6 +650,15 @@ class FakeDiscord:
         if hook is None or msg is None or msg.get("webhook_id") != wid:
             return 404, {"message": "Unknown Message", "code": 10008}
         return 200, self._apply_edit(msg, call.body or {})
+
+    async def _delete_webhook_msg(self, call: Call, wid: str, token: str,
+                                  mid: str) -> tuple[int, Any]:
+        hook = self._hook(wid, token)
+        msg = self.messages.get(int(mid))
+        if hook is None or msg is None or msg.get("webhook_id") != wid:
+            return 404, {"message": "Unknown Message", "code": 10008}
+        self.deleted.append(self.messages.pop(int(mid)))
+        return 204, None
 
     async def _get_webhook_msg(self, call: Call, wid: str, token: str, mid: str) -> tuple[int, Any]:
         ix = self.interactions.get(token)

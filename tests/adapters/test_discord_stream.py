@@ -1,0 +1,126 @@
+"""A reply visible while it is written on Discord: one webhook message under the persona,
+posted at the first words and edited as the text grows; 429s delay edits and lose
+nothing; the reply lands in that message once and whole, even after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from tests.adapters.test_discord_wire import BEAR, BULL, RecordingHost, key_for, started
+from tests.fakes.discord import CHANNEL_ID, FakeDiscord, wait_until
+from threadteam.adapters.discord import DiscordAdapter
+from threadteam.bot.memory import StoreMemory
+from threadteam.bot.shapes import Outbound
+from threadteam.bot.stores import SQLiteStore
+
+WEBHOOK_POST = r"/webhooks/\d+/[^/]+"
+WEBHOOK_EDIT = r"/webhooks/\d+/[^/]+/messages/\d+"
+WORDS = [f"word{i} " for i in range(25)]  # 2.5 s of writing
+REPLY = "".join(WORDS).strip()
+KEY = key_for(CHANNEL_ID)
+
+
+@pytest.fixture
+async def store(tmp_path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(str(tmp_path / "runs.sqlite3"))
+    await s.start()
+    yield s
+    await s.aclose()
+
+
+@pytest.fixture
+async def adapter(fake_discord: FakeDiscord, store: SQLiteStore) -> AsyncIterator[DiscordAdapter]:
+    a = await started(fake_discord, RecordingHost(), StoreMemory(store, "discord"))
+    yield a
+    await a.aclose()
+
+
+def seen(fake: FakeDiscord) -> list[tuple[str, str]]:
+    """(who, text) of every message in #general, as a person sees them."""
+    return [(m["author"]["username"], m["content"]) for m in fake.posts_in(CHANNEL_ID)]
+
+
+async def write(sink: Callable[[str], Awaitable[None]] | None, words: list[str],
+                until: Callable[[], object]) -> int:
+    """Feed `words` to `sink` 100 ms apart; how many were written when `until()` first held."""
+    assert sink is not None
+    shown_after = 0
+    for i, w in enumerate(words):
+        await sink(w)
+        if not shown_after and until():
+            shown_after = i + 1
+        await asyncio.sleep(0.1)
+    return shown_after or len(words)
+
+
+async def test_the_reply_shows_as_it_is_written_and_lands_in_that_message(
+        fake_discord: FakeDiscord, adapter: DiscordAdapter) -> None:
+    written = await write(adapter.poster.stream(KEY, BEAR), WORDS,
+                          lambda: fake_discord.calls_to("POST", WEBHOOK_POST, status=200))
+    assert written < len(WORDS)  # people saw it before the model finished
+    [opened] = fake_discord.calls_to("POST", WEBHOOK_POST)
+    assert opened.body["username"] == "🐻 Bear" and opened.body["content"].startswith("word0")
+    edits = [c.body["content"] for c in fake_discord.calls_to("PATCH", WEBHOOK_EDIT)]
+    assert edits and all(e.endswith(" …") for e in edits)
+    assert [len(e) for e in edits] == sorted(len(e) for e in edits)  # it grows
+    mid = await adapter.poster.post(Outbound(KEY, REPLY, "k1", BEAR, meta={"agent": "bear"}))
+    assert seen(fake_discord) == [("🐻 Bear", REPLY)]  # one message, whole
+    assert mid == fake_discord.posts_in(CHANNEL_ID)[0]["id"]
+    assert len(fake_discord.calls_to("POST", WEBHOOK_POST)) == 1
+
+
+async def test_a_429_delays_an_edit_and_loses_nothing(
+        fake_discord: FakeDiscord, adapter: DiscordAdapter) -> None:
+    sink = adapter.poster.stream(KEY, BEAR)
+    await write(sink, WORDS[:4], lambda: False)
+    await wait_until(lambda: fake_discord.calls_to("POST", WEBHOOK_POST, status=200),
+                     what="the message to open")
+    fake_discord.fail("PATCH", WEBHOOK_EDIT, status=429, times=3, retry_after=0.3)
+    await write(sink, WORDS[4:], lambda: False)
+    mid = await adapter.poster.post(Outbound(KEY, REPLY, "k1", BEAR, meta={"agent": "bear"}))
+    limited = fake_discord.calls_to("PATCH", WEBHOOK_EDIT, status=429)
+    assert len(limited) == 3  # Discord said "slow down" three times ...
+    final = fake_discord.calls_to("PATCH", WEBHOOK_EDIT)[-1]
+    assert final.status == 200 and final.body["content"] == REPLY  # ... and the reply is whole
+    assert seen(fake_discord) == [("🐻 Bear", REPLY)]
+    assert mid == fake_discord.posts_in(CHANNEL_ID)[0]["id"]
+
+
+async def test_a_reply_written_at_once_is_simply_posted(
+        fake_discord: FakeDiscord, adapter: DiscordAdapter) -> None:
+    sink = adapter.poster.stream(KEY, BEAR)
+    assert sink is not None
+    await sink(REPLY)
+    await adapter.poster.post(Outbound(KEY, REPLY, "k1", BEAR, meta={"agent": "bear"}))
+    assert seen(fake_discord) == [("🐻 Bear", REPLY)]
+    assert fake_discord.calls_to("PATCH", WEBHOOK_EDIT) == []
+
+
+async def test_another_speakers_post_takes_the_message_down(
+        fake_discord: FakeDiscord, adapter: DiscordAdapter) -> None:
+    # Bear wrote a little, then called a tool: no post of its own; Bull speaks next.
+    await write(adapter.poster.stream(KEY, BEAR), WORDS[:8],
+                lambda: fake_discord.calls_to("POST", WEBHOOK_POST, status=200))
+    await adapter.poster.post(Outbound(KEY, "Growth is strong.", "k2", BULL))
+    assert seen(fake_discord) == [("Bull", "Growth is strong.")]
+    assert [m["author"]["username"] for m in fake_discord.deleted] == ["🐻 Bear"]
+
+
+async def test_a_crash_mid_reply_leaves_one_whole_reply(
+        fake_discord: FakeDiscord, adapter: DiscordAdapter, store: SQLiteStore) -> None:
+    await write(adapter.poster.stream(KEY, BEAR), WORDS[:8], lambda: False)
+    await wait_until(lambda: fake_discord.calls_to("POST", WEBHOOK_POST, status=200),
+                     what="the message to open")
+    await adapter.aclose()  # the process stops with the reply half written
+    successor = await started(fake_discord, RecordingHost(), StoreMemory(store, "discord"))
+    try:  # the resumed run asks Bear again, and this time Bear answers whole
+        mid = await successor.poster.post(Outbound(KEY, REPLY, "k1", BEAR, unsure=True,
+                                                   meta={"agent": "bear"}))
+        await successor.poster.post(Outbound(KEY, "Growth is strong.", "k2", BULL))
+    finally:
+        await successor.aclose()
+    assert seen(fake_discord) == [("🐻 Bear", REPLY), ("Bull", "Growth is strong.")]
+    assert mid == fake_discord.posts_in(CHANNEL_ID)[0]["id"]
