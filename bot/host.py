@@ -575,7 +575,8 @@ class Host:
                 lines.append(f"Pending approval #{approval_number(state, c.request.call_id)}: "
                              f"{who} wants `{c.request.tool}`")
         u = state.usage
-        lines.append(f"Messages: {state.messages} · tokens: {u.input_tokens:,} in / "
+        cached = f" ({u.cached_input_tokens:,} from the prompt cache)" if u.cached_input_tokens else ""
+        lines.append(f"Messages: {state.messages} · tokens: {u.input_tokens:,} in{cached} / "
                      f"{u.output_tokens:,} out")
         return "\n".join(lines)
 

@@ -210,8 +210,12 @@ class TracedModel:
         with span(f"chat {request.model}", gen_ai__operation__name="chat",
                   gen_ai__request__model=request.model, gen_ai__agent__name=request.agent) as s:
             response = await self.inner.complete(request, on_text, **options)
-            s.set_attribute("gen_ai.usage.input_tokens", response.usage.input_tokens)
-            s.set_attribute("gen_ai.usage.output_tokens", response.usage.output_tokens)
+            usage = response.usage
+            s.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
+            s.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+            # Both are counted in input_tokens too, as the GenAI conventions ask.
+            s.set_attribute("gen_ai.usage.cache_read.input_tokens", usage.cached_input_tokens)
+            s.set_attribute("gen_ai.usage.cache_creation.input_tokens", usage.cache_write_tokens)
             s.set_attribute("gen_ai.response.model", response.model or request.model)
             return response
 

@@ -68,23 +68,14 @@ def rounds_used(state: RunState, agent_name: str) -> int:
 
 
 def window(state: RunState, agent: AgentSpec) -> list[ChatMessage]:
-    """What `agent` reads: the task, then its recent view within its context limits."""
-    recent = state.views[agent.name].messages[-agent.context_messages:]
-    if agent.context_tokens is not None and recent:
-        budget, start = agent.context_tokens, len(recent)
-        while start > 0:
-            budget -= len(recent[start - 1].content) // 4 + 4
-            if budget < 0 and start < len(recent):
-                break
-            start -= 1
-        recent = recent[start:]
+    """What `agent` reads: the task, then its context window (`View`: at most its
+    `context` messages and tokens, trimmed in blocks so the request's prefix stays put)."""
+    recent = state.views[agent.name].messages
     cut = 0
     while cut < len(recent) and recent[cut].role == "tool":  # its call fell out of the window
         cut += 1
-    if cut:
-        recent = recent[cut:]
     task = state.task_message
-    return [task, *recent] if task is not None else recent
+    return [task, *recent[cut:]] if task is not None else recent[cut:]
 
 
 def build_request(state: RunState, agent_name: str, model: str) -> ModelRequest:
@@ -94,7 +85,8 @@ def build_request(state: RunState, agent_name: str, model: str) -> ModelRequest:
     return ModelRequest(model=model, system=system_prompt(team, agent),
                         messages=tuple(window(state, agent)),
                         tools=offered(team, agent, rounds_used(state, agent_name)),
-                        agent=agent_name)
+                        agent=agent_name,
+                        cache_key=f"{state.cache_key}-{agent_name}" if state.cache_key else "")
 
 
 # -- choosing the next speaker -------------------------------------------------------------

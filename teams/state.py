@@ -6,6 +6,7 @@ its log. Everything `engine.decide` needs is here; nothing here does I/O.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -37,11 +38,15 @@ from .prompts import SELECTOR_CONTEXT
 from .spec import Team
 from .termination import Condition
 
-__all__ = ["ALWAYS", "EXPIRED", "HANDLERS", "CallState", "RunState", "View"]
+__all__ = ["ALWAYS", "CUT_KEEPS", "EXPIRED", "HANDLERS", "CallState", "RunState", "View",
+           "message_tokens"]
 
 # "@bear", but not the "@bear" of "ops@bear.example".
 _MENTION = re.compile(r"(?<![\w.])@([A-Za-z][\w-]*)")
 
+
+#: A full context window keeps its newest 1/CUT_KEEPS when it is cut (see `View._cut`).
+CUT_KEEPS = 10
 
 #: What the model is told when nobody decided a call's approval in time.
 EXPIRED = "The approval request expired without a decision; the tool did not run."
@@ -81,19 +86,25 @@ class CallState:
 
 @dataclass(slots=True)
 class View:
-    """The recent conversation as one agent sees it, ready to send: newest last.
+    """The conversation window one agent reads, ready to send: newest last.
 
-    Kept in the fold so building a request copies a slice instead of walking the
-    log; it holds between `limit` and about twice `limit` messages. Messages that
-    arrive while the agent's tool calls are still open (an interjection during an
-    approval) are held back until the results are in, because a model expects a
-    call's results straight after it.
+    It holds at most `limit` messages (and about `budget` tokens, when set). It trims
+    in blocks, not one message at a time: the window only grows until the next message
+    would overflow it, then all but its newest tenth drop out at once (see `_cut`).
+    Between cuts every request is the previous one plus what was said since, so the
+    providers' prompt caches serve the whole window; sliding by one message would
+    change the prefix of every request and bill it all afresh. Messages that arrive
+    while the agent's tool calls are still open (an interjection during an approval)
+    are held back until the results are in, because a model expects a call's results
+    straight after it.
     """
 
     limit: int
+    budget: int | None = None  # tokens, estimated as in `message_tokens`
     messages: list[ChatMessage] = field(default_factory=list)
     owed_results: int = 0
     held: list[ChatMessage] = field(default_factory=list)
+    size: int = 0  # estimated tokens in `messages` (kept only under a budget)
 
     def add(self, message: ChatMessage) -> None:
         """Someone else's words (or the agent's own, without tool calls)."""
@@ -124,8 +135,48 @@ class View:
 
     def _push(self, message: ChatMessage) -> None:
         self.messages.append(message)
-        if len(self.messages) > 2 * self.limit + 16:
-            del self.messages[:-self.limit]
+        if self.budget is not None:
+            self.size += message_tokens(message)
+            if self.size > self.budget:
+                self._cut()
+                return
+        if len(self.messages) > self.limit:
+            self._cut()
+
+    def _cut(self) -> None:
+        """Drop all but the newest tenth of the window (at least one message).
+
+        Why a tenth: the request after a cut is written to the provider's cache afresh,
+        while the full history would have been read from it at a tenth of the price.
+        Keeping no more than a tenth of what is dropped makes that request cost no more
+        than the full history's would, and every request until the next cut costs less.
+        """
+        messages = self.messages
+        size = sum(map(message_tokens, messages)) if self.budget is not None else 0
+        if len(messages) <= self.limit and (self.budget is None or size <= self.budget):
+            self.size = size  # a stale count (after `restart`): nothing to cut
+            return
+        keep_count = max(1, self.limit // CUT_KEEPS)
+        keep_tokens = None if self.budget is None else self.budget // CUT_KEEPS
+        start, kept = len(messages) - 1, message_tokens(messages[-1])
+        while start > 0 and len(messages) - start < keep_count:
+            more = message_tokens(messages[start - 1])
+            if keep_tokens is not None and kept + more > keep_tokens:
+                break
+            start, kept = start - 1, kept + more
+        while start > 0 and messages[start].role == "tool":  # keep the call with its results
+            start -= 1
+        del messages[:start]
+        if self.budget is not None:
+            self.size = sum(map(message_tokens, messages))
+
+
+def message_tokens(message: ChatMessage) -> int:
+    """A cheap estimate of a message's tokens: four characters a token, plus framing."""
+    size = len(message.content) // 4 + 4
+    for call in message.tool_calls:
+        size += (len(call.name) + len(call.arguments)) // 4 + 4
+    return size
 
 
 @dataclass
@@ -162,6 +213,8 @@ class RunState:
     task_message: ChatMessage | None = None
     clock: float = 0.0  # the latest time any event was stamped with
     always_approved: dict[str, str] = field(default_factory=dict)  # tool -> who approved it
+    # Names this run to a provider's prompt cache (a digest: no task text leaves the bot).
+    cache_key: str = ""
     human_messages: int = 0
     unheard: int = 0  # people's messages the latest agent message was not written from
     views: dict[str, View] = field(init=False)
@@ -171,7 +224,8 @@ class RunState:
 
     def __post_init__(self) -> None:
         self.condition = self.team.termination()
-        self.views = {a.name: View(a.context_messages) for a in self.team.agents if not a.human}
+        self.views = {a.name: View(a.context_messages, a.context_tokens)
+                      for a in self.team.agents if not a.human}
         self.public = View(SELECTOR_CONTEXT)
 
     @classmethod
@@ -202,6 +256,8 @@ class RunState:
 
     def _on_task_started(self, e: TaskStarted) -> None:
         self.task, self.by, self.started_at = e.task, e.by, e.at
+        self.cache_key = hashlib.sha256(
+            f"{e.team}\0{e.task}\0{e.by}\0{e.at!r}".encode()).hexdigest()[:16]
         self.approvers = Approvers.parse(e.approvers or (e.by,))
         self.task_message = ChatMessage("user", e.task, name="task")
         self.history.append(e)
@@ -239,9 +295,7 @@ class RunState:
         self.unheard = self.human_messages - e.heard if e.heard >= 0 else 0
         self.messages += 1
         self.model_calls += 1
-        usage = self.usage
-        self.usage = Usage(usage.input_tokens + e.usage.input_tokens,
-                           usage.output_tokens + e.usage.output_tokens)
+        self.usage = self.usage + e.usage
         own = self.views.get(e.agent)
         if own is not None:
             own.add_own(ChatMessage("assistant", e.text, tool_calls=e.tool_calls))
@@ -332,8 +386,7 @@ class RunState:
             self._to_everyone(ChatMessage("user", e.instructions, name="user"))
 
     def _count(self, usage: Usage) -> None:
-        self.usage = Usage(self.usage.input_tokens + usage.input_tokens,
-                           self.usage.output_tokens + usage.output_tokens)
+        self.usage = self.usage + usage
 
     # -- questions the engine and the host ask ------------------------------------
     def handoff_of(self, request: ToolCallRequested) -> str | None:

@@ -11,13 +11,18 @@ import anthropic
 
 from ..errors import MissingCredentials, ModelHTTPError
 from ._retry import Failure, retry_after_seconds
-from ._streaming import StreamingModel, Turn
+from ._streaming import StreamingModel, Turn, server_sent_events
 from .base import ChatMessage, ModelRequest, ModelResponse, ToolCall, Usage
 
-__all__ = ["NUDGE", "OPENING", "AnthropicModel", "make_client", "to_anthropic_messages"]
+__all__ = ["NUDGE", "OPENING", "AnthropicModel", "make_client", "to_anthropic_messages",
+           "with_breakpoints"]
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS = 1024
+# A prompt-cache breakpoint: the prefix up to and including the block is cached (5 min).
+CACHED = {"type": "ephemeral"}
+# How much of an event that is not JSON an error keeps for the log.
+DETAIL_BYTES = 500
 # The client's default; every model call sets its own from the pool's RetryPolicy. The
 # read timeout is the longest silence between streamed chunks, not the whole answer.
 TIMEOUT = anthropic.Timeout(30.0, connect=10.0)
@@ -74,11 +79,11 @@ class AnthropicModel(StreamingModel):
         params: dict = {
             "model": self.model,
             "max_tokens": request.max_output_tokens or DEFAULT_MAX_TOKENS,
-            "messages": to_anthropic_messages(request.messages),
+            "messages": with_breakpoints(to_anthropic_messages(request.messages)),
             "stream": True,
         }
         if request.system:
-            params["system"] = request.system
+            params["system"] = [{"type": "text", "text": request.system, "cache_control": CACHED}]
         if request.tools:
             params["tools"] = [{"name": t.name, "description": t.description,
                                 "input_schema": t.parameters or {"type": "object"}}
@@ -88,16 +93,19 @@ class AnthropicModel(StreamingModel):
             params["extra_body"] = {"temperature": request.temperature}
         return params
 
-    async def _open(self, params: dict) -> Any:
-        return await self._client.messages.create(**params)
+    def _open(self, params: dict) -> Any:
+        # The raw response: the client still sends, authenticates and raises its status
+        # errors, but the events are ours to decode (see `server_sent_events`).
+        return self._client.messages.with_streaming_response.create(**params)
 
-    async def _consume(self, stream: Any, turn: Turn) -> ModelResponse:
+    async def _consume(self, response: Any, turn: Turn) -> ModelResponse:
         answer = _Answer()
-        async for event in stream:
-            await answer.add(event, turn)
+        async for event, data in server_sent_events(response.iter_bytes()):
+            if not event or event == b"ping" or not data:
+                continue  # what the client's own stream skips too
+            await answer.add(_event(event, data, response), turn)
         return ModelResponse(text="".join(answer.text), tool_calls=answer.tool_calls(),
-                             usage=Usage(answer.input_tokens, answer.output_tokens),
-                             model=f"anthropic:{answer.served or self.model}")
+                             usage=answer.usage(), model=f"anthropic:{answer.served or self.model}")
 
     def _translate(self, exc: Exception, turn: Turn) -> Failure | None:
         """Every anthropic exception becomes one of ours, here and nowhere else."""
@@ -125,47 +133,54 @@ class AnthropicModel(StreamingModel):
 
 @dataclass
 class _Answer:
-    """A streamed message being assembled from its events."""
+    """A streamed message being assembled from its events (plain JSON objects)."""
 
     text: list[str] = field(default_factory=list)
     calls: dict[int, dict] = field(default_factory=dict)
-    input_tokens: int = 0
-    output_tokens: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
     served: str = ""
 
-    async def add(self, event: object, turn: Turn) -> None:
-        kind = getattr(event, "type", "")
-        if kind == "message_start":
-            message = event.message  # type: ignore[attr-defined]
-            self.served = message.model or ""
-            self._count(message.usage)
+    async def add(self, event: dict, turn: Turn) -> None:
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            dkind = delta.get("type")
+            if dkind == "text_delta":
+                text = delta.get("text")
+                if text:
+                    self.text.append(text)
+                    await turn.text(text)
+            elif dkind == "input_json_delta" and event.get("index") in self.calls:
+                self.calls[event["index"]]["args"].append(delta.get("partial_json") or "")
+        elif kind == "message_start":
+            message = event.get("message") or {}
+            self.served = message.get("model") or ""
+            self._count(message.get("usage"))
         elif kind == "content_block_start":
-            block = event.content_block  # type: ignore[attr-defined]
-            if block.type == "tool_use":
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
                 turn.began()
-                self.calls[event.index] = {"id": block.id, "name": block.name,  # type: ignore[attr-defined]
-                                           "args": [], "input": block.input}
-            elif block.type == "text" and block.text:
-                self.text.append(block.text)
-                await turn.text(block.text)
-        elif kind == "content_block_delta":
-            delta = event.delta  # type: ignore[attr-defined]
-            if delta.type == "text_delta" and delta.text:
-                self.text.append(delta.text)
-                await turn.text(delta.text)
-            elif delta.type == "input_json_delta" and event.index in self.calls:  # type: ignore[attr-defined]
-                self.calls[event.index]["args"].append(delta.partial_json)  # type: ignore[attr-defined]
-        elif kind == "message_delta" and event.usage is not None:  # type: ignore[attr-defined]
-            self._count(event.usage)  # type: ignore[attr-defined]
+                self.calls[event.get("index", len(self.calls))] = {
+                    "id": block.get("id") or "", "name": block.get("name") or "", "args": [],
+                    "input": block.get("input")}
+            elif block.get("type") == "text" and block.get("text"):
+                self.text.append(block["text"])
+                await turn.text(block["text"])
+        elif kind == "message_delta":
+            self._count(event.get("usage"))
 
     def _count(self, usage: object) -> None:
         # message_delta's counts are cumulative: later values replace earlier ones.
-        parts = [getattr(usage, name, None) for name in
-                 ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")]
-        if any(p is not None for p in parts):
-            self.input_tokens = sum(p or 0 for p in parts)
-        if getattr(usage, "output_tokens", None) is not None:
-            self.output_tokens = usage.output_tokens  # type: ignore[attr-defined]
+        if isinstance(usage, dict):
+            self.counts.update((k, v) for k, v in usage.items() if isinstance(v, int))
+
+    def usage(self) -> Usage:
+        """Anthropic counts uncached, cache-written and cache-read input apart; ours is the
+        sum, with the cached part and the written part said separately."""
+        c = self.counts
+        read, written = c.get("cache_read_input_tokens", 0), c.get("cache_creation_input_tokens", 0)
+        return Usage(c.get("input_tokens", 0) + read + written, c.get("output_tokens", 0),
+                     cached_input_tokens=read, cache_write_tokens=written)
 
     def tool_calls(self) -> tuple[ToolCall, ...]:
         # The JSON stays exactly as streamed, even if malformed: the engine validates it.
@@ -193,6 +208,20 @@ def to_anthropic_messages(messages: tuple[ChatMessage, ...] | list[ChatMessage])
         turns.insert(0, {"role": "user", "content": [{"type": "text", "text": OPENING}]})
     if turns[-1]["role"] == "assistant":
         turns.append({"role": "user", "content": [{"type": "text", "text": NUDGE}]})
+    return turns
+
+
+def with_breakpoints(turns: list[dict]) -> list[dict]:
+    """`turns` with prompt-cache breakpoints: one on the last block (everything sent is
+    cached for the next request), and one where this agent's previous request ended,
+    just before its own latest turn, so that request's cache entry is found however many
+    blocks others added since (a breakpoint looks back only 20 blocks). With the system
+    block's, that is three of the four breakpoints Anthropic allows."""
+    turns[-1]["content"][-1]["cache_control"] = CACHED
+    for i in range(len(turns) - 2, 0, -1):
+        if turns[i]["role"] == "assistant":
+            turns[i - 1]["content"][-1]["cache_control"] = CACHED
+            break
     return turns
 
 
@@ -226,6 +255,18 @@ def _tool_input(call: ToolCall) -> dict:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _event(name: bytes, data: bytes, response: Any) -> dict:
+    """One streamed event; an `error` event (or one that is no JSON object) raises the
+    client's own `APIStatusError` with the response's status (200), as its stream would."""
+    try:
+        body: Any = json.loads(data)
+    except ValueError:
+        body = data[:DETAIL_BYTES].decode(errors="replace")
+    if name == b"error" or not isinstance(body, dict):
+        raise anthropic.APIStatusError(f"{body}", response=response.http_response, body=body)
+    return body
 
 
 def _error_type(body: object) -> str | None:

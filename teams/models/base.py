@@ -40,14 +40,27 @@ class ToolCall:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens one model call consumed."""
+    """Tokens one model call consumed.
+
+    `input_tokens` counts every input token; of those, `cached_input_tokens` were read
+    from the provider's prompt cache (billed at a tenth or half the price) and
+    `cache_write_tokens` were written to it (Anthropic bills them at 1.25x).
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def total(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.input_tokens + other.input_tokens,
+                     self.output_tokens + other.output_tokens,
+                     self.cached_input_tokens + other.cached_input_tokens,
+                     self.cache_write_tokens + other.cache_write_tokens)
 
 
 Role = Literal["user", "assistant", "tool"]
@@ -81,17 +94,21 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class ModelRequest:
-    """Everything a model call needs; `purpose` is `reply` or `select` (pick next speaker)."""
+    """Everything a model call needs; `purpose` is `reply` or `select` (pick next speaker), or
+    a magentic orchestrator's `plan`, `progress` (ledger JSON) or `answer` (the final one)."""
 
     model: str
     system: str
     messages: tuple[ChatMessage, ...]
     tools: tuple[ToolSpec, ...] = ()
-    purpose: Literal["reply", "select"] = "reply"
+    purpose: Literal["reply", "select", "plan", "progress", "answer"] = "reply"
     agent: str = ""
     candidates: tuple[Candidate, ...] = ()
     max_output_tokens: int | None = None
     temperature: float | None = None
+    #: Groups requests whose prefixes repeat (one run's one agent) for a provider's prompt
+    #: cache; OpenAI routes requests with one `prompt_cache_key` to the same cache.
+    cache_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ servers ignore the key, so a placeholder stands in when none is set.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import openai
 
 from ..errors import MissingCredentials, ModelHTTPError
 from ._retry import Failure, RetryPolicy, retry_after_seconds
-from ._streaming import StreamingModel, Turn
+from ._streaming import StreamingModel, Turn, server_sent_events
 from .base import ChatMessage, ModelRequest, ModelResponse, ToolCall, Usage
 
 __all__ = ["OpenAIModel", "make_client", "speaker_name", "to_openai_messages"]
@@ -26,6 +27,10 @@ PLACEHOLDER_KEY = "threadteam-no-key"
 # The client's default; every model call sets its own from the pool's RetryPolicy. The
 # read timeout is the longest silence between streamed chunks, not the whole answer.
 TIMEOUT = openai.Timeout(30.0, connect=10.0)
+# The longest `prompt_cache_key` sent (OpenAI documents none; 64 is what it accepts).
+CACHE_KEY_LIMIT = 64
+# How much of a chunk that is not JSON an error keeps for the log.
+DETAIL_BYTES = 500
 
 
 def make_client(env: Mapping[str, str]) -> openai.AsyncOpenAI:
@@ -54,9 +59,13 @@ class OpenAIModel(StreamingModel):
     key_variable = "OPENAI_API_KEY"
 
     def __init__(self, client: openai.AsyncOpenAI, model: str, *,
-                 policy: RetryPolicy | None = None, owns_client: bool = False) -> None:
+                 policy: RetryPolicy | None = None, owns_client: bool = False,
+                 prompt_cache_key: bool | None = None) -> None:
         super().__init__(client, model, policy=policy, owns_client=owns_client)
         self._custom = str(client.base_url).rstrip("/") != DEFAULT_BASE_URL
+        # OpenAI routes requests with one key to one cache; a compatible server may not
+        # know the field, so it is sent there only when asked for.
+        self._cache_key = not self._custom if prompt_cache_key is None else prompt_cache_key
 
     @property
     def label(self) -> str:
@@ -77,6 +86,8 @@ class OpenAIModel(StreamingModel):
                 for t in request.tools]
         if request.temperature is not None:
             params["temperature"] = request.temperature
+        if self._cache_key and request.cache_key:
+            params["prompt_cache_key"] = request.cache_key[:CACHE_KEY_LIMIT]
         if request.max_output_tokens:
             # OpenAI's reasoning models refuse `max_tokens`; most compatible servers
             # only know `max_tokens`.
@@ -84,24 +95,30 @@ class OpenAIModel(StreamingModel):
             params[key] = request.max_output_tokens
         return params
 
-    async def _open(self, params: dict) -> Any:
-        return await self._client.chat.completions.create(**params)
+    def _open(self, params: dict) -> Any:
+        # The raw response: the client still sends, authenticates and raises its status
+        # errors, but the chunks are ours to decode (see `server_sent_events`).
+        return self._client.chat.completions.with_streaming_response.create(**params)
 
-    async def _consume(self, stream: Any, turn: Turn) -> ModelResponse:
+    async def _consume(self, response: Any, turn: Turn) -> ModelResponse:
         answer = _Answer()
-        async for chunk in stream:
-            answer.served = chunk.model or answer.served
-            if chunk.usage is not None:
-                answer.usage = Usage(chunk.usage.prompt_tokens or 0,
-                                     chunk.usage.completion_tokens or 0)
-            for choice in chunk.choices or ():  # vLLM sends `choices: null` with usage
-                delta = choice.delta
-                if delta is None:
+        async for _, data in server_sent_events(response.iter_bytes()):
+            if data.startswith(b"[DONE]"):
+                break
+            chunk = _chunk(data, response)
+            answer.served = chunk.get("model") or answer.served
+            usage = chunk.get("usage")
+            if usage:
+                answer.usage = _usage(usage)
+            for choice in chunk.get("choices") or ():  # vLLM sends `choices: null` with usage
+                delta = choice.get("delta")
+                if not delta:
                     continue
-                if delta.content:
-                    answer.text.append(delta.content)
-                    await turn.text(delta.content)
-                for part in delta.tool_calls or ():
+                content = delta.get("content")
+                if content:
+                    answer.text.append(content)
+                    await turn.text(content)
+                for part in delta.get("tool_calls") or ():
                     turn.began()
                     answer.add_tool_delta(part)
         return ModelResponse(text="".join(answer.text), tool_calls=answer.tool_calls(),
@@ -142,21 +159,21 @@ class _Answer:
     usage: Usage = field(default_factory=Usage)
     served: str = ""
 
-    def add_tool_delta(self, part: object) -> None:
+    def add_tool_delta(self, part: dict) -> None:
         """Merge one tool-call fragment; fragments of one call share an `index`."""
-        index = getattr(part, "index", None)
-        call_id = getattr(part, "id", None)
+        index = part.get("index")
+        call_id = part.get("id")
         if index is None:  # some compatible servers omit it: a new id starts a new call
             index = len(self.calls) if call_id or not self.calls else max(self.calls)
         slot = self.calls.setdefault(index, {"id": "", "name": "", "args": []})
         if call_id:
             slot["id"] = call_id
-        function = getattr(part, "function", None)
-        if function is not None:
-            if function.name:
-                slot["name"] = function.name
-            if function.arguments:
-                slot["args"].append(function.arguments)
+        function = part.get("function")
+        if function:
+            if function.get("name"):
+                slot["name"] = function["name"]
+            if function.get("arguments"):
+                slot["args"].append(function["arguments"])
 
     def tool_calls(self) -> tuple[ToolCall, ...]:
         # Arguments stay verbatim, even if malformed: the engine validates them and tells
@@ -165,6 +182,32 @@ class _Answer:
             ToolCall(id=slot["id"] or f"call_{index}", name=slot["name"],
                      arguments="".join(slot["args"]) or "{}")
             for index, slot in sorted(self.calls.items()))
+
+
+def _chunk(data: bytes, response: Any) -> dict:
+    """One streamed chunk; an error event (or a chunk that is no JSON object) raises the
+    client's own `APIError`, as its stream would."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        chunk = None
+    if not isinstance(chunk, dict):
+        raise openai.APIError("The stream sent a chunk that is not a JSON object.",
+                              response.http_request, body=data[:DETAIL_BYTES].decode(errors="replace"))
+    error = chunk.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else None
+        raise openai.APIError(message if isinstance(message, str) and message
+                              else "An error occurred during streaming",
+                              response.http_request, body=error)
+    return chunk
+
+
+def _usage(usage: dict) -> Usage:
+    """Chat Completions usage; cached prompt tokens are counted in `prompt_tokens` too."""
+    details = usage.get("prompt_tokens_details") or {}
+    return Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0,
+                 cached_input_tokens=details.get("cached_tokens") or 0)
 
 
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]+")

@@ -21,6 +21,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from .openai_server import FakeServer, HTTPFailure, Reply, StreamFailure, split
+from .prompt_cache import AnthropicCache
 
 _ANTHROPIC_ERRORS = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -35,6 +36,12 @@ class FakeAnthropic(FakeServer):
 
     path = "/v1/messages"
     url_suffix = ""
+    #: Set (`FakeAnthropic(prompt_cache=AnthropicCache())`) to count input tokens from each
+    #: request and bill cache writes and reads by its `cache_control` breakpoints.
+    prompt_cache: AnthropicCache | None = None
+
+    def refusal(self, body: dict) -> str | None:
+        return None if self.prompt_cache is None else self.prompt_cache.refusal(body)
 
     def error_body(self, failure: HTTPFailure, request: web.Request) -> dict[str, Any]:
         message = failure.message
@@ -56,8 +63,13 @@ class FakeAnthropic(FakeServer):
 
     def events(self, step: Reply | StreamFailure, body: dict) -> list[str]:
         usage = getattr(step, "usage", (10, 5))
+        message = _message(body, usage)
+        if self.prompt_cache is not None and isinstance(step, Reply):
+            fresh, written, read = self.prompt_cache.bill(body)
+            message["usage"].update(input_tokens=fresh, cache_creation_input_tokens=written,
+                                    cache_read_input_tokens=read)
         out = [_event("message_start", {"type": "message_start",
-                                        "message": {**_message(body, usage), "content": []}})]
+                                        "message": {**message, "content": []}})]
         index = 0
         if step.text:
             out.append(_event("content_block_start", {"type": "content_block_start", "index": 0,

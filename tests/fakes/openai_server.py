@@ -32,6 +32,8 @@ from typing import Any, Self
 import pytest_asyncio
 from aiohttp import web
 
+from .prompt_cache import OpenAICache
+
 
 @dataclass(frozen=True)
 class Received:
@@ -193,6 +195,9 @@ class FakeServer:
             step = Reply(text=self.fallback_text)
         else:
             step = HTTPFailure(400, message=f"{type(self).__name__}: nothing queued for this request")
+        refusal = self.refusal(body)
+        if refusal is not None:
+            step = HTTPFailure(400, message=refusal)
         if isinstance(step, HTTPFailure):
             headers = {} if step.retry_after is None else {"retry-after": f"{step.retry_after:g}"}
             return web.json_response(self.error_body(step, request), status=step.status,
@@ -236,6 +241,10 @@ class FakeServer:
             await self._released.wait()
         return response
 
+    def refusal(self, body: dict) -> str | None:
+        """Why the vendor would answer this request 400 before anything else (None: it would not)."""
+        return None
+
     # Subclasses speak the vendor's dialect through these three.
     def error_body(self, failure: HTTPFailure, request: web.Request) -> dict[str, Any]:
         raise NotImplementedError
@@ -261,6 +270,9 @@ class FakeOpenAI(FakeServer):
 
     path = "/v1/chat/completions"
     url_suffix = "/v1"
+    #: Set (`FakeOpenAI(prompt_cache=OpenAICache())`) to count prompt tokens from each
+    #: request and report cached ones by OpenAI's rule, instead of the queued usage's.
+    prompt_cache: OpenAICache | None = None
 
     def error_body(self, failure: HTTPFailure, request: web.Request) -> dict[str, Any]:
         kind, code = _OPENAI_ERRORS.get(failure.status, ("server_error", None))
@@ -284,7 +296,7 @@ class FakeOpenAI(FakeServer):
                 "model": body.get("model", "fake"),
                 "choices": [{"index": 0, "message": message, "logprobs": None,
                              "finish_reason": "tool_calls" if reply.tool_calls else "stop"}],
-                "usage": _usage(reply.usage)}
+                "usage": self._billed(reply.usage, body)}
 
     def events(self, step: Reply | StreamFailure, body: dict) -> list[str]:
         model = body.get("model", "fake")
@@ -311,14 +323,20 @@ class FakeOpenAI(FakeServer):
                     for piece in split(args, step.chunks)]
         out.append(chunk({}, "tool_calls" if step.tool_calls else "stop"))
         if with_usage:
-            out.append(chunk(None, usage=_usage(step.usage)))
+            out.append(chunk(None, usage=self._billed(step.usage, body)))
         return [*out, "data: [DONE]\n\n"]
 
+    def _billed(self, usage: tuple[int, int], body: dict) -> dict[str, Any]:
+        if self.prompt_cache is None:
+            return _usage(usage)
+        prompt, cached = self.prompt_cache.bill(body)
+        return _usage((prompt, usage[1]), cached)
 
-def _usage(usage: tuple[int, int]) -> dict[str, Any]:
+
+def _usage(usage: tuple[int, int], cached: int = 0) -> dict[str, Any]:
     return {"prompt_tokens": usage[0], "completion_tokens": usage[1],
             "total_tokens": usage[0] + usage[1],
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                           "accepted_prediction_tokens": 0,
                                           "rejected_prediction_tokens": 0}}

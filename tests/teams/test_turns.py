@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from threadteam.teams.engine import (
     AwaitApproval,
     AwaitHuman,
@@ -67,21 +69,28 @@ async def test_each_agent_sees_its_own_turns_as_its_own_and_the_others_by_name()
     assert "You are bull (Bull) in a team conversation with: bear, synthesis." in bull_again.system
 
 
-async def test_an_agents_context_window_keeps_the_task_and_the_latest_messages():
+async def test_an_agents_context_window_trims_in_blocks_and_keeps_the_task():
     team = make_team(agent("bull", context={"messages": 3}), "bear", termination={"max_messages": 9})
     run = Run(team, [f"m{i}" for i in range(9)], task="Oil?")
     await run.go()
-    last_bull = run.model.requests[8]
-    assert [m.content for m in last_bull.messages] == ["Oil?", "m5", "m6", "m7"]
+    bull = [[m.content for m in r.messages] for r in run.model.requests if r.agent == "bull"]
+    # The window grows until the next message would overflow it, then keeps only its
+    # newest (a tenth, at least one): each request between cuts extends the one before.
+    assert bull == [["Oil?"], ["Oil?", "m0", "m1"], ["Oil?", "m3"], ["Oil?", "m3", "m4", "m5"],
+                    ["Oil?", "m6", "m7"]]
     assert len(run.model.requests[7].messages) == 8, "bear's window is the default 40"
 
 
-async def test_a_long_run_still_sends_only_the_window():
+async def test_a_long_run_sends_only_the_window_and_changes_its_prefix_once_a_block():
     run = Run(debate(200), [f"m{i}" for i in range(200)], task="Oil?")
     await run.go()
-    last = run.model.requests[-1]
-    assert len(last.messages) == 41 and last.messages[0].content == "Oil?"
-    assert [m.content for m in last.messages[-2:]] == ["m197", "m198"]
+    bear = [r.messages for r in run.model.requests if r.agent == "bear"]
+    assert all(len(m) <= 41 and m[0].content == "Oil?" for m in bear)
+    assert [m.content for m in bear[-1][-2:]] == ["m197", "m198"]
+    cuts = sum(1 for before, after in pairwise(bear)
+               if after[:len(before)] != before)
+    # 199 messages reach bear's window of 40; a cut keeps 4, so one comes every 37.
+    assert cuts == 5
 
 
 async def test_a_token_limit_trims_the_oldest_messages_first():

@@ -140,7 +140,8 @@ async def test_messages_alternate_and_start_with_the_user(claude, fake_anthropic
         system="You are the researcher.", tools=(SEARCH,)))
 
     body = fake_anthropic.requests[0].body
-    assert body["system"] == "You are the researcher."
+    assert body["system"] == [{"type": "text", "text": "You are the researcher.",
+                               "cache_control": {"type": "ephemeral"}}]
     assert body["max_tokens"] == 1024
     assert body["tools"] == [{"name": "search", "description": "Search the web.",
                               "input_schema": SEARCH.parameters}]
@@ -148,14 +149,16 @@ async def test_messages_alternate_and_start_with_the_user(claude, fake_anthropic
         {"role": "user", "content": [{"type": "text", "text": OPENING}]},
         {"role": "assistant", "content": [
             {"type": "text", "text": "Hello team, I am the researcher."}]},
+        # A cache breakpoint where this agent's previous request ended, and one at the end.
         {"role": "user", "content": [{"type": "text", "text": "ana: Find otters"},
-                                     {"type": "text", "text": "bo: and beavers"}]},
+                                     {"type": "text", "text": "bo: and beavers",
+                                      "cache_control": {"type": "ephemeral"}}]},
         {"role": "assistant", "content": [
             {"type": "tool_use", "id": "toolu_1", "name": "search", "input": {"q": "otters"}}]},
         {"role": "user", "content": [
             {"type": "tool_result", "tool_use_id": "toolu_1", "content": "nothing found",
              "is_error": True},
-            {"type": "text", "text": "critic: try harder"}]},
+            {"type": "text", "text": "critic: try harder", "cache_control": {"type": "ephemeral"}}]},
     ]
 
 
@@ -166,7 +169,8 @@ async def test_a_conversation_ending_on_our_own_turn_gets_a_nudge(claude, fake_a
                               temperature=0.1))
 
     body = fake_anthropic.requests[0].body
-    assert body["messages"][-1] == {"role": "user", "content": [{"type": "text", "text": NUDGE}]}
+    assert body["messages"][-1] == {"role": "user", "content": [
+        {"type": "text", "text": NUDGE, "cache_control": {"type": "ephemeral"}}]}
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
     assert body["max_tokens"] == 77
     assert body["temperature"] == 0.1
