@@ -27,7 +27,7 @@ from tests.fakes.slack import (
     wait_until,
 )
 from threadteam.adapters.slack.directory import group_labels
-from threadteam.adapters.slack.inbound import APPROVE_ACTION, DENY_ACTION
+from threadteam.adapters.slack.inbound import ALWAYS_ACTION, APPROVE_ACTION, DENY_ACTION
 from threadteam.teams.approvers import Approvers
 from threadteam.teams.models.scripted import reply
 
@@ -123,7 +123,8 @@ async def test_someone_outside_the_group_is_refused_privately_and_nothing_change
         assert r.params["thread_ts"] == ts
         assert r.params["text"].startswith("Sorry, only members of oncall can approve")
     assert s.fake.calls_to("chat.update") == []
-    assert _buttons(s.fake.message(CHANNEL, request["ts"])) == [APPROVE_ACTION, DENY_ACTION]
+    assert _buttons(s.fake.message(CHANNEL, request["ts"])) == [APPROVE_ACTION, ALWAYS_ACTION,
+                                                                 DENY_ACTION]
     assert len(s.model.requests) == asked and _announced(s) == []
     # A burst of attempts asks Slack once: the groups are kept for a minute.
     assert len(s.fake.calls_to("usergroups.list")) == 1
@@ -154,7 +155,8 @@ async def test_a_lookalike_group_grants_nothing(announcer, role, lookalike) -> N
                                  what="Mallory's refusal")
     await s.idle()
     assert refusal.params["user"] == MALLORY and refusal.params["text"].startswith("Sorry")
-    assert _buttons(s.fake.message(CHANNEL, request["ts"])) == [APPROVE_ACTION, DENY_ACTION]
+    assert _buttons(s.fake.message(CHANNEL, request["ts"])) == [APPROVE_ACTION, ALWAYS_ACTION,
+                                                                 DENY_ACTION]
     assert _announced(s) == []
 
     await s.fake.click(CHANNEL, request["ts"], APPROVE_ACTION, user=BOB)  # the real group
