@@ -187,3 +187,32 @@ async def test_a_crash_mid_stream_leaves_one_whole_reply(fake_slack, posters, ke
     assert [(m.get("username"), m["ts"], m["text"]) for m in thread] == [
         ("Bear", message_id, REPLY)]
     assert all(m.get("streaming_state", "completed") == "completed" for m in thread)
+
+
+async def test_an_emoji_avatar_shows_before_the_name(fake_slack, posters, key) -> None:
+    bull = Persona("Bull", "🐂")  # no icon field takes emoji characters
+    await posters(LocalMemory()).post(Outbound(key, "Growth!", "run:9", persona=bull))
+    [post] = fake_slack.thread(CHANNEL, key.thread)
+    assert post["username"] == "🐂 Bull" and post["text"] == "Growth!"
+
+
+async def test_a_run_streams_its_agents_reply_under_the_persona(stack_factory,
+                                                               fake_openai) -> None:
+    answer = "Which **plan** do you prefer: A, B or C? I will compare them on cost."
+    fake_openai.queue_text(answer, chunks=6)
+    fake_openai.chunk_delay = 0.4  # two to three seconds of writing
+    s = await stack_factory("http", model_env={
+        "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": fake_openai.url,
+        "THREADTEAM_MODEL": "openai:gpt-4o-mini"})
+    ts = await s.fake.say(ALICE, "<@U0BOT> interview Which plan?")
+    await wait_until(lambda: any("waiting for you" in m["text"] for m in s.thread(ts)),
+                     within=15, what="the analyst's turn")
+    [start] = s.fake.calls_to("chat.startStream", ok=True)  # the status line was accepted
+    assert start.params["username"] == "Analyst" and start.params["recipient_user_id"] == ALICE
+    assert start.params["icon_url"] == "https://example.com/analyst.png"
+    [analyst] = [m for m in s.thread(ts) if m.get("username") == "Analyst"]
+    assert analyst["text"] == "Which *plan* do you prefer: A, B or C? I will compare them on cost."
+    assert analyst["streaming_state"] == "completed"
+    assert analyst["metadata"]["event_type"] == EVENT_TYPE
+    assert not [c for c in s.fake.calls_to("chat.postMessage")  # posted once: as the stream
+                if c.params.get("username") == "Analyst"]
