@@ -8,9 +8,10 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
 
+from .code import run_code
 from .tools import Tool, ToolContext, tool
 
-__all__ = ["BUILTIN", "calculate", "current_time", "post_message"]
+__all__ = ["BUILTIN", "calculate", "current_time", "post_message", "run_code"]
 
 
 @tool(approval="always")
@@ -62,4 +63,4 @@ def calculate(expression: str) -> str:
 
 #: The built-in tools by the name a team file uses.
 BUILTIN: Mapping[str, Tool] = MappingProxyType(
-    {t.name: t for t in (post_message, current_time, calculate)})
+    {t.name: t for t in (post_message, current_time, calculate, run_code)})

@@ -17,6 +17,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Literal, get_type_hints
 
+import jsonschema
 import pydantic
 
 from .errors import ToolError
@@ -24,17 +25,39 @@ from .models.base import ToolSpec
 
 Approval = Literal["never", "always"]
 
-__all__ = ["Approval", "Tool", "ToolContext", "load_tool", "tool"]
+__all__ = ["Answer", "Approval", "Question", "Tool", "ToolContext", "load_tool", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """What a tool asks the run's approvers mid-call (an MCP server's elicitation):
+    `fields` is a flat JSON schema object (`properties`, `required`) of the answer."""
+
+    text: str
+    fields: Mapping[str, Any]
+    asker: str = ""  # who asks, in words: "the tracker MCP server"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A person's answer to a `Question`: accept (with `content`), decline or cancel."""
+
+    action: Literal["accept", "decline", "cancel"]
+    content: Mapping[str, Any] = field(default_factory=dict)
+    by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class ToolContext:
-    """What the host lends a tool: where the run lives, and how to post elsewhere."""
+    """What the host lends a tool: where the run lives, how to post elsewhere, how to ask
+    the run's approvers a question and how to say a short notice in the thread."""
 
     run_id: str = ""
     thread: str = ""
     agent: str = ""
     post_message: Callable[[str, str], Awaitable[str]] | None = None
+    ask: Callable[[Question], Awaitable[Answer]] | None = None
+    notice: Callable[[str], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +66,10 @@ class Tool:
 
     `channels`, when set, is where the tool's `channel` argument may point (a team
     file's `channels:`); a call aimed elsewhere is refused before anyone is asked.
+    A tool given `schema` (an MCP server's tool) takes its arguments as one dict,
+    `fn(args, context)`, checked against that JSON schema; `source` says where it
+    comes from ("the tracker MCP server"). A tool `pinned` when the team is loaded
+    keeps its approval whatever the team file says (`run_code` under `local`).
     """
 
     name: str
@@ -52,6 +79,14 @@ class Tool:
     _model: type[pydantic.BaseModel] | None = field(default=None, repr=False, compare=False)
     _takes_context: bool = field(default=False, repr=False, compare=False)
     channels: tuple[str, ...] | None = None
+    schema: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+    source: str = ""
+    pinned_when: Callable[[], bool] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def pinned(self) -> bool:
+        """Whether a team file's `approval:` is ignored for this tool (here and now)."""
+        return self.pinned_when is not None and self.pinned_when()
 
     @classmethod
     def from_function(cls, fn: Callable[..., Any], *, name: str | None = None,
@@ -76,7 +111,7 @@ class Tool:
         changes: dict[str, Any] = {}
         if name and name != self.name:
             changes["name"] = name
-        if approval and approval != self.approval:
+        if approval and approval != self.approval and not self.pinned:
             changes["approval"] = approval
         if channels is not None and channels != self.channels:
             changes["channels"] = channels
@@ -100,6 +135,8 @@ class Tool:
     @cached_property
     def spec(self) -> ToolSpec:
         """The tool as a model sees it (built once: every turn offers it again)."""
+        if self.schema is not None:
+            return ToolSpec(self.name, self.description, dict(self.schema))
         schema: dict[str, Any] = (self._model.model_json_schema() if self._model
                                   else {"type": "object"})
         schema.pop("title", None)
@@ -125,6 +162,8 @@ class Tool:
                     for e in exc.errors())
                 raise ValueError(f"Invalid arguments for {self.name}: {problems}. "
                                  f"Fix them and call it again.") from exc
+        elif self.schema is not None:
+            _check_schema(self.name, self.schema, data)
         refused = self.refusal(data)
         if refused is not None:
             raise ValueError(f"{refused}.")
@@ -132,6 +171,9 @@ class Tool:
 
     async def invoke(self, args: dict[str, Any], context: ToolContext) -> str:
         """Call the tool with validated arguments; sync tools run in a worker thread."""
+        if self.schema is not None:
+            result = await self.fn(dict(args), context)
+            return result if isinstance(result, str) else json.dumps(result, default=str)
         kwargs = dict(args)
         if self._takes_context:
             kwargs["context"] = context
@@ -140,6 +182,19 @@ class Tool:
         else:
             result = await asyncio.to_thread(self.fn, **kwargs)
         return result if isinstance(result, str) else json.dumps(result, default=str)
+
+
+def _check_schema(name: str, schema: Mapping[str, Any], data: dict[str, Any]) -> None:
+    """Check arguments against a server's JSON schema; its first error, said for the model."""
+    try:
+        validator = jsonschema.validators.validator_for(schema)(schema)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    except jsonschema.exceptions.SchemaError:
+        return  # a schema the server got wrong is the server's to enforce
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "arguments"
+        raise ValueError(f"Invalid arguments for {name}: {where}: {error.message}. "
+                         f"Fix them and call it again.")
 
 
 def _channel_label(channel: str) -> str:
