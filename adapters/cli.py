@@ -103,6 +103,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="list the teams that can be summoned")
     check = tsub.add_parser("check", help="check team files; exit 1 with file:line errors")
     check.add_argument("files", nargs="+", metavar="FILE")
+    show = tsub.add_parser("show", parents=[_flag_parent("teams_dir")],
+                           help="a team's agents and every tool they can use, with the "
+                                "approval each needs (starts its MCP servers to list theirs)")
+    show.add_argument("team", metavar="NAME")
 
     runs = sub.add_parser("runs", help="list runs or print one for an audit")
     rsub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
@@ -132,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      teams_dir=getattr(args, "teams_dir", None),
                                      uses=_USES[args.command])
         setup_logging("WARNING" if args.command in ("chat", "teams", "runs") else settings.log_level)
+        if args.command == "teams" and args.teams_command == "show":
+            return asyncio.run(_show(args.team, settings))
         if args.command == "teams":
             return _list(settings)
         if args.command == "runs":
@@ -193,6 +199,41 @@ def _store_label(settings: Settings) -> str:
 def _when(at: float) -> str:
     from datetime import datetime
     return datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M")
+
+
+async def _show(name: str, settings: Settings) -> int:
+    """Print what a team can do before anyone summons it: each agent's tools and the
+    approval each needs, MCP servers' tools included (their servers are started to list
+    them, then stopped)."""
+    from threadteam.teams.catalog import TeamCatalog
+    from threadteam.teams.mcp import McpHub
+    from threadteam.teams.mcp.bind import tool_lines
+
+    catalog = TeamCatalog.load(settings.teams_dir)
+    team = catalog.get(name)
+    if team is None:
+        print(f"threadteam: no team called {name!r}; `threadteam teams list` shows them",
+              file=sys.stderr)
+        return 2
+    hub = McpHub()
+    try:
+        lines, problems = await tool_lines(team, hub)
+    finally:
+        await hub.aclose()
+    print(f"{team.name} ({team.strategy}): {team.description}".rstrip(": "))
+    for agent in team.agents:
+        kind = "the person in the thread" if agent.human else agent.persona.display_name
+        print(f"  {agent.name} ({kind})")
+        mine = [t for t in lines if t.agent == agent.name]
+        width = max((len(t.name) for t in mine), default=0)
+        for t in mine:
+            rule = "needs approval" if t.approval == "always" else "runs at once"
+            print(f"    {t.name:<{width}}  {rule:<14}  {t.why}")
+        if not mine and not agent.human:
+            print("    (no tools)")
+    for problem in problems:
+        print(f"threadteam: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _list(settings: Settings) -> int:
