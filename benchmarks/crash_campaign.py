@@ -156,6 +156,7 @@ async def serve(api_url: str, store_url: str, port: int, team: str, low: float,
     from threadteam.adapters.slack import SlackAdapter, SlackConfig
     from threadteam.adapters.slack.cli import _freeze_startup_heap
     from threadteam.bot.host import Host
+    from threadteam.bot.inbox import Inbox
     from threadteam.bot.memory import StoreMemory
     from threadteam.bot.stores import open_store
     from threadteam.teams.catalog import TeamCatalog
@@ -165,8 +166,15 @@ async def serve(api_url: str, store_url: str, port: int, team: str, low: float,
     (teams / f"{team}.yaml").write_text(TEAMS[team])
     store = open_store(store_url)
     await store.start()
+
+    async def open_own():
+        own = open_store(store_url)
+        await own.start()
+        return own
+
     adapter = SlackAdapter(SlackConfig(BOT_TOKEN, SIGNING_SECRET, api_url=api_url),
-                           memory=StoreMemory(store, "slack"))
+                           memory=StoreMemory(store, "slack"),
+                           inbox=Inbox(store, "slack", open_own))
     # As `threadteam run slack` builds it, without the per-person summon limits (one
     # person summons hundreds of runs here).
     host = Host(store=store, catalog=TeamCatalog.load(teams),

@@ -89,15 +89,24 @@ class QuickModel:
         return None
 
 
-async def serve(api_url: str, store_url: str) -> None:
-    """Run the adapter + Host + Redis store until SIGTERM; print the port once listening."""
+async def serve(api_url: str, store_url: str, inbox: bool = True) -> None:
+    """Run the adapter + Host + Redis store until SIGTERM; print the port once listening.
+
+    `inbox`: events are kept by the receiver thread as `threadteam run slack` does; off,
+    the 200 waits for the host to take each event on the main loop (the earlier design)."""
     from threadteam.adapters.slack import SlackAdapter, SlackConfig
     from threadteam.adapters.slack.cli import _freeze_startup_heap
     from threadteam.bot.host import Host
+    from threadteam.bot.inbox import Inbox
     from threadteam.bot.memory import StoreMemory
     from threadteam.bot.stores import open_store
     from threadteam.teams.catalog import TeamCatalog
     from threadteam.teams.models import ModelPool
+
+    async def open_own():
+        own = open_store(store_url)
+        await own.start()
+        return own
 
     teams = Path(tempfile.mkdtemp(prefix="tt-bench-teams-"))
     (teams / "bench.yaml").write_text(TEAM_FILE)
@@ -105,7 +114,8 @@ async def serve(api_url: str, store_url: str) -> None:
     store = open_store(store_url)
     await store.start()
     adapter = SlackAdapter(SlackConfig(BOT_TOKEN, SIGNING_SECRET, api_url=api_url),
-                           memory=StoreMemory(store, "slack"))
+                           memory=StoreMemory(store, "slack"),
+                           inbox=Inbox(store, "slack", open_own) if inbox else None)
     poster = TimedPoster(adapter.poster)
     host = Host(store=store, catalog=TeamCatalog.load(teams),
                 models=ModelPool(env={"THREADTEAM_MODEL": "scripted"},
@@ -258,7 +268,8 @@ async def main(args: argparse.Namespace) -> None:
     fake = FakeSlack()
     await fake.start()
     bot = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--serve", fake.api_url, store_url, stdout=subprocess.PIPE)
+        sys.executable, __file__, "--serve", fake.api_url, store_url, args.inbox,
+        stdout=subprocess.PIPE)
     try:
         line = (await asyncio.wait_for(bot.stdout.readline(), 30)).decode()  # type: ignore[union-attr]
         if not line.startswith("PORT "):
@@ -330,13 +341,15 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
         import logging
         logging.basicConfig(level=logging.WARNING)
-        asyncio.run(serve(sys.argv[2], sys.argv[3]))
+        asyncio.run(serve(sys.argv[2], sys.argv[3], sys.argv[4] == "on"))
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=3000, help="flat-out phase: at most this many")
     parser.add_argument("--seconds", type=float, default=10.0, help="each phase: at most this long")
     parser.add_argument("--rate", type=float, default=200.0, help="events/s for the latency phase")
+    parser.add_argument("--inbox", choices=("on", "off"), default="on",
+                        help="off: the 200 waits for the host itself (the design before the inbox)")
     asyncio.run(main(parser.parse_args()))

@@ -12,6 +12,7 @@ from threadteam.teams.engine import ModelSource
 
 from .config import Settings
 from .host import Host
+from .inbox import Inbox
 from .memory import StoreMemory
 from .shapes import Directory, Memory, Poster
 from .stores import open_store
@@ -63,6 +64,18 @@ class Runtime:
     def memory(self, namespace: str) -> Memory:
         """Durable small values for the adapter called `namespace`."""
         return StoreMemory(self.store, namespace)
+
+    def inbox(self, platform: str) -> Inbox:
+        """`platform`'s inbox: it keeps events on the receiving thread's loop through a
+        store connection of its own, opened there."""
+        url = self.settings.store_url
+
+        async def open_own() -> Store:
+            store = open_store(url)
+            await store.start()
+            return store
+
+        return Inbox(self.store, platform, open_own)
 
     async def start_host(self, poster: Poster, *, platform: str,
                          directory: Directory | None = None, shared: bool = True,

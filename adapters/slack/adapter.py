@@ -2,12 +2,17 @@
 
     receiver thread:  Slack ──► bolt (signature, auth, ignore self) ──► ignore bots
                         ──► already stored? 200 ──► listener: translate to Inbound
-    main loop:        ──► host.handle(inbound) (stores it) ──► listener: 200, or 503
+                        ──► kept in the inbox (one store write) ──► listener: 200, or 503
+    main loop:        ──► host.handle(inbound) ──► dropped from the inbox
                         ──► ephemeral reply or 👀, if any
 
-An event is acknowledged only once the host has stored it (`intake`): if the store
+An event is acknowledged only once it is stored (`intake`, `threadteam.bot.inbox`):
+kept in the platform's inbox by the receiver thread itself, with a store connection
+of its own, so the 200 never waits behind the runs on the main loop. If the store
 fails, or is too slow for Slack's 3 seconds, the answer is 503 and Slack sends the
-event again. Clicks and /team, which Slack never re-sends, are acknowledged at once;
+event again; what is kept and the host has not taken (the host failed, the process
+died) is handed to it again, in order, from the inbox. Without an inbox (a host
+without a store of its own to share), the listener waits for `host.handle` itself. Clicks and /team, which Slack never re-sends, are acknowledged at once;
 if the host cannot take one, the person is told to try again. The host and the
 poster live on the main loop (see `receive` for why two loops); bolt runs with
 `process_before_response`, so the answer goes back the moment a listener returns.
@@ -32,6 +37,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from threadteam.bot.errors import ConfigError, PlatformError
+from threadteam.bot.inbox import Inbox
 from threadteam.bot.shapes import Handled, Inbound, Memory
 
 from .api import SlackApi, SlackError
@@ -117,8 +123,13 @@ class SlackAdapter:
     then receives), `await aclose()` (after the host, which posts through `poster`).
     """
 
-    def __init__(self, config: SlackConfig, *, memory: Memory | None = None) -> None:
+    def __init__(self, config: SlackConfig, *, memory: Memory | None = None,
+                 inbox: Inbox | None = None) -> None:
         self.config = config
+        self._inbox = inbox
+        self._in_hand: set[str] = set()  # kept events on their way to the host (main loop)
+        self._keeping: set[asyncio.Task[None]] = set()  # inbox writes (receiver loop)
+        self._sweeper: asyncio.Task[None] | None = None
         self._base_url = (config.api_url.rstrip("/") + "/" if config.api_url
                           else AsyncWebClient.BASE_URL)
         self.client = AsyncWebClient(token=config.bot_token, base_url=self._base_url)
@@ -176,18 +187,27 @@ class SlackAdapter:
         self._receiver = Receiver(
             bot_token=self.config.bot_token, base_url=self._base_url,
             signing_secret=self.config.signing_secret, app_token=self.config.app_token,
-            bot_user_id=self.bot_user_id, build_bolt=self._build_bolt)
+            bot_user_id=self.bot_user_id, build_bolt=self._build_bolt,
+            on_open=self._inbox.start if self._inbox else None,
+            on_close=self._inbox.aclose if self._inbox else None)
         try:
             await self._receiver.start(port=port, bind=bind)
         except BaseException:
             await self.aclose()
             raise
+        if self._inbox is not None:  # what a process that died had kept, and what fails now
+            self._sweeper = asyncio.create_task(self._hand_over_left(), name="slack-inbox")
 
     async def stop(self) -> None:
         """Stop receiving and let the work already acked reach the host (briefly)."""
         receiver, self._receiver = self._receiver, None
         if receiver is not None:
             await receiver.stop()
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         await self.settle(timeout=5.0)
 
     async def aclose(self) -> None:
@@ -273,7 +293,8 @@ class SlackAdapter:
         if inbound is not None:
             event_id = str(body.get("event_id") or inbound.event_id)
             again = _retry_num(request) > 0
-            if not await self._intake.take(event_id, partial(self._hand, inbound, again)):
+            hand = self._keep if self._inbox is not None else self._hand
+            if not await self._intake.take(event_id, partial(hand, inbound, again)):
                 # Not stored (yet): Slack sends it again, and the host takes it once.
                 if _retry_num(request) >= _SLACK_RETRIES:
                     log.error("slack: Slack has given up re-sending event %s (%s by %s in %s); "
@@ -318,6 +339,59 @@ class SlackAdapter:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _keep(self, inbound: Inbound, again: bool, report: Report) -> None:
+        """On the receiver loop: keep `inbound` in the inbox, report whether it is, and
+        hand it to the host."""
+        task = asyncio.ensure_future(self._keep_now(inbound, again, report))
+        self._keeping.add(task)
+        task.add_done_callback(self._keeping.discard)
+
+    async def _keep_now(self, inbound: Inbound, again: bool, report: Report) -> None:
+        assert self._inbox is not None
+        try:
+            await self._inbox.keep(inbound)
+        except Exception as exc:
+            self._said(False, inbound, exc)
+            report(False)
+            return
+        report(True)
+        self._spawn(self._take_kept(inbound, again))
+
+    async def _take_kept(self, inbound: Inbound, again: bool) -> None:
+        """On the main loop: the host takes a kept event; the inbox forgets it once it has."""
+        assert self._inbox is not None
+        if inbound.event_id in self._in_hand:
+            return
+        self._in_hand.add(inbound.event_id)
+        try:
+            named = await self._named(inbound)
+            with self._poster.doubting() if again else contextlib.nullcontext():
+                handled = await self._handle(named)
+            if handled is None:
+                return  # still kept: handed over again shortly
+            try:
+                await self._inbox.done(inbound.event_id)
+            except Exception:  # handed over again later; the host takes an event once
+                log.debug("slack: could not clear %s from the inbox", inbound.event_id,
+                          exc_info=True)
+            await self._follow_up(named, handled)
+        finally:
+            self._in_hand.discard(inbound.event_id)
+
+    async def _hand_over_left(self) -> None:
+        """Hand the host, oldest first, what is kept and was not taken: by a process that
+        died, or because the host failed (a store outage)."""
+        assert self._inbox is not None
+        every = self._inbox.retry_after
+        while True:
+            try:
+                for kept in await self._inbox.left(older_than=every):
+                    if kept.inbound.event_id not in self._in_hand:
+                        await self._take_kept(kept.inbound, again=True)
+            except Exception as exc:
+                log.debug("slack: the inbox could not be read (%s)", exc)
+            await asyncio.sleep(every / 2)
 
     def _hand(self, inbound: Inbound, again: bool, report: Report) -> None:
         """From the receiver thread: the host is to store `inbound` (`again`: Slack re-sent
@@ -382,17 +456,25 @@ class SlackAdapter:
         try:
             handled = await self.host.handle(inbound)
         except Exception as exc:
+            self._said(False, inbound, exc)
+            return None
+        self._said(True, inbound)
+        return handled
+
+    def _said(self, ok: bool, inbound: Inbound, exc: Exception | None = None) -> None:
+        """A failure to store or take an event, in the log once until it works again."""
+        if not ok:
             if not self._failing:
-                log.warning("slack: the host could not take a %s (%s: %s); Slack is asked to "
-                            "send events again until it can", inbound.kind,
-                            type(exc).__name__, exc)
+                later = ("it is kept, and handed over again until the host can"
+                         if inbound.event_id in self._in_hand
+                         else "Slack is asked to send events again until it can")
+                log.warning("slack: the host could not take a %s (%s: %s); %s", inbound.kind,
+                            type(exc).__name__, exc, later)
             log.debug("slack: %s %s not taken", inbound.kind, inbound.event_id, exc_info=exc)
             self._failing = True
-            return None
-        if self._failing:
+        elif self._failing:
             log.warning("slack: the host takes events again")
             self._failing = False
-        return handled
 
     async def _follow_up(self, inbound: Inbound, handled: Handled) -> None:
         """What the person sees once the host has their act: a private answer, or 👀."""

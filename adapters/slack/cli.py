@@ -42,7 +42,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     port = settings.http_port(args.port)  # ConfigError for a bad PORT: one line
     config = SlackConfig.from_env(settings.env)  # ConfigError: one line naming the variable
     runtime = await Runtime.open(settings)
-    adapter = SlackAdapter(config, memory=runtime.memory("slack"))
+    adapter = SlackAdapter(config, memory=runtime.memory("slack"), inbox=runtime.inbox("slack"))
     try:
         await adapter.connect()  # the bot token is checked before the host starts
         host = await runtime.start_host(adapter.poster, platform="slack",

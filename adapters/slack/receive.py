@@ -22,7 +22,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -54,8 +54,13 @@ class Receiver:
     """Slack's requests in, on the receiver thread: HTTP on `port`, or Socket Mode."""
 
     def __init__(self, *, bot_token: str, base_url: str, signing_secret: str, app_token: str,
-                 bot_user_id: str, build_bolt: Callable[[AsyncWebClient], AsyncApp]) -> None:
+                 bot_user_id: str, build_bolt: Callable[[AsyncWebClient], AsyncApp],
+                 on_open: Callable[[], Awaitable[None]] | None = None,
+                 on_close: Callable[[], Awaitable[None]] | None = None) -> None:
+        """`on_open`/`on_close`: run on the receiver loop before it receives and after it
+        stops (the inbox's store connection lives there)."""
         self.port: int | None = None
+        self._on_open, self._on_close = on_open, on_close
         self._bot_token, self._base_url = bot_token, base_url
         self._app_token, self._bot_user_id = app_token, bot_user_id
         self._build_bolt = build_bolt
@@ -111,6 +116,8 @@ class Receiver:
         # connection URL); the main loop's client, which posts, is never touched here.
         self._client = AsyncWebClient(token=self._bot_token, base_url=self._base_url,
                                       session=aiohttp.ClientSession())
+        if self._on_open is not None:
+            await self._on_open()
         self._bolt = self._build_bolt(self._client)
         if self._app_token:
             await self._open_socket_mode()
@@ -127,6 +134,9 @@ class Receiver:
             await runner.cleanup()
         if self._client is not None and self._client.session is not None:
             await self._client.session.close()
+        if self._on_close is not None:
+            with contextlib.suppress(Exception):
+                await self._on_close()
 
     async def _open_http(self, bind: str, port: int) -> None:
         web_app = web.Application()

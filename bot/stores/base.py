@@ -139,6 +139,14 @@ class Store(ABC):
     async def kv_set(self, namespace: str, key: str, value: str) -> None:
         """Store a small value for an adapter."""
 
+    @abstractmethod
+    async def kv_delete(self, namespace: str, key: str) -> None:
+        """Forget a value (nothing happens if there is none)."""
+
+    @abstractmethod
+    async def kv_items(self, namespace: str) -> dict[str, str]:
+        """Every key and value of a namespace (meant for small ones, such as an inbox)."""
+
     # -- work queue: runs that need a worker --------------------------------
     # A store holds one queue per `queue` name: a worker reads only the queue of the
     # platforms it serves, so a Slack worker never takes (or drops) a Discord run's turn.

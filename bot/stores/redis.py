@@ -527,6 +527,17 @@ class RedisStore(Store):
         with self._errors():
             await self._q(lambda p: p.hset(f"{self._p}kv:{namespace}", key, value))
 
+    async def kv_delete(self, namespace: str, key: str) -> None:
+        """Forget a value (nothing happens if there is none)."""
+        with self._errors():
+            await self._q(lambda p: p.hdel(f"{self._p}kv:{namespace}", key))
+
+    async def kv_items(self, namespace: str) -> dict[str, str]:
+        """Every key and value of a namespace (one hash)."""
+        with self._errors():
+            items = await self._q(lambda p: p.hgetall(f"{self._p}kv:{namespace}"))
+        return dict(items)
+
     # -- work queue: a stream with one consumer group -----------------------------
     async def enqueue(self, run_id: str, queue: str = "") -> None:
         """Ask some worker (in any process) reading `queue` to drive `run_id`."""

@@ -246,6 +246,17 @@ class SQLiteStore(Store):
             (namespace, key, value),
         )
 
+    async def kv_delete(self, namespace: str, key: str) -> None:
+        """Forget a value (nothing happens if there is none)."""
+        await self._submit(_exec, "DELETE FROM kv WHERE namespace = ? AND key = ?",
+                           (namespace, key))
+
+    async def kv_items(self, namespace: str) -> dict[str, str]:
+        """Every key and value of a namespace."""
+        rows = await self._submit(_all, "SELECT key, value FROM kv WHERE namespace = ?",
+                                  (namespace,))
+        return {key: value for key, value in rows}
+
     # -- work queue -----------------------------------------------------------
     async def enqueue(self, run_id: str, queue: str = "") -> None:
         """Ask some worker (in this process) reading `queue` to drive `run_id`."""

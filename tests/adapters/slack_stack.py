@@ -8,6 +8,7 @@ one with outages on demand (`Stack.store.fail(...)`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from tests.fakes.slack import CHANNEL, FakeSlack, wait_until
 from threadteam.adapters.slack import SlackAdapter, SlackConfig
 from threadteam.bot.errors import StoreError
 from threadteam.bot.host import Host
+from threadteam.bot.inbox import Inbox
 from threadteam.bot.memory import StoreMemory
 from threadteam.bot.stores.redis import RedisStore
 from threadteam.bot.stores.sqlite import SQLiteStore
@@ -50,9 +52,15 @@ class _Outage:
     StoreError, as an unreachable Redis or a locked SQLite file would."""
 
     failing: dict[str, int]
+    slow: dict[str, asyncio.Event]  # method -> held until the event is set
 
     def fail(self, method: str, times: int = 1) -> None:
         self.failing[method] = self.failing.get(method, 0) + times
+
+    def hold(self, method: str) -> asyncio.Event:
+        """Make `method` wait (on either connection) until the returned event is set."""
+        gate = self.slow[method] = asyncio.Event()
+        return gate
 
     def _trip(self, method: str) -> None:
         if self.failing.get(method):
@@ -80,17 +88,25 @@ class _Outage:
         self._trip("put_post")
         await super().put_post(key, message_id)  # type: ignore[misc]
 
+    async def kv_set(self, namespace: str, key: str, value: str) -> None:
+        self._trip("kv_set")
+        gate = self.slow.get("kv_set")
+        if gate is not None:  # the gate belongs to the loop that made it: poll it from here
+            while not gate.is_set():
+                await asyncio.sleep(0.01)
+        await super().kv_set(namespace, key, value)  # type: ignore[misc]
+
 
 class OutageSQLite(_Outage, SQLiteStore):
     def __init__(self, path: str) -> None:
         super().__init__(path)
-        self.failing = {}
+        self.failing, self.slow = {}, {}
 
 
 class OutageRedis(_Outage, RedisStore):
     def __init__(self, url: str, prefix: str) -> None:
         super().__init__(url, prefix)
-        self.failing = {}
+        self.failing, self.slow = {}, {}
 
 
 @dataclass
@@ -146,8 +162,21 @@ async def stack_factory(fake_slack: FakeSlack, tmp_path: Path,
             OutageRedis(request.getfixturevalue("redis_url"),
                         request.getfixturevalue("redis_prefix")))
         await runs.start()
+
+        async def open_own() -> OutageSQLite | OutageRedis:
+            # The receiver's own connection to the same data, down when the store is.
+            own = (OutageSQLite(str(tmp_path / "runs.sqlite3")) if store == "sqlite" else
+                   OutageRedis(request.getfixturevalue("redis_url"),
+                               request.getfixturevalue("redis_prefix")))
+            own.failing = runs.failing
+            own.slow = runs.slow
+            await own.start()
+            return own
+
+        inbox = Inbox(runs, "slack", open_own)
+        inbox.retry_after = 0.3
         config = SlackConfig.from_env(fake_slack.env(socket_mode=mode == "socket"))
-        adapter = SlackAdapter(config, memory=StoreMemory(runs, "slack"))
+        adapter = SlackAdapter(config, memory=StoreMemory(runs, "slack"), inbox=inbox)
         models = ModelPool(env=model_env) if model_env else \
             ModelPool(env={"THREADTEAM_MODEL": "scripted"}, overrides={"scripted": model})
         host = Host(store=runs, catalog=TeamCatalog.load(teams_dir, strict=True), models=models,
