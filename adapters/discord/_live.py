@@ -123,11 +123,20 @@ class LiveReplies:
         holds one to forget once the post is up (`posted`); every other message the
         thread has (this turn's, an earlier turn's, one a crash left) is taken down.
         `adopted`: the post's parts already up (an earlier try): nothing is reused, and
-        they are never taken down."""
+        they are never taken down. `hook` is the post's webhook (None for the bot's own
+        posts); what is taken down goes through the channel's webhook, whose messages
+        these are."""
         mine = [p for p in (live, live.stale if live is not None else None)
                 if p is not None and p.id]
         left = [(p.id, webhook_username(p.persona)) for p in mine]
-        remembered, held = await self._remembered(hook, thread, {i for i, _ in left})
+        try:
+            raw = await self.memory.get(_memory_key(thread))
+        except Exception:  # nothing to go on; the post goes ahead
+            raw = None
+        if not left and not raw:
+            return 0, False
+        own = hook or await self._channel_hook(channel, thread)
+        remembered = await self._remembered(own, thread, {i for i, _ in left}, raw or "")
         if remembered is not None:
             left.append(remembered)
         into = 0
@@ -138,8 +147,8 @@ class LiveReplies:
                     and username == webhook_username(persona):
                 into = mid
             else:
-                await self._take_down(hook, channel, thread, mid)
-        return into, held or bool(left)
+                await self._take_down(own, channel, thread, mid)
+        return into, True
 
     async def posted(self, thread: int) -> None:
         """The post that claimed the thread's message is up: memory forgets it."""
@@ -221,26 +230,36 @@ class LiveReplies:
         value = json.dumps({"id": mid, "username": username, "content": content})
         await self.memory.set(_memory_key(thread), value)
 
-    async def _remembered(self, hook: discord.Webhook | None, thread: int,
-                          known: set[int]) -> tuple[tuple[int, str] | None, bool]:
-        """The message memory holds for `thread` that this process does not already have
-        in hand: its id and author, if it is among the thread's recent messages and still
-        shows a reply being written (a crash after it became a post leaves it alone); and
-        whether memory holds anything for the thread."""
+    async def _channel_hook(self, channel: int, thread: int) -> discord.Webhook | None:
         try:
-            raw = await self.memory.get(_memory_key(thread))
+            return await self._hook(channel, thread)
+        except DiscordError as exc:
+            log.info("Discord: no webhook to take down a reply being written in %s: %s",
+                     thread, exc)
+            return None
+
+    async def _remembered(self, hook: discord.Webhook | None, thread: int, known: set[int],
+                          raw: str) -> tuple[int, str] | None:
+        """The message memory (`raw`) holds for `thread` that this process does not
+        already have in hand: its id and author, if it is among the thread's recent
+        messages and still shows a reply being written (a crash after it became a post
+        leaves it alone)."""
+        try:
             data: Any = json.loads(raw) if raw else None
-        except Exception:  # nothing to go on; the post goes ahead
-            return None, False
+        except ValueError:
+            return None
         if not isinstance(data, dict) or not isinstance(data.get("username"), str):
-            return None, bool(raw)
-        mid, username = int(data.get("id") or 0), data["username"]
+            return None
+        try:
+            mid, username = int(data.get("id") or 0), data["username"]
+        except (TypeError, ValueError):
+            return None
         if mid in known or hook is None:
-            return None, True
+            return None
         try:
             page: list[Any] = await self.client.http.logs_from(thread, LOOK_BACK)
         except discord.HTTPException:
-            return None, True
+            return None
         me = self.client.user
         if not mid:  # posted, with its answer lost (or not posted at all): look for it
             found = adoptable(page, [str(data.get("content") or "")], webhook=str(hook.id),
@@ -248,8 +267,8 @@ class LiveReplies:
             mid = int(found[0]) if found else 0
         there = next((m for m in page if str(m.get("id")) == str(mid)), None)
         if there is None or not str(there.get("content") or "").endswith(" …"):
-            return None, True
-        return (mid, username), True
+            return None
+        return mid, username
 
 
 def _shown(text: str) -> str:

@@ -109,6 +109,17 @@ async def test_another_speakers_post_takes_the_message_down(
     assert [m["author"]["username"] for m in fake_discord.deleted] == ["🐻 Bear"]
 
 
+async def test_a_notice_after_a_failed_turn_takes_the_half_reply_down(
+        fake_discord: FakeDiscord, adapter: DiscordAdapter) -> None:
+    # Bear's model fails half-way through; the host says so in the thread, as the bot.
+    await write(adapter.poster.stream(KEY, BEAR), WORDS[:8],
+                lambda: fake_discord.calls_to("POST", WEBHOOK_POST, status=200))
+    await adapter.poster.post(Outbound(KEY, "Bear's model failed; `retry` to try again.",
+                                       "k2", notice=True))
+    assert seen(fake_discord) == [("threadteam", "Bear's model failed; `retry` to try again.")]
+    assert [m["author"]["username"] for m in fake_discord.deleted] == ["🐻 Bear"]
+
+
 async def test_a_crash_mid_reply_leaves_one_whole_reply(
         fake_discord: FakeDiscord, adapter: DiscordAdapter, store: SQLiteStore) -> None:
     await write(adapter.poster.stream(KEY, BEAR), WORDS[:8], lambda: False)
