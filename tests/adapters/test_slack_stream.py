@@ -103,6 +103,22 @@ def start_ts(fake: FakeSlack) -> str:
     return ts
 
 
+async def test_a_stream_slack_ended_goes_on_as_edits_and_the_reply_is_whole(
+        fake_slack, posters, key) -> None:
+    fake_slack.stream_lifetime = 1.2  # Slack ends streams by itself (after ~5 minutes)
+    poster = posters(LocalMemory())
+    await poster.working(key, BEAR)
+    words = [f"word{i} " for i in range(30)]  # three seconds of writing
+    await write(poster.stream(key, BEAR), words, lambda: False)  # type: ignore[arg-type]
+    await wait_until(lambda: fake_slack.calls_to("chat.update", ok=True), what="an edit")
+    assert fake_slack.calls_to("chat.appendStream", ok=False)  # Slack said it was over ...
+    [edit, *_] = fake_slack.calls_to("chat.update")  # ... so the text went on as edits
+    assert edit.params["blocks"][0]["text"]["text"] == edit.params["text"]
+    text = "".join(words).strip()
+    message_id = await poster.post(reply(key, text))
+    assert [(m["ts"], m["text"]) for m in bears(fake_slack, key)] == [(message_id, text)]
+
+
 async def test_a_reply_written_at_once_is_simply_posted(fake_slack, posters, key) -> None:
     poster = posters(LocalMemory())
     await poster.working(key, BEAR)

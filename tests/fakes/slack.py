@@ -28,7 +28,9 @@ Streams behave as Slack documents and as apps have measured: `chat.startStream` 
 `streaming_state` "in_progress" and its text as a `markdown` block, under the persona
 (`username`, `icons`) unless `stream_faces` is False (a workspace that shows streams under
 the app's own name); appends to a stream that stopped answer
-`message_not_in_streaming_state`, and `chat.stopStream` sets its metadata when given.
+`message_not_in_streaming_state`, as do appends to one older than `stream_lifetime`
+(Slack ends a stream about five minutes after it began), and `chat.stopStream` sets its
+metadata when given.
 `stream_refusal` makes every `chat.startStream` answer that error (a workspace or plan
 without streaming).
 
@@ -132,6 +134,8 @@ class FakeSlack:
         self.status_error: str | None = None  # make assistant.threads.setStatus fail so
         self.stream_refusal: str | None = None  # make every chat.startStream fail so
         self.stream_faces = True  # False: streams show the app's name, not `username`
+        self.stream_lifetime = 300.0  # seconds after which Slack ends a stream by itself
+        self._streams: dict[str, float] = {}  # stream ts -> when it began (monotonic)
         # Slack re-sends an event not answered with a 2xx at once, after 1 and after 5
         # minutes; the fake, after these many seconds. Empty: no re-delivery.
         self.retry_delays: tuple[float, ...] = (0.0, 0.1, 0.3)
@@ -481,14 +485,23 @@ class FakeSlack:
             msg.pop("user")
         self._stream_text(msg, p)
         self.messages[(channel, ts)] = msg
+        self._streams[ts] = time.monotonic()
         self._echo(dict(msg))
         return {"ok": True, "channel": channel, "ts": ts}
+
+    def _streaming(self, msg: dict[str, Any]) -> bool:
+        """Is `msg` a stream still running (not stopped, not past Slack's time limit)?"""
+        began = self._streams.get(msg["ts"], 0.0)
+        if msg.get("streaming_state") == "in_progress" and \
+                time.monotonic() - began > self.stream_lifetime:
+            msg["streaming_state"] = "completed"
+        return msg.get("streaming_state") == "in_progress"
 
     def _m_chat_appendStream(self, p: dict, r: web.Request) -> dict:
         msg = self.messages.get((p.get("channel"), p.get("ts")))
         if msg is None:
             return {"ok": False, "error": "message_not_found"}
-        if msg.get("streaming_state") != "in_progress":
+        if not self._streaming(msg):
             return {"ok": False, "error": "message_not_in_streaming_state"}
         if not (p.get("markdown_text") or p.get("chunks")):
             return {"ok": False, "error": "no_text"}
@@ -499,7 +512,7 @@ class FakeSlack:
         msg = self.messages.get((p.get("channel"), p.get("ts")))
         if msg is None:
             return {"ok": False, "error": "message_not_found"}
-        if msg.get("streaming_state") != "in_progress":
+        if not self._streaming(msg):
             return {"ok": False, "error": "message_not_in_streaming_state"}
         self._stream_text(msg, p)
         msg["streaming_state"] = "completed"
