@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (a venv with the dev extra, and a real
-# redis-server when the machine has none), then runs pytest. Arguments go to pytest.
+# redis-server when the machine has none), then runs pytest on four workers (pytest-xdist).
+# Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,4 +21,6 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
-exec .venv/bin/python -m pytest "$@"
+# Tests wait on sockets and subprocesses far more than they compute: four workers keep a
+# two-core machine busy. PYTEST_WORKERS=0 runs them in this process.
+exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-4}" "$@"
