@@ -1,22 +1,38 @@
-"""The scripted debate in threadteam's engine and in AutoGen's RoundRobinGroupChat, side by side.
+"""The debate in threadteam and in AutoGen's RoundRobinGroupChat, side by side: CPU per agent message.
 
     .venv/bin/pip install -e '.[bench]'      # autogen-agentchat, autogen-core
-    .venv/bin/python benchmarks/vs_autogen.py [--runs N]
+    .venv/bin/python benchmarks/vs_autogen.py [--runs N] [--profile]
 
-Both teams are three agents (bull, bear, synthesis) taking turns on one task
-until 12 agent messages, each answered at once by a trivial canned model client,
-so what is timed is each framework's own work per agent message. Both run in one
-process, alternating, and the best of several rounds of each is kept.
+Both teams are three agents (bull, bear, synthesis) taking turns on one task until 12
+agent messages. Two comparisons, both against AutoGen running in memory with a trivial
+canned model client (so what is timed is each framework's own work per agent message):
+
+- engine: threadteam's engine with a canned model (folding, deciding, building requests);
+- whole product: what `threadteam chat --team debate` does, in process: the host, the
+  console poster printing every post (to /dev/null), the SQLite store (on disk, its
+  writer thread's CPU included) and the rehearsal model.
+
+Figures are CPU time (`time.process_time()`, every thread of the process) per agent
+message; both run in one process, alternating, and the best of several rounds is kept.
+`--profile` prints where the whole product's time goes (cProfile, by own time).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
+import io
+import os
+import pstats
 import statistics
+import sys
+import tempfile
 import time
+import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from autogen_agentchat.agents import AssistantAgent
@@ -35,6 +51,12 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 from engine import LINES, TASK, CannedModel, OneModel, debate, run_once
 
+from threadteam.adapters.console.markdown import PLAIN
+from threadteam.adapters.console.poster import ConsolePoster
+from threadteam.adapters.console.terminal import Terminal
+from threadteam.bot.app import Runtime
+from threadteam.bot.config import Settings
+from threadteam.bot.shapes import Inbound, Outbound, ThreadKey
 from threadteam.teams.engine import Env
 
 MESSAGES = 12
@@ -125,28 +147,137 @@ async def threadteam_us(runs: int) -> float:
     return elapsed / messages * 1e6
 
 
-async def compare(runs: int, rounds: int) -> tuple[list[float], list[float]]:
+def debate_yaml(messages: int) -> str:
+    builtin = (Path(__file__).resolve().parents[1] / "teams" / "builtin" / "debate.yaml").read_text()
+    head = builtin[:builtin.index("termination:")]
+    return f"{head}termination:\n  max_messages: {messages}\n"
+
+
+class CountingPoster(ConsolePoster):
+    """The console's poster, counting the agents' messages it prints."""
+
+    agent_posts = 0
+
+    async def post(self, out: Outbound) -> str:
+        if "agent" in out.meta:
+            self.agent_posts += 1
+        return await super().post(out)
+
+
+class Product:
+    """threadteam as `threadteam chat` runs it: host, console poster, SQLite, rehearsal."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.out = open(os.devnull, "w")
+        self.poster = CountingPoster(Terminal(self.out, self.out, live=False), PLAIN, user="me",
+                                     env={})
+        self.runtime: Runtime | None = None
+
+    async def start(self) -> None:
+        # The built-in debate, run to 12 messages like AutoGen's (the rehearsal synthesis
+        # says FINAL ANSWER at once, which would end it after 3).
+        teams = Path(self.folder) / "teams"
+        teams.mkdir()
+        (teams / "debate.yaml").write_text(debate_yaml(MESSAGES))
+        env = {"THREADTEAM_STORE": f"sqlite:///{Path(self.folder) / 'bench.sqlite3'}",
+               "THREADTEAM_TEAMS_DIR": str(teams)}
+        self.runtime = await Runtime.open(Settings.from_env(env))
+        await self.runtime.start_host(self.poster, platform="console", shared=False)
+
+    async def run(self) -> None:
+        assert self.runtime is not None and self.runtime.host is not None
+        host = self.runtime.host
+        key = ThreadKey("console", "local", "terminal", uuid.uuid4().hex[:12])
+        await host.handle(Inbound(key, "me", f"debate {TASK}", "summon", uuid.uuid4().hex,
+                                  display_name="me"))
+        await host.idle(limit=60)
+
+    async def aclose(self) -> None:
+        if self.runtime is not None:
+            await self.runtime.aclose()
+        self.out.close()
+
+
+async def product_us(product: Product, runs: int) -> float:
+    """CPU microseconds per agent message over `runs` whole debates."""
+    before = product.poster.agent_posts
+    gc.collect()
+    start = time.process_time()
+    for _ in range(runs):
+        await product.run()
+    elapsed = time.process_time() - start
+    messages = product.poster.agent_posts - before
+    assert messages == runs * MESSAGES, f"threadteam posted {messages / runs:g} agent messages a run"
+    return elapsed / messages * 1e6
+
+
+async def autogen_cpu_us(team: RoundRobinGroupChat, runs: int) -> float:
+    """AutoGen's CPU microseconds per agent message (as `autogen_us`, on the CPU clock)."""
+    messages = 0
+    gc.collect()
+    start = time.process_time()
+    for _ in range(runs):
+        result = await team.run(task=TASK)
+        messages += sum(1 for m in result.messages if isinstance(m, TextMessage) and m.source != "user")
+        await team.reset()
+    elapsed = time.process_time() - start
+    assert messages == runs * MESSAGES, f"AutoGen wrote {messages / runs:g} agent messages a run"
+    return elapsed / messages * 1e6
+
+
+async def compare(runs: int, rounds: int, profile: bool) -> dict[str, list[float]]:
     ag_team = autogen_team()
-    await autogen_us(ag_team, 3)  # warm up both
-    await threadteam_us(20)
-    ours, theirs = [], []
-    for _ in range(rounds):
-        theirs.append(await autogen_us(ag_team, runs))
-        ours.append(await threadteam_us(runs * 10))
-    return ours, theirs
+    out: dict[str, list[float]] = {"autogen": [], "engine": [], "autogen_cpu": [], "product": []}
+    with tempfile.TemporaryDirectory() as folder:
+        product = Product(folder)
+        await product.start()
+        try:
+            await autogen_us(ag_team, 3)  # warm up all three
+            await threadteam_us(20)
+            await product_us(product, 3)
+            for _ in range(rounds):
+                out["autogen"].append(await autogen_us(ag_team, runs))
+                out["engine"].append(await threadteam_us(runs * 10))
+                out["autogen_cpu"].append(await autogen_cpu_us(ag_team, runs))
+                out["product"].append(await product_us(product, runs))
+            if profile:
+                profiler = cProfile.Profile(time.process_time)
+                gc.collect()
+                profiler.enable()
+                for _ in range(runs):
+                    await product.run()
+                profiler.disable()
+                text = io.StringIO()
+                pstats.Stats(profiler, stream=text).sort_stats(os.environ.get("SORT", "tottime")).print_stats(int(os.environ.get("TOP", "25")))
+                print(text.getvalue(), file=sys.stderr)
+        finally:
+            await product.aclose()
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100, help="AutoGen runs per round (threadteam: 10x)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile", action="store_true",
+                        help="print where the whole product's time goes (cProfile)")
     args = parser.parse_args()
-    ours, theirs = asyncio.run(compare(args.runs, args.rounds))
-    a, t = min(ours), min(theirs)
+    figures = asyncio.run(compare(args.runs, args.rounds, args.profile))
+    best = {k: min(v) for k, v in figures.items()}
+    med = {k: statistics.median(v) for k, v in figures.items()}
     print(f"{MESSAGES}-message scripted debate, 3 agents in round robin, canned zero-latency model")
-    print(f"  AutoGen RoundRobinGroupChat: {t:8.1f} us/message  (median {statistics.median(theirs):.1f})")
-    print(f"  threadteam engine:           {a:8.1f} us/message  (median {statistics.median(ours):.1f})")
-    print(f"  ratio: {t / a:.1f}x less engine time per message in threadteam (target >= 20x)")
+    print(f"  AutoGen RoundRobinGroupChat: {best['autogen']:8.1f} us/message  (median {med['autogen']:.1f})")
+    print(f"  threadteam engine:           {best['engine']:8.1f} us/message  (median {med['engine']:.1f})")
+    print(f"  ratio: {best['autogen'] / best['engine']:.1f}x less engine time per message in "
+          "threadteam (target >= 20x)")
+    print("whole product, CPU per agent message (process_time, all threads)")
+    print(f"  AutoGen in memory:                            {best['autogen_cpu']:8.1f} us  "
+          f"(median {med['autogen_cpu']:.1f})")
+    print(f"  threadteam chat (console, SQLite, rehearsal): {best['product']:8.1f} us  "
+          f"(median {med['product']:.1f})")
+    print(f"  ratio: {best['autogen_cpu'] / best['product']:.1f}x less CPU per message in "
+          "threadteam (target >= 10x)")
 
 
 if __name__ == "__main__":

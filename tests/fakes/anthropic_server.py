@@ -57,9 +57,13 @@ class FakeAnthropic(FakeServer):
         content: list[dict] = [{"type": "text", "text": reply.text}] if reply.text else []
         content += [{"type": "tool_use", "id": f"toolu_fake_{i}", "name": n, "input": _loads(a)}
                     for i, (n, a) in enumerate(reply.tool_calls)]
+        usage: dict[str, Any] = {"input_tokens": reply.usage[0], "output_tokens": reply.usage[1]}
+        if self.prompt_cache is not None:
+            fresh, written, read = self.prompt_cache.bill(body)
+            usage.update(input_tokens=fresh, cache_creation_input_tokens=written,
+                         cache_read_input_tokens=read)
         return {**_message(body, reply.usage), "content": content,
-                "stop_reason": "tool_use" if reply.tool_calls else "end_turn",
-                "usage": {"input_tokens": reply.usage[0], "output_tokens": reply.usage[1]}}
+                "stop_reason": "tool_use" if reply.tool_calls else "end_turn", "usage": usage}
 
     def events(self, step: Reply | StreamFailure, body: dict) -> list[str]:
         usage = getattr(step, "usage", (10, 5))
