@@ -73,6 +73,8 @@ class Streams:
                                          ts=key.thread, limit=1)
         except SlackError as exc:
             log.debug("slack: could not read the root of %s (%s)", key, exc.code)
+            if exc.answered and not exc.rate_limited:  # refused (a scope, a channel): for good
+                self._recipients[name] = ""
             return ""
         root = next((m for m in answer.get("messages") or ()
                      if isinstance(m, dict) and m.get("ts") == key.thread), None)

@@ -5,6 +5,7 @@ in that message once, with its key, and a crash mid-stream leaves no twin and no
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -20,6 +21,8 @@ from threadteam.bot.shapes import Memory, Outbound, ThreadKey
 from threadteam.teams.persona import Persona
 
 BEAR = Persona("Bear", ":bear:")
+LIVE_PING = re.compile(r"<!(?:here|channel|everyone)|(?<![\w@])@(?:here|channel|everyone)\b",
+                       re.IGNORECASE)
 WORDS = [f"word{i} " for i in range(12)]
 REPLY = "".join(WORDS).strip()
 
@@ -117,6 +120,19 @@ async def test_a_stream_slack_ended_goes_on_as_edits_and_the_reply_is_whole(
     text = "".join(words).strip()
     message_id = await poster.post(reply(key, text))
     assert [(m["ts"], m["text"]) for m in bears(fake_slack, key)] == [(message_id, text)]
+
+
+async def test_a_stream_pings_no_channel(fake_slack, posters, key) -> None:
+    pings = "Heads up <!channel> <!here> <!everyone> @channel @here @Everyone, see the plan. "
+    poster = posters(LocalMemory())
+    await poster.working(key, BEAR)
+    await write(poster.stream(key, BEAR), [w + " " for w in pings.split()] * 3,  # type: ignore[arg-type]
+                lambda: False)
+    await wait_until(lambda: fake_slack.calls_to("chat.appendStream", ok=True), what="appends")
+    sent = [c.params["markdown_text"] for c in fake_slack.calls
+            if c.method in ("chat.startStream", "chat.appendStream")]
+    assert sent and not [t for t in sent if LIVE_PING.search(t)], sent
+    assert "here" in "".join(sent)  # the words are there, only defused
 
 
 async def test_a_reply_written_at_once_is_simply_posted(fake_slack, posters, key) -> None:
