@@ -89,7 +89,7 @@ def test_a_decorated_tool_is_named_in_a_team_file_by_module_and_function():
 
 
 def test_the_built_in_tools_are_a_table_not_a_registry():
-    assert sorted(BUILTIN) == ["calculate", "current_time", "post_message"]
+    assert sorted(BUILTIN) == ["calculate", "current_time", "post_message", "run_code"]
     with pytest.raises(TeamFileError, match="unknown tool 'shout'"):
         desk("shout")
 
