@@ -89,7 +89,14 @@ class Hang:
     text: str | None = None
 
 
-Step = Reply | HTTPFailure | StreamFailure | Drop | Hang
+@dataclass(frozen=True)
+class Raw:
+    """A 200 stream of exactly these server-sent event texts (for malformed streams)."""
+
+    events: tuple[str, ...]
+
+
+Step = Reply | HTTPFailure | StreamFailure | Drop | Hang | Raw
 
 
 def split(text: str, pieces: int) -> list[str]:
@@ -176,6 +183,10 @@ class FakeServer:
         """Start streaming `text` (in two pieces), then cut the connection mid-answer."""
         self.steps.append(Drop(text))
 
+    def queue_raw(self, *events: str) -> None:
+        """Stream these event texts verbatim (`"data: {...}\\n\\n"`), then end the stream."""
+        self.steps.append(Raw(events))
+
     def queue_hang(self, text: str | None = None) -> None:
         """Never finish: no headers (`text` None), or stream `text` and then fall silent."""
         self.steps.append(Hang(text))
@@ -207,7 +218,7 @@ class FakeServer:
             raise web.HTTPServiceUnavailable()
         if isinstance(step, Drop | Hang):
             return await self._break_off(request, step, body)
-        if not body.get("stream"):
+        if not body.get("stream") and not isinstance(step, Raw):
             if isinstance(step, StreamFailure):
                 return web.json_response(self.error_body(HTTPFailure(500, None, step.message),
                                                          request), status=500)
@@ -216,7 +227,7 @@ class FakeServer:
                                                "cache-control": "no-cache"})
         await response.prepare(request)
         try:
-            for event in self.events(step, body):
+            for event in (step.events if isinstance(step, Raw) else self.events(step, body)):
                 await response.write(event.encode())
                 if self.chunk_delay:
                     await asyncio.sleep(self.chunk_delay)
