@@ -105,6 +105,9 @@ class View:
     owed_results: int = 0
     held: list[ChatMessage] = field(default_factory=list)
     size: int = 0  # estimated tokens in `messages` (kept only under a budget)
+    #: Messages a cut keeps (default: a tenth of `limit`). A view read through a slice of
+    #: its newest messages (the selector's) keeps that many and holds up to `limit`.
+    keep: int | None = None
 
     def add(self, message: ChatMessage) -> None:
         """Someone else's words (or the agent's own, without tool calls)."""
@@ -156,7 +159,7 @@ class View:
         if len(messages) <= self.limit and (self.budget is None or size <= self.budget):
             self.size = size  # a stale count (after `restart`): nothing to cut
             return
-        keep_count = max(1, self.limit // CUT_KEEPS)
+        keep_count = self.keep if self.keep is not None else max(1, self.limit // CUT_KEEPS)
         keep_tokens = None if self.budget is None else self.budget // CUT_KEEPS
         start, kept = len(messages) - 1, message_tokens(messages[-1])
         while start > 0 and len(messages) - start < keep_count:
@@ -226,7 +229,9 @@ class RunState:
         self.condition = self.team.termination()
         self.views = {a.name: View(a.context_messages, a.context_tokens)
                       for a in self.team.agents if not a.human}
-        self.public = View(SELECTOR_CONTEXT)
+        # The selector reads the newest SELECTOR_CONTEXT (its system prompt changes with the
+        # candidates, so no cache to keep): trimmed to that many, a block at a time.
+        self.public = View(2 * SELECTOR_CONTEXT, keep=SELECTOR_CONTEXT)
 
     @classmethod
     def fold(cls, team: Team, events: list[Event]) -> RunState:
