@@ -349,6 +349,10 @@ class Placeholders:
         """What a placeholder shows of a reply being written."""
         return truncate(to_mrkdwn(text.rstrip(), italics=True) + " …", self.limit)
 
+    async def discard(self, key: ThreadKey, ts: str, *, stream: bool) -> None:
+        """Take down a placeholder (or stream) a post was to replace but could not."""
+        await self._take_down(key, _Left(ts, "", STREAM_NONCE if stream else ""))
+
     async def _take_down(self, key: ThreadKey, left: _Left) -> None:
         if left.stream:
             await self.streams.stop(key, left.ts)

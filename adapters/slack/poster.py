@@ -252,6 +252,10 @@ class SlackPoster:
         except SlackError as exc:
             if exc.code == "message_not_found":  # someone deleted it: post instead
                 return ""
+            if stream and exc.answered and not exc.unknown and not exc.rate_limited:
+                # A stream Slack will not turn into the reply: it goes, the reply is posted.
+                await self.placeholders.discard(out.key, placeholder, stream=True)
+                return ""
             raise
 
     async def _post_once(self, where: ThreadKey, key: str, part: int,

@@ -135,6 +135,18 @@ async def test_a_stream_pings_no_channel(fake_slack, posters, key) -> None:
     assert "here" in "".join(sent)  # the words are there, only defused
 
 
+async def test_a_stream_slack_will_not_edit_is_replaced_by_a_post(
+        fake_slack, posters, key) -> None:
+    poster = posters(LocalMemory())
+    await poster.working(key, BEAR)
+    await write(poster.stream(key, BEAR), WORDS,  # type: ignore[arg-type]
+                lambda: fake_slack.calls_to("chat.startStream", ok=True))
+    fake_slack.fail("chat.update", "cant_update_message")
+    message_id = await poster.post(reply(key))
+    assert [(m["ts"], m["text"]) for m in bears(fake_slack, key)] == [(message_id, REPLY)]
+    assert [m.get("streaming_state") for m in fake_slack.deleted] == ["completed"]
+
+
 async def test_a_reply_written_at_once_is_simply_posted(fake_slack, posters, key) -> None:
     poster = posters(LocalMemory())
     await poster.working(key, BEAR)
