@@ -3,15 +3,13 @@
 `assistant.threads.setStatus` where Slack accepts it; otherwise a placeholder post
 under the agent's persona that fills with the reply as the model streams it
 (edited at most once a second; Slack's chat.update allows about 50 a minute) and
-becomes the reply itself. Where the status line shows the work, the reply's
-first words (once it has been writing for `OPEN_AFTER`) open a message of their
-own under the persona: a Slack stream (streams.py) where the workspace allows
-one and shows the persona on it, else a placeholder post holding the text; a
-reply written faster than that is simply posted. A placeholder is remembered in the adapter's memory
-before it is posted, with the key its post carries in its metadata, so a crash at
-any moment leaves nothing behind: the next post in the thread (or the resumed
-turn) finds it, by that key if its answer never came, and replies into it (same
-persona) or takes it down.
+becomes the reply itself. With the status line, a reply still being written after
+`OPEN_AFTER` opens a message under the persona: a stream (streams.py) where the
+workspace shows the persona on one, else a placeholder holding the text. A
+placeholder (or stream) is remembered in the adapter's memory before it is posted,
+with the key its post carries, so a crash at any moment leaves nothing behind: the
+next post in the thread (or the resumed turn) finds it, by that key if its answer
+never came, and replies into it (same persona) or takes it down.
 
 All of it is a courtesy: one attempt per call (`SlackApi.once`), never retried,
 never waited on for long, and the first thing to give way to a rate limit.
