@@ -135,3 +135,13 @@ async def test_a_crash_mid_reply_leaves_one_whole_reply(
         await successor.aclose()
     assert seen(fake_discord) == [("🐻 Bear", REPLY), ("Bull", "Growth is strong.")]
     assert mid == fake_discord.posts_in(CHANNEL_ID)[0]["id"]
+
+
+async def test_a_message_whose_answer_was_lost_is_found_not_posted_again(
+        fake_discord: FakeDiscord, adapter: DiscordAdapter) -> None:
+    await adapter.poster.post(Outbound(KEY, "warm-up", "k0", BEAR))  # the webhook exists
+    fake_discord.fail("POST", WEBHOOK_POST, status=0, stored=True)  # stored, then the line drops
+    await write(adapter.poster.stream(KEY, BEAR), WORDS, lambda: False)
+    await adapter.poster.post(Outbound(KEY, REPLY, "k1", BEAR, meta={"agent": "bear"}))
+    assert seen(fake_discord) == [("🐻 Bear", "warm-up"), ("🐻 Bear", REPLY)]
+    assert len(fake_discord.calls_to("POST", WEBHOOK_POST)) == 2  # warm-up, and the lost one
