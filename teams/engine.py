@@ -14,6 +14,25 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from . import magentic
+from .actions import (
+    Action,
+    AssessProgress,
+    AwaitApproval,
+    AwaitHuman,
+    AwaitPlanReview,
+    CallModel,
+    Delegate,
+    Expire,
+    Finish,
+    Idle,
+    Record,
+    RunTool,
+    Select,
+    SelectWithModel,
+    WriteAnswer,
+    WritePlan,
+)
 from .errors import ModelError
 from .events import (
     AgentMessage,
@@ -31,96 +50,15 @@ from .events import (
 from .models.base import HANDOFF_PREFIX, Model, ModelResponse, RetrySink, TextSink, ToolCall
 from .prompts import build_request, build_selector_request, offered, parse_selection, rounds_used
 from .spec import Team
-from .state import EXPIRED, CallState, RunState
+from .state import EXPIRED, RunState
 from .tools import Tool, ToolContext
 
 __all__ = [
-    "Action", "AwaitApproval", "AwaitHuman", "CallModel", "Env", "Expire", "Finish", "Idle",
-    "ModelSource",
-    "Record", "RunTool", "Select", "SelectWithModel", "ToolRunner", "call_events", "deadline",
+    "Action", "AssessProgress", "AwaitApproval", "AwaitHuman", "AwaitPlanReview", "CallModel",
+    "Delegate", "Env", "Expire", "Finish", "Idle", "ModelSource", "Record", "RunTool", "Select",
+    "SelectWithModel", "ToolRunner", "WriteAnswer", "WritePlan", "call_events", "deadline",
     "decide", "drive", "invoke_tool", "perform", "reply_events", "time_passed",
 ]
-
-
-# -- actions ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Action:
-    """What the run needs next."""
-
-    @property
-    def waits(self) -> bool:
-        """True when nothing can happen until a person acts."""
-        return False
-
-
-@dataclass(frozen=True)
-class Idle(Action):
-    reason: str  # "finished" | "paused"
-
-    @property
-    def waits(self) -> bool:
-        return True
-
-
-@dataclass(frozen=True)
-class AwaitHuman(Action):
-    participant: str
-
-    @property
-    def waits(self) -> bool:
-        return True
-
-
-@dataclass(frozen=True)
-class AwaitApproval(Action):
-    calls: tuple[CallState, ...]
-
-    @property
-    def waits(self) -> bool:
-        return True
-
-
-@dataclass(frozen=True)
-class Finish(Action):
-    reason: str
-
-
-@dataclass(frozen=True)
-class Select(Action):
-    """A speaker chosen without a model (order, mention, handoff); only records it."""
-
-    agent: str
-    how: str
-
-
-@dataclass(frozen=True)
-class SelectWithModel(Action):
-    candidates: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class CallModel(Action):
-    agent: str
-    select: SpeakerSelected | None = None  # recorded with the reply when chosen by order
-
-
-@dataclass(frozen=True)
-class RunTool(Action):
-    call: CallState
-
-
-@dataclass(frozen=True)
-class Expire(Action):
-    """Approval requests nobody answered before the team's `expires_after`."""
-
-    calls: tuple[CallState, ...]
-
-
-@dataclass(frozen=True)
-class Record(Action):
-    """Events the log owes: the rest of a batch a crash cut short (no model, no tool)."""
-
-    events: tuple[Event, ...]
 
 
 # -- deciding -----------------------------------------------------------------------
@@ -158,6 +96,8 @@ def decide(state: RunState) -> Action:
         if state.current in team.humans:
             return AwaitHuman(state.current)
         return CallModel(state.current)
+    if state.magentic is not None:  # the orchestrator decides who speaks, and when it is done
+        return magentic.decide(state)
     agent, how = _next_by_rule(state)
     if agent is None:
         return SelectWithModel(_selector_candidates(state))
@@ -439,6 +379,7 @@ _PERFORMERS: dict[type[Action], Callable[[RunState, Any, Env], Awaitable[list[Ev
     RunTool: _run_tool,
     Expire: _expire,
     Record: _record,
+    **magentic.PERFORMERS,
 }
 
 

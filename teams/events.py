@@ -20,8 +20,9 @@ NO_USAGE = Usage()
 __all__ = [
     "EVENT_TYPES", "NO_USAGE", "AgentMessage", "ApprovalDecided", "ApprovalExpired", "ClockChecked",
     "Event",
-    "Handoff", "HumanMessage", "RunContinued", "RunFinished", "RunPaused", "RunResumed",
-    "SpeakerSelected", "StopRequested", "TaskStarted", "ToolAlwaysApproved", "ToolCallRequested",
+    "Handoff", "HumanMessage", "Instructed", "PlanReviewed", "PlanWritten", "ProgressAssessed",
+    "RunContinued", "RunFinished", "RunPaused", "RunResumed", "SpeakerSelected", "StopRequested",
+    "TaskStarted", "ToolAlwaysApproved", "ToolCallRequested",
     "ToolResult", "from_dict", "from_json", "to_dict", "to_json",
 ]
 
@@ -192,12 +193,69 @@ class ClockChecked(Event):
     kind: ClassVar[str] = "clock_checked"
 
 
+@dataclass(frozen=True, slots=True)
+class PlanWritten(Event):
+    """A magentic orchestrator's task ledger: the facts it works from and its plan.
+
+    `revision` counts a run's plans from 1; `cause` is `start`, `review` (a person asked
+    for changes) or `replan` (the team stalled), and `reason` says why it was rewritten.
+    """
+
+    kind: ClassVar[str] = "plan_written"
+    revision: int
+    facts: str
+    plan: str
+    cause: str = "start"
+    reason: str = ""
+    usage: Usage = NO_USAGE
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressAssessed(Event):
+    """One progress ledger of a magentic orchestrator.
+
+    `ledger` maps each question (is_request_satisfied, is_in_loop, is_progress_being_made,
+    next_speaker, instruction_or_question) to its checked `{reason, answer}`. An answer that
+    could not be used leaves `ledger` empty, says why in `problem` and keeps the `reply`.
+    """
+
+    kind: ClassVar[str] = "progress_assessed"
+    ledger: dict[str, Any]
+    problem: str = ""
+    reply: str = ""
+    usage: Usage = NO_USAGE
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Instructed(Event):
+    """A magentic orchestrator hands the turn to `agent` (or the person) with `text`."""
+
+    kind: ClassVar[str] = "instructed"
+    agent: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanReviewed(Event):
+    """A person approved plan `revision`, or asked for `changes` to it (magentic plan_review)."""
+
+    kind: ClassVar[str] = "plan_reviewed"
+    revision: int
+    by: str
+    approved: bool
+    changes: str = ""
+    display_name: str = ""
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
         TaskStarted, HumanMessage, SpeakerSelected, AgentMessage, ToolCallRequested,
         ApprovalDecided, ApprovalExpired, ToolAlwaysApproved, ToolResult, Handoff,
         StopRequested, RunPaused, RunResumed, RunFinished, RunContinued, ClockChecked,
+        PlanWritten, ProgressAssessed, Instructed, PlanReviewed,
     )
 }
 
@@ -238,7 +296,7 @@ def from_dict(data: dict[str, Any]) -> Event:
     if cls is AgentMessage:
         data["tool_calls"] = tuple(ToolCall(**c) for c in data.get("tool_calls", ()))
         data["usage"] = Usage(**data.get("usage", {}))
-    elif cls is SpeakerSelected:
+    elif cls is SpeakerSelected or cls is PlanWritten or cls is ProgressAssessed:
         data["usage"] = Usage(**data.get("usage", {}))
     elif cls is TaskStarted:
         data["approvers"] = tuple(data.get("approvers", ()))

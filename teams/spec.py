@@ -2,11 +2,13 @@
 
 Shape (see teams/builtin/*.yaml):
 
-    name, description, strategy (round_robin | selector | swarm), model,
+    name, description, strategy (round_robin | selector | swarm | magentic), model,
     approvers, stoppers, approval {quorum, summoner_may_approve, expires_after},
     budget {tokens}, selector {model, prompt, allow_repeated_speaker},
+    mcp_servers {name: {command | url, headers, env, cwd, approval {never, always}, timeout}},
+    orchestrator {persona, model, max_stalls, max_resets, plan_review} (magentic),
     agents: [{name, persona, description, system_message, model,
-              tools: [name | {use, name, approval, channels}],
+              tools: [name | {use, name, approval, channels} | {mcp, tools}],
               handoffs, context, human}], termination
 
 A file that loads may still carry `warnings` (file:line: advice), e.g. a `role:`
@@ -15,7 +17,9 @@ written as a name where an id would be unambiguous.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -30,11 +34,16 @@ from ._yaml import NO_ALIASES, line_of, load_with_lines
 from .approvers import ROLE_PREFIX, ApprovalPolicy, Approvers, role_is_id
 from .builtin_tools import BUILTIN
 from .errors import TeamFileError, ToolError
+from .mcp.config import McpServer, McpServerModel, McpUse
 from .persona import Persona, is_emoji
 from .termination import Condition, TerminationSpecError, names_in, parse_termination
 from .tools import Approval, Tool, load_tool
 
-__all__ = ["AgentSpec", "Team", "TeamFileWarning", "load_team", "parse_team"]
+__all__ = ["ORCHESTRATOR", "AgentSpec", "Orchestrator", "Team", "TeamFileWarning", "load_team",
+           "parse_team"]
+
+#: The name a magentic team's orchestrator speaks under (no agent of such a team may take it).
+ORCHESTRATOR = "orchestrator"
 
 _NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 
@@ -60,10 +69,23 @@ class PersonaModel(_Strict):
 
 
 class ToolEntry(_Strict):
-    use: str
+    use: str | None = None
     name: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     approval: Approval | None = None
     channels: list[pydantic.StrictStr] | None = Field(default=None, min_length=1)
+    mcp: pydantic.StrictStr | None = None  # `- mcp: server`: that server's tools
+    tools: list[pydantic.StrictStr] | None = Field(default=None, min_length=1)
+
+    @pydantic.model_validator(mode="after")
+    def _one_kind(self) -> ToolEntry:
+        if (self.use is None) == (self.mcp is None):
+            raise ValueError("a tool entry is a tool name, {use: ...} or {mcp: server}")
+        if self.mcp is not None and (self.name or self.approval or self.channels):
+            raise ValueError("an mcp: entry takes only tools: [...]; set approvals under "
+                             "mcp_servers.<server>.approval")
+        if self.use is not None and self.tools is not None:
+            raise ValueError("tools: only goes with mcp: server")
+        return self
 
     @pydantic.field_validator("channels")
     @classmethod
@@ -102,6 +124,14 @@ class SelectorModel(_Strict):
     allow_repeated_speaker: bool = False
 
 
+class OrchestratorModel(_Strict):
+    persona: PersonaModel | None = None
+    model: str | None = None
+    max_stalls: pydantic.StrictInt = Field(default=3, ge=1)
+    max_resets: pydantic.StrictInt = Field(default=2, ge=0)
+    plan_review: pydantic.StrictBool = False
+
+
 class BudgetModel(_Strict):
     tokens: pydantic.StrictInt = Field(gt=0)
 
@@ -120,16 +150,27 @@ class ApprovalModel(_Strict):
 class TeamModel(_Strict):
     name: str = Field(pattern=_NAME)
     description: str = ""
-    strategy: Literal["round_robin", "selector", "swarm"] = "round_robin"
+    strategy: Literal["round_robin", "selector", "swarm", "magentic"] = "round_robin"
     model: str | None = None
     approvers: list[str] = []
     stoppers: list[str] = []
     approval: ApprovalModel = ApprovalModel()
     budget: BudgetModel | None = None
     selector: SelectorModel = SelectorModel()
+    orchestrator: OrchestratorModel | None = None
     agents: list[AgentModel] = Field(min_length=1)
     termination: Any = None
     max_tool_rounds: int = Field(default=5, gt=0)
+    mcp_servers: dict[str, McpServerModel] = {}
+
+    @pydantic.field_validator("mcp_servers")
+    @classmethod
+    def _server_names(cls, v: dict[str, McpServerModel]) -> dict[str, McpServerModel]:
+        bad = [n for n in v if not re.fullmatch(_NAME, n)]
+        if bad:
+            raise ValueError(f"server name {bad[0]!r}: names use letters, digits, '_' or '-' "
+                             f"and start with a letter")
+        return v
 
 
 @dataclass(frozen=True)
@@ -146,9 +187,21 @@ class AgentSpec:
     human: bool = False
     context_messages: int = 40
     context_tokens: int | None = None
+    mcp: tuple[McpUse, ...] = ()  # `- mcp: server` entries; tools come from the server
 
     def tool(self, name: str) -> Tool | None:
         return next((t for t in self.tools if t.name == name), None)
+
+
+@dataclass(frozen=True)
+class Orchestrator:
+    """A magentic team's orchestrator: its face and model, when it replans, when it gives up,
+    and whether a person reviews each plan before the team starts on it."""
+
+    agent: AgentSpec
+    max_stalls: int = 3
+    max_resets: int = 2
+    plan_review: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,12 +224,16 @@ class Team:
     stoppers: Approvers = field(default_factory=Approvers)
     approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     budget_tokens: int | None = None
+    orchestrator: Orchestrator | None = None  # strategy: magentic
+    mcp_servers: Mapping[str, McpServer] = field(default_factory=dict, compare=False)
     warnings: tuple[TeamFileWarning, ...] = field(default=(), compare=False)
     by_name: dict[str, AgentSpec] = field(default_factory=dict, compare=False, repr=False)
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)  # engine's cache
 
     def __post_init__(self) -> None:
         self.by_name.update({a.name: a for a in self.agents})
+        if self.orchestrator is not None:  # it posts under its persona, like an agent
+            self.by_name[self.orchestrator.agent.name] = self.orchestrator.agent
 
     def termination(self) -> Condition:
         """A fresh condition tree (each run folds its own)."""
@@ -320,7 +377,9 @@ def _build(m: TeamModel, source: str, problems: _Problems) -> Team | None:
         problems.add(("agents", 0),
                      "in a swarm the first agent speaks first; it cannot be the human")
     all_tools = {t.name for a in agents for t in a.tools}
-    if not _check_termination(m.termination, problems, names, all_tools):
+    orchestrator = _orchestrator(m, names, problems)
+    speakers = [*names, ORCHESTRATOR] if orchestrator is not None else names
+    if not _check_termination(m.termination, problems, speakers, all_tools):
         return None
     return Team(name=m.name, description=m.description, strategy=m.strategy, agents=tuple(agents),
                 termination_spec=m.termination, model=m.model, approvers=tuple(m.approvers),
@@ -330,7 +389,28 @@ def _build(m: TeamModel, source: str, problems: _Problems) -> Team | None:
                 name_line=problems.lines.get(("name",)), stoppers=Approvers.parse(m.stoppers),
                 approval=ApprovalPolicy(m.approval.quorum, m.approval.summoner_may_approve,
                                         m.approval.expires_after),
-                budget_tokens=m.budget.tokens if m.budget else None)
+                budget_tokens=m.budget.tokens if m.budget else None, orchestrator=orchestrator,
+                mcp_servers={n: McpServer.of(n, s) for n, s in m.mcp_servers.items()})
+
+
+def _orchestrator(m: TeamModel, names: list[str], problems: _Problems) -> Orchestrator | None:
+    """A magentic team's orchestrator (the section is optional); the section is an error in
+    any other team, and so is an agent that takes the orchestrator's name."""
+    if m.strategy != "magentic":
+        if m.orchestrator is not None:
+            problems.add(("orchestrator",), "orchestrator: only applies with strategy: magentic")
+        return None
+    if ORCHESTRATOR in names:
+        problems.add(("agents", names.index(ORCHESTRATOR), "name"),
+                     f"'{ORCHESTRATOR}' is the name of a magentic team's orchestrator; "
+                     f"give this agent another name")
+    o = m.orchestrator or OrchestratorModel()
+    persona = o.persona or PersonaModel()
+    agent = AgentSpec(name=ORCHESTRATOR, description="Plans, delegates and checks progress.",
+                      persona=Persona(persona.display_name or "Orchestrator",
+                                      persona.avatar or ":compass:", persona.color),
+                      model=o.model)
+    return Orchestrator(agent, o.max_stalls, o.max_resets, o.plan_review)
 
 
 def _agent(m: TeamModel, i: int, names: list[str], problems: _Problems) -> AgentSpec:
@@ -345,8 +425,17 @@ def _agent(m: TeamModel, i: int, names: list[str], problems: _Problems) -> Agent
                          f"agents are: {', '.join(names)}")
     if a.handoffs and m.strategy != "swarm":
         problems.add((*at, "handoffs"), "handoffs only apply with strategy: swarm")
-    tools = []
+    tools, mcp = [], []
     for j, e in enumerate(a.tools):
+        if e.mcp is not None:
+            if e.mcp not in m.mcp_servers:
+                known = ", ".join(m.mcp_servers) or "none (add an mcp_servers: section)"
+                problems.add((*at, "tools", j, "mcp"),
+                             f"agent '{a.name}' uses unknown MCP server '{e.mcp}'; "
+                             f"servers are: {known}")
+            mcp.append(McpUse(e.mcp, tuple(e.tools) if e.tools else None, (*at, "tools", j)))
+            continue
+        assert e.use is not None
         try:
             t = load_tool(e.use, BUILTIN)
         except ToolError as exc:
@@ -366,7 +455,7 @@ def _agent(m: TeamModel, i: int, names: list[str], problems: _Problems) -> Agent
         name=a.name, human=a.human, description=desc, system_message=a.system_message or "",
         persona=Persona(persona.display_name or a.name.replace("_", " ").title(),
                         persona.avatar, persona.color),
-        model=a.model, tools=tuple(tools), handoffs=tuple(a.handoffs),
+        model=a.model, tools=tuple(tools), handoffs=tuple(a.handoffs), mcp=tuple(mcp),
         context_messages=(a.context.messages if a.context and a.context.messages else 40),
         context_tokens=a.context.tokens if a.context else None)
 
@@ -413,8 +502,15 @@ def _check_governance(m: TeamModel, problems: _Problems) -> None:
 
 
 def _advice(m: TeamModel) -> list[tuple[tuple[str | int, ...], str]]:
-    """(where, advice) for what loads but could surprise: roles named rather than by id."""
+    """(where, advice) for what loads but could surprise: roles named rather than by id,
+    an MCP server's `${VAR}` that is not set here."""
     out: list[tuple[tuple[str | int, ...], str]] = []
+    for name, server in m.mcp_servers.items():
+        for var in McpServer.of(name, server).variables:
+            if var not in os.environ:
+                out.append((("mcp_servers", name), (
+                    f"mcp_servers.{name}: ${{{var}}} is not set in this environment; the "
+                    f"server cannot be reached until it is")))
     for key, entries in (("approvers", m.approvers), ("stoppers", m.stoppers)):
         for i, entry in enumerate(entries):
             role = entry[len(ROLE_PREFIX):].strip() if entry.startswith(ROLE_PREFIX) else None

@@ -22,6 +22,10 @@ from .events import (
     Event,
     Handoff,
     HumanMessage,
+    Instructed,
+    PlanReviewed,
+    PlanWritten,
+    ProgressAssessed,
     RunContinued,
     RunFinished,
     RunPaused,
@@ -33,9 +37,11 @@ from .events import (
     ToolCallRequested,
     ToolResult,
 )
+from .ledger import plan_message
+from .magentic import Orchestration
 from .models.base import HANDOFF_PREFIX, ChatMessage, Usage
 from .prompts import SELECTOR_CONTEXT
-from .spec import Team
+from .spec import ORCHESTRATOR, Team
 from .termination import Condition
 
 __all__ = ["ALWAYS", "CUT_KEEPS", "EXPIRED", "HANDLERS", "CallState", "RunState", "View",
@@ -130,6 +136,12 @@ class View:
             if not self.owed_results:
                 self._release()
 
+    def restart(self) -> None:
+        """Forget everything (a magentic replan starts the team afresh from the new plan)."""
+        self.messages.clear()
+        self.held.clear()
+        self.owed_results = 0
+
     def _release(self) -> None:
         self.owed_results = 0
         held, self.held = self.held, []
@@ -223,6 +235,7 @@ class RunState:
     views: dict[str, View] = field(init=False)
     public: View = field(init=False)  # what a selector reads: every message, as spoken
     condition: Condition = field(init=False)
+    magentic: Orchestration | None = field(init=False)  # strategy: magentic
     _call_numbers: int = 0
 
     def __post_init__(self) -> None:
@@ -232,6 +245,8 @@ class RunState:
         # The selector reads the newest SELECTOR_CONTEXT (its system prompt changes with the
         # candidates, so no cache to keep): trimmed to that many, a block at a time.
         self.public = View(2 * SELECTOR_CONTEXT, keep=SELECTOR_CONTEXT)
+        orchestrator = self.team.orchestrator
+        self.magentic = Orchestration.of(orchestrator, View) if orchestrator is not None else None
 
     @classmethod
     def fold(cls, team: Team, events: list[Event]) -> RunState:
@@ -258,6 +273,8 @@ class RunState:
             if name != but:
                 view.add(message)
         self.public.add(message)
+        if self.magentic is not None:
+            self.magentic.view.add(message)
 
     def _on_task_started(self, e: TaskStarted) -> None:
         self.task, self.by, self.started_at = e.task, e.by, e.at
@@ -306,6 +323,8 @@ class RunState:
             own.add_own(ChatMessage("assistant", e.text, tool_calls=e.tool_calls))
         if e.text:
             self._to_everyone(ChatMessage("user", e.text, name=e.agent), but=e.agent)
+        if e.agent == ORCHESTRATOR and self.magentic is not None:
+            self.magentic.on_answer()
         if e.tool_calls:
             self.reply, self.reply_rounds, self.recorded = e, self.turn_rounds, 0
             self.turn_rounds += 1
@@ -389,6 +408,44 @@ class RunState:
             self.history.append(e)
             self.messages += 1
             self._to_everyone(ChatMessage("user", e.instructions, name="user"))
+        if self.magentic is not None:
+            self.magentic.on_continued()
+
+    # -- a magentic orchestrator's events ---------------------------------------------------
+    def _on_plan_written(self, e: PlanWritten) -> None:
+        assert self.magentic is not None, "a plan in a run of a team without an orchestrator"
+        self._count(e.usage)
+        self.model_calls += 1
+        if e.cause == "replan":  # everyone starts afresh from the new plan
+            for view in self.views.values():
+                view.restart()
+            self.magentic.view.restart()
+        self.magentic.on_plan(e)
+        self.history.append(e)
+        self._to_everyone(ChatMessage("user", plan_message(e), name=ORCHESTRATOR))
+
+    def _on_progress_assessed(self, e: ProgressAssessed) -> None:
+        assert self.magentic is not None, "a ledger in a run of a team without an orchestrator"
+        self._count(e.usage)
+        self.model_calls += 1
+        self.magentic.on_progress(e)
+
+    def _on_instructed(self, e: Instructed) -> None:
+        assert self.magentic is not None, "an instruction in a run without an orchestrator"
+        self.magentic.on_instructed(e)
+        self.history.append(e)
+        self._to_everyone(ChatMessage("user", e.text, name=ORCHESTRATOR))
+        self.current, self.turn_rounds = e.agent, 0
+        self.handoff_target = None
+
+    def _on_plan_reviewed(self, e: PlanReviewed) -> None:
+        if self.magentic is None:
+            return
+        waiting = self.magentic.awaiting_review
+        self.magentic.on_review(e)
+        if waiting and e.changes:
+            self.history.append(e)
+            self._to_everyone(ChatMessage("user", e.changes, name=e.display_name or "user"))
 
     def _count(self, usage: Usage) -> None:
         self.usage = self.usage + usage
@@ -420,6 +477,9 @@ class RunState:
             return "awaiting_approval"
         if self.current is not None and self.current in self.team.humans:
             return "awaiting_human"
+        if self.magentic is not None and self.magentic.awaiting_review \
+                and self.current is None and self.condition.fired is None:
+            return "awaiting_human"  # a person approves the plan or says what to change
         return "running"
 
     def pending_approvals(self) -> list[CallState]:
@@ -499,4 +559,8 @@ HANDLERS: dict[type[Event], Callable[[RunState, Any], None]] = {
     RunFinished: RunState._on_run_finished,
     RunContinued: RunState._on_run_continued,
     ClockChecked: _nothing,
+    PlanWritten: RunState._on_plan_written,
+    ProgressAssessed: RunState._on_progress_assessed,
+    Instructed: RunState._on_instructed,
+    PlanReviewed: RunState._on_plan_reviewed,
 }

@@ -8,6 +8,12 @@ agent calls each of its tools once (so approvals are asked for), hands over in
 a swarm, and writes its team's marker (FINAL ANSWER, DONE, ...) only once it has
 heard the rest of the team. It answers what a person last said and names the
 agent it follows, never quoting rehearsal text inside rehearsal text.
+
+A magentic orchestrator's prompts get valid answers too: a plan naming each
+participant, then a progress ledger (JSON) that hands each one a turn in order and
+is satisfied once all were heard. A person steers it: the word "stall" in the task
+or a message makes every round a stall (so the orchestrator replans, then gives
+up); "replan" makes the first plan stall until the orchestrator replans.
 """
 
 from __future__ import annotations
@@ -44,6 +50,14 @@ TASK = "task"
 # value of its one text argument so the rehearsed call can succeed.
 EXAMPLE = re.compile(r"""(?:such as|e\.g\.|for example)\s+['"“]([^'"”]+)['"”]""")
 EXCERPT = 60
+# What the orchestrator's prompts say (teams.ledger), read back to answer them.
+ORCHESTRATOR = "orchestrator"
+REVISION = re.compile(r"plan revision (\d+)")
+CHANGES = re.compile(r"asked for these changes:\n(.*?)\n\nThis will be", re.S)
+STUCK = re.compile(r"We are stuck \((.*?)\)\. Our facts", re.S)
+PLAN_POST = "PLAN (revision "
+STALL = re.compile(r"\bstall\b", re.I)
+REPLAN = re.compile(r"\breplan\b", re.I)
 
 
 class RehearsalModel:
@@ -60,6 +74,12 @@ class RehearsalModel:
         calls: tuple[ToolCall, ...] = ()
         if request.purpose == "select":
             text = _select(request)
+        elif request.purpose == "plan":
+            text = _plan(request)
+        elif request.purpose == "progress":
+            text = _progress(request)
+        elif request.purpose == "answer":
+            text = _answer(request)
         else:
             text, calls = _reply(request)
         if on_text is not None:
@@ -129,7 +149,7 @@ def _reply(request: ModelRequest) -> tuple[str, tuple[ToolCall, ...]]:
 def _on_topic(messages: tuple[ChatMessage, ...]) -> str:
     """`on '<what a person last said>'`, naming the agent it answers if one spoke since."""
     topic = next((m for m in reversed(messages)
-                  if m.role == "user" and m.content and not m.content.startswith(LABEL)), None)
+                  if m.role == "user" and m.content and LABEL not in m.content), None)
     if topic is None:
         return "has nothing to go on yet"
     last = messages[-1]
@@ -243,3 +263,98 @@ def _chunks(text: str, pieces: int = 3) -> list[str]:
         return []
     size = -(-len(text) // pieces)
     return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+# -- a magentic orchestrator ---------------------------------------------------------------
+def _revision(request: ModelRequest) -> int:
+    for m in reversed(request.messages[-3:]):
+        found = REVISION.search(m.content)
+        if found:
+            return int(found.group(1))
+    return 1
+
+
+def _task(request: ModelRequest) -> str:
+    first = request.messages[0] if request.messages else None
+    return first.content if first is not None and first.name == TASK else ""
+
+
+def _plan(request: ModelRequest) -> str:
+    """FACTS and PLAN sections: the task, what a person asked to change or why the team is
+    stuck, and one step for each participant."""
+    question = request.messages[-1].content if request.messages else ""
+    facts = [f"- {LABEL}given: '{_excerpt(_task(request))}'"]
+    changes = CHANGES.search(question)
+    if changes:
+        facts.append(f"- asked for: '{_excerpt(changes.group(1))}'")
+    stuck = STUCK.search(question)
+    if stuck:
+        facts.append(f"- learned: the last plan stalled ({_excerpt(stuck.group(1))})")
+    steps = [f"{i}. {c.name}: {_excerpt(c.description)}"
+             for i, c in enumerate(request.candidates, 1)]
+    return ("FACTS:\n" + "\n".join(facts) + f"\n\nPLAN:\n{LABEL}plan revision "
+            f"{_revision(request)}\n" + "\n".join(steps))
+
+
+def _since_plan(request: ModelRequest) -> tuple[ChatMessage, ...]:
+    """The conversation since the latest plan (the question itself left out)."""
+    messages = request.messages[:-1]
+    start = 0
+    for i, m in enumerate(messages):
+        if m.name == ORCHESTRATOR and m.content.startswith((PLAN_POST, "FACTS:")) \
+                and PLAN_POST in m.content:
+            start = i + 1
+    return messages[start:]
+
+
+def _progress(request: ModelRequest) -> str:
+    """A progress ledger: each participant in turn, then done; a stall when people ask."""
+    candidates = request.candidates
+    names = [c.name for c in candidates]
+    humans = {c.name for c in candidates if c.human}
+    heard: list[str] = []
+    person_spoke = False
+    words = [_task(request)]
+    for m in _since_plan(request):
+        if m.role != "user" or not m.name or m.name in (TASK, ORCHESTRATOR):
+            continue
+        if m.name in names and m.name not in humans:
+            heard.append(m.name)
+        elif not m.content.startswith(LABEL):
+            person_spoke = True
+            words.append(m.content)
+    said = " ".join(words)
+    stalling = bool(STALL.search(said)) or (bool(REPLAN.search(said))
+                                             and _revision(request) == 1)
+    agents = [n for n in names if n not in humans] or names
+    if stalling:
+        last = heard[-1] if heard else None
+        nxt = agents[(agents.index(last) + 1) % len(agents)] if last in agents else agents[0]
+        return _ledger(False, False, False, nxt, "the team repeats itself without getting closer",
+                       f"{LABEL}{nxt}, try that step again.")
+    unheard = [c for c in candidates if c.name not in heard and not (c.human and person_spoke)]
+    if not unheard:
+        return _ledger(True, False, True, names[0] if names else "", "everyone was heard",
+                       f"{LABEL}nothing more to do.")
+    nxt = unheard[0].name
+    ask = (f"{LABEL}what should the team know that only you can tell it?"
+           if unheard[0].human else f"{LABEL}{nxt}, please take your step of the plan.")
+    return _ledger(False, False, True, nxt, f"{nxt} has not been heard since the plan", ask)
+
+
+def _ledger(done: bool, loop: bool, progress: bool, nxt: str, why: str, ask: str) -> str:
+    return json.dumps({
+        "is_request_satisfied": {"reason": why, "answer": done},
+        "is_in_loop": {"reason": why, "answer": loop},
+        "is_progress_being_made": {"reason": why, "answer": progress},
+        "next_speaker": {"reason": why, "answer": nxt},
+        "instruction_or_question": {"reason": why, "answer": ask},
+    })
+
+
+def _answer(request: ModelRequest) -> str:
+    heard = list(dict.fromkeys(m.name for m in request.messages
+                               if m.role == "user" and m.name and m.name not in
+                               (TASK, ORCHESTRATOR)))
+    who = ", ".join(heard) if heard else "nobody"
+    return (f"{LABEL}final answer on '{_excerpt(_task(request))}', after hearing from {who}.")

@@ -60,7 +60,7 @@ def test_teams_list_shows_builtins_and_user_teams(tmp_path):
     result = threadteam("teams", "list", "--teams-dir", str(tmp_path))
     assert result.returncode == 0
     names = [line.split()[0] for line in result.stdout.splitlines()]
-    assert names == ["announce", "debate", "mine", "triage"]
+    assert names == ["analyst", "announce", "debate", "mine", "research", "triage"]
     [problem] = result.stderr.splitlines()
     assert problem.startswith("skipped ") and "broken.yaml:2: not valid YAML" in problem
 
@@ -133,8 +133,8 @@ def test_unknown_team_lists_the_teams(tmp_path):
     result = threadteam("chat", "--team", "debat", "--store", f"sqlite:///{tmp_path}/s.db", "x")
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "threadteam: there is no team called 'debat'. Choose one with `--team NAME`: announce, "
-        "debate, triage (`threadteam teams list` says what each does).")
+        "threadteam: there is no team called 'debat'. Choose one with `--team NAME`: analyst, "
+        "announce, debate, research, triage (`threadteam teams list` says what each does).")
 
 
 def test_piped_chat_runs_on_rehearsal_and_says_so(tmp_path):

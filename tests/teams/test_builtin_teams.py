@@ -14,6 +14,7 @@ from threadteam.teams.events import (
     TaskStarted,
     ToolCallRequested,
 )
+from threadteam.teams.magentic import ANSWERED
 from threadteam.teams.models import ModelPool
 from threadteam.teams.state import RunState
 from threadteam.teams.tools import ToolContext
@@ -21,7 +22,7 @@ from threadteam.teams.tools import ToolContext
 BUILT_IN = TeamCatalog.load().teams
 # The condition each team is meant to end on, not its safety net.
 ENDS = {"debate": "synthesis said 'FINAL ANSWER'", "triage": "dispatcher said 'RESOLVED'",
-        "announce": "announcer said 'DONE'"}
+        "announce": "announcer said 'DONE'", "research": ANSWERED}
 
 
 class Thread:
@@ -93,7 +94,9 @@ async def test_each_built_in_team_exercises_its_whole_wiring_in_rehearsal(name):
     team = BUILT_IN[name]
     thread, waits = await rehearse(name)
     spoke = {e.agent for e in thread.log if isinstance(e, AgentMessage)}
-    assert spoke == {a.name for a in team.agents if not a.human}, "every agent has a turn"
+    orchestrator = {team.orchestrator.agent.name} if team.orchestrator else set()
+    assert spoke == {a.name for a in team.agents if not a.human} | orchestrator, \
+        "every agent has a turn"
     if team.humans:
         assert any(isinstance(w, AwaitHuman) for w in waits), "the person is handed a turn"
     requested = {e.tool: e for e in thread.log if isinstance(e, ToolCallRequested)}

@@ -16,6 +16,10 @@ from threadteam.teams.events import (
     Event,
     Handoff,
     HumanMessage,
+    Instructed,
+    PlanReviewed,
+    PlanWritten,
+    ProgressAssessed,
     RunContinued,
     RunFinished,
     RunPaused,
@@ -65,6 +69,17 @@ EVENTS: dict[type[Event], st.SearchStrategy[Event]] = {
     RunFinished: st.builds(RunFinished, reason=text, at=at),
     RunContinued: st.builds(RunContinued, by=names, instructions=text, at=at),
     ClockChecked: st.builds(ClockChecked, at=at),
+    PlanWritten: st.builds(PlanWritten, revision=st.integers(1, 9), facts=text, plan=text,
+                           cause=st.sampled_from(["start", "review", "replan"]), reason=text,
+                           usage=st.builds(Usage, tokens, tokens), model=text, at=at),
+    ProgressAssessed: st.builds(ProgressAssessed,
+                                ledger=st.dictionaries(names, st.fixed_dictionaries(
+                                    {"reason": text, "answer": st.booleans() | text}), max_size=5),
+                                problem=text, reply=text, usage=st.builds(Usage, tokens, tokens),
+                                model=text, at=at),
+    Instructed: st.builds(Instructed, agent=names, text=text, at=at),
+    PlanReviewed: st.builds(PlanReviewed, revision=st.integers(1, 9), by=names,
+                            approved=st.booleans(), changes=text, display_name=text, at=at),
 }
 any_event = st.one_of(*EVENTS.values())
 

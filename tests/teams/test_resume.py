@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from threadteam.teams.engine import (
     AwaitApproval,
     AwaitHuman,
+    AwaitPlanReview,
     Env,
     Idle,
     deadline,
@@ -32,6 +33,9 @@ from threadteam.teams.events import (
     ApprovalDecided,
     Event,
     HumanMessage,
+    PlanReviewed,
+    PlanWritten,
+    ProgressAssessed,
     RunContinued,
     RunPaused,
     RunResumed,
@@ -101,7 +105,8 @@ def approve(approved: bool = True, reason: str = "") -> Callable[[RunState], Eve
 # -- the two drivers ------------------------------------------------------------------------
 def answers_used(events: list[Event]) -> int:
     """Model calls whose answers a log prefix already holds."""
-    return sum(1 for e in events if isinstance(e, AgentMessage | RunPaused) or (
+    return sum(1 for e in events if isinstance(e, AgentMessage | RunPaused | PlanWritten
+                                               | ProgressAssessed) or (
         isinstance(e, SpeakerSelected) and e.how in ("model", "fallback")))
 
 
@@ -288,6 +293,54 @@ async def test_a_finished_run_continued_from_its_stored_log_keeps_its_history():
         "Go.", "b1", "r1 DONE", "Again, shorter."]
 
 
+def ledger(next_speaker: str = "", ask: str = "Go on.", *, done: bool = False,
+           progress: bool = True) -> str:
+    return json.dumps({k: {"reason": "because", "answer": v} for k, v in (
+        ("is_request_satisfied", done), ("is_in_loop", False),
+        ("is_progress_being_made", progress), ("next_speaker", next_speaker),
+        ("instruction_or_question", ask))})
+
+
+def review(approved: bool, changes: str = "") -> Callable[[RunState], Event]:
+    def reviewed(state: RunState) -> Event:
+        assert state.magentic is not None
+        return PlanReviewed(revision=state.magentic.revision, by="U1", approved=approved,
+                            changes=changes)
+    return reviewed
+
+
+MAGENTIC = make_team(
+    agent("researcher", tools=[TICKET]), agent("writer"), agent("you", human=True),
+    strategy="magentic", orchestrator={"max_stalls": 1, "max_resets": 1, "plan_review": True},
+    termination={"any": [{"max_messages": 30}, {"stop": True}]})
+
+
+async def test_magentic_with_a_plan_review_a_replan_and_the_person_as_speaker():
+    answers = [
+        "FACTS:\n- given\nPLAN:\n- researcher: look",             # plan 1: changes asked
+        "FACTS:\n- given\nPLAN:\n- researcher: look harder",      # plan 2 (review): approved
+        ledger("researcher", "Open a ticket."),
+        says("Opening.", ToolCall("r1", "create_ticket", '{"title": "Tides"}')),
+        "Ticket open.",
+        ledger("writer", "Write.", progress=False),                 # stall 1: replan
+        "FACTS:\n- a ticket exists\nPLAN:\n- you: say which harbour",  # plan 3: approved
+        "not json at all",                                         # retried once
+        ledger("you", "Which harbour?"),
+        ledger("writer", "Write it up."),
+        "Dover tides: 06:12.",
+        ledger(done=True),
+        "High tide at Dover is 06:12.",
+    ]
+    people = People(replies=[review(False, "Look harder."), review(True), review(True),
+                             HumanMessage(user="U1", text="Dover.")],
+                    interjections={5: HumanMessage(user="U2", text="Mind the time zone.")})
+    log = await assert_resumable_everywhere(MAGENTIC, answers, people)
+    assert [(e.revision, e.cause) for e in log if isinstance(e, PlanWritten)] == [
+        (1, "start"), (2, "review"), (3, "replan")]
+    assert [e.agent for e in log if e.kind == "instructed"] == ["researcher", "you", "writer"]
+    assert log[-1].kind == "run_finished" and log[-1].reason == "the orchestrator gave the final answer"
+
+
 # -- the property, over generated runs -----------------------------------------------------------
 TEAMS = {
     "round_robin": make_team(
@@ -308,6 +361,11 @@ TEAMS = {
         agent("you", human=True),
         strategy="swarm", termination={"any": [{"max_messages": 10}, {"tool_call": "calculate"},
                                                {"text_mention": "DONE"}]}, max_tool_rounds=2),
+    "magentic": make_team(
+        agent("researcher", tools=["calculate", EXPLODE]), agent("writer", tools=["post_message"]),
+        agent("you", human=True), strategy="magentic",
+        orchestrator={"max_stalls": 2, "max_resets": 1, "plan_review": True},
+        termination={"any": [{"max_messages": 10}, {"text_mention": "DONE"}]}),
 }
 GOOD_ARGS = {"calculate": {"expression": "6*7"}, "post_message": {"channel": "#c", "text": "t"},
              "create_ticket": {"title": "T"}, "explode": {"reason": "r"}}
@@ -319,6 +377,17 @@ def scripted_answer(index: int, choice: int) -> Callable[[ModelRequest], ModelRe
         if request.purpose == "select":
             options = [c.name for c in request.candidates] + ["no one"]
             return says(f"I pick {options[choice % len(options)]}")
+        if request.purpose == "progress":  # done, a stall, an unusable answer, or someone
+            names = [c.name for c in request.candidates]
+            if choice % 7 == 0:
+                return says(ledger(done=True))
+            if choice % 7 == 1:
+                return says(ledger(names[0], progress=False))
+            if choice % 7 == 2:
+                return says(ledger("no_one"))
+            return says(ledger(names[choice % len(names)], f"Step {index}."))
+        if request.purpose == "plan":
+            return says(f"FACTS:\n- fact {index}\nPLAN:\n- step {choice}")
         tools = [t.name for t in request.tools if not t.name.startswith("transfer_to_")]
         handoffs = [t.name for t in request.tools if t.name.startswith("transfer_to_")]
         kind, pick = choice % 10, choice // 10
@@ -370,6 +439,9 @@ class GeneratedPeople(People):
             return approve(c % 2 == 0, "" if c % 3 else "not now")(state)
         if action == Idle("paused"):
             return RunResumed(by="U1")
+        if isinstance(action, AwaitPlanReview):
+            changes = c % 3 == 0 and state.magentic is not None and state.magentic.revision < 3
+            return review(not changes, f"change {c}" if changes else "")(state)
         if action == Idle("finished") and self.continues:
             self.continues -= 1
             return RunContinued(by="U1", instructions=["", "go on"][c % 2])

@@ -256,7 +256,7 @@ def test_defaults_fill_in_what_a_file_leaves_out():
           - name: a
             system_message: x
         termination: {max_messages: 2}
-        """, 2, "strategy: input should be 'round_robin', 'selector' or 'swarm'", id="bad strategy"),
+        """, 2, "strategy: input should be 'round_robin', 'selector', 'swarm' or 'magentic'", id="bad strategy"),
     pytest.param("""\
         name: t
         agents:
@@ -431,7 +431,7 @@ def test_every_problem_of_a_file_is_reported_each_with_its_line():
         termination: {max_mesages: 3}
         """, "teams/many.yaml")
     assert err.problems == (
-        (2, "strategy: input should be 'round_robin', 'selector' or 'swarm'"),
+        (2, "strategy: input should be 'round_robin', 'selector', 'swarm' or 'magentic'"),
         (5, "unknown key 'sytem_message' in agents.0"),
         (7, 'agents.1.persona.avatar: avatar must be an :emoji: name, an emoji such as "🐂", '
             'or an https:// URL'),

@@ -360,5 +360,5 @@ def test_every_action_that_does_not_wait_has_a_performer():
     def subclasses(cls: type) -> set[type]:
         return {c for sub in cls.__subclasses__() for c in (sub, *subclasses(sub))}
 
-    waiting = {engine.Idle, engine.AwaitHuman, engine.AwaitApproval}
+    waiting = {engine.Idle, engine.AwaitHuman, engine.AwaitApproval, engine.AwaitPlanReview}
     assert subclasses(engine.Action) - waiting == set(engine._PERFORMERS)
