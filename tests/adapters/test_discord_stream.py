@@ -10,11 +10,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from tests.adapters.test_discord_wire import BEAR, BULL, RecordingHost, key_for, started
-from tests.fakes.discord import CHANNEL_ID, FakeDiscord, wait_until
+from tests.fakes.discord import ALICE, CHANNEL_ID, FakeDiscord, wait_until
 from threadteam.adapters.discord import DiscordAdapter
+from threadteam.bot.host import Host
 from threadteam.bot.memory import StoreMemory
 from threadteam.bot.shapes import Outbound
 from threadteam.bot.stores import SQLiteStore
+from threadteam.teams.catalog import TeamCatalog
+from threadteam.teams.models import ModelPool
 
 WEBHOOK_POST = r"/webhooks/\d+/[^/]+"
 WEBHOOK_EDIT = r"/webhooks/\d+/[^/]+/messages/\d+"
@@ -145,3 +148,49 @@ async def test_a_message_whose_answer_was_lost_is_found_not_posted_again(
     await adapter.poster.post(Outbound(KEY, REPLY, "k1", BEAR, meta={"agent": "bear"}))
     assert seen(fake_discord) == [("🐻 Bear", "warm-up"), ("🐻 Bear", REPLY)]
     assert len(fake_discord.calls_to("POST", WEBHOOK_POST)) == 2  # warm-up, and the lost one
+
+
+SOLO = """\
+name: solo
+description: One analyst answers.
+model: openai:gpt-4o-mini
+agents:
+  - {name: analyst, persona: {display_name: Analyst, avatar: ":mag:"}, system_message: Answer.}
+termination: {text_mention: DONE}
+"""
+
+
+async def test_a_run_shows_its_agents_reply_while_the_model_writes(
+        fake_discord: FakeDiscord, fake_openai, tmp_path) -> None:
+    answer = "Plan A costs less, Plan B scales better, and both ship this quarter. DONE"
+    fake_openai.queue_text(answer, chunks=8)
+    fake_openai.chunk_delay = 0.3  # about two and a half seconds of writing
+    (tmp_path / "teams").mkdir()
+    (tmp_path / "teams" / "solo.yaml").write_text(SOLO)
+    store = SQLiteStore(str(tmp_path / "runs.sqlite3"))
+    await store.start()
+    adapter = DiscordAdapter(fake_discord.token, api_base=fake_discord.url,
+                             memory=StoreMemory(store, "discord"))
+    host = Host(store=store, catalog=TeamCatalog.load(tmp_path / "teams", strict=True),
+                models=ModelPool(env={"OPENAI_API_KEY": "sk-test",
+                                      "OPENAI_BASE_URL": fake_openai.url}),
+                poster=adapter.poster, directory=adapter.directory)
+    await host.start()
+    try:
+        await adapter.start(host, within=10)
+        await fake_discord.slash(ALICE, CHANNEL_ID, "team", team="solo", task="Which plan?")
+        [thread] = await wait_until(fake_discord.threads, what="the run's thread")
+        await wait_until(lambda: any("Finished" in m["content"]
+                                     for m in fake_discord.posts_in(thread["id"])),
+                         within=15, what="the run to finish")
+        await host.idle()
+    finally:
+        await adapter.aclose()
+        await host.aclose()
+        await store.aclose()
+        await host.models.aclose()
+    [opened] = fake_discord.calls_to("POST", WEBHOOK_POST)  # the reply's one message ...
+    assert opened.body["username"] == "🔍 Analyst" and opened.body["content"].endswith(" …")
+    assert len(opened.body["content"]) < len(answer)  # ... opened before it was written
+    analyst = [m for m in fake_discord.posts_in(thread["id"]) if m.get("webhook_id")]
+    assert [(m["author"]["username"], m["content"]) for m in analyst] == [("🔍 Analyst", answer)]
