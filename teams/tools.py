@@ -133,6 +133,19 @@ class Tool:
         return f"{self.name} may only post to {' or '.join(self.channels)}"
 
     @cached_property
+    def _schema_validator(self) -> Any:
+        """The server's schema compiled once (a call is checked against it every time); None
+        for a schema the server got wrong: that is the server's to enforce."""
+        if self.schema is None:
+            return None
+        try:
+            cls = jsonschema.validators.validator_for(self.schema)
+            cls.check_schema(self.schema)
+            return cls(self.schema)
+        except jsonschema.exceptions.SchemaError:
+            return None
+
+    @cached_property
     def spec(self) -> ToolSpec:
         """The tool as a model sees it (built once: every turn offers it again)."""
         if self.schema is not None:
@@ -162,8 +175,8 @@ class Tool:
                     for e in exc.errors())
                 raise ValueError(f"Invalid arguments for {self.name}: {problems}. "
                                  f"Fix them and call it again.") from exc
-        elif self.schema is not None:
-            _check_schema(self.name, self.schema, data)
+        elif self._schema_validator is not None:
+            _check_schema(self.name, self._schema_validator, data)
         refused = self.refusal(data)
         if refused is not None:
             raise ValueError(f"{refused}.")
@@ -184,13 +197,9 @@ class Tool:
         return result if isinstance(result, str) else json.dumps(result, default=str)
 
 
-def _check_schema(name: str, schema: Mapping[str, Any], data: dict[str, Any]) -> None:
+def _check_schema(name: str, validator: Any, data: dict[str, Any]) -> None:
     """Check arguments against a server's JSON schema; its first error, said for the model."""
-    try:
-        validator = jsonschema.validators.validator_for(schema)(schema)
-        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
-    except jsonschema.exceptions.SchemaError:
-        return  # a schema the server got wrong is the server's to enforce
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path) or "arguments"
         raise ValueError(f"Invalid arguments for {name}: {where}: {error.message}. "

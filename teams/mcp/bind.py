@@ -92,10 +92,10 @@ async def bind(team: Team, hub: McpHub, *, connect: bool = True) -> Bound:
             raise listing
         else:
             listings[name] = listing
-    key = tuple((n, id(listings.get(n))) for n in sorted(team.mcp_servers))
+    key = tuple(listings.get(n) for n in sorted(team.mcp_servers))
     cached = team.memo.get(("mcp", hub))
-    if cached is not None and cached[0] == key:
-        return Bound(cached[1], tuple(problems))
+    if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)):
+        return Bound(cached[1], tuple(problems))  # the same listings: the same tools
     agents = []
     for agent in team.agents:
         tools = [t for t, _ in _tools_of(agent, team, listings, hub, problems)] \

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from tests.fakes.mcp_stack import desk_host, desk_team, http_tracker, stdio_server
 from threadteam.bot.stores.base import Store
 
@@ -167,3 +169,34 @@ async def test_over_streamable_http(tmp_path, fake_openai):
             await desk.until(lambda d: any("DONE" in t for _, t in d.poster.in_thread(d.key)))
             assert [c["tool"] for c in desk.calls()] == ["search_issues", "close_issue"]
             assert desk.tool_results()[-1] == "closed #7"
+            server = desk.host.catalog.get("desk").mcp_servers["tracker"]
+            assert desk.host.runner.mcp.starts(server) == 1, "one session for both calls"
+
+
+async def test_arguments_that_break_the_servers_schema_go_back_unasked(tmp_path, fake_openai):
+    fake_openai.queue_tool_call("close_issue", '{"number": "seven"}')
+    fake_openai.queue_text("DONE")
+    async with desk_host(tmp_path, fake_openai, desk_team(stdio_server(_log(tmp_path)))) as desk:
+        await desk.summon()
+        await desk.until(lambda d: any("DONE" in t for _, t in d.poster.in_thread(d.key)))
+        assert desk.approvals() == [], "nobody is asked to approve a call that cannot run"
+        assert "Invalid arguments for close_issue: number: 'seven' is not of type 'integer'" \
+            in desk.tool_results()[0]
+        assert desk.calls() == []
+
+
+async def test_runs_share_one_server_and_shutdown_stops_it(tmp_path, fake_openai):
+    from tests.bot.helpers import summon, thread
+    for _ in range(2):
+        fake_openai.queue_tool_call("search_issues", '{"query": "vpn"}')
+        fake_openai.queue_text("DONE")
+    async with desk_host(tmp_path, fake_openai, desk_team(stdio_server(_log(tmp_path)))) as desk:
+        await desk.host.handle(summon(thread(1), "desk find the VPN issues"))
+        await desk.poster.wait_for(lambda p: any("DONE" in t for _, t in p.in_thread(thread(1))))
+        await desk.host.handle(summon(thread(2), "desk find them again", user="bob"))
+        await desk.poster.wait_for(lambda p: any("DONE" in t for _, t in p.in_thread(thread(2))))
+        pids = {c["pid"] for c in desk.calls()}
+        assert len(desk.calls()) == 2 and len(pids) == 1, "each run started its own server"
+    (pid,) = pids
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

@@ -73,3 +73,16 @@ def test_a_servers_words_cannot_ping_anyone():
     from threadteam.bot.runner import _said_by_server
     said = _said_by_server("Ping <!channel> and <@U0BOSS> and @everyone", 1000)
     assert "<" not in said and "@everyone" not in said and "@here" not in said
+
+
+async def test_stop_cancels_an_open_question_and_stops_the_run(tmp_path, fake_openai):
+    fake_openai.queue_tool_call("rename_issue", '{"number": 7}')
+    async with desk_host(tmp_path, fake_openai, _team(tmp_path)) as desk:
+        await desk.summon("rename #7")
+        await desk.until(lambda d: _question(d))
+        await desk.say("stop")
+        await desk.until(lambda d: any(n.startswith("Finished") for n in
+                                       d.poster.notices(d.key)))
+        assert [c["args"] for c in desk.calls("rename_issue")] == [
+            {"number": 7, "action": "cancel"}]
+        assert len(fake_openai.bodies()) == 1, "the model was not asked again after the stop"
