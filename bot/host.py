@@ -26,18 +26,24 @@ from typing import Any
 
 from threadteam.teams.catalog import TeamCatalog
 from threadteam.teams.engine import (
+    AssessProgress,
     AwaitApproval,
     AwaitHuman,
+    AwaitPlanReview,
     CallModel,
+    Delegate,
     ModelSource,
     Select,
     SelectWithModel,
+    WriteAnswer,
+    WritePlan,
     decide,
 )
 from threadteam.teams.events import (
     ApprovalDecided,
     Event,
     HumanMessage,
+    PlanReviewed,
     RunContinued,
     RunFinished,
     RunPaused,
@@ -140,6 +146,7 @@ class Host:
         for t in [*others, *self._driving.values(), *([work] if work else [])]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        await self.runner.aclose()  # MCP sessions and the servers this process started
 
     async def idle(self, limit: float = 30.0) -> None:
         """Wait until no turn this host queued or runs is left (one-process tests and scripts).
@@ -179,6 +186,13 @@ class Host:
     # -- inbound ----------------------------------------------------------------------------
     async def handle(self, inbound: Inbound) -> Handled:
         """Take one thing a person did: append it to its run and queue the run."""
+        if inbound.kind == "reply" and self.runner.questions.waiting(str(inbound.key)):
+            word = parse_command(inbound.text)
+            answered = await self._answer_question(
+                inbound, "cancel" if word is not None and word.word == "stop" else None) \
+                if word is None or word.word == "stop" else None
+            if answered is not None:
+                return answered
         if inbound.kind == "reply" and parse_command(inbound.text) is None:
             # A plain message: its append is keyed by the event id (a re-delivery appends
             # nothing), so it is not marked seen before it is safely stored.
@@ -196,6 +210,27 @@ class Host:
         if run_id is None:
             return Handled()  # a thread without a run is none of our business
         return await self._on_run(run_id, inbound)
+
+    async def _answer_question(self, inbound: Inbound, stop: str | None = None
+                               ) -> Handled | None:
+        """An approver's reply to the question a tool call waits on; None when the person
+        may not answer it (their reply is then an ordinary message of the run). `stop`:
+        the reply was `stop`, which cancels the question and then stops the run."""
+        questions, thread = self.runner.questions, str(inbound.key)
+        if not questions.may_answer(thread, inbound.user, inbound.roles):
+            roles: tuple[str, ...] = ()
+            if self.directory is not None and not inbound.roles:
+                with contextlib.suppress(Exception):
+                    roles = tuple(await self.directory.roles(inbound.key, inbound.user))
+            if not questions.may_answer(thread, inbound.user, roles):
+                return None
+        if stop is not None:
+            questions.answer(thread, inbound.user, stop)
+            return None  # the `stop` itself is handled as ever
+        if not await self.store.first_sight(inbound.event_id):
+            return Handled()
+        problem = questions.answer(thread, inbound.user, inbound.text)
+        return Handled(private=problem) if problem else Handled(taken=True)
 
     async def thread_status(self, key: ThreadKey) -> str | None:
         """The status of the run living in `key` (`running`, `awaiting_human`, ...), or
@@ -333,7 +368,8 @@ class Host:
                 if public:
                     await self.runner.deliver(Outbound(fold.key, public,
                                                        f"reply:{inbound.event_id}", notice=True))
-                return Handled(private, any(isinstance(e, HumanMessage) for e in events))
+                return Handled(private, any(isinstance(e, HumanMessage | PlanReviewed)
+                                            for e in events))
         log.warning("run %s: %s by %s lost 50 races with the run's driver", run_id,
                     cmd.word if cmd else "a reply", inbound.user)
         return Handled(private="The run was too busy to take that just now; nothing was "
@@ -377,7 +413,8 @@ class Host:
             cmd is not None and cmd.word == "stop" and state.team.stoppers.needs_roles)
         if inbound.roles or self.directory is None or not needs:
             return inbound.roles
-        deciding = cmd is not None and cmd.word in ("approve", "deny", *_STEERING)
+        deciding = (cmd is not None and cmd.word in ("approve", "deny", *_STEERING)) or (
+            cmd is None and state.magentic is not None and state.magentic.awaiting_review)
         if inbound.user in state.approvers.people or inbound.user == state.by or not deciding:
             return inbound.roles
         try:
@@ -413,6 +450,9 @@ class Host:
         if inbound.kind == "button":
             assert cmd is not None
             return self._decide(state, inbound, cmd, inbound.call_id, roles)
+        review = self._review_plan(state, inbound, cmd, roles)
+        if review is not None:
+            return review
         if cmd is None or (inbound.kind == "summon"):
             return self._message(state, inbound, inbound.text)
         word, rest = cmd.word, cmd.rest
@@ -545,6 +585,23 @@ class Host:
                       f"approval{'s' if more != 1 else ''} needed.")
         return [decided], public, None
 
+    def _review_plan(self, state: RunState, inbound: Inbound, cmd: Command | None,
+                     roles: tuple[str, ...]) -> tuple[list[Event], str, str | None] | None:
+        """While a magentic plan waits for review: the summoner's or an approver's `approve`,
+        or their words as changes to fold into a new plan. Anyone else's `approve` changes
+        nothing; their words are an interjection (None: not a review)."""
+        m = state.magentic
+        if m is None or not m.awaiting_review or state.finished is not None \
+                or state.paused is not None or inbound.kind == "summon":
+            return None
+        if cmd is not None and cmd.word != "approve":
+            return None
+        if not state.may_steer(inbound.user, roles):
+            return None if cmd is None else ([], "", self._who_may_steer(state, "approve"))
+        return [PlanReviewed(revision=m.revision, by=inbound.user, approved=cmd is not None,
+                             changes="" if cmd is not None else inbound.text,
+                             display_name=inbound.display_name, at=self.clock())], "", None
+
     # -- status -------------------------------------------------------------------------------
     def _status_word(self, state: RunState) -> str:
         return {"running": "running", "awaiting_human": "waiting for a reply",
@@ -569,6 +626,7 @@ class Host:
             lines.append(f"Next: chosen by the selector among {', '.join(action.candidates)}")
         elif isinstance(action, AwaitHuman):
             lines.append(f"Waiting for: {self.poster.mention(state.by)} (or anyone in the thread)")
+        lines += self._orchestration_status(state, action)
         if isinstance(action, AwaitApproval) or state.pending_approvals():
             for c in state.pending_approvals():
                 who = team.by_name[c.request.agent].persona.display_name
@@ -579,6 +637,31 @@ class Host:
         lines.append(f"Messages: {state.messages} · tokens: {u.input_tokens:,} in{cached} / "
                      f"{u.output_tokens:,} out")
         return "\n".join(lines)
+
+    def _orchestration_status(self, state: RunState, action: object) -> list[str]:
+        """A magentic run's plan, its stall count and what the orchestrator does next."""
+        m, spec = state.magentic, state.team.orchestrator
+        if m is None or spec is None:
+            return []
+        lines = []
+        if isinstance(action, AwaitPlanReview):
+            lines.append(f"Waiting for: {self.poster.mention(state.by)} (or an approver) to "
+                         f"reply `approve` to plan {action.revision}, or write what to change")
+        elif isinstance(action, Delegate):
+            lines.append(f"Next: {state.team.by_name[action.agent].persona.display_name} "
+                         f"(chosen by the orchestrator)")
+        elif isinstance(action, AssessProgress):
+            lines.append("Next: the orchestrator checks progress and picks who speaks")
+        elif isinstance(action, WritePlan | WriteAnswer):
+            what = "the final answer" if isinstance(action, WriteAnswer) else \
+                f"plan {m.revision + 1}"
+            lines.append(f"Next: the orchestrator writes {what}")
+        if m.revision:
+            body = m.plans[m.revision].plan.replace("```", "`\u200b``")
+            lines.append(f"Plan {m.revision}:\n```\n{body}\n```")
+        lines.append(f"Stalls: {m.stalls} of {spec.max_stalls} · new plans: {m.resets} of "
+                     f"{spec.max_resets}")
+        return lines
 
     def _rehearsal_notice(self, state: RunState) -> str:
         team = state.team
@@ -654,7 +737,8 @@ class Host:
             while True:
                 self._again.discard(run_id)
                 try:
-                    first = run_id in self._new
+                    # On a shared store another process may have driven (and posted for) it.
+                    first = run_id in self._new and not self.store.shared
                     self._new.discard(run_id)
                     got = await self.runner.drive(run_id, first=first)
                 except asyncio.CancelledError:

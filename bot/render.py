@@ -7,6 +7,7 @@ Texts a person reads say what happened and what they can do next.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 from threadteam.teams.events import (
@@ -14,6 +15,9 @@ from threadteam.teams.events import (
     ApprovalDecided,
     ApprovalExpired,
     Event,
+    Instructed,
+    PlanReviewed,
+    PlanWritten,
     RunFinished,
     RunPaused,
     SpeakerSelected,
@@ -24,8 +28,8 @@ from threadteam.teams.state import RunState
 
 from .shapes import ApprovalPrompt, Outbound, ThreadKey
 
-__all__ = ["approval_key", "approval_number", "is_postable", "post_key", "render", "render_decision",
-           "settled_key"]
+__all__ = ["approval_key", "approval_number", "is_postable", "plan_key", "post_key", "render",
+           "render_decision", "render_edit", "settled_key"]
 
 Mention = Callable[[str], str]
 
@@ -38,6 +42,11 @@ def post_key(run_id: str, seq: int) -> str:
 def approval_key(run_id: str, call_id: str) -> str:
     """The idempotency key of an approval request's post (found again to edit it)."""
     return f"{run_id}:approval:{call_id}"
+
+
+def plan_key(run_id: str, revision: int) -> str:
+    """The idempotency key of a magentic plan's post (found again to edit it)."""
+    return f"{run_id}:plan:{revision}"
 
 
 def approval_number(state: RunState, call_id: str) -> int:
@@ -57,7 +66,9 @@ def is_postable(e: Event) -> bool:
         return bool(e.text.strip())
     if isinstance(e, ToolCallRequested):
         return e.needs_approval
-    return isinstance(e, TaskStarted | ApprovalDecided | ApprovalExpired | RunPaused | RunFinished
+    if isinstance(e, PlanReviewed):
+        return e.approved  # the plan post is edited to say so
+    return isinstance(e, PlanWritten | Instructed | TaskStarted | ApprovalDecided | ApprovalExpired | RunPaused | RunFinished
                       | SpeakerSelected)
 
 
@@ -82,11 +93,15 @@ def render(state: RunState, e: Event, seq: int, key: ThreadKey, run_id: str, men
         persona = team.by_name[e.agent].persona
         n = approval_number(state, e.call_id)
         args = _args_block(e.args)
-        text = (f"Approval #{n}: {persona.display_name} wants to run `{e.tool}`\n{args}\n"
+        tool = team.by_name[e.agent].tool(e.tool)
+        source = f" on {tool.source}" if tool is not None and tool.source else ""
+        text = (f"Approval #{n}: {persona.display_name} wants to run `{e.tool}`{source}\n{args}\n"
                 f"Reply `approve {n}` or `deny {n} <reason>`.")
         return Outbound(key, text, approval_key(run_id, e.call_id), persona=persona,
                         approval=ApprovalPrompt(e.call_id, e.tool, dict(e.args), n,
                                                 always=team.approval.quorum == 1))
+    if isinstance(e, PlanWritten | Instructed):
+        return _render_orchestrator(state, e, key, run_id, seq)
     if isinstance(e, SpeakerSelected) and e.agent in team.humans:
         return Outbound(key, f"Your turn, {mention(state.by)}: the team is waiting for your "
                              f"reply in this thread.", post_key(run_id, seq), notice=True)
@@ -108,8 +123,11 @@ def render(state: RunState, e: Event, seq: int, key: ThreadKey, run_id: str, men
     return None
 
 
-def settled_key(run_id: str, e: ApprovalDecided | ApprovalExpired) -> str:
-    """The idempotency key of the edit that settles a request (decided, or expired)."""
+def settled_key(run_id: str, e: ApprovalDecided | ApprovalExpired | PlanReviewed) -> str:
+    """The idempotency key of the edit that settles a request (decided, or expired), or
+    marks a plan approved."""
+    if isinstance(e, PlanReviewed):
+        return f"{plan_key(run_id, e.revision)}:approved"
     suffix = "expired" if isinstance(e, ApprovalExpired) else "decided"
     return f"{approval_key(run_id, e.call_id)}:{suffix}"
 
@@ -148,3 +166,75 @@ def _args_block(args: dict) -> str:
     they read. (Adapters split a long post into several messages.)"""
     body = json.dumps(args, indent=2, ensure_ascii=False).replace("```", "`\u200b``")
     return f"```\n{body}\n```"
+
+
+def render_edit(state: RunState, e: Event, key: ThreadKey, run_id: str, mention: Mention
+                ) -> tuple[str, Outbound] | None:
+    """The edit event `e` makes to an earlier post: (that post's key, its new content), or
+    None. A decision settles its approval request; a magentic plan that replaces another
+    strikes the old one through; an approved plan says who approved it."""
+    if isinstance(e, ApprovalDecided | ApprovalExpired):
+        return render_decision(state, e, key, run_id, mention)
+    m = state.magentic
+    orchestrator = state.team.orchestrator
+    if m is None or orchestrator is None:
+        return None
+    persona, meta = orchestrator.agent.persona, {"agent": orchestrator.agent.name}
+    if isinstance(e, PlanWritten) and e.revision > 1 and (old := m.plans.get(e.revision - 1)):
+        why = {"review": "rewritten with the changes asked for",
+               "replan": f"the team stalled ({e.reason})"}.get(e.cause, "rewritten")
+        text = (f"~~Plan {old.revision}~~ superseded by plan {e.revision} below: {why}\n\n"
+                f"{_struck(old.plan)}")
+        return plan_key(run_id, old.revision), Outbound(
+            key, text, f"{plan_key(run_id, old.revision)}:superseded", persona=persona, meta=meta)
+    if isinstance(e, PlanReviewed) and e.approved and (plan := m.plans.get(e.revision)):
+        who = e.display_name or "a person"
+        text = f"✅ Plan {plan.revision}, approved by {who}\n\n{_plan_body(plan)}"
+        return plan_key(run_id, plan.revision), Outbound(
+            key, text, settled_key(run_id, e), persona=persona, meta=meta)
+    return None
+
+
+def _render_orchestrator(state: RunState, e: PlanWritten | Instructed, key: ThreadKey,
+                         run_id: str, seq: int) -> Outbound | None:
+    """A magentic orchestrator's posts: its plan (one post per plan, edited when replaced)
+    and its instruction to whoever speaks next. Model text, so marked as an agent's."""
+    orchestrator = state.team.orchestrator
+    if orchestrator is None:
+        return None
+    persona, meta = orchestrator.agent.persona, {"agent": orchestrator.agent.name}
+    if isinstance(e, Instructed):
+        target = state.team.by_name.get(e.agent)
+        name = target.persona.display_name if target is not None else e.agent
+        text = f"→ **{name}**: {e.text}"
+        if target is not None and target.human:
+            text += "\n\n_Your turn: the team waits for your reply in this thread._"
+        return Outbound(key, text, post_key(run_id, seq), persona=persona, meta=meta)
+    head = {"start": f"**Plan {e.revision}**",
+            "review": f"**Plan {e.revision}**, rewritten with the changes asked for",
+            "replan": f"**Plan {e.revision}**: replanning ({e.revision - 1} of "
+                      f"{orchestrator.max_resets + 1} plans used) because {e.reason}"}
+    text = f"{head.get(e.cause, head['start'])}\n\n{_plan_body(e)}"
+    if orchestrator.plan_review:
+        text += ("\n\nThe team waits for this plan: reply `approve` to start, or write what "
+                 "to change.")
+    return Outbound(key, text, plan_key(run_id, e.revision), persona=persona, meta=meta)
+
+
+def _plan_body(e: PlanWritten) -> str:
+    facts = f"**Facts**\n{e.facts}\n\n" if e.facts.strip() else ""
+    return f"{facts}**Steps**\n{e.plan}"
+
+
+# A line's list marker ("- ", "2. ") stays outside the strike-through.
+_ITEM = re.compile(r"^(\s*(?:[-*+]|\d+[.)])\s+)?(.*?)\s*$")
+
+
+def _struck(text: str) -> str:
+    out = []
+    for line in text.splitlines():
+        m = _ITEM.match(line)
+        lead, rest = (m.group(1) or "", m.group(2)) if m else ("", line)
+        rest = rest.replace("~~", "")
+        out.append(f"{lead}~~{rest}~~" if rest else lead.rstrip())
+    return "\n".join(out)

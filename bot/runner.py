@@ -19,13 +19,15 @@ from opentelemetry import trace
 
 from threadteam.teams import engine
 from threadteam.teams.catalog import TeamCatalog
-from threadteam.teams.engine import Env, deadline, decide, perform, time_passed
+from threadteam.teams.engine import Env, ToolRunner, deadline, decide, perform, time_passed
 from threadteam.teams.events import (
     AgentMessage,
     ApprovalDecided,
     ApprovalExpired,
     Event,
     HumanMessage,
+    PlanReviewed,
+    PlanWritten,
     RunContinued,
     RunResumed,
     StopRequested,
@@ -35,14 +37,17 @@ from threadteam.teams.events import (
     from_json,
     to_json,
 )
+from threadteam.teams.mcp import McpHub
+from threadteam.teams.mcp.bind import bind
 from threadteam.teams.models.base import RetrySink, TextSink
 from threadteam.teams.persona import Persona
 from threadteam.teams.state import RunState
 from threadteam.teams.termination import has_timeout
-from threadteam.teams.tools import ToolContext
+from threadteam.teams.tools import Answer, Question, Tool, ToolContext
 
 from .errors import ConflictError, Refused
-from .render import is_postable, post_key, render, render_decision, settled_key
+from .questions import QuestionLost, Questions, ask_key, describe
+from .render import is_postable, post_key, render, render_edit, settled_key
 from .shapes import Directory, Outbound, Poster, ThreadKey
 from .stores.base import Store
 from .telemetry import TracedModels, run_parent, span, traced_tools
@@ -53,7 +58,7 @@ log = logging.getLogger("threadteam.runner")
 
 #: Events a person's action appends while a driver may be working; a driver merges them.
 EXTERNAL = (HumanMessage, ApprovalDecided, ToolAlwaysApproved, StopRequested, RunContinued,
-            RunResumed)
+            RunResumed, PlanReviewed)
 
 
 class LostRun(Exception):
@@ -70,6 +75,8 @@ class Loaded:
     events: list[Event]
     #: Store writes in flight that need not hold up the run: awaited before its next append.
     writes: list[asyncio.Future[None]] = field(default_factory=list)
+    #: MCP servers whose tools could not be offered (said in the thread by the driver).
+    unreachable: tuple[str, ...] = ()
 
 
 class Runner:
@@ -78,15 +85,18 @@ class Runner:
     def __init__(self, *, store: Store, catalog: TeamCatalog, models: engine.ModelSource,
                  poster: Poster, owner: str, clock: Callable[[], float] = time.time,
                  lease_ttl: float = 10.0, rehearsal_notice: Callable[[RunState], str] | None = None,
-                 directory: Directory | None = None) -> None:
+                 directory: Directory | None = None, mcp: McpHub | None = None) -> None:
         self.store, self.catalog, self.models, self.poster = store, catalog, models, poster
         self.directory = directory
+        #: The MCP servers this process's runs share, and the questions their calls ask.
+        self.mcp, self.questions = mcp or McpHub(), Questions()
         self._unloadable: set[str] = set()
         self.owner, self.clock, self.lease_ttl = owner, clock, lease_ttl
         self.rehearsal_notice = rehearsal_notice or (lambda state: "")
 
-    async def load(self, run_id: str) -> Loaded | None:
-        """Read and fold a run; None if it or its team is gone."""
+    async def load(self, run_id: str, *, tools: bool = False) -> Loaded | None:
+        """Read and fold a run; None if it or its team is gone. `tools`: with its agents'
+        MCP servers' tools (starting a server on first use), as a driver needs them."""
         thread, raw = await asyncio.gather(self.store.thread_of(run_id), self.store.load(run_id))
         if thread is None or not raw:
             return None
@@ -102,13 +112,15 @@ class Runner:
                 log.error("run %s: its team %r is not loaded%s; the run is left as it is",
                           run_id, name, where)
             return None
+        bound = await bind(team, self.mcp) if tools and team.mcp_servers else None
         try:
-            state = RunState.fold(team, events)
+            state = RunState.fold(bound.team if bound else team, events)
         except (KeyError, ValueError) as exc:  # the team file changed under a running run
             log.error("run %s: team %r no longer matches the run's history (%s); fix the team "
                       "file or start a new run", run_id, team.name, exc)
             return None
-        return Loaded(run_id, ThreadKey.parse(thread), state, events)
+        return Loaded(run_id, ThreadKey.parse(thread), state, events,
+                      unreachable=bound.problems if bound else ())
 
     async def drive(self, run_id: str, *, first: bool = False) -> bool:
         """Advance the run until it waits for a person; False if another driver holds it.
@@ -119,12 +131,15 @@ class Runner:
             return False
         heartbeat = asyncio.create_task(self._heartbeat(run_id))
         try:
-            loaded = await self.load(run_id)
+            loaded = await self.load(run_id, tools=True)
             if loaded is not None:
                 with trace.use_span(run_parent(run_id)), span(
                         f"run {loaded.state.team.name}", threadteam__run_id=run_id,
                         threadteam__thread=str(loaded.key), threadteam__team=loaded.state.team.name):
                     await self._catch_up(loaded, unsure=not first)
+                    for i, problem in enumerate(loaded.unreachable):
+                        await self._say(loaded, f"The team's tools: {problem}.",
+                                        f"{run_id}:{loaded.state.length}:mcp:{i}")
                     await self._advance(loaded)
             else:  # gone, or its team is not loaded here: not driven again until touched
                 await self.store.set_active(run_id, False)
@@ -136,6 +151,18 @@ class Runner:
                 await heartbeat
             await self.store.release_lease(run_id, self.owner)
         return True
+
+    async def aclose(self) -> None:
+        """Close the MCP sessions and stop the MCP servers this process started."""
+        await self.mcp.aclose()
+
+    async def _say(self, run: Loaded, text: str, key: str) -> None:
+        """A short notice in the run's thread; a failure to say it is logged, never raised."""
+        try:
+            async with asyncio.timeout(5):
+                await self.deliver(Outbound(run.key, text, key, notice=True))
+        except Exception:
+            log.warning("run %s: could not post a notice", run.run_id, exc_info=True)
 
     async def _advance(self, run: Loaded) -> None:
         state, active, env = run.state, False, self._env(run)
@@ -215,7 +242,7 @@ class Runner:
             await self._post(run, seq, e, fresh=True, unsure=unsure)
 
     def _key_of(self, run: Loaded, seq: int, e: Event) -> str:
-        if isinstance(e, ApprovalDecided | ApprovalExpired):
+        if isinstance(e, ApprovalDecided | ApprovalExpired | PlanReviewed):
             return settled_key(run.run_id, e)
         out = render(run.state, e, seq, run.key, run.run_id, self.poster.mention)
         return out.idempotency_key if out else post_key(run.run_id, seq)
@@ -224,16 +251,18 @@ class Runner:
                     unsure: bool = False) -> None:
         """Post event `seq`; `fresh`: no post under its seq key can have been recorded yet;
         `unsure`: an earlier driver may have posted it without recording it."""
-        if isinstance(e, ApprovalDecided | ApprovalExpired):
-            settled = render_decision(run.state, e, run.key, run.run_id, self.poster.mention)
-            if settled is None:
+        if isinstance(e, ApprovalDecided | ApprovalExpired | PlanReviewed | PlanWritten):
+            # Settles an approval request, or marks a plan approved or replaced, in place.
+            settled = render_edit(run.state, e, run.key, run.run_id, self.poster.mention)
+            if settled is not None:
+                request_key, edit = settled
+                message_id = await self.store.get_post(request_key)
+                if message_id is not None \
+                        and await self.store.get_post(edit.idempotency_key) is None:
+                    await self.poster.edit(edit, message_id)
+                    await self.store.put_post(edit.idempotency_key, message_id)
+            if not isinstance(e, PlanWritten):
                 return
-            request_key, edit = settled
-            message_id = await self.store.get_post(request_key)
-            if message_id is not None and await self.store.get_post(edit.idempotency_key) is None:
-                await self.poster.edit(edit, message_id)
-                await self.store.put_post(edit.idempotency_key, message_id)
-            return
         notice = self.rehearsal_notice(run.state) if isinstance(e, TaskStarted) else ""
         out = render(run.state, e, seq, run.key, run.run_id, self.poster.mention, notice)
         if out is None:
@@ -261,7 +290,20 @@ class Runner:
         return Env(models=TracedModels(self.models, thread), now=self.clock,
                    tool_context=partial(self._tool_context, run),
                    on_turn=partial(self._working, run), on_text=partial(self._stream, run),
-                   run_tool=traced_tools(thread), on_retry=partial(self._slow, run))
+                   run_tool=partial(self._run_tool, run, traced_tools(thread)),
+                   on_retry=partial(self._slow, run))
+
+    async def _run_tool(self, run: Loaded, inner: ToolRunner, tool: Tool,
+                        request: ToolCallRequested, context: ToolContext) -> str:
+        """Run an approved call, unless it already asked a question a process that has
+        since ended was waiting on: its outcome is unknown, so it ends and says so."""
+        if tool.schema is not None and \
+                await self.store.get_post(ask_key(run.run_id, request.call_id, 1)) is not None:
+            raise QuestionLost(
+                "the bot restarted while this call waited for a person's answer to the "
+                "server's question, so the call did not finish and its effect is unknown; "
+                "check before calling it again")
+        return await inner(tool, request, context)
 
     def _slow(self, run: Loaded, agent: str) -> RetrySink:
         """Says in the thread, before a model call is retried, that the agent's model is
@@ -301,8 +343,32 @@ class Runner:
             return await self.deliver(Outbound(target, text, f"{run.run_id}:tool:{call_id}",
                                                persona=persona, meta={"agent": agent}))
 
+        said, asked = [0], [0]
+
+        async def notice(text: str) -> None:
+            said[0] += 1
+            await self._say(run, f"{persona.display_name}: {text}",
+                            f"{run.run_id}:tool:{call_id}:notice:{said[0]}")
+
+        async def ask(question: Question) -> Answer:
+            asked[0] += 1
+            out = Outbound(run.key, self._question_text(run, question),
+                           ask_key(run.run_id, call_id, asked[0]), persona=persona,
+                           meta={"agent": agent})
+            return await self.questions.ask(str(run.key), question, run.state.may_approve,
+                                            partial(self.deliver, out))
+
         return ToolContext(run_id=run.run_id, thread=str(run.key), agent=agent,
-                           post_message=post_message)
+                           post_message=post_message, ask=ask, notice=notice)
+
+    def _question_text(self, run: Loaded, question: Question) -> str:
+        rule = run.state.approvers
+        who = [self.poster.mention(p) for p in (rule.people or (run.state.by,))]
+        who += [f"members of {r}" for r in rule.roles]
+        fields = _said_by_server(describe(question), 300)
+        asker = question.asker[:1].upper() + question.asker[1:]
+        return (f"❓ {asker} asks {', '.join(who)}: {_said_by_server(question.text, 1000)}\n"
+                f"Reply in this thread with {fields or 'your answer'}, or `decline` / `cancel`.")
 
     async def _reach(self, run: Loaded, request: ToolCallRequested, channel: str) -> str:
         """The channel id an approved post may go to: somewhere everyone who let the call
@@ -343,6 +409,13 @@ class Runner:
 def _retrieve(task: asyncio.Future[None]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+def _said_by_server(text: str, limit: int) -> str:
+    """A server's words in a post: no markup that could ping or link (Slack's `<!here>`,
+    `<@U…>`, Discord's `@everyone`), at most `limit` characters."""
+    text = text.replace("<", "\u2039").replace(">", "\u203a").replace("@", "@\u200b")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _inert(channel: str) -> str:
