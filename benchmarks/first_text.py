@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -94,8 +95,11 @@ async def write(openai: FakeOpenAI, reply: str, words: int, seconds: float,
     return answer.text
 
 
+Figures = tuple[float, float, bool, str]  # from 1st token, from request, whole once, calls
+
+
 async def slack_case(openai: FakeOpenAI, reply: str, words: int, seconds: float, *,
-                     status: bool, streams: bool) -> tuple[float, float, bool]:
+                     status: bool, streams: bool) -> Figures:
     fake = FakeSlack()
     await fake.start()
     fake.status_error = None if status else "not_allowed"
@@ -116,7 +120,9 @@ async def slack_case(openai: FakeOpenAI, reply: str, words: int, seconds: float,
         shown = [c.at for c in fake.calls if c.error is None and _slack_shows(c.method, c.params)]
         bears = [m for m in fake.thread(CHANNEL, key.thread) if m.get("username") == "Bear"]
         whole = " ".join(m["text"] for m in bears).split() == reply.split()
-        return shown[0] - timed.first, shown[0] - timed.asked, whole
+        calls = Counter(c.method.removeprefix("chat.") for c in fake.calls
+                        if c.method != "assistant.threads.setStatus")
+        return shown[0] - timed.first, shown[0] - timed.asked, whole, _said(calls)
     finally:
         await fake.aclose()
 
@@ -133,8 +139,11 @@ def _slack_shows(method: str, params: dict) -> bool:
     return False
 
 
-async def discord_case(openai: FakeOpenAI, reply: str, words: int,
-                       seconds: float) -> tuple[float, float, bool]:
+def _said(calls: Counter[str]) -> str:
+    return ", ".join(f"{n} {method}" for method, n in sorted(calls.items()))
+
+
+async def discord_case(openai: FakeOpenAI, reply: str, words: int, seconds: float) -> Figures:
     fake = FakeDiscord()
     await fake.start()
     adapter = DiscordAdapter(fake.token, api_base=fake.url, memory=LocalMemory(),
@@ -153,7 +162,9 @@ async def discord_case(openai: FakeOpenAI, reply: str, words: int,
         shown = [c.at for c in fake.calls_to("POST", r"/webhooks/\d+/[^/]+", status=200)]
         bears = [m for m in fake.posts_in(CHANNEL_ID) if m["author"]["username"] == "🐻 Bear"]
         whole = " ".join(m["content"] for m in bears).split() == reply.split()
-        return shown[0] - timed.first, shown[0] - timed.asked, whole
+        calls = Counter(f"webhook {c.method}" for c in fake.calls
+                        if c.path.startswith("/webhooks/"))
+        return shown[0] - timed.first, shown[0] - timed.asked, whole, _said(calls)
     finally:
         await fake.aclose()
 
@@ -165,7 +176,7 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
     reply = " ".join(f"point{i}" for i in range(args.words))
-    cases: list[tuple[str, Callable[[FakeOpenAI], Awaitable[tuple[float, float, bool]]]]] = [
+    cases: list[tuple[str, Callable[[FakeOpenAI], Awaitable[Figures]]]] = [
         ("Slack, status accepted, streams allowed", lambda o: slack_case(
             o, reply, args.words, args.seconds, status=True, streams=True)),
         ("Slack, status accepted, streams refused", lambda o: slack_case(
@@ -176,7 +187,7 @@ async def main() -> None:
     ]
     print(f"a {args.words}-word reply streamed over {args.seconds:g} s; {args.runs} run(s) each; "
           f"seconds until people can read some of it (target < {TARGET:g} s from the first token)")
-    print(f"{'case':44} {'from 1st token':>15} {'from request':>13}  whole, once")
+    print(f"{'case':44} {'from 1st token':>15} {'from request':>13}  whole, once; calls for it")
     with tempfile.TemporaryDirectory():
         async with FakeOpenAI() as openai:
             for name, case in cases:
@@ -186,7 +197,7 @@ async def main() -> None:
                 whole = all(f[2] for f in figures)
                 verdict = "ok" if token < TARGET else "SLOW"
                 print(f"{name:44} {token:>13.3f} s {asked:>11.3f} s  {'yes' if whole else 'NO'}"
-                      f"  {verdict}", flush=True)
+                      f"  {verdict}; {figures[-1][3]}", flush=True)
 
 
 if __name__ == "__main__":
