@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
@@ -29,6 +30,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from ..errors import ToolError
+from ..redact import redact
 from ..tools import Answer, Question
 from .config import McpServer, MissingVariable, expand
 
@@ -121,6 +123,13 @@ class _Connection:
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
         self._errlog: IO[str] | None = None
+        #: The values of the `${VAR}`s this server was reached with: taken out of every
+        #: error text before it is said anywhere.
+        self.secrets: set[str] = set()
+
+    def why(self, exc: BaseException) -> str:
+        """`_why(exc)` with this server's secret values taken out."""
+        return redact(_why(exc), self.secrets, opaque=False)
 
     @property
     def alive(self) -> bool:
@@ -186,11 +195,12 @@ class _Connection:
         except BaseException as exc:
             if not ready.done():
                 ready.set_exception(McpFailure(
-                    f"the {self.server.name} MCP server would not start: {_why(exc)}",
+                    f"the {self.server.name} MCP server would not start: {self.why(exc)}",
                     "could not start its server"))
                 self._log_stderr()
             elif not isinstance(exc, asyncio.CancelledError):
-                log.info("MCP server %s: connection ended (%s)", self.server.name, _why(exc))
+                log.info("MCP server %s: connection ended (%s)", self.server.name,
+                         self.why(exc))
         finally:
             stop.set()
             self.client = None
@@ -198,6 +208,7 @@ class _Connection:
     @contextlib.asynccontextmanager
     async def _transport(self, stop: asyncio.Event) -> AsyncIterator[Any]:
         s = self.server
+        self.secrets = {os.environ[v] for v in s.variables if os.environ.get(v)}
         try:
             if s.command:
                 env = {k: expand(v) for k, v in s.env}
@@ -223,9 +234,8 @@ class _Connection:
             self._errlog.seek(0)
             tail = self._errlog.read()[-2000:].strip()
             if tail:
-                from ..redact import redact
                 log.warning("MCP server %s wrote to stderr before it failed: %s",
-                            self.server.name, redact(tail))
+                            self.server.name, redact(tail, self.secrets))
 
     async def _elicit(self, context: Any, params: Any) -> types.ElicitResult:
         # On a 2026-07-28 connection the question is asked from the caller's own task (its
@@ -300,13 +310,15 @@ class McpHub:
                 raise McpFailure(f"the {server.name} MCP server stopped during the call of "
                                  f"{tool}; it is started again for the next call",
                                  "stopped: its server went away mid-call") from None
-            raise McpFailure(f"{where} failed: {exc}") from None
+            raise McpFailure(f"{where} failed: {redact(str(exc), conn.secrets, opaque=False)}"
+                             ) from None
         except Exception as exc:  # a transport's or the SDK's own error: said, never raised
-            raise McpFailure(f"{where} failed: {_why(exc)}") from None
+            raise McpFailure(f"{where} failed: {conn.why(exc)}") from None
         finally:
             _CURRENT.reset(token)
             conn.inflight.discard(call)
-        return ToolOutcome(_text_of(result), bool(result.is_error))
+        return ToolOutcome(redact(_text_of(result), conn.secrets, opaque=False),
+                           bool(result.is_error))
 
     async def aclose(self) -> None:
         """Close every session and stop every server this hub started."""

@@ -64,6 +64,13 @@ def whoami() -> str:
 
 
 @app.tool(annotations=ToolAnnotations(readOnlyHint=True))
+def leak_token() -> str:
+    """A careless tool that says the token it was given."""
+    _seen("leak_token")
+    return f"my token is {os.environ.get('TRACKER_TOKEN')}"
+
+
+@app.tool(annotations=ToolAnnotations(readOnlyHint=True))
 def crash() -> str:
     """Ends the server mid-call."""
     _seen("crash")

@@ -138,6 +138,7 @@ async def test_secrets_come_from_the_environment_and_go_nowhere(tmp_path, fake_o
     secret = "tracker-" + "7" * 24
     monkeypatch.setenv("TT_TEST_TRACKER_TOKEN", secret)
     fake_openai.queue_tool_call("whoami", "{}")
+    fake_openai.queue_tool_call("leak_token", "{}")
     fake_openai.queue_text("DONE")
     server = stdio_server(_log(tmp_path), extra="") .replace(
         "env: {", f'env: {{TRACKER_TOKEN: "${{TT_TEST_TRACKER_TOKEN}}", '
@@ -146,7 +147,7 @@ async def test_secrets_come_from_the_environment_and_go_nowhere(tmp_path, fake_o
     async with desk_host(tmp_path, fake_openai, team) as desk:
         await desk.summon()
         await desk.until(lambda d: any("DONE" in t for _, t in d.poster.in_thread(d.key)))
-        assert desk.tool_results() == ["token ok"]
+        assert desk.tool_results() == ["token ok", "my token is [redacted]"]
         run_id = await desk.store.run_for_thread(str(desk.key))
         stored = "".join(await desk.store.load(run_id))
         assert secret not in stored
