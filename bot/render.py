@@ -212,13 +212,19 @@ def _render_orchestrator(state: RunState, e: PlanWritten | Instructed, key: Thre
         return Outbound(key, text, post_key(run_id, seq), persona=persona, meta=meta)
     head = {"start": f"**Plan {e.revision}**",
             "review": f"**Plan {e.revision}**, rewritten with the changes asked for",
-            "replan": f"**Plan {e.revision}**: replanning ({e.revision - 1} of "
-                      f"{orchestrator.max_resets + 1} plans used) because {e.reason}"}
+            "replan": f"**Plan {e.revision}**, new plan {_replans(state, e.revision)} of "
+                      f"{orchestrator.max_resets} because the team stalled: {e.reason}"}
     text = f"{head.get(e.cause, head['start'])}\n\n{_plan_body(e)}"
     if orchestrator.plan_review:
         text += ("\n\nThe team waits for this plan: reply `approve` to start, or write what "
                  "to change.")
     return Outbound(key, text, plan_key(run_id, e.revision), persona=persona, meta=meta)
+
+
+def _replans(state: RunState, revision: int) -> int:
+    """How many of the run's plans up to `revision` were written because the team stalled."""
+    plans = state.magentic.plans if state.magentic is not None else {}
+    return sum(1 for r, p in plans.items() if r <= revision and p.cause == "replan")
 
 
 def _plan_body(e: PlanWritten) -> str:

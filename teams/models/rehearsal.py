@@ -52,7 +52,7 @@ EXAMPLE = re.compile(r"""(?:such as|e\.g\.|for example)\s+['"“]([^'"”]+)['"�
 EXCERPT = 60
 # What the orchestrator's prompts say (teams.ledger), read back to answer them.
 ORCHESTRATOR = "orchestrator"
-REVISION = re.compile(r"plan revision (\d+)")
+REVISION = re.compile(r"(?:will be|follow) plan revision (\d+)")
 CHANGES = re.compile(r"asked for these changes:\n(.*?)\n\nThis will be", re.S)
 STUCK = re.compile(r"We are stuck \((.*?)\)\. Our facts", re.S)
 PLAN_POST = "PLAN (revision "

@@ -305,3 +305,41 @@ def test_the_orchestrator_has_defaults_and_its_own_persona_and_model():
     assert team.names == ("writer",), "the orchestrator is not a participant"
     assert make_team("writer", strategy="magentic").orchestrator.agent.persona.display_name == \
         "Orchestrator"
+
+
+# -- rehearsal: every path offline ----------------------------------------------------------------
+async def rehearse(task: str, **orchestrator) -> Run:
+    from threadteam.teams.models import RehearsalModel
+    run = Run(make_team(agent("researcher"), agent("writer"), strategy="magentic",
+                        orchestrator=orchestrator or None, termination={"max_messages": 40}),
+              RehearsalModel(), task=task)
+    await run.go()
+    return run
+
+
+async def test_rehearsal_plans_delegates_to_each_agent_and_answers():
+    run = await rehearse("A note on tides.")
+    assert [e.agent for e in run.of(Instructed)] == ["researcher", "writer"]
+    assert all(not e.problem for e in run.of(ProgressAssessed)), "valid JSON every round"
+    assert run.of(AgentMessage)[-1].agent == "orchestrator"
+    assert run.of(RunFinished)[-1].reason == ANSWERED
+
+
+async def test_rehearsal_stalls_and_replans_when_asked_and_gives_up_on_stall():
+    run = await rehearse("A note on tides; rehearse a replan.", max_stalls=2)
+    plans = run.of(PlanWritten)
+    assert [p.cause for p in plans] == ["start", "replan"]
+    assert "plan revision 2" in plans[1].plan and "the last plan stalled" in plans[1].facts
+    assert run.of(RunFinished)[-1].reason == ANSWERED
+    run = await rehearse("Please stall.", max_stalls=1, max_resets=1)
+    assert run.of(RunFinished)[-1].reason.startswith("the orchestrator gave up after 1 new plan")
+
+
+async def test_rehearsal_folds_a_persons_changes_into_the_reviewed_plan():
+    run = await rehearse("Tides.", plan_review=True)
+    assert decide(run.state) == AwaitPlanReview(1)
+    run.add(PlanReviewed(revision=1, by="U1", approved=False, changes="Add the moon phase."))
+    assert await run.go() == AwaitPlanReview(2)
+    assert "asked for: 'Add the moon phase.'" in run.of(PlanWritten)[-1].facts
+    run.add(PlanReviewed(revision=2, by="U1", approved=True))
+    assert await run.go() == Idle("finished")

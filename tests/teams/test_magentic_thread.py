@@ -125,8 +125,8 @@ async def test_a_replan_says_why_and_strikes_the_old_plan_through(host_of, poste
     old, new = conductor(poster, key)
     assert old == ("~~Plan 1~~ superseded by plan 2 below: the team stalled (no progress: the "
                    "tables are not found)\n\n- ~~researcher: tide tables~~\n- ~~writer: the note~~")
-    assert new.startswith("**Plan 2**: replanning (1 of 2 plans used) because no progress: the "
-                          "tables are not found")
+    assert new.startswith("**Plan 2**, new plan 1 of 1 because the team stalled: no progress: "
+                          "the tables are not found")
     assert poster.notices(key)[-1].startswith(
         "Finished: the orchestrator gave up after 1 new plan: no progress")
     status = (await host.handle(say(key, "status"))).private or poster.notices(key)[-1]
