@@ -113,8 +113,8 @@ class _Watched:
 class _Connection:
     """One server's client, opened on demand and re-opened after the server died."""
 
-    def __init__(self, server: McpServer) -> None:
-        self.server = server
+    def __init__(self, server: McpServer, mode: str = "auto") -> None:
+        self.server, self.mode = server, mode
         self.client: Client | None = None
         self.listing: tuple[types.Tool, ...] | None = None  # kept across restarts
         self.starts = 0
@@ -180,7 +180,7 @@ class _Connection:
     async def _own(self, ready: asyncio.Future[None], stop: asyncio.Event) -> None:
         try:
             async with Client(self._transport(stop), elicitation_callback=self._elicit,
-                              cache=None) as client:
+                              cache=None, mode=self.mode) as client:
                 listing: list[types.Tool] = []
                 cursor: str | None = None
                 while True:
@@ -262,13 +262,16 @@ class _Connection:
 class McpHub:
     """Every MCP server this process talks to, by their settings."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, mode: str = "auto") -> None:
+        # `mode`: the SDK's protocol negotiation ("legacy" forces the pre-2026 handshake,
+        # where a server asks its questions from the session rather than the call).
         self._connections: dict[McpServer, _Connection] = {}
+        self._mode = mode
 
     def _connection(self, server: McpServer) -> _Connection:
         conn = self._connections.get(server)
         if conn is None:
-            conn = self._connections[server] = _Connection(server)
+            conn = self._connections[server] = _Connection(server, self._mode)
         return conn
 
     def starts(self, server: McpServer) -> int:
