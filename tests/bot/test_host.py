@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from tests.bot.helpers import ANNOUNCE, DEBATE, make_host, press, say, summon, thread, write_teams
 from tests.fakes.waiting import wait_until
@@ -196,12 +197,18 @@ async def test_status_and_help(started, poster):
 
 async def test_waiting_runs_hold_no_task_and_many_runs_overlap(started, poster):
     in_flight = peak = 0
+    ten_at_once = asyncio.Event()
 
     async def slow(request):
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
-        await asyncio.sleep(0.05)
+        if peak >= 10:
+            ten_at_once.set()
+        # Each call waits until ten are under way at once (they can be only if waiting
+        # runs hold nothing up), or gives up after a while so the test fails, not hangs.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ten_at_once.wait(), 5)
         in_flight -= 1
         return reply("FINAL ANSWER: yes" if request.agent == "synthesis" else "point")
 
