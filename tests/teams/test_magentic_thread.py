@@ -154,3 +154,43 @@ async def test_a_whole_run_through_the_real_openai_client(fake_openai):
     assert state.magentic.plans[1].plan == "- researcher: tide tables\n- writer: the note"
     assert isinstance(state.history[1], PlanWritten)
     assert state.history[-1].text == "High tide: 06:12."
+
+
+class DiesOnPlan2(RecordingPoster):
+    """A platform that drops the connection the first time plan 2 is posted, as if the
+    process died right after the new plan was written to the log."""
+
+    async def post(self, out):
+        if out.idempotency_key.endswith(":plan:2") and not getattr(self, "died", False):
+            self.died = True
+            raise ConnectionError("the process died here")
+        return await super().post(out)
+
+
+async def test_a_crash_after_a_new_plan_resumes_without_asking_for_it_again(store, tmp_path):
+    poster = DiesOnPlan2()
+    teams = write_teams(tmp_path / "teams", RESEARCH.format(review="false"))
+    first = ScriptedModel([PLAN, ledger(progress=False), PLAN_2])
+    host = make_host(store, poster, first, teams)
+    await host.start()
+    key = thread(3)
+    await host.handle(summon(key, "research Tides."))
+    await host.idle()
+    await host.aclose()
+    assert len(conductor(poster, key)) == 1, "plan 2 never reached the thread"
+
+    second = ScriptedModel([ledger(), "06:12.", ledger(done=True), "High tide 06:12."])
+    host = make_host(store, poster, second, teams)
+    await host.start()  # picks the run up from its log
+    await host.idle()
+    await host.aclose()
+    assert [r.purpose for r in second.requests] == ["progress", "reply", "progress", "answer"], \
+        "the recorded plan is not asked for again"
+    assert [t.splitlines()[0] for t in conductor(poster, key)] == [
+        "~~Plan 1~~ superseded by plan 2 below: the team stalled (no progress: the tables are "
+        "not found)",
+        "**Plan 2**, new plan 1 of 1 because the team stalled: no progress: the tables are not "
+        "found",
+        "→ **Researcher**: Find the tide tables.",
+        "High tide 06:12."]
+    assert [p.unsure for p in poster.posts if p.name == "Conductor"] == [False, True, False, False]
