@@ -194,3 +194,22 @@ async def test_a_crash_after_a_new_plan_resumes_without_asking_for_it_again(stor
         "→ **Researcher**: Find the tide tables.",
         "High tide 06:12."]
     assert [p.unsure for p in poster.posts if p.name == "Conductor"] == [False, True, False, False]
+
+
+def test_the_orchestrators_question_to_the_person_says_it_is_their_turn():
+    from threadteam.bot.render import render
+    from threadteam.teams.events import Instructed
+
+    team = parse_team(RESEARCH.format(review="false").replace(
+        "termination:", "  - {name: you, human: true, persona: {display_name: You}}\ntermination:"))
+    state = RunState(team)
+    state.apply(TaskStarted(team=team.name, task="Tides.", by="U1"))
+    asked = Instructed(agent="you", text="Which harbour?")
+    state.apply(asked)
+    out = render(state, asked, 1, thread(), "run1", lambda user: f"<@{user}>")
+    assert (out.persona.display_name, out.meta) == ("Conductor", {"agent": "orchestrator"})
+    assert out.text == ("→ **You**: Which harbour?\n\n"
+                        "_Your turn: the team waits for your reply in this thread._")
+    told = Instructed(agent="writer", text="Write it.")
+    assert render(state, told, 2, thread(), "run1", str).text == "→ **Writer**: Write it."
+    assert state.status == "awaiting_human"
