@@ -130,14 +130,14 @@ def _candidates(team: Team) -> tuple[Candidate, ...]:
     return found
 
 
-def _request(state: RunState, model: str, purpose: Any, question: str,
+def _request(state: RunState, model: str, purpose: Any, question: str | ChatMessage,
              *after: ChatMessage) -> ModelRequest:
     m = state.magentic
     assert m is not None
     recent = m.view.messages[-ORCHESTRATOR_CONTEXT:]
     task = state.task_message
-    messages = (*([task] if task is not None else []), *recent, *after,
-                ChatMessage("user", question))
+    asking = question if isinstance(question, ChatMessage) else ChatMessage("user", question)
+    messages = (*([task] if task is not None else []), *recent, *after, asking)
     return ModelRequest(model=model, system=ORCHESTRATOR_SYSTEM, messages=messages,
                         purpose=purpose, agent=ORCHESTRATOR, candidates=_candidates(state.team))
 
@@ -170,13 +170,12 @@ def progress_request(state: RunState, model: str) -> ModelRequest:
     if asked is None or asked[0] != (state.task, m.revision):
         question = _PROGRESS.format(task=state.task, team=_team_lines(team), revision=m.revision,
                                     names=", ".join(team.names))
-        m.asked = asked = ((state.task, m.revision), question)
-    question = asked[1]
+        m.asked = asked = ((state.task, m.revision), ChatMessage("user", question))
     bad = m.retry
     if bad is None:
-        return _request(state, model, "progress", question)
+        return _request(state, model, "progress", asked[1])
     return _request(state, model, "progress", _RETRY.format(problem=bad.problem),
-                    ChatMessage("user", question), ChatMessage("assistant", bad.reply))
+                    asked[1], ChatMessage("assistant", bad.reply))
 
 
 def answer_request(state: RunState, model: str) -> ModelRequest:

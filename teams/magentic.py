@@ -47,7 +47,7 @@ from .ledger import (
     plan_request,
     progress_request,
 )
-from .models.base import ModelRequest, ModelResponse
+from .models.base import ChatMessage, ModelRequest, ModelResponse
 from .spec import ORCHESTRATOR, Orchestrator
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class Orchestration:
     resets: int = 0
     answered: bool = False
     speaker: str | None = None  # whom the orchestrator last handed the turn to
-    asked: tuple[tuple[str, int], str] | None = None  # the progress question, kept (ledger.py)
+    asked: tuple[tuple[str, int], ChatMessage] | None = None  # the progress question (ledger.py)
 
     @classmethod
     def of(cls, spec: Orchestrator, make_view: Callable[[int], View]) -> Orchestration:
