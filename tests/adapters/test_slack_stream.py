@@ -126,7 +126,7 @@ async def test_a_stream_pings_no_channel(fake_slack, posters, key) -> None:
     pings = "Heads up <!channel> <!here> <!everyone> @channel @here @Everyone, see the plan. "
     poster = posters(LocalMemory())
     await poster.working(key, BEAR)
-    await write(poster.stream(key, BEAR), [w + " " for w in pings.split()] * 3,  # type: ignore[arg-type]
+    await write(poster.stream(key, BEAR), [w + " " for w in pings.split()] * 2,  # type: ignore[arg-type]
                 lambda: False)
     await wait_until(lambda: fake_slack.calls_to("chat.appendStream", ok=True), what="appends")
     sent = [c.params["markdown_text"] for c in fake_slack.calls
