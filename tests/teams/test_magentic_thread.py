@@ -213,3 +213,27 @@ def test_the_orchestrators_question_to_the_person_says_it_is_their_turn():
     told = Instructed(agent="writer", text="Write it.")
     assert render(state, told, 2, thread(), "run1", str).text == "→ **Writer**: Write it."
     assert state.status == "awaiting_human"
+
+
+async def test_an_approver_by_role_reviews_the_plan_and_someone_without_it_cannot(
+        store, poster, tmp_path):
+    text = RESEARCH.format(review="true").replace("strategy: magentic",
+                                                  'strategy: magentic\napprovers: ["role:S0PS"]')
+    model = ScriptedModel([PLAN, PLAN_2, ledger(done=True), "Done."])
+    host = make_host(store, poster, model, write_teams(tmp_path / "teams", text))
+    await host.start()
+    key = thread(4)
+    try:
+        await host.handle(summon(key, "research Tides."))
+        await host.idle()
+        refused = await host.handle(say(key, "approve", user="bob", roles=("S0THER",)))
+        assert refused.private.startswith("Sorry, only <@alice> or members of S0PS can `approve`")
+        await host.handle(say(key, "Use the almanac.", user="carol", roles=("S0PS",)))
+        await host.idle()
+        assert "Use the almanac." in model.requests[1].messages[-1].content
+        await host.handle(say(key, "approve", user="carol", roles=("S0PS",)))
+        await host.idle()
+    finally:
+        await host.aclose()
+    assert conductor(poster, key)[1].startswith("✅ Plan 2, approved by carol")
+    assert f"Finished: {ANSWERED}." in poster.notices(key)[-1]
