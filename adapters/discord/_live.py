@@ -89,7 +89,8 @@ class LiveReplies:
         stale = self._live.pop(thread, None)
         if stale is not None:  # its turn ended without a post: its message is handed on
             stale.stop()
-            stale = stale if stale.id else stale.stale
+            if not stale.id and not stale.editing:  # (one being opened is waited for)
+                stale = stale.stale
         live = self._live[thread] = Live(persona, stale=stale)
 
         async def sink(delta: str) -> None:
@@ -194,6 +195,8 @@ class LiveReplies:
         """Post the message (or take on the earlier turn's, if the same persona's)."""
         username = webhook_username(live.persona)
         stale, live.stale = live.stale, None
+        if stale is not None and stale.task is not None and not stale.task.done():
+            await asyncio.wait([stale.task])  # its message, if it was being posted, is up
         if stale is not None and stale.id:
             if webhook_username(stale.persona) == username:
                 live.id = stale.id

@@ -112,6 +112,18 @@ async def test_another_speakers_post_takes_the_message_down(
     assert [m["author"]["username"] for m in fake_discord.deleted] == ["🐻 Bear"]
 
 
+async def test_a_turn_without_a_post_hands_its_message_to_the_next(
+        fake_discord: FakeDiscord, adapter: DiscordAdapter) -> None:
+    # Bear writes a little, then only calls a tool; Bear's next turn writes the reply.
+    await write(adapter.poster.stream(KEY, BEAR), WORDS[:8],
+                lambda: fake_discord.calls_to("POST", WEBHOOK_POST, status=200))
+    await write(adapter.poster.stream(KEY, BEAR), WORDS, lambda: False)
+    mid = await adapter.poster.post(Outbound(KEY, REPLY, "k1", BEAR, meta={"agent": "bear"}))
+    assert seen(fake_discord) == [("🐻 Bear", REPLY)] and fake_discord.deleted == []
+    assert mid == fake_discord.posts_in(CHANNEL_ID)[0]["id"]
+    assert len(fake_discord.calls_to("POST", WEBHOOK_POST)) == 1
+
+
 async def test_a_notice_after_a_failed_turn_takes_the_half_reply_down(
         fake_discord: FakeDiscord, adapter: DiscordAdapter) -> None:
     # Bear's model fails half-way through; the host says so in the thread, as the bot.
