@@ -147,6 +147,27 @@ async def test_a_stream_slack_will_not_edit_is_replaced_by_a_post(
     assert [m.get("streaming_state") for m in fake_slack.deleted] == ["completed"]
 
 
+async def test_a_long_streamed_reply_is_split_at_slacks_limit(fake_slack, posters, key) -> None:
+    paragraphs = [f"Point {i}: " + "evidence " * 170 for i in range(5)]  # ~7,500 characters
+    words = [w + " " for w in "\n\n".join(paragraphs).split(" ")]
+    poster = posters(LocalMemory())
+    await poster.working(key, BEAR)
+    sink = poster.stream(key, BEAR)
+    assert sink is not None
+    for i in range(0, len(words), 60):  # about two seconds of writing
+        await sink("".join(words[i:i + 60]))
+        await asyncio.sleep(0.05)
+    await wait_until(lambda: fake_slack.calls_to("chat.startStream", ok=True), what="the stream")
+    text = "\n\n".join(p.strip() for p in paragraphs)
+    first = await poster.post(reply(key, text))
+    parts = bears(fake_slack, key)
+    assert len(parts) > 1 and all(len(m["text"]) <= 3000 for m in parts)
+    assert parts[0]["ts"] == first == start_ts(fake_slack)  # the stream is the first part
+    assert " ".join(m["text"] for m in parts).split() == text.split()
+    assert [m["metadata"]["event_payload"] for m in parts] == [
+        {"key": "run:0", "part": i} for i in range(len(parts))]
+
+
 async def test_a_reply_written_at_once_is_simply_posted(fake_slack, posters, key) -> None:
     poster = posters(LocalMemory())
     await poster.working(key, BEAR)
