@@ -44,6 +44,7 @@ from threadteam.teams.events import (
     Event,
     HumanMessage,
     PlanReviewed,
+    PlanWritten,
     RunContinued,
     RunFinished,
     RunPaused,
@@ -273,6 +274,12 @@ class Host:
                 pending = tuple(out for c in state.pending_approvals()
                                 if (out := render(state, c.request, 0, loaded.key, info.run_id,
                                                   self.poster.mention)) is not None)
+                if state.magentic is not None and state.magentic.awaiting_review:
+                    # The plan waiting for the person's review, shown again with the requests.
+                    seq = max(i for i, e in enumerate(loaded.events) if isinstance(e, PlanWritten))
+                    plan = render(state, loaded.events[seq], seq, loaded.key, info.run_id,
+                                  self.poster.mention)
+                    pending += (plan,) if plan is not None else ()
                 return RunSummary(info.run_id, loaded.key, state.team.name, state.task,
                                   state.status, self.status_text(state).splitlines()[0], pending)
             raw = await self.store.load(info.run_id, 0)

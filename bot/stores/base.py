@@ -39,6 +39,12 @@ class Store(ABC):
     async def aclose(self) -> None:
         """Flush pending writes and close."""
 
+    @property
+    def shared(self) -> bool:
+        """Whether other processes drive runs on this store too: a run created here may
+        have been driven, and posted for, by another process that then died."""
+        return False
+
     # -- run logs ---------------------------------------------------------
     @abstractmethod
     async def create_run(self, run_id: str, thread: str, events: list[str]) -> bool:

@@ -158,6 +158,11 @@ class RedisStore(Store):
         return f"{self._p}{{{run_id}}}:{part}"
 
     @property
+    def shared(self) -> bool:
+        """Yes: several worker processes share a Redis."""
+        return True
+
+    @property
     def cluster(self) -> bool | None:
         """Whether the store talks to a Redis Cluster (None until start() found out)."""
         return self._cluster

@@ -118,6 +118,23 @@ def test_resume_at_a_pending_approval_shows_the_request_again(tmp_path):
             '      "channel": "rehearsal channel",\n') in again.stdout
 
 
+def test_resume_at_a_plan_waiting_for_review_shows_the_plan_again(tmp_path):
+    research = (ROOT / "teams" / "builtin" / "research.yaml").read_text()
+    assert "plan_review: false" in research
+    teams = tmp_path / "teams"
+    teams.mkdir()
+    (teams / "reviewed.yaml").write_text(research.replace("name: research", "name: reviewed")
+                                         .replace("plan_review: false", "plan_review: true"))
+    store = f"sqlite:///{tmp_path}/s.db"
+    first = chat("--store", store, "--teams-dir", str(teams), "--team", "reviewed", "2+2?")
+    assert first.returncode == 0, first.stderr
+    assert "reply `approve` to start" in first.stdout
+    again = chat("--store", store, "--teams-dir", str(teams), "--resume")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("Orchestrator: Plan 1\n")
+    assert "reply `approve` to start" in again.stdout
+
+
 # -- the renderer ------------------------------------------------------------------------------
 def test_markdown_renders_to_ansi_and_strips_to_plain():
     source = ("# Title\nSome **bold**, *it*, _it2_, ~~gone~~, `code`, snake_case_name, 2 * 3 * 4\n"

@@ -97,5 +97,5 @@ async def test_a_new_runs_first_post_is_looked_for_only_where_another_may_have_p
     await poster.wait_for(lambda p: any(s.key == other and s.notice for s in p.posts))
     await host2.idle()
     await host2.aclose()
-    is_on_it = [p for p in poster.posts if p.key == other][0]
+    is_on_it = next(p for p in poster.posts if p.key == other)
     assert "is on it" in is_on_it.text and is_on_it.unsure
