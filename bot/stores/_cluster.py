@@ -26,6 +26,7 @@ __all__ = ["CheckedClusterPipeline", "cluster_client", "cluster_error", "is_clus
            "plain_error"]
 
 _SLOTS = 16384
+_PLAIN = (str, bytes, int, float)  # argument types every connection packs as they are
 
 
 async def is_cluster(url: str) -> bool:
@@ -102,9 +103,12 @@ class CheckedClusterPipeline(ClusterPipeline):
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         """Queue one command, or raise what sending it would raise."""
-        # Keys are hashed to their slot before packing, so their text is mended here.
-        args = tuple(clean(a) if isinstance(a, str) else a for a in args)
-        self._check(*args)
+        if not all(type(a) in _PLAIN and (type(a) is not str or a.isascii()) for a in args):
+            # Keys are hashed to their slot before packing, so their text is mended here;
+            # anything else is packed once to be sure it can be (ASCII text and numbers,
+            # nearly every command, need neither).
+            args = tuple(clean(a) if isinstance(a, str) else a for a in args)
+            self._check(*args)
         name = str(args[0]).upper()
         if name in ("EVAL", "EVALSHA") and int(args[2]) > 1:
             keys = args[3:3 + int(args[2])]
