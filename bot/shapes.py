@@ -110,7 +110,9 @@ class Poster(Protocol):
 
     A poster that can show a reply while the model writes it also offers
     `stream(key, persona) -> TextSink | None`, asked right after `working`: the
-    model's text deltas go there (Slack edits them into a placeholder post).
+    model's text deltas go there (Slack streams them into a message under the persona,
+    or edits a placeholder post; Discord edits a webhook message; the console prints
+    them), and the post that follows is the whole reply, made once.
     A poster whose message ids carry the platform's time (a Slack `ts`, a Discord
     snowflake) also offers `posted_at(message_id) -> float | None`, so a bare `approve`
     is matched only against requests posted before the person wrote it.
