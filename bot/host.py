@@ -156,7 +156,8 @@ class Host:
         the store or the thread instead.
         """
         deadline = time.monotonic() + limit
-        while self._outstanding or self._driving:
+        # A run whose tool call waits on a person's answer is waiting for a person too.
+        while max(self._outstanding, len(self._driving)) > self.runner.questions.open:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"runs still busy: {sorted(self._driving)}")
             await asyncio.sleep(0.005)
@@ -240,6 +241,8 @@ class Host:
         if run_id is None:
             return None
         fold = await self._current(run_id)
+        if fold is not None and self.runner.questions.waiting(str(key)):
+            return "awaiting_human"  # a tool call waits on a person's answer
         return fold.state.status if fold is not None else "finished"
 
     async def open_threads(self, within: float = 7 * 86400.0, limit: int = 1000

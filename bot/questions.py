@@ -48,6 +48,11 @@ class Questions:
         self._open: dict[str, _Open] = {}
         self._turns: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
+    @property
+    def open(self) -> int:
+        """How many questions wait for an answer (each holds one run's driver)."""
+        return len(self._open)
+
     def waiting(self, thread: str) -> bool:
         """Whether a question waits for an answer in `thread`."""
         return thread in self._open
@@ -73,7 +78,8 @@ class Questions:
             except TimeoutError:
                 return Answer("cancel")
             finally:
-                self._open.pop(thread, None)
+                if self._open.get(thread) is entry:
+                    del self._open[thread]
                 users[0] -= 1
                 if not users[0]:  # nobody else asks in this thread: forget its lock
                     self._turns.pop(thread, None)
@@ -86,6 +92,7 @@ class Questions:
         parsed = parse_answer(entry.question, text, user)
         if isinstance(parsed, str):
             return parsed
+        del self._open[thread]  # answered: the run is at work again from this moment
         entry.future.set_result(parsed)
         return None
 

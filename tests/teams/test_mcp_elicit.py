@@ -26,6 +26,8 @@ async def test_an_approver_answers_and_the_server_gets_the_answer(tmp_path, fake
         (asked,) = _question(desk)
         assert "The tracker MCP server asks <@alice>: What should the new title be?" in asked
         assert "title (text, required)" in asked and "`decline` / `cancel`" in asked
+        await desk.host.idle(limit=5)  # a run waiting on a person's answer is idle
+        assert await desk.host.thread_status(desk.key) == "awaiting_human"
         not_theirs = await desk.say("Hacked", user="mallory")
         assert not_theirs.private is None  # an ordinary message of the run, not an answer
         answered = await desk.say("VPN down in Lisbon")
