@@ -210,7 +210,8 @@ async def run_in_docker(code: str, workdir: Path, settings: CodeSettings, name: 
 
 async def _run_code(code: str, context: ToolContext) -> str:
     """Run Python code in this run's working directory (files persist between calls)
-    and return its exit code, stdout and stderr."""
+    and return its exit code, stdout and stderr; print what you want to see, for example
+    'print(sum([3, 5, 10]) / 3)'."""
     settings = CodeSettings.from_env()
     workdir = await asyncio.to_thread(settings.workdir, context.run_id)
     if settings.executor == "docker":
