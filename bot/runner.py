@@ -299,6 +299,9 @@ class Runner:
         since ended was waiting on: its outcome is unknown, so it ends and says so."""
         if tool.schema is not None and \
                 await self.store.get_post(ask_key(run.run_id, request.call_id, 1)) is not None:
+            if context.notice is not None:
+                await context.notice(f"`{tool.name}` was waiting for an answer when the bot "
+                                     f"restarted; the call ended, and the agent is told so.")
             raise QuestionLost(
                 "the bot restarted while this call waited for a person's answer to the "
                 "server's question, so the call did not finish and its effect is unknown; "

@@ -67,6 +67,8 @@ async def test_a_call_cut_off_by_a_restart_ends_with_a_clear_result(tmp_path, fa
             assert "restarted while this call waited for a person's answer" in told
             assert desk.calls("rename_issue") == [], "the call was not made again"
             assert _question(desk) == [], "the question was not asked again"
+            assert any("`rename_issue` was waiting for an answer when the bot restarted" in n
+                       for n in desk.poster.notices(desk.key))
     finally:
         await store.aclose()
 
