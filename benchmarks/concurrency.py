@@ -1,6 +1,6 @@
 """Many runs at once in one host process: wall time against the latency bound, CPU, peak RSS.
 
-    .venv/bin/python benchmarks/concurrency.py [--runs 1000] [--store sqlite|redis|both]
+    .venv/bin/python benchmarks/concurrency.py [--runs 1000] [--store sqlite,redis,cluster]
                                                [--openai] [--openai-runs 200] [--no-autogen]
 
 Each run is a 3-agent round-robin team that stops after 6 agent messages. Every
@@ -21,8 +21,14 @@ Each measurement runs in a fresh child process, so its peak RSS (ru_maxrss) is
 its own. CPU is the child's user+sys time while the runs are in flight, all
 threads included (the SQLite writer thread too).
 
-- SQLite: a temp file. Redis: REDIS_URL or redis://127.0.0.1:6379/0, under a
-  unique key prefix whose keys are deleted afterwards.
+- SQLite: a temp file. Redis: REDIS_URL, else a throw-away `redis-server` started
+  here. Cluster: REDIS_CLUSTER_URL (any node), else a throw-away three-node Redis
+  Cluster (`redis-server --cluster-enabled yes` x3, `redis-cli --cluster create`).
+  Both under a unique key prefix whose keys are deleted afterwards.
+- Store commands per agent message (Redis and cluster rows): the servers' own count
+  (INFO commandstats, every node of a cluster, the commands Lua scripts run inside
+  included) over the timed runs, divided by the agent messages posted. On a server
+  given by REDIS_URL / REDIS_CLUSTER_URL, other clients' commands would count too.
 - --openai: the same runs (a smaller count) through the real `openai` client
   against a local fake Chat Completions server in another process, which
   answers each request after 200 ms. CPU per model call next to the scripted
@@ -78,7 +84,9 @@ OPENAI_MODEL = "openai:gpt-4o-mini"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=1000, help="concurrent runs (default 1000)")
-    parser.add_argument("--store", choices=("sqlite", "redis", "both"), default="both")
+    parser.add_argument("--store", default="both",
+                        help="comma-separated: sqlite, redis, cluster; 'both' is sqlite,redis "
+                             "and 'all' adds the cluster (default both)")
     parser.add_argument("--openai", action="store_true",
                         help="also run through the real openai client against a local fake")
     parser.add_argument("--openai-runs", type=int, default=200,
@@ -90,6 +98,7 @@ def main() -> int:
     parser.add_argument("--child", nargs=2, metavar=("STORE", "MODEL"), help=argparse.SUPPRESS)
     parser.add_argument("--serve-fake-openai", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--openai-url", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--store-url", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake_openai:
         asyncio.run(serve_fake_openai())
@@ -99,19 +108,24 @@ def main() -> int:
         if model == "autogen":
             print(json.dumps(asyncio.run(measure_autogen(args.runs))))
         else:
-            print(json.dumps(asyncio.run(measure(store, model, args.runs, args.openai_url))))
+            print(json.dumps(asyncio.run(measure(store, model, args.runs, args.openai_url,
+                                                 args.store_url))))
         return 0
 
-    redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    stores = ["sqlite", "redis"] if args.store == "both" else [args.store]
+    named = {"both": "sqlite,redis", "all": "sqlite,redis,cluster"}.get(args.store, args.store)
+    stores = [s.strip() for s in named.split(",") if s.strip()]
+    if not stores or set(stores) - {"sqlite", "redis", "cluster"}:
+        parser.error(f"--store: sqlite, redis, cluster (comma-separated), both or all; "
+                     f"got {args.store!r}")
     print(f"{MESSAGES} messages a run, each model call {LATENCY * 1000:.0f} ms: "
           f"latency bound {BOUND:.1f} s; target on SQLite <= {1.5 * BOUND:.1f} s and < 150 MiB")
-    print(f"{'runs':>5}  {'store':<6} {'model':<15} {'wall s':>7} {'x bound':>8} {'CPU s':>6} "
-          f"{'CPU ms/call':>11} {'peak MiB':>9} {'base MiB':>9}  posts")
+    print(f"{'runs':>5}  {'store':<7} {'model':<15} {'wall s':>7} {'x bound':>8} {'CPU s':>6} "
+          f"{'CPU ms/call':>11} {'peak MiB':>9} {'base MiB':>9} {'cmds/msg':>8}  posts")
     failed = False
     per_call: dict[tuple[str, str], float] = {}  # CPU ms per model call
     rows: list[tuple[int, str, str, str]] = [(args.runs, s, "scripted", "") for s in stores]
     fake: subprocess.Popen[str] | None = None
+    servers = Servers()
     try:
         if args.openai:
             fake, url = start_fake_openai()
@@ -120,10 +134,12 @@ def main() -> int:
         if autogen:
             rows.append((args.runs, "memory", "autogen", ""))
         for runs, store, model, url in rows:
-            if store == "redis" and not redis_reachable(redis_url):
-                print(f"{runs:>5}  redis  {model:<15} skipped: no Redis at {redis_url}")
+            store_url = servers.url(store)
+            if store != "sqlite" and not store_url:
+                print(f"{runs:>5}  {store:<7} {model:<15} skipped: {servers.why[store]}")
                 continue
-            results = [run_child(store, model, runs, url) for _ in range(max(args.repeat, 1))]
+            results = [run_child(store, model, runs, url, store_url)
+                       for _ in range(max(args.repeat, 1))]
             ok = [r for r in results if "error" not in r]
             best = min(ok, key=lambda r: r["wall"]) if ok else results[0]
             best["median"] = statistics.median(r["wall"] for r in ok) if len(ok) > 1 else None
@@ -135,6 +151,7 @@ def main() -> int:
         if fake is not None:
             fake.send_signal(signal.SIGTERM)
             fake.wait(10)
+        servers.stop()
     for store in stores:
         if (store, "scripted") in per_call and (store, "openai") in per_call:
             client = per_call[store, "openai"] - per_call[store, "scripted"]
@@ -152,9 +169,9 @@ def autogen_installed() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("autogen_agentchat", "autogen_core"))
 
 
-def run_child(store: str, model: str, runs: int, url: str) -> dict:
+def run_child(store: str, model: str, runs: int, url: str, store_url: str) -> dict:
     cmd = [sys.executable, __file__, "--child", store, model, "--runs", str(runs),
-           "--openai-url", url]
+           "--openai-url", url, "--store-url", store_url]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -169,24 +186,58 @@ def print_row(runs: int, store: str, model: str, r: dict) -> bool:
     label = {"scripted": "scripted", "openai": "openai client",
              "autogen": "AutoGen (same)"}[model]
     if "error" in r:
-        print(f"{runs:>5}  {store:<6} {label:<15} FAILED: {r['error']}")
+        print(f"{runs:>5}  {store:<7} {label:<15} FAILED: {r['error']}")
         return False
-    print(f"{runs:>5}  {store:<6} {label:<15} {r['wall']:>7.2f} {r['wall'] / BOUND:>7.2f}x "
+    commands = f"{r['commands'] / r['calls']:>8.1f}" if r.get("commands") else f"{'-':>8}"
+    print(f"{runs:>5}  {store:<7} {label:<15} {r['wall']:>7.2f} {r['wall'] / BOUND:>7.2f}x "
           f"{r['cpu']:>6.2f} {r['cpu'] / r['calls'] * 1000:>11.3f} {r['peak_mib']:>9.1f} "
-          f"{r['base_mib']:>9.1f}  {r['posts']}"
+          f"{r['base_mib']:>9.1f} {commands}  {r['posts']}"
           + ("" if r["median"] is None else f"  (median wall {r['median']:.2f} s)")
           + ("" if r["complete"] else f"  INCOMPLETE: {r['done']}/{runs} runs finished"))
     return bool(r["complete"])
 
 
-def redis_reachable(url: str) -> bool:
-    import redis
+class Servers:
+    """The Redis and the Redis Cluster the rows use: the environment's, else throw-away
+    ones started here on first use (and stopped by `stop`)."""
 
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-        return True
-    except redis.RedisError:
-        return False
+    def __init__(self) -> None:
+        self.urls: dict[str, str] = {}
+        self.why: dict[str, str] = {}
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._dir = tempfile.TemporaryDirectory(prefix="tt-bench-redis-")
+
+    def url(self, store: str) -> str:
+        if store == "sqlite" or store in self.urls or store in self.why:
+            return self.urls.get(store, "")
+        variable = "REDIS_CLUSTER_URL" if store == "cluster" else "REDIS_URL"
+        if url := os.environ.get(variable):
+            self.urls[store] = url
+            return url
+        import pytest
+
+        from tests.fakes.redis_server import _start_redis_server, start_redis_cluster
+
+        try:
+            if store == "cluster":
+                processes, ports = start_redis_cluster(Path(self._dir.name) / "cluster")
+            else:
+                directory = Path(self._dir.name) / "server"
+                directory.mkdir()
+                process, port = _start_redis_server(directory)
+                processes, ports = [process], [port]
+        except (pytest.fail.Exception, pytest.skip.Exception) as exc:
+            self.why[store] = f"no {variable} and none could be started: {exc.msg}"
+            return ""
+        self._processes += processes
+        self.urls[store] = f"redis://127.0.0.1:{ports[0]}/0"
+        return self.urls[store]
+
+    def stop(self) -> None:
+        from tests.fakes.redis_server import stop_servers
+
+        stop_servers(self._processes)
+        self._dir.cleanup()
 
 
 def start_fake_openai() -> tuple[subprocess.Popen[str], str]:
@@ -288,7 +339,8 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def measure(store_kind: str, model_kind: str, runs: int, openai_url: str) -> dict:
+async def measure(store_kind: str, model_kind: str, runs: int, openai_url: str,
+                  redis_url: str) -> dict:
     from threadteam.bot.host import Host
     from threadteam.bot.shapes import Inbound, ThreadKey
     from threadteam.bot.stores.redis import RedisStore
@@ -305,20 +357,22 @@ async def measure(store_kind: str, model_kind: str, runs: int, openai_url: str) 
         else:
             models = ModelPool(env={"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": openai_url})
         prefix = f"bench-{uuid.uuid4().hex[:12]}:"
-        redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
         store = SQLiteStore(str(Path(tmp) / "bench.db")) if store_kind == "sqlite" else \
             RedisStore(redis_url, prefix=prefix)
         await store.start()
         try:
-            return await _measure(Host, Inbound, ThreadKey, store, catalog, models, runs)
+            counter = CommandCounter(redis_url) if store_kind != "sqlite" else None
+            return await _measure(Host, Inbound, ThreadKey, store, catalog, models, runs,
+                                  counter)
         finally:
             await store.aclose()
             await models.aclose()
-            if store_kind == "redis":
+            if store_kind != "sqlite":
                 await delete_keys(redis_url, prefix)
 
 
-async def _measure(Host, Inbound, ThreadKey, store, catalog, models, runs: int) -> dict:  # type: ignore[no-untyped-def]
+async def _measure(Host, Inbound, ThreadKey, store, catalog, models, runs: int,  # type: ignore[no-untyped-def]
+                   counter: CommandCounter | None) -> dict:
     # One run first, so lazy imports and first-call set-up are not timed.
     warm = CountingPoster(1)
     host = Host(store=store, catalog=catalog, models=models, poster=warm)
@@ -336,6 +390,7 @@ async def _measure(Host, Inbound, ThreadKey, store, catalog, models, runs: int) 
                        "summon", f"ev-{i}") for i in range(runs)]
     gc.collect()
     base = rss_mib()
+    commands0 = await counter.count() if counter else 0
     cpu0, main0, t0 = cpu_seconds(), time.thread_time(), time.perf_counter()
     await asyncio.gather(*(host.handle(s) for s in summons))
     summoned = time.perf_counter() - t0
@@ -346,8 +401,9 @@ async def _measure(Host, Inbound, ThreadKey, store, catalog, models, runs: int) 
     if complete:
         await host.idle(30)
     await host.aclose()
+    commands = await counter.count() - commands0 if counter else 0
     agent_posts = sum(poster.agent_posts.values())
-    return {"wall": wall, "summoned": summoned, "cpu": cpu, "loop_cpu": main, "calls": max(agent_posts, 1), "complete": complete,
+    return {"commands": commands, "wall": wall, "summoned": summoned, "cpu": cpu, "loop_cpu": main, "calls": max(agent_posts, 1), "complete": complete,
             "done": poster.done, "base_mib": base,
             "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "posts": f"{agent_posts} agent + {sum(poster.notices.values())} notices"}
@@ -440,17 +496,61 @@ async def measure_autogen(runs: int) -> dict:
             "posts": f"{sum(counts)} agent messages (in memory: no store, no platform)"}
 
 
-async def delete_keys(url: str, prefix: str) -> None:
-    """Delete this run's keys (and only them)."""
+async def nodes_of(url: str) -> list[str]:
+    """redis:// URLs of the primaries behind `url` (itself, for a plain server)."""
     import redis.asyncio as aioredis
 
-    r = aioredis.Redis.from_url(url)
+    from threadteam.bot.stores._cluster import is_cluster
+
+    if not await is_cluster(url):
+        return [url]
+    cluster = aioredis.RedisCluster.from_url(url)
     try:
-        batch = [key async for key in r.scan_iter(match=f"{prefix}*", count=1000)]
-        for i in range(0, len(batch), 1000):
-            await r.unlink(*batch[i:i + 1000])
+        await cluster.initialize()
+        scheme, rest = url.split("://", 1)
+        auth = rest.split("@", 1)[0] + "@" if "@" in rest.split("/", 1)[0] else ""
+        return [f"{scheme}://{auth}{n.host}:{n.port}/0" for n in cluster.get_primaries()]
     finally:
-        await r.aclose()
+        await cluster.aclose()
+
+
+class CommandCounter:
+    """Commands the servers behind a store URL have run (INFO commandstats, summed)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.nodes: list[str] = []
+
+    async def count(self) -> int:
+        import redis.asyncio as aioredis
+
+        self.nodes = self.nodes or await nodes_of(self.url)
+        total = 0
+        for node in self.nodes:
+            r = aioredis.Redis.from_url(node)
+            try:
+                stats = await r.info("commandstats")
+            finally:
+                await r.aclose()
+            total += sum(int(v["calls"]) for v in stats.values()) - 1  # less this INFO
+        return total
+
+
+async def delete_keys(url: str, prefix: str) -> None:
+    """Delete this run's keys (and only them), on every node of a cluster."""
+    import redis.asyncio as aioredis
+
+    for node in await nodes_of(url):
+        r = aioredis.Redis.from_url(node)
+        try:
+            batch = [key async for key in r.scan_iter(match=f"{prefix}*", count=1000)]
+            for i in range(0, len(batch), 1000):
+                async with r.pipeline(transaction=False) as pipe:
+                    for key in batch[i:i + 1000]:  # a cluster's keys are of many slots
+                        pipe.unlink(key)
+                    await pipe.execute()
+        finally:
+            await r.aclose()
 
 
 if __name__ == "__main__":
