@@ -502,7 +502,7 @@ async def nodes_of(url: str) -> list[str]:
 
     from threadteam.bot.stores._cluster import is_cluster
 
-    if not await is_cluster(url):
+    if not await is_cluster(url, "the Redis measured"):
         return [url]
     cluster = aioredis.RedisCluster.from_url(url)
     try:

@@ -29,8 +29,8 @@ _SLOTS = 16384
 _PLAIN = (str, bytes, int, float)  # argument types every connection packs as they are
 
 
-async def is_cluster(url: str) -> bool:
-    """Whether the Redis at `url` runs in cluster mode (`INFO cluster`).
+async def is_cluster(url: str, address: str) -> bool:
+    """Whether the Redis at `url` (`address` in errors) runs in cluster mode (`INFO cluster`).
 
     A server that refuses INFO (some managed services rename it) is taken for a plain
     one; `?cluster=true` says otherwise. Connection errors reach the caller.
@@ -40,7 +40,11 @@ async def is_cluster(url: str) -> bool:
     try:
         try:
             info = await probe.info("cluster")
-        except rx.ResponseError:
+        except rx.ResponseError as exc:
+            if "SELECT is not allowed in cluster mode" in str(exc):  # the URL's /db is not 0
+                raise PermanentStoreError(
+                    f"Redis at {address} is a Redis Cluster node, and a cluster has "
+                    "only database 0: end THREADTEAM_STORE with /0.") from None
             return False
         return bool(info.get("cluster_enabled"))
     finally:

@@ -173,9 +173,14 @@ class RedisStore(Store):
         create the work queue's consumer group."""
         if self._r is not None:
             return
-        if self._cluster is None:
+        if not self._cluster:  # unknown, or said to be a plain server: ask
             with self._errors():
-                self._cluster = await is_cluster(self._url)
+                found = await is_cluster(self._url, self._address)
+            if self._cluster is False and found:
+                raise PermanentStoreError(
+                    f"Redis at {self._address} is a Redis Cluster node; remove cluster=false "
+                    "from THREADTEAM_STORE so the store uses the cluster client.")
+            self._cluster = found
         if self._cluster:
             self._connect_cluster()
         else:

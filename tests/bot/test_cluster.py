@@ -132,14 +132,22 @@ async def test_cluster_false_on_a_cluster_names_the_cluster_never_a_bare_moved(
     store = RedisStore(redis_cluster_url, cluster_prefix, cluster=False)
     try:
         with pytest.raises(PermanentStoreError) as caught:
-            await store.start()  # if the work stream is on this node, a run's keys are not
-            for i in range(20):
-                await store.create_run(f"run-{i}", f"{THREAD}-{i}", [ev("TaskStarted")])
+            await store.start()  # refused at once, not at the first key of another node
         message = str(caught.value)
         assert "is a Redis Cluster node" in message and "cluster=false" in message
         assert "MOVED" not in message
     finally:
         await store.aclose()
+
+
+async def test_a_database_other_than_0_on_a_cluster_is_one_sentence(
+        redis_cluster_url: str) -> None:
+    store = RedisStore(redis_cluster_url.rsplit("/", 1)[0] + "/3", "t:")
+    with pytest.raises(PermanentStoreError) as caught:
+        await store.start()
+    assert str(caught.value).endswith("a cluster has only database 0: end THREADTEAM_STORE "
+                                      "with /0.")
+    await store.aclose()
 
 
 def _assign(port: int, first: int, last: int) -> None:
