@@ -4,9 +4,11 @@ The executor comes from `THREADTEAM_CODE_EXECUTOR`:
 
 - `local` (the default): a subprocess of this machine's Python with CPU, memory,
   file-size, open-file and wall-time limits (resource rlimits), an empty environment
-  and the run's own working directory. It is not a sandbox: the code runs as the
-  bot's user and can read what that user can read. So under `local`, `run_code`
-  always needs approval, whatever a team file says.
+  and the run's own working directory; where the kernel has Landlock (Linux 5.13+) it
+  may read and write only that directory and read only Python's and the system's files
+  (teams/_sandbox.py). It is not a container: it runs as the bot's user, with the
+  network and the other processes in reach. So under `local`, `run_code` always needs
+  approval, whatever a team file says.
 - `docker`: `docker run --rm --network none` with memory, CPU, process and time
   limits, every capability dropped, the run's working directory mounted at /work,
   in `THREADTEAM_CODE_IMAGE` (default python:3.12-slim).
@@ -39,18 +41,8 @@ OUTPUT_CAP = 8_000
 _FILE_LIMIT = 64 * 1024 * 1024
 _SNIPPET = ".threadteam_snippet.py"
 
-# Runs inside the child before the agent's code: limits first, then the code as __main__.
-_LAUNCHER = (
-    "import resource, runpy, sys\n"
-    "cpu, mem, fsize = (int(x) for x in sys.argv[1:4])\n"
-    "resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))\n"
-    "resource.setrlimit(resource.RLIMIT_AS, (mem, mem))\n"
-    "resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))\n"
-    "resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))\n"
-    "resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
-    "sys.argv = [sys.argv[4]]\n"
-    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
-)
+#: Runs in the child before the agent's code: limits, Landlock where there is one, the code.
+_SANDBOX = str(Path(__file__).with_name("_sandbox.py"))
 
 
 @dataclass(frozen=True)
@@ -169,7 +161,7 @@ async def run_locally(code: str, workdir: Path, settings: CodeSettings) -> CodeR
     snippet = workdir / _SNIPPET
     snippet.write_text(code, encoding="utf-8")
     cpu = max(1, int(settings.timeout))
-    argv = [sys.executable, "-I", "-c", _LAUNCHER, str(cpu),
+    argv = [sys.executable, "-I", _SANDBOX, str(cpu),
             str(settings.memory_mb * 1024 * 1024), str(_FILE_LIMIT), str(snippet)]
     # An empty environment: nothing of the bot's (API keys, tokens) reaches the code.
     result = await _run(argv, workdir, settings.timeout, env={})

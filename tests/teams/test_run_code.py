@@ -83,6 +83,33 @@ async def test_limits_on_cpu_memory_file_size_and_open_files_are_in_force(code_e
     assert big.startswith("stopped: the file-size limit was reached")
 
 
+def _has_landlock() -> bool:
+    import ctypes
+    return ctypes.CDLL(None, use_errno=True).syscall(444, None, 0, 1) >= 1
+
+
+@pytest.mark.skipif(not _has_landlock(), reason="this kernel has no Landlock")
+async def test_where_the_kernel_allows_the_code_reaches_only_its_own_directory(code_env,
+                                                                               tmp_path):
+    outside = tmp_path / "the-bots-store.sqlite3"
+    outside.write_text("runs and approvals")
+    out = await run(
+        "import json, os, statistics\n"  # the standard library still imports
+        "print('mean', statistics.mean([1, 2, 3]))\n"
+        "open('mine.txt', 'w').write('ok'); print('own dir', open('mine.txt').read())\n"
+        f"for path in ({str(outside)!r}, '/proc/{os.getpid()}/environ'):\n"
+        "    try:\n"
+        "        open(path).read(); print('READ', path)\n"
+        "    except OSError as exc:\n"
+        "        print('refused', type(exc).__name__)\n"
+        f"try:\n    open({str(tmp_path / 'dropped.txt')!r}, 'w')\n"
+        "except OSError as exc:\n    print('refused', type(exc).__name__)\n")
+    assert "mean 2" in out and "own dir ok" in out
+    assert "READ" not in out, out
+    assert out.count("refused PermissionError") == 3, out
+    assert not (tmp_path / "dropped.txt").exists()
+
+
 async def test_wall_time_ends_a_stuck_program(code_env, monkeypatch):
     monkeypatch.setenv("THREADTEAM_CODE_TIMEOUT", "1")
     out = await run("import time\nprint('started', flush=True)\ntime.sleep(60)")
