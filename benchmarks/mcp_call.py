@@ -151,10 +151,12 @@ async def memory(runs: int, tmp: Path) -> None:
         await host.idle(300)
         after = rss_kb()
         done = sum(1 for p in poster.posts if p.text.startswith("Finished"))
-        server = next(iter(host.runner.mcp._connections.values()))
+        desk = host.catalog.get("desk")
+        assert desk is not None
+        starts = host.runner.mcp.starts(desk.mcp_servers["tracker"])
         servers = children()
         print(f"{runs} runs on one stdio server: {done} finished, server started "
-              f"{server.starts} time(s); bot RSS {before / 1024:.1f} MB -> {after / 1024:.1f} MB "
+              f"{starts} time(s); bot RSS {before / 1024:.1f} MB -> {after / 1024:.1f} MB "
               f"(+{(after - before) / 1024:.1f} MB, {(after - before) / runs:.0f} kB a run); "
               f"server RSS {sum(rss_kb(p) for p in servers) / 1024:.1f} MB "
               f"({len(servers)} child process)")
