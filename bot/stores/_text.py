@@ -26,7 +26,22 @@ def clean(text: str) -> str:
 
 
 def clean_args(args: tuple[object, ...]) -> tuple[object, ...]:
-    """Operation arguments with every string in them (one list or tuple deep) cleaned."""
+    """Operation arguments with every string in them (one list or tuple deep) cleaned
+    (`args` itself when all of them are ASCII, as nearly every call's are)."""
+    # Loops, not any(...) or a rebuilt tuple: this runs for every store call (~5x faster).
+    for arg in args:
+        if isinstance(arg, str):
+            if not arg.isascii():
+                break
+        elif isinstance(arg, list | tuple):
+            for item in arg:
+                if isinstance(item, str) and not item.isascii():
+                    break
+            else:
+                continue
+            break
+    else:
+        return args
     return tuple(_clean_arg(a) for a in args)
 
 
