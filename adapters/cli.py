@@ -47,7 +47,7 @@ _ENV_HELP = """environment:
 _USES: dict[str, frozenset[str]] = {
     "teams": frozenset({"teams_dir"}),
     "runs": frozenset({"store"}),
-    "chat": frozenset({"store", "model", "teams_dir", "lease_ttl"}),
+    "chat": frozenset({"store", "model", "teams_dir", "lease_ttl", "code"}),
     "run": EVERY_SETTING,
 }
 

@@ -11,6 +11,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from threadteam.teams.code import CodeSettings
+from threadteam.teams.errors import ToolError
+
 from .errors import ConfigError
 from .limits import SummonLimits
 from .stores import default_store_url
@@ -19,7 +22,8 @@ __all__ = ["EVERY_SETTING", "Settings"]
 
 #: The settings a command may use (`Settings.from_env(uses=...)`); PORT is asked for
 #: separately, by the one command that serves HTTP (`Settings.http_port`).
-EVERY_SETTING = frozenset({"store", "model", "teams_dir", "log_level", "lease_ttl", "limits"})
+EVERY_SETTING = frozenset({"store", "model", "teams_dir", "log_level", "lease_ttl", "limits",
+                           "code"})
 
 _PROVIDERS = ("openai", "anthropic")
 _MODEL_HINT = "openai:gpt-4o-mini, anthropic:claude-3-5-haiku-latest or rehearsal"
@@ -65,6 +69,11 @@ class Settings:
             values["limits"] = SummonLimits(
                 active_per_user=_count(env, "THREADTEAM_MAX_ACTIVE_RUNS_PER_USER", 3),
                 per_hour=_count(env, "THREADTEAM_MAX_RUNS_PER_HOUR", 60))
+        if "code" in uses:  # run_code's THREADTEAM_CODE_* (read again where code runs)
+            try:
+                CodeSettings.from_env(env)
+            except ToolError as exc:
+                raise ConfigError(str(exc)) from None
         return cls(env=env, **values)  # type: ignore[arg-type]
 
     def http_port(self, flag: int | None = None) -> int:
