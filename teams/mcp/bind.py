@@ -142,8 +142,8 @@ def _model_name(name: str) -> str:
 
 
 def _schema(schema: Any) -> dict[str, Any]:
+    # As the server gives it; only a schema that is not an object schema is made one.
     out = dict(schema) if isinstance(schema, dict) else {"type": "object"}
-    out.pop("title", None)
     out.setdefault("type", "object")
     return out
 
