@@ -115,9 +115,10 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def http_tracker(log: Path) -> AsyncIterator[str]:
-    """The tracker served over streamable HTTP on localhost; yields its URL."""
-    port = free_port()
+async def http_tracker(log: Path, port: int | None = None) -> AsyncIterator[str]:
+    """The tracker served over streamable HTTP on localhost (on `port`, else a free one);
+    yields its URL."""
+    port = port or free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(TRACKER), "--http", str(port),
         env={**os.environ, "TRACKER_LOG": str(log)},

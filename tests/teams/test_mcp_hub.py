@@ -35,3 +35,28 @@ async def test_a_question_with_nobody_to_ask_is_declined():
     finally:
         await hub.aclose()
     assert outcome.text == "kept #3 as it was (decline)"
+
+
+async def test_an_http_server_that_went_away_is_reached_again_once_it_is_back(tmp_path):
+    from tests.fakes.mcp_stack import http_tracker
+    hub = McpHub()
+    try:
+        async with http_tracker(tmp_path / "calls.jsonl") as url:
+            server = McpServer("tracker", url=url, timeout=10)
+            first = await hub.call(server, "search_issues", {"query": "a"})
+        # The server is gone: the next call fails in words, and nothing hangs.
+        try:
+            await hub.call(server, "search_issues", {"query": "b"})
+        except Exception as exc:
+            gone = str(exc)
+        else:
+            gone = ""
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        async with http_tracker(tmp_path / "calls.jsonl", port=int(port)):
+            again = await hub.call(server, "search_issues", {"query": "c"})
+    finally:
+        await hub.aclose()
+    assert "#7 VPN down" in first.text and "#7 VPN down" in again.text
+    # Said as a failed call, or as a server that would not start again: whichever the
+    # hub saw first, the closed stream or the refused connection.
+    assert "the tracker MCP server" in gone and ("failed" in gone or "would not start" in gone)
