@@ -581,6 +581,11 @@ class Host:
             return [], "", (f"You have already approved #{n}; it needs {more} more "
                             f"approval{'s' if more != 1 else ''} from someone else.")
         if always:
+            tool = state.team.by_name[call.request.agent].tool(call.request.tool)
+            if tool is not None and tool.pinned:
+                return [], "", (f"`{call.request.tool}` cannot be approved for the rest of the "
+                                f"run: each use needs its own approval here. Reply "
+                                f"`approve {n}`.")
             if not state.may_approve_always(inbound.user, roles):
                 return [], "", (f"`approve always` is not available in this run: its actions "
                                 f"need {quorum} approvers each. Reply `approve {n}`.")

@@ -99,7 +99,8 @@ def render(state: RunState, e: Event, seq: int, key: ThreadKey, run_id: str, men
                 f"Reply `approve {n}` or `deny {n} <reason>`.")
         return Outbound(key, text, approval_key(run_id, e.call_id), persona=persona,
                         approval=ApprovalPrompt(e.call_id, e.tool, dict(e.args), n,
-                                                always=team.approval.quorum == 1))
+                                                always=team.approval.quorum == 1 and not (
+                                                    tool is not None and tool.pinned)))
     if isinstance(e, PlanWritten | Instructed):
         return _render_orchestrator(state, e, key, run_id, seq)
     if isinstance(e, SpeakerSelected) and e.agent in team.humans:

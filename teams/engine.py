@@ -330,7 +330,9 @@ def call_events(team: Team, message: AgentMessage, rounds: int, at: float,
             except ValueError as exc:
                 problem = str(exc)
             else:
-                needs_approval = tool.approval == "always" and tool.name not in approved
+                # A pinned tool (run_code under the local executor) asks every time.
+                needs_approval = tool.approval == "always" and (
+                    tool.name not in approved or tool.pinned)
         events.append(ToolCallRequested(agent=message.agent, call_id=call.id, tool=call.name,
                                         args=args, needs_approval=needs_approval,
                                         problem=problem, at=at))
