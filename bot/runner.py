@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Any
 
 from opentelemetry import trace
 
@@ -204,10 +205,17 @@ class Runner:
         """Append our events (after any a person added meanwhile); fold; return (seq, event)."""
         state, added = run.state, []
         payload = [to_json(e) for e in events]
+        sent: asyncio.Future[int] | None = None
+        if any(not write.done() for write in run.writes):
+            # Sent right behind the writes still in flight (the last post's record), not
+            # after them: a store that batches puts them in one transaction, the record
+            # first. A write that fails still stops the run here.
+            sent = asyncio.ensure_future(self.store.append(run.run_id, state.length, payload))
+            sent.add_done_callback(_retrieve)
         await self._settle(run)
         while True:
             try:
-                await self.store.append(run.run_id, state.length, payload)
+                await (sent or self.store.append(run.run_id, state.length, payload))
                 break
             except ConflictError:
                 tail = [from_json(t) for t in await self.store.load(run.run_id, state.length)]
@@ -217,6 +225,7 @@ class Runner:
                     added.append((state.length, e))
                     state.apply(e)
                     run.events.append(e)
+                sent = None
         for e in events:
             added.append((state.length, e))
             state.apply(e)
@@ -409,7 +418,7 @@ class Runner:
             await self.store.acquire_lease(run_id, self.owner, self.lease_ttl)
 
 
-def _retrieve(task: asyncio.Future[None]) -> None:
+def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
 

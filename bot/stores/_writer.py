@@ -1,10 +1,13 @@
 """A thread that owns one sqlite3 connection and group-commits queued operations.
 
-Callers on any event loop submit `fn(conn, *args)`; the thread drains everything
-queued so far, runs it in ONE transaction (an operation that fails halfway
-undoes only itself), commits, and only then settles the
-callers' futures. A thousand concurrent appends thus cost a handful of fsyncs,
-and the event loop never waits on the disk.
+Callers on any event loop submit `fn(conn, *args)`. What one loop submits while it
+runs its ready callbacks is handed to the thread as one item when they are done
+(a turn's post record and its next append, a run's last writes, a thousand runs'
+appends): one wake-up of the thread. The thread drains everything queued so far,
+runs it in ONE transaction (an operation that fails halfway undoes only itself),
+commits, and only then settles the callers' futures, with one wake-up of each
+loop. A thousand concurrent appends thus cost a handful of commits, and the event
+loop never waits on the disk.
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ class _Pending:
         self.error: BaseException | None = None
 
 
+def _fail(batch: list[_Pending], error: BaseException) -> None:
+    for p in batch:
+        if not p.future.done():
+            p.future.set_exception(error)
+
+
 def _settle(batch: list[_Pending]) -> None:
     for p in batch:
         if p.future.done():  # the caller was cancelled; the work still happened
@@ -61,6 +70,7 @@ class Writer:
         self._closed = False
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
+        self._buffers: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
         self.batches = 0  # transactions committed; tests read it to see grouping
 
     async def start(self) -> None:
@@ -78,16 +88,40 @@ class Writer:
 
     async def submit(self, fn: Op, *args: Any) -> Any:
         """Run `fn(conn, *args)` in the next transaction; return once it is committed."""
+        return await self.put(fn, *args)
+
+    def put(self, fn: Op, *args: Any) -> asyncio.Future[Any]:
+        """`submit` without a coroutine: the future of `fn(conn, *args)`'s result. Call it
+        on a running loop; the operation is queued even if nobody awaits the future."""
         if self._thread is None or self._closed:
             raise StoreError(f"{self._name} is not open; call start() first (or it was closed).")
-        pending = _Pending(fn, args, asyncio.get_running_loop())
-        self._queue.put(pending)
-        return await pending.future
+        loop = asyncio.get_running_loop()
+        pending = _Pending(fn, args, loop)
+        # Only this loop's thread touches its buffer; the dict itself is shared, and each
+        # of its operations is atomic.
+        buffer = self._buffers.get(loop)
+        if buffer is None:
+            self._buffers[loop] = [pending]
+            loop.call_soon(self._flush, loop)
+        else:
+            buffer.append(pending)
+        return pending.future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        # On `loop`, once the callbacks that were ready when the first operation came are run.
+        batch = self._buffers.pop(loop, None)
+        if not batch:
+            return
+        if self._closed:  # closed meanwhile (from another loop): nothing will run these
+            _fail(batch, StoreError(f"{self._name} was closed before this could be written."))
+            return
+        self._queue.put(batch)
 
     async def aclose(self) -> None:
         """Commit what is queued, then stop the thread and close the connection."""
         if self._thread is None or self._closed:
             return
+        self._flush(asyncio.get_running_loop())  # this loop's last operations go first
         self._closed = True
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
@@ -110,6 +144,7 @@ class Writer:
                     self._hand_back(batch)
         finally:
             conn.close()
+            self._refuse_late()
 
     def _drain(self) -> tuple[list[_Pending], bool]:
         item = self._queue.get()
@@ -117,13 +152,28 @@ class Writer:
         while True:
             if item is _STOP:
                 return batch, True
-            batch.append(item)
+            batch.extend(item)
             if len(batch) >= MAX_BATCH:
                 return batch, False
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return batch, False
+
+    def _refuse_late(self) -> None:
+        # A loop that flushed just as another closed the writer: its callers must not hang.
+        late: list[_Pending] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                late.extend(item)
+        if late:
+            for p in late:
+                p.error = StoreError(f"{self._name} was closed before this could be written.")
+            self._hand_back(late)
 
     def _run(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
         try:

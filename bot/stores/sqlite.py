@@ -8,6 +8,7 @@ an existing file readable by others is tightened when the store opens it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import time
@@ -122,10 +123,10 @@ class SQLiteStore(Store):
             ) from exc
         return conn
 
-    def _submit(self, fn: Op, *args: Any) -> Any:
+    def _submit(self, fn: Op, *args: Any) -> asyncio.Future[Any]:
         # The store boundary: every string argument is made encodable (lone surrogates
         # become U+FFFD), so no text a person or a model wrote can fail a call.
-        return self._writer.submit(fn, *clean_args(args))
+        return self._writer.put(fn, *clean_args(args))
 
     def _now(self) -> float:
         # Strictly increasing so `runs()` has a stable order even within one clock tick.
