@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
@@ -38,8 +38,6 @@ from threadteam.teams.events import (
     from_json,
     to_json,
 )
-from threadteam.teams.mcp import McpHub
-from threadteam.teams.mcp.bind import bind
 from threadteam.teams.models.base import RetrySink, TextSink
 from threadteam.teams.persona import Persona
 from threadteam.teams.state import RunState
@@ -54,6 +52,11 @@ from .stores.base import Store
 from .telemetry import TracedModels, run_parent, span, traced_tools
 
 __all__ = ["EXTERNAL", "Loaded", "LostRun", "Runner"]
+
+if TYPE_CHECKING:
+    from threadteam.teams.mcp.bind import Bound
+    from threadteam.teams.mcp.hub import McpHub
+    from threadteam.teams.spec import Team
 
 log = logging.getLogger("threadteam.runner")
 
@@ -89,8 +92,8 @@ class Runner:
                  directory: Directory | None = None, mcp: McpHub | None = None) -> None:
         self.store, self.catalog, self.models, self.poster = store, catalog, models, poster
         self.directory = directory
-        #: The MCP servers this process's runs share, and the questions their calls ask.
-        self.mcp, self.questions = mcp or McpHub(), Questions()
+        #: The questions tool calls ask (MCP elicitation); the MCP servers, once a run uses one.
+        self.questions, self._mcp = Questions(), mcp
         self._unloadable: set[str] = set()
         self.owner, self.clock, self.lease_ttl = owner, clock, lease_ttl
         self.rehearsal_notice = rehearsal_notice or (lambda state: "")
@@ -113,7 +116,7 @@ class Runner:
                 log.error("run %s: its team %r is not loaded%s; the run is left as it is",
                           run_id, name, where)
             return None
-        bound = await bind(team, self.mcp) if tools and team.mcp_servers else None
+        bound = await self._bind_tools(team) if tools and team.mcp_servers else None
         try:
             state = RunState.fold(bound.team if bound else team, events)
         except (KeyError, ValueError) as exc:  # the team file changed under a running run
@@ -155,7 +158,23 @@ class Runner:
 
     async def aclose(self) -> None:
         """Close the MCP sessions and stop the MCP servers this process started."""
-        await self.mcp.aclose()
+        if self._mcp is not None:
+            await self._mcp.aclose()
+
+    @property
+    def mcp(self) -> McpHub:
+        """The MCP servers this process's runs share (the MCP SDK is loaded on first use:
+        a process whose teams use none never pays for it, nor does `threadteam --help`)."""
+        if self._mcp is None:
+            from threadteam.teams.mcp.hub import McpHub
+
+            self._mcp = McpHub()
+        return self._mcp
+
+    async def _bind_tools(self, team: Team) -> Bound:
+        from threadteam.teams.mcp.bind import bind
+
+        return await bind(team, self.mcp)
 
     async def _say(self, run: Loaded, text: str, key: str) -> None:
         """A short notice in the run's thread; a failure to say it is logged, never raised."""
