@@ -253,13 +253,14 @@ class Runner:
 
     async def _catch_up(self, run: Loaded, unsure: bool = True) -> None:
         """Deliver posts a crashed or earlier driver appended but did not record (`unsure`:
-        it may have posted them; the poster looks for each before posting it again)."""
+        it may have posted them; the poster looks for each before posting it again; False:
+        no driver ever drove the run, so nothing of it was posted or recorded to look up)."""
         missing: list[tuple[int, Event]] = []
         for seq in range(len(run.events) - 1, -1, -1):
             e = run.events[seq]
             if not is_postable(e):
                 continue
-            if await self.store.get_post(self._key_of(run, seq, e)) is not None:
+            if unsure and await self.store.get_post(self._key_of(run, seq, e)) is not None:
                 # An agent's post marks where the thread is complete; a notice may have
                 # been said out of turn (a run paused because a post was refused).
                 if isinstance(e, AgentMessage | ToolCallRequested):
