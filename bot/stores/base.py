@@ -15,7 +15,6 @@ de-duplication.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = ["RunInfo", "Store"]
@@ -71,15 +70,10 @@ class Store(ABC):
         length instead of reloading everything."""
 
     @abstractmethod
-    async def append(self, run_id: str, expected: int, events: list[str], *,
-                     posts: Mapping[str, str] | None = None) -> int:
+    async def append(self, run_id: str, expected: int, events: list[str]) -> int:
         """Append if the log has exactly `expected` events; return the new length.
 
         Raises `ConflictError` otherwise, and `PermanentStoreError` for an unknown run.
-        `posts` (idempotency key -> platform message id) are recorded as `put_post`
-        records them, in the same transaction (SQLite) or pipeline (Redis) as the
-        append, and even if it conflicts: a turn's post records ride with the next
-        turn's append, one store round trip a turn.
         """
 
     @abstractmethod

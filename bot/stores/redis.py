@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -385,26 +385,17 @@ class RedisStore(Store):
         with self._errors():
             return await self._q(lambda p: p.lrange(self._run_key(run_id, "log"), max(start, 0), -1))
 
-    async def append(self, run_id: str, expected: int, events: list[str], *,
-                     posts: Mapping[str, str] | None = None) -> int:
-        """Append if the log has exactly `expected` events; return the new length.
-        `posts` are recorded in the same pipeline, whether or not the append conflicts."""
+    async def append(self, run_id: str, expected: int, events: list[str]) -> int:
+        """Append if the log has exactly `expected` events; return the new length."""
         now = self._now()
         keys = [self._run_key(run_id, "meta"), self._run_key(run_id, "log")]
         args = [expected, now, *events]
         with self._errors():
-            # Post records (keys of other slots) and the touch travel in the same
-            # pipeline as the script. After a conflict the touch merely restates that
-            # the run changed just now.
-            recorded = [self._put_post(key, message_id) for key, message_id in
-                        (posts or {}).items()]
+            # The touch travels in the same pipeline, so it is not awaited apart.
+            # After a conflict it merely restates that the run changed just now.
             reply = self._script("append", keys, args)
             self._touch(run_id, now)
-            if recorded:
-                (status, length), *_ = await asyncio.gather(
-                    self._script_reply(reply, "append", keys, args), *recorded)
-            else:
-                status, length = await self._script_reply(reply, "append", keys, args)
+            status, length = await self._script_reply(reply, "append", keys, args)
         if status == -1:
             raise PermanentStoreError(f"No run {run_id!r} in the store; it cannot be appended to.")
         if status == 0:
@@ -527,10 +518,7 @@ class RedisStore(Store):
     async def put_post(self, key: str, message_id: str) -> None:
         """Record that the post with this key succeeded as `message_id`."""
         with self._errors():
-            await self._put_post(key, message_id)
-
-    def _put_post(self, key: str, message_id: str) -> asyncio.Future[Any]:
-        return self._q(lambda p: p.set(f"{self._p}post:{key}", message_id))
+            await self._q(lambda p: p.set(f"{self._p}post:{key}", message_id))
 
     async def first_sight(self, event_id: str, ttl: float = 86400.0) -> bool:
         """True the first time an inbound event id is seen within `ttl`; False after."""

@@ -12,7 +12,6 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -157,18 +156,9 @@ class SQLiteStore(Store):
         """The run's events from index `start` on."""
         return await self._submit(_load, run_id, start)
 
-    async def append(self, run_id: str, expected: int, events: list[str], *,
-                     posts: Mapping[str, str] | None = None) -> int:
-        """Append if the log has exactly `expected` events; return the new length.
-        `posts` are recorded in the same transaction, whether or not the append conflicts."""
-        if not posts:
-            return await self._submit(_append, run_id, expected, events, self._now())
-        # Two operations queued in one loop turn: one transaction, and a conflict undoes
-        # only the append.
-        recorded = self._submit(_put_posts, list(posts), list(posts.values()))
-        length, _ = await asyncio.gather(
-            self._submit(_append, run_id, expected, events, self._now()), recorded)
-        return int(length)
+    async def append(self, run_id: str, expected: int, events: list[str]) -> int:
+        """Append if the log has exactly `expected` events; return the new length."""
+        return await self._submit(_append, run_id, expected, events, self._now())
 
     async def append_external(self, run_id: str, events: list[str], *,
                               key: str | None = None) -> int:
@@ -303,11 +293,6 @@ def _all(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> list
 
 def _exec(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> None:
     conn.execute(sql, params)
-
-
-def _put_posts(conn: sqlite3.Connection, keys: list[str], message_ids: list[str]) -> None:
-    conn.executemany("INSERT OR REPLACE INTO posts (key, message_id) VALUES (?, ?)",
-                     zip(keys, message_ids, strict=True))
 
 
 def _create_run(

@@ -186,35 +186,6 @@ async def test_post_records(store: Store) -> None:
     assert await store.get_post("run-1:5") is None
 
 
-async def test_post_records_ride_with_the_next_append(
-        store_factory: Callable[[], Awaitable[Store]]) -> None:
-    store = await store_factory()
-    await new_run(store)
-    turn = {"run-1:1": "m-1", "run-1:1:caf\u00e9": "m-\ud800"}  # text mended as put_post's is
-    assert await store.append("run-1", 1, [ev("AgentMessage", i=1)], posts=turn) == 2
-    assert await store.get_post("run-1:1") == "m-1"
-    assert await store.get_post("run-1:1:caf\u00e9") == "m-\ufffd"
-    # A conflicting append still records what was posted (it was posted).
-    with pytest.raises(ConflictError):
-        await store.append("run-1", 1, [ev("AgentMessage", i=2)], posts={"run-1:2": "m-2"})
-    assert await store.get_post("run-1:2") == "m-2"
-    assert await store.append("run-1", 2, [], posts={}) == 2
-    assert await (await store_factory()).get_post("run-1:1") == "m-1"  # another process
-
-
-async def test_sqlite_a_turn_is_one_transaction_with_its_post_record(tmp_path: Path) -> None:
-    store = SQLiteStore(str(tmp_path / "s.sqlite3"))
-    await store.start()
-    try:
-        await new_run(store)
-        before = store._writer.batches
-        await store.append("run-1", 1, [ev("AgentMessage")], posts={"run-1:0": "m-0"})
-        assert store._writer.batches == before + 1
-        assert await store.get_post("run-1:0") == "m-0"
-    finally:
-        await store.aclose()
-
-
 async def test_kv_is_namespaced(store: Store) -> None:
     assert await store.kv_get("discord", "webhook:C1") is None
     await store.kv_set("discord", "webhook:C1", "https://hook/1")
