@@ -14,6 +14,8 @@ canned model client (so what is timed is each framework's own work per agent mes
 
 Figures are CPU time (`time.process_time()`, every thread of the process) per agent
 message; both run in one process, alternating, and the best of several rounds is kept.
+The product's line is followed by the SQLite writer thread's share of it and the store
+transactions it commits per agent message.
 `--profile` prints where the whole product's time goes (cProfile, by own time).
 """
 
@@ -199,16 +201,26 @@ class Product:
         self.out.close()
 
 
-async def product_us(product: Product, runs: int) -> float:
-    """CPU microseconds per agent message over `runs` whole debates."""
+async def product_us(product: Product, runs: int, split: dict[str, list[float]] | None = None
+                     ) -> float:
+    """CPU microseconds per agent message over `runs` whole debates; `split` gets the SQLite
+    writer thread's share of them and the store transactions per agent message."""
+    assert product.runtime is not None
+    writer = getattr(product.runtime.store, "_writer", None)
+    clock = time.pthread_getcpuclockid(writer._thread.ident) if writer else None
     before = product.poster.agent_posts
     gc.collect()
+    batches = writer.batches if writer else 0
+    writer_start = time.clock_gettime(clock) if clock is not None else 0.0
     start = time.process_time()
     for _ in range(runs):
         await product.run()
     elapsed = time.process_time() - start
     messages = product.poster.agent_posts - before
     assert messages == runs * MESSAGES, f"threadteam posted {messages / runs:g} agent messages a run"
+    if split is not None and clock is not None and writer is not None:
+        split["writer"].append((time.clock_gettime(clock) - writer_start) / messages * 1e6)
+        split["transactions"].append((writer.batches - batches) / messages)
     return elapsed / messages * 1e6
 
 
@@ -228,7 +240,8 @@ async def autogen_cpu_us(team: RoundRobinGroupChat, runs: int) -> float:
 
 async def compare(runs: int, rounds: int, profile: bool) -> dict[str, list[float]]:
     ag_team = autogen_team()
-    out: dict[str, list[float]] = {"autogen": [], "engine": [], "autogen_cpu": [], "product": []}
+    out: dict[str, list[float]] = {"autogen": [], "engine": [], "autogen_cpu": [], "product": [],
+                                   "writer": [], "transactions": []}
     with tempfile.TemporaryDirectory() as folder:
         product = Product(folder)
         await product.start()
@@ -240,7 +253,7 @@ async def compare(runs: int, rounds: int, profile: bool) -> dict[str, list[float
                 out["autogen"].append(await autogen_us(ag_team, runs))
                 out["engine"].append(await threadteam_us(runs * 10))
                 out["autogen_cpu"].append(await autogen_cpu_us(ag_team, runs))
-                out["product"].append(await product_us(product, runs))
+                out["product"].append(await product_us(product, runs, out))
             if profile:
                 profiler = cProfile.Profile(time.process_time)
                 gc.collect()
@@ -264,8 +277,8 @@ def main() -> None:
                         help="print where the whole product's time goes (cProfile)")
     args = parser.parse_args()
     figures = asyncio.run(compare(args.runs, args.rounds, args.profile))
-    best = {k: min(v) for k, v in figures.items()}
-    med = {k: statistics.median(v) for k, v in figures.items()}
+    best = {k: min(v) for k, v in figures.items() if v}
+    med = {k: statistics.median(v) for k, v in figures.items() if v}
     print(f"{MESSAGES}-message scripted debate, 3 agents in round robin, canned zero-latency model")
     print(f"  AutoGen RoundRobinGroupChat: {best['autogen']:8.1f} us/message  (median {med['autogen']:.1f})")
     print(f"  threadteam engine:           {best['engine']:8.1f} us/message  (median {med['engine']:.1f})")
@@ -276,6 +289,9 @@ def main() -> None:
           f"(median {med['autogen_cpu']:.1f})")
     print(f"  threadteam chat (console, SQLite, rehearsal): {best['product']:8.1f} us  "
           f"(median {med['product']:.1f})")
+    if figures["writer"]:
+        print(f"    of which the SQLite writer thread:         {med['writer']:8.1f} us (median); "
+              f"store transactions per agent message: {med['transactions']:.2f}")
     print(f"  ratio: {best['autogen_cpu'] / best['product']:.1f}x less CPU per message in "
           "threadteam (target >= 10x)")
 
