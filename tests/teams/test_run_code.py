@@ -199,7 +199,7 @@ async def test_the_analyst_team_reaches_its_approval_on_rehearsal(code_env):
 def test_a_wrong_code_setting_stops_a_command_that_runs_teams_at_start():
     from threadteam.bot.config import Settings
     from threadteam.bot.errors import ConfigError
-    with pytest.raises(ConfigError, match="^THREADTEAM_CODE_EXECUTOR is 'vm'; use local or "
-                                          "docker$"):
+    with pytest.raises(ConfigError, match=r"^THREADTEAM_CODE_EXECUTOR is 'vm'; use local or "
+                                          r"docker$"):
         Settings.from_env(env={"THREADTEAM_CODE_EXECUTOR": "vm"}, uses={"code"})
     Settings.from_env(env={"THREADTEAM_CODE_EXECUTOR": "vm"}, uses={"teams_dir"})  # not used
