@@ -192,11 +192,19 @@ class Host:
         """Take one thing a person did: append it to its run and queue the run."""
         if inbound.kind == "reply" and self.runner.questions.waiting(str(inbound.key)):
             word = parse_command(inbound.text)
-            answered = await self._answer_question(
-                inbound, "cancel" if word is not None and word.word == "stop" else None) \
-                if word is None or word.word == "stop" else None
-            if answered is not None:
-                return answered
+            if word is None:
+                answered = await self._answer_question(inbound)
+                if answered is not None:
+                    return answered
+            elif word.word == "stop" and await self._may_answer(inbound):
+                # The stop is in the log before the question is cancelled: the call that
+                # was waiting ends, and its run, woken, finds itself stopped.
+                handled = await self._take(inbound)
+                self.runner.questions.answer(str(inbound.key), inbound.user, "cancel")
+                return handled
+        return await self._take(inbound)
+
+    async def _take(self, inbound: Inbound) -> Handled:
         if inbound.kind == "reply" and parse_command(inbound.text) is None:
             # A plain message: its append is keyed by the event id (a re-delivery appends
             # nothing), so it is not marked seen before it is safely stored.
@@ -215,22 +223,23 @@ class Host:
             return Handled()  # a thread without a run is none of our business
         return await self._on_run(run_id, inbound)
 
-    async def _answer_question(self, inbound: Inbound, stop: str | None = None
-                               ) -> Handled | None:
-        """An approver's reply to the question a tool call waits on; None when the person
-        may not answer it (their reply is then an ordinary message of the run). `stop`:
-        the reply was `stop`, which cancels the question and then stops the run."""
+    async def _may_answer(self, inbound: Inbound) -> bool:
+        """Whether the person may answer the question a tool call in their thread waits on."""
         questions, thread = self.runner.questions, str(inbound.key)
-        if not questions.may_answer(thread, inbound.user, inbound.roles):
-            roles: tuple[str, ...] = ()
-            if self.directory is not None and not inbound.roles:
-                with contextlib.suppress(Exception):
-                    roles = tuple(await self.directory.roles(inbound.key, inbound.user))
-            if not questions.may_answer(thread, inbound.user, roles):
-                return None
-        if stop is not None:
-            questions.answer(thread, inbound.user, stop)
-            return None  # the `stop` itself is handled as ever
+        if questions.may_answer(thread, inbound.user, inbound.roles):
+            return True
+        roles: tuple[str, ...] = ()
+        if self.directory is not None and not inbound.roles:
+            with contextlib.suppress(Exception):
+                roles = tuple(await self.directory.roles(inbound.key, inbound.user))
+        return questions.may_answer(thread, inbound.user, roles)
+
+    async def _answer_question(self, inbound: Inbound) -> Handled | None:
+        """An approver's reply to the question a tool call waits on; None when the person
+        may not answer it (their reply is then an ordinary message of the run)."""
+        questions, thread = self.runner.questions, str(inbound.key)
+        if not await self._may_answer(inbound):
+            return None
         if not await self.store.first_sight(inbound.event_id):
             return Handled()
         problem = questions.answer(thread, inbound.user, inbound.text)
