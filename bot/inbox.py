@@ -45,8 +45,11 @@ class Inbox:
         self._store, self._open_own = store, open_own
         self._own: Store | None = None
         self.namespace = f"inbox:{platform}"
-        #: Seconds after which what is kept and not done is handed over again.
+        #: Seconds after which what is kept and not done is handed over again, and after
+        #: which an event the host still cannot take is given up (logged as lost): longer
+        #: than any store outage worth waiting out, short of retrying a poison event forever.
         self.retry_after = 5.0
+        self.give_up_after = 3600.0
 
     async def start(self) -> None:
         """On the receiving loop: open its own connection to the store."""

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import re
+import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
@@ -387,8 +388,15 @@ class SlackAdapter:
         while True:
             try:
                 for kept in await self._inbox.left(older_than=every):
-                    if kept.inbound.event_id not in self._in_hand:
-                        await self._take_kept(kept.inbound, again=True)
+                    if kept.inbound.event_id in self._in_hand:
+                        continue
+                    if time.time() - kept.at > self._inbox.give_up_after:
+                        log.error("slack: the host could not take %s %s (by %s in %s) for %.0f s; "
+                                  "it is given up", kept.inbound.kind, kept.inbound.event_id,
+                                  kept.inbound.user, kept.inbound.key, time.time() - kept.at)
+                        await self._inbox.done(kept.inbound.event_id)
+                        continue
+                    await self._take_kept(kept.inbound, again=True)
             except Exception as exc:
                 log.debug("slack: the inbox could not be read (%s)", exc)
             await asyncio.sleep(every / 2)

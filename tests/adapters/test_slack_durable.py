@@ -137,6 +137,21 @@ async def test_a_store_too_slow_for_slack_is_answered_503_and_taken_once(stack_f
     assert len(await _replies_in_run(s, ts, ANSWER)) == 1
 
 
+async def test_an_event_the_host_never_takes_is_given_up_and_logged_not_retried_forever(
+        stack_factory, caplog) -> None:
+    s = await stack_factory("http", "What budget?")
+    ts = await _waiting_for_a_reply(s)
+    s.adapter._inbox.give_up_after = 0.6  # an hour, shortened
+    s.store.fail("append_external", times=1_000)  # the host fails on it every time
+    await s.fake.say(ALICE, ANSWER, thread_ts=ts)
+    await wait_until(lambda: any("it is given up" in r.getMessage() for r in caplog.records
+                                 if r.levelno == logging.ERROR), 10, "the give-up line")
+    assert await s.store.kv_items("inbox:slack") == {}
+    s.store.failing.clear()
+    await asyncio.sleep(0.8)  # a few more sweeps: nothing is handed over again
+    assert await _replies_in_run(s, ts, ANSWER) == []
+
+
 @STORES
 async def test_what_a_dead_process_kept_reaches_the_run_when_the_bot_starts_again(
         stack_factory, store) -> None:
