@@ -2,29 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
 from tests.bot.helpers import DEBATE, say, summon, thread
 from threadteam.bot.telemetry import TracedModel
 from threadteam.teams.models import ChatMessage, ModelRequest, Usage
 from threadteam.teams.models.scripted import ScriptedModel, reply
-
-_exporter = InMemorySpanExporter()
-_provider = TracerProvider()
-_provider.add_span_processor(SimpleSpanProcessor(_exporter))
-
-
-@pytest.fixture
-def spans(monkeypatch):
-    # The global provider can be set once per process; the SDK's own test hook resets it.
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER", _provider)
-    _exporter.clear()
-    yield _exporter
-    _exporter.clear()
 
 
 async def test_status_says_how_many_input_tokens_came_from_the_prompt_cache(started, poster):

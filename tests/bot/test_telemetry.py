@@ -9,29 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.bot.helpers import ANNOUNCE, make_host, say, summon, thread, write_teams
 from tests.fakes.poster import RecordingPoster
 from threadteam.bot.errors import ConfigError
 from threadteam.bot.telemetry import setup_tracing
 from threadteam.teams.models.scripted import ScriptedModel, reply
-
-_exporter = InMemorySpanExporter()
-_provider = TracerProvider()
-_provider.add_span_processor(SimpleSpanProcessor(_exporter))
-
-
-@pytest.fixture
-def spans(monkeypatch):
-    # The global provider can be set once per process; the SDK's own test hook resets it.
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER", _provider)
-    _exporter.clear()
-    yield _exporter
-    _exporter.clear()
 
 
 async def test_a_run_is_traced_with_genai_attributes(spans, tmp_path):
