@@ -167,14 +167,9 @@ async def serve(api_url: str, store_url: str, port: int, team: str, low: float,
     store = open_store(store_url)
     await store.start()
 
-    async def open_own():
-        own = open_store(store_url)
-        await own.start()
-        return own
-
     adapter = SlackAdapter(SlackConfig(BOT_TOKEN, SIGNING_SECRET, api_url=api_url),
                            memory=StoreMemory(store, "slack"),
-                           inbox=Inbox(store, "slack", open_own))
+                           inbox=Inbox.at(store, "slack", store_url))
     # As `threadteam run slack` builds it, without the per-person summon limits (one
     # person summons hundreds of runs here).
     host = Host(store=store, catalog=TeamCatalog.load(teams),

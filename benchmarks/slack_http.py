@@ -103,11 +103,6 @@ async def serve(api_url: str, store_url: str, inbox: bool = True) -> None:
     from threadteam.teams.catalog import TeamCatalog
     from threadteam.teams.models import ModelPool
 
-    async def open_own():
-        own = open_store(store_url)
-        await own.start()
-        return own
-
     teams = Path(tempfile.mkdtemp(prefix="tt-bench-teams-"))
     (teams / "bench.yaml").write_text(TEAM_FILE)
     model = QuickModel()
@@ -115,7 +110,7 @@ async def serve(api_url: str, store_url: str, inbox: bool = True) -> None:
     await store.start()
     adapter = SlackAdapter(SlackConfig(BOT_TOKEN, SIGNING_SECRET, api_url=api_url),
                            memory=StoreMemory(store, "slack"),
-                           inbox=Inbox(store, "slack", open_own) if inbox else None)
+                           inbox=Inbox.at(store, "slack", store_url) if inbox else None)
     poster = TimedPoster(adapter.poster)
     host = Host(store=store, catalog=TeamCatalog.load(teams),
                 models=ModelPool(env={"THREADTEAM_MODEL": "scripted"},

@@ -68,14 +68,7 @@ class Runtime:
     def inbox(self, platform: str) -> Inbox:
         """`platform`'s inbox: it keeps events on the receiving thread's loop through a
         store connection of its own, opened there."""
-        url = self.settings.store_url
-
-        async def open_own() -> Store:
-            store = open_store(url)
-            await store.start()
-            return store
-
-        return Inbox(self.store, platform, open_own)
+        return Inbox.at(self.store, platform, self.settings.store_url)
 
     async def start_host(self, poster: Poster, *, platform: str,
                          directory: Directory | None = None, shared: bool = True,

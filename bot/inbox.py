@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from .shapes import Inbound, ThreadKey
+from .stores import open_store
 from .stores.base import Store
 
 __all__ = ["Inbox", "Kept"]
@@ -50,6 +51,17 @@ class Inbox:
         #: than any store outage worth waiting out, short of retrying a poison event forever.
         self.retry_after = 5.0
         self.give_up_after = 3600.0
+
+    @classmethod
+    def at(cls, store: Store, platform: str, url: str) -> Inbox:
+        """`platform`'s inbox on `store`, whose receiving loop opens its own connection to
+        the store at `url` (the same data)."""
+        async def open_own() -> Store:
+            own = open_store(url)
+            await own.start()
+            return own
+
+        return cls(store, platform, open_own)
 
     async def start(self) -> None:
         """On the receiving loop: open its own connection to the store."""
