@@ -8,10 +8,7 @@ end, the real host.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from tests.adapters.test_discord import INTERVIEW, Bot
 from tests.adapters.test_discord_wire import RecordingHost, started
@@ -22,22 +19,14 @@ from threadteam.teams.events import HumanMessage, from_json
 from threadteam.teams.models.scripted import ScriptedModel
 
 
-@pytest.fixture
-async def store(tmp_path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(str(tmp_path / "runs.sqlite3"))
-    await s.start()
-    yield s
-    await s.aclose()
-
-
 def replies(host: RecordingHost) -> list[str]:
     return [e.text for e in host.seen if e.kind == "reply"]
 
 
 async def test_replies_written_during_a_disconnect_reach_the_run_in_order(
-        fake_discord: FakeDiscord, store: SQLiteStore) -> None:
+        fake_discord: FakeDiscord, sqlite_store: SQLiteStore) -> None:
     host = RecordingHost()
-    adapter = await started(fake_discord, host, StoreMemory(store, "discord"))
+    adapter = await started(fake_discord, host, StoreMemory(sqlite_store, "discord"))
     try:
         await fake_discord.slash(ALICE, CHANNEL_ID, "team", team="debate", task="tabs or spaces")
         [thread] = await wait_until(fake_discord.threads)
@@ -66,9 +55,9 @@ async def test_replies_written_during_a_disconnect_reach_the_run_in_order(
 
 
 async def test_after_a_restart_only_what_was_not_yet_handed_over_is_read(
-        fake_discord: FakeDiscord, store: SQLiteStore) -> None:
+        fake_discord: FakeDiscord, sqlite_store: SQLiteStore) -> None:
     host = RecordingHost()
-    adapter = await started(fake_discord, host, StoreMemory(store, "discord"))
+    adapter = await started(fake_discord, host, StoreMemory(sqlite_store, "discord"))
     await fake_discord.slash(ALICE, CHANNEL_ID, "team", team="debate", task="tea or coffee")
     [thread] = await wait_until(fake_discord.threads)
     await wait_until(lambda: host.seen, what="the summon")
@@ -76,7 +65,7 @@ async def test_after_a_restart_only_what_was_not_yet_handed_over_is_read(
     await wait_until(lambda: replies(host), what="the live reply")
     await adapter.aclose()
     await fake_discord.say(ALICE, thread["id"], "no, coffee", deliver=False)
-    adapter = await started(fake_discord, host, StoreMemory(store, "discord"))
+    adapter = await started(fake_discord, host, StoreMemory(sqlite_store, "discord"))
     try:
         await wait_until(lambda: len(replies(host)) >= 2, what="the reply sent while down")
         await adapter.catch_up.done()

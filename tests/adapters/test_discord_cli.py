@@ -100,7 +100,7 @@ async def test_a_missing_message_content_intent_is_one_line(fake_discord: FakeDi
     assert '"Message Content Intent"' in one_line(err)
 
 
-async def test_sharded_client_serves_the_guild(fake_discord: FakeDiscord, store) -> None:
+async def test_sharded_client_serves_the_guild(fake_discord: FakeDiscord) -> None:
     from tests.adapters.test_discord_wire import RecordingHost
 
     fake_discord.shards = 2
@@ -118,13 +118,3 @@ async def test_sharded_client_serves_the_guild(fake_discord: FakeDiscord, store)
         assert host.seen[0].text == "debate shards"
     finally:
         await adapter.aclose()
-
-
-@pytest.fixture
-async def store(tmp_path):
-    from threadteam.bot.stores import SQLiteStore
-
-    s = SQLiteStore(str(tmp_path / "runs.sqlite3"))
-    await s.start()
-    yield s
-    await s.aclose()

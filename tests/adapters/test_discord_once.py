@@ -8,11 +8,7 @@ connection drops.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
-from tests.adapters.test_discord_wire import BEAR, BULL, RecordingHost, key_for, started
+from tests.adapters.test_discord_wire import BEAR, BULL, RecordingHost, key_for, seen, started
 from tests.fakes.discord import CHANNEL_ID, FakeDiscord
 from threadteam.adapters.discord import DiscordAdapter
 from threadteam.bot.memory import StoreMemory
@@ -21,26 +17,6 @@ from threadteam.bot.stores import SQLiteStore
 
 WEBHOOK_POST = r"/webhooks/\d+/[^/]+"
 BOT_POST = rf"/channels/{CHANNEL_ID}/messages"
-
-
-@pytest.fixture
-async def store(tmp_path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(str(tmp_path / "runs.sqlite3"))
-    await s.start()
-    yield s
-    await s.aclose()
-
-
-@pytest.fixture
-async def adapter(fake_discord: FakeDiscord, store: SQLiteStore) -> AsyncIterator[DiscordAdapter]:
-    a = await started(fake_discord, RecordingHost(), StoreMemory(store, "discord"))
-    yield a
-    await a.aclose()
-
-
-def seen(fake: FakeDiscord) -> list[tuple[str, str]]:
-    """(who, text) of every post in #general, as a person sees them."""
-    return [(m["author"]["username"], m["content"]) for m in fake.posts_in(CHANNEL_ID)]
 
 
 async def test_a_webhook_post_whose_answer_is_lost_is_posted_once(
@@ -80,7 +56,7 @@ async def test_an_unsure_post_already_in_the_thread_is_adopted(
 
 
 async def test_an_unsure_long_post_cut_short_by_a_crash_gets_only_its_missing_parts(
-        fake_discord: FakeDiscord, adapter: DiscordAdapter, store: SQLiteStore) -> None:
+        fake_discord: FakeDiscord, adapter: DiscordAdapter, sqlite_store: SQLiteStore) -> None:
     key = key_for(CHANNEL_ID)
     text = "\n\n".join(f"Paragraph {i}: " + "word " * 150 for i in range(6))
     first = await adapter.poster.post(Outbound(key, text, "k1", BEAR))
@@ -88,7 +64,7 @@ async def test_an_unsure_long_post_cut_short_by_a_crash_gets_only_its_missing_pa
     assert len(parts) >= 3
     del fake_discord.messages[int(parts[-1]["id"])]  # the crash came before the last part
     await adapter.aclose()
-    successor = await started(fake_discord, RecordingHost(), StoreMemory(store, "discord"))
+    successor = await started(fake_discord, RecordingHost(), StoreMemory(sqlite_store, "discord"))
     try:
         again = await successor.poster.post(Outbound(key, text, "k1", BEAR, unsure=True))
     finally:

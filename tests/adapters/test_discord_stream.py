@@ -5,11 +5,9 @@ nothing; the reply lands in that message once and whole, even after a crash."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
-import pytest
-
-from tests.adapters.test_discord_wire import BEAR, BULL, RecordingHost, key_for, started
+from tests.adapters.test_discord_wire import BEAR, BULL, RecordingHost, key_for, seen, started
 from tests.fakes.discord import ALICE, CHANNEL_ID, FakeDiscord, wait_until
 from threadteam.adapters.discord import DiscordAdapter
 from threadteam.bot.host import Host
@@ -24,26 +22,6 @@ WEBHOOK_EDIT = r"/webhooks/\d+/[^/]+/messages/\d+"
 WORDS = [f"word{i} " for i in range(25)]  # 2.5 s of writing
 REPLY = "".join(WORDS).strip()
 KEY = key_for(CHANNEL_ID)
-
-
-@pytest.fixture
-async def store(tmp_path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(str(tmp_path / "runs.sqlite3"))
-    await s.start()
-    yield s
-    await s.aclose()
-
-
-@pytest.fixture
-async def adapter(fake_discord: FakeDiscord, store: SQLiteStore) -> AsyncIterator[DiscordAdapter]:
-    a = await started(fake_discord, RecordingHost(), StoreMemory(store, "discord"))
-    yield a
-    await a.aclose()
-
-
-def seen(fake: FakeDiscord) -> list[tuple[str, str]]:
-    """(who, text) of every message in #general, as a person sees them."""
-    return [(m["author"]["username"], m["content"]) for m in fake.posts_in(CHANNEL_ID)]
 
 
 async def write(sink: Callable[[str], Awaitable[None]] | None, words: list[str],
@@ -136,12 +114,12 @@ async def test_a_notice_after_a_failed_turn_takes_the_half_reply_down(
 
 
 async def test_a_crash_mid_reply_leaves_one_whole_reply(
-        fake_discord: FakeDiscord, adapter: DiscordAdapter, store: SQLiteStore) -> None:
+        fake_discord: FakeDiscord, adapter: DiscordAdapter, sqlite_store: SQLiteStore) -> None:
     await write(adapter.poster.stream(KEY, BEAR), WORDS[:8], lambda: False)
     await wait_until(lambda: fake_discord.calls_to("POST", WEBHOOK_POST, status=200),
                      what="the message to open")
     await adapter.aclose()  # the process stops with the reply half written
-    successor = await started(fake_discord, RecordingHost(), StoreMemory(store, "discord"))
+    successor = await started(fake_discord, RecordingHost(), StoreMemory(sqlite_store, "discord"))
     try:  # the resumed run asks Bear again, and this time Bear answers whole
         mid = await successor.poster.post(Outbound(KEY, REPLY, "k1", BEAR, unsure=True,
                                                    meta={"agent": "bear"}))

@@ -8,7 +8,6 @@ are in test_discord.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,12 +75,9 @@ class RecordingHost:
         return [("debate", "Bull and bear argue"), ("triage", "Support desk")]
 
 
-@pytest.fixture
-async def store(tmp_path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(str(tmp_path / "runs.sqlite3"))
-    await s.start()
-    yield s
-    await s.aclose()
+def seen(fake: FakeDiscord) -> list[tuple[str, str]]:
+    """(who, text) of every message in #general, as a person sees them."""
+    return [(m["author"]["username"], m["content"]) for m in fake.posts_in(CHANNEL_ID)]
 
 
 # The platform retry policy with its backoff shortened, so a test of giving up is quick.
@@ -96,9 +92,9 @@ async def started(fake: FakeDiscord, host: RecordingHost, memory: Memory | None 
 
 
 @pytest.fixture
-async def wired(fake_discord: FakeDiscord, store: SQLiteStore):
+async def wired(fake_discord: FakeDiscord, sqlite_store: SQLiteStore):
     host = RecordingHost()
-    adapter = await started(fake_discord, host, StoreMemory(store, "discord"))
+    adapter = await started(fake_discord, host, StoreMemory(sqlite_store, "discord"))
     yield adapter, host
     await adapter.aclose()
 
@@ -224,11 +220,11 @@ def store_bytes(path: Path) -> bytes:
 
 
 async def test_the_webhook_is_asked_for_again_after_a_restart_and_its_token_never_stored(
-        fake_discord: FakeDiscord, store: SQLiteStore, tmp_path: Path) -> None:
+        fake_discord: FakeDiscord, sqlite_store: SQLiteStore, tmp_path: Path) -> None:
     host = RecordingHost()
     key = key_for(CHANNEL_ID)
     for text in ("before", "after the restart"):
-        adapter = await started(fake_discord, host, StoreMemory(store, "discord"))
+        adapter = await started(fake_discord, host, StoreMemory(sqlite_store, "discord"))
         await adapter.poster.post(Outbound(key, text, "k", BEAR))
         await adapter.aclose()
     [hook] = fake_discord.webhooks.values()
@@ -237,22 +233,22 @@ async def test_the_webhook_is_asked_for_again_after_a_restart_and_its_token_neve
     assert len(fake_discord.calls_to("POST", rf"/channels/{CHANNEL_ID}/webhooks")) == 1
     assert len(fake_discord.calls_to("GET", rf"/channels/{CHANNEL_ID}/webhooks")) == 2
     # Only the id is kept; the token lived in each process's memory alone.
-    assert await store.kv_get("discord", f"webhook:{CHANNEL_ID}") == hook["id"]
+    assert await sqlite_store.kv_get("discord", f"webhook:{CHANNEL_ID}") == hook["id"]
     assert hook["token"].encode() not in store_bytes(tmp_path / "runs.sqlite3")
 
 
 async def test_a_token_an_older_version_stored_is_dropped(
-        fake_discord: FakeDiscord, store: SQLiteStore) -> None:
+        fake_discord: FakeDiscord, sqlite_store: SQLiteStore) -> None:
     key = key_for(CHANNEL_ID)
-    adapter = await started(fake_discord, RecordingHost(), StoreMemory(store, "discord"))
+    adapter = await started(fake_discord, RecordingHost(), StoreMemory(sqlite_store, "discord"))
     await adapter.poster.post(Outbound(key, "made the webhook", "k0", BEAR))
     await adapter.aclose()
     [hook] = fake_discord.webhooks.values()
-    await store.kv_set("discord", f"webhook:{CHANNEL_ID}", f"{hook['id']}:{hook['token']}")
-    adapter = await started(fake_discord, RecordingHost(), StoreMemory(store, "discord"))
+    await sqlite_store.kv_set("discord", f"webhook:{CHANNEL_ID}", f"{hook['id']}:{hook['token']}")
+    adapter = await started(fake_discord, RecordingHost(), StoreMemory(sqlite_store, "discord"))
     await adapter.poster.post(Outbound(key, "hello", "k1", BEAR))
     await adapter.aclose()
-    assert await store.kv_get("discord", f"webhook:{CHANNEL_ID}") == hook["id"]
+    assert await sqlite_store.kv_get("discord", f"webhook:{CHANNEL_ID}") == hook["id"]
     assert len(fake_discord.webhooks) == 1
     assert fake_discord.posts_in(CHANNEL_ID)[-1]["webhook_id"] == hook["id"]
 
