@@ -15,6 +15,7 @@ import pytest
 
 from tests.adapters.test_discord import Bot, buttons
 from tests.adapters.test_discord_wire import key_for, wired
+from tests.bot.helpers import TWICE
 from tests.fakes.discord import (
     ALICE,
     CHANNEL_ID,
@@ -29,19 +30,6 @@ from threadteam.teams.persona import Persona
 
 __all__ = ["wired"]  # the fixture, shared with test_discord_wire
 
-TWICE = """
-name: twice
-description: The announcer posts two announcements.
-model: scripted
-{extra}
-agents:
-  - name: announcer
-    persona: {{display_name: Announcer, avatar: ":mega:"}}
-    system_message: Post both.
-    tools: [post_message]
-termination:
-  any: [{{text_mention: DONE}}, {{max_messages: 8}}]
-"""
 
 
 def _post(text: str) -> object:

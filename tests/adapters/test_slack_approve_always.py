@@ -10,25 +10,13 @@ from __future__ import annotations
 import json
 
 from tests.adapters.slack_stack import Stack
+from tests.bot.helpers import TWICE
 from tests.fakes.slack import ALICE, BOT_USER, CHANNEL, MALLORY, OTHER_CHANNEL, wait_until
 from threadteam.adapters.slack.inbound import ALWAYS_ACTION, APPROVE_ACTION, DENY_ACTION
 from threadteam.teams.models.scripted import reply
 
 BOT = f"<@{BOT_USER}>"
 
-TWICE = """\
-name: twice
-description: The announcer posts two announcements.
-strategy: round_robin
-{extra}
-agents:
-  - name: announcer
-    persona: {{display_name: Announcer, avatar: ":mega:"}}
-    system_message: Post both.
-    tools: [post_message]
-termination:
-  any: [{{text_mention: DONE}}, {{max_messages: 8}}]
-"""
 
 
 def _post(text: str) -> object:

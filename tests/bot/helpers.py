@@ -40,6 +40,22 @@ termination:
   any: [{{text_mention: DONE}}, {{max_messages: 6}}]
 """
 
+TWICE = """
+name: twice
+description: The announcer posts two announcements.
+model: scripted
+{extra}
+agents:
+  - name: announcer
+    persona: {{display_name: Announcer, avatar: ":mega:"}}
+    system_message: Post both.
+    tools: [post_message]
+termination:
+  any: [{{text_mention: DONE}}, {{max_messages: 8}}]
+"""
+"""An announcer that posts twice (for approving a tool for the rest of the run); `{extra}`
+takes more team settings, such as an approval quorum."""
+
 
 def write_teams(directory: Path, *texts: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
