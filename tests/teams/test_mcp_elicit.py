@@ -84,6 +84,10 @@ async def test_stop_cancels_an_open_question_and_stops_the_run(tmp_path, fake_op
     async with desk_host(tmp_path, fake_openai, _team(tmp_path)) as desk:
         await desk.summon("rename #7")
         await desk.until(lambda d: _question(d))
+        refused = await desk.say("stop", user="mallory")  # neither summoner nor approver
+        assert refused.private is not None and "stop" in refused.private
+        assert desk.calls("rename_issue") == [] and desk.host.runner.questions.waiting(
+            str(desk.key)), "the question is still open and the run goes on"
         await desk.say("stop")
         await desk.until(lambda d: any(n.startswith("Finished") for n in
                                        d.poster.notices(d.key)))
