@@ -31,6 +31,7 @@ from threadteam.teams.events import (
     ToolCallRequested,
     ToolResult,
     from_json,
+    to_dict,
     to_json,
 )
 from threadteam.teams.models.base import ToolCall, Usage
@@ -153,3 +154,32 @@ def test_every_kind_of_event_is_stored_and_folded_by_an_explicit_table():
     kinds = _subclasses(Event)
     assert kinds == set(EVENT_TYPES.values()), "every Event type can be read back from a store"
     assert kinds == set(HANDLERS), "every Event type has a handler in the fold's table"
+
+
+@settings(max_examples=200)
+@given(any_event)
+def test_a_log_the_stdlib_encoder_wrote_reads_back_the_same(event):
+    # Stores hold text written before events were encoded with orjson.
+    before = json.dumps(to_dict(event), separators=(",", ":"), ensure_ascii=False)
+    assert from_json(before) == event
+    assert json.loads(to_json(event)) == json.loads(before), "the same JSON, however spelled"
+
+
+def test_what_orjson_cannot_write_losslessly_is_written_as_before():
+    nan = float("nan")
+    odd = ToolCallRequested(agent="a", call_id="c", tool="t", needs_approval=True, args={
+        "big": 2**80, "small": -(2**70), "inf": float("inf"), "nested": [{"x": -float("inf")}]})
+    back = from_json(to_json(odd))
+    assert back == odd and back.args["big"] == 2**80 and isinstance(back.args["big"], int)
+    with_nan = ToolCallRequested(agent="a", call_id="c", tool="t", needs_approval=True,
+                                 args={"x": nan})
+    value = from_json(to_json(with_nan)).args["x"]
+    assert isinstance(value, float) and value != value, "a NaN stays a NaN, not null"
+    stamped = ClockChecked(at=float("inf"))
+    assert from_json(to_json(stamped)) == stamped
+    # A lone surrogate (a stream cut mid-pair) is written as it was; the store cleans it.
+    cut = HumanMessage(user="U1", text="half \ud83d")
+    assert to_json(cut) == json.dumps({"at": 0.0, "user": "U1", "text": "half \ud83d",
+                                       "display_name": "", "kind": "human_message"},
+                                      separators=(",", ":"), ensure_ascii=False)
+    assert to_json(ProgressAssessed(ledger={"q": {"answer": nan, "reason": ""}})).count("NaN") == 1
