@@ -90,6 +90,9 @@ async def test_plan_delegate_and_finish_with_the_orchestrators_answer():
     assert "1. researcher: tide tables" in seen[1].content and seen[2].content == \
         "Find the tide tables."
     assert len(run.of(ProgressAssessed)) == 3 and run.state.magentic.stalls == 0
+    # The orchestrator's requests share one prompt-cache key, its own (not a specialist's).
+    keys = {r.cache_key for r in run.model.requests if r.agent == "orchestrator"}
+    assert len(keys) == 1 and keys.pop().endswith("-orchestrator")
 
 
 async def test_an_unusable_ledger_is_asked_again_once_with_what_was_wrong():
