@@ -6,7 +6,7 @@ An action that `waits` needs a person (or the clock) before anything can happen.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from .events import Event, SpeakerSelected
@@ -23,37 +23,29 @@ __all__ = [
 class Action:
     """What the run needs next."""
 
-    @property
-    def waits(self) -> bool:
-        """True when nothing can happen until a person acts."""
-        return False
+    #: True when nothing can happen until a person acts (or the clock moves).
+    waits: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
 class Idle(Action):
     reason: str  # "finished" | "paused"
 
-    @property
-    def waits(self) -> bool:
-        return True
+    waits: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
 class AwaitHuman(Action):
     participant: str
 
-    @property
-    def waits(self) -> bool:
-        return True
+    waits: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
 class AwaitApproval(Action):
     calls: tuple[CallState, ...]
 
-    @property
-    def waits(self) -> bool:
-        return True
+    waits: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
@@ -114,9 +106,7 @@ class AwaitPlanReview(Action):
 
     revision: int
 
-    @property
-    def waits(self) -> bool:
-        return True
+    waits: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)

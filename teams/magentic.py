@@ -59,6 +59,9 @@ __all__ = ["ANSWERED", "PERFORMERS", "Orchestration", "decide", "stall_reason"]
 #: Why a magentic run ends when its orchestrator has answered.
 ANSWERED = "the orchestrator gave the final answer"
 
+# Asked for every round: one value each (an action is immutable).
+_ASSESS, _ASSESS_AGAIN = AssessProgress(), AssessProgress(retry=True)
+
 
 @dataclass
 class Orchestration:
@@ -77,6 +80,7 @@ class Orchestration:
     answered: bool = False
     speaker: str | None = None  # whom the orchestrator last handed the turn to
     asked: tuple[tuple[str, int], ChatMessage] | None = None  # the progress question (ledger.py)
+    cache_key: str = ""  # the orchestrator's requests' prompt-cache key (ledger.py)
 
     @classmethod
     def of(cls, spec: Orchestrator, make_view: Callable[[int], View]) -> Orchestration:
@@ -168,15 +172,26 @@ def decide(state: RunState) -> Action:
     if not m.approved:
         return AwaitPlanReview(m.revision)
     if m.retry is not None:
-        return AssessProgress(retry=True)
+        return _ASSESS_AGAIN
     led = m.ledger
     if led is None:
-        return AssessProgress()
+        return _ASSESS
     return _act_on(m, led, m.stalls)
+
+
+def _hands_on(m: Orchestration, led: ProgressAssessed, stalls: int) -> bool:
+    """Whether a round's final ledger hands the turn on (the usual round): it is usable,
+    the task is not done and the team has not stalled out."""
+    return not led.problem and stalls < m.spec.max_stalls and \
+        not led.ledger["is_request_satisfied"]["answer"]
 
 
 def _act_on(m: Orchestration, led: ProgressAssessed, stalls: int) -> Action:
     """What a round's final ledger leads to, with the stall count it leaves."""
+    if _hands_on(m, led, stalls):
+        checked = led.ledger
+        return Delegate(checked["next_speaker"]["answer"],
+                        checked["instruction_or_question"]["answer"])
     if not led.problem and led.ledger["is_request_satisfied"]["answer"]:
         return WriteAnswer()
     spec = m.spec
@@ -187,23 +202,22 @@ def _act_on(m: Orchestration, led: ProgressAssessed, stalls: int) -> Action:
                      else "without replanning (max_resets is 0)")
             return Finish(f"the orchestrator gave up {tries}: {why}")
         return WritePlan("replan", why)
-    if led.problem:
-        return AssessProgress()
-    checked = led.ledger
-    return Delegate(checked["next_speaker"]["answer"], checked["instruction_or_question"]["answer"])
+    return _ASSESS  # an unusable ledger, asked again: not yet a stall out
 
 
 # -- doing ------------------------------------------------------------------------------------
-async def _ask(state: RunState, env: Env, build: Callable[[str], ModelRequest],
+async def _ask(state: RunState, env: Env, build: Callable[..., ModelRequest], *args: str,
                stream: bool = False) -> ModelResponse | RunPaused:
-    """One call of the orchestrator's model, or the pause a failure becomes."""
-    spec = state.magentic.spec if state.magentic is not None else None
-    name = env.models.resolve_name(spec.agent.model if spec else None, state.team.model)
+    """One call of the orchestrator's model (its request `build(state, model, *args)`), or
+    the pause a failure becomes."""
+    m = state.magentic
+    name = env.models.resolve_name(m.spec.agent.model if m is not None else None,
+                                   state.team.model)
     if env.on_turn is not None:
         await env.on_turn(ORCHESTRATOR)
     try:
         return await env.models.get(name).complete(
-            build(name), env.on_text(ORCHESTRATOR) if stream else None,
+            build(state, name, *args), env.on_text(ORCHESTRATOR) if stream else None,
             on_retry=env.on_retry(ORCHESTRATOR))
     except ModelError as exc:
         return RunPaused(reason=str(exc), agent=ORCHESTRATOR, at=env.now())
@@ -212,8 +226,7 @@ async def _ask(state: RunState, env: Env, build: Callable[[str], ModelRequest],
 async def _write_plan(state: RunState, action: WritePlan, env: Env) -> list[Event]:
     m = state.magentic
     assert m is not None
-    response = await _ask(state, env, lambda name: plan_request(state, name, action.cause,
-                                                                action.reason))
+    response = await _ask(state, env, plan_request, action.cause, action.reason)
     if isinstance(response, RunPaused):
         return [response]
     facts, plan = parse_plan(response.text)
@@ -223,7 +236,7 @@ async def _write_plan(state: RunState, action: WritePlan, env: Env) -> list[Even
 
 
 async def _assess(state: RunState, action: AssessProgress, env: Env) -> list[Event]:
-    response = await _ask(state, env, lambda name: progress_request(state, name))
+    response = await _ask(state, env, progress_request)
     if isinstance(response, RunPaused):
         return [response]
     ledger, problem = parse_progress(response.text, state.team)
@@ -236,9 +249,9 @@ async def _assess(state: RunState, action: AssessProgress, env: Env) -> list[Eve
     if m.retries(assessed):
         return [assessed]
     # Handing the turn on needs no model: written with the ledger, as `decide` would.
-    then = _act_on(m, assessed, m.stalls_after(assessed))
-    if isinstance(then, Delegate):
-        return [assessed, Instructed(agent=then.agent, text=then.text, at=at)]
+    if _hands_on(m, assessed, m.stalls_after(assessed)):
+        return [assessed, Instructed(agent=ledger["next_speaker"]["answer"],
+                                     text=ledger["instruction_or_question"]["answer"], at=at)]
     return [assessed]
 
 
@@ -247,7 +260,7 @@ async def _delegate(state: RunState, action: Delegate, env: Env) -> list[Event]:
 
 
 async def _write_answer(state: RunState, action: WriteAnswer, env: Env) -> list[Event]:
-    response = await _ask(state, env, lambda name: answer_request(state, name), stream=True)
+    response = await _ask(state, env, answer_request, stream=True)
     if isinstance(response, RunPaused):
         return [response]
     return [AgentMessage(agent=ORCHESTRATOR, text=response.text, usage=response.usage,

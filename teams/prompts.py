@@ -97,6 +97,7 @@ def build_selector_request(state: RunState, candidates: tuple[str, ...], model: 
     roles = "\n".join(f"- {a.name}: {a.description}" for a in team.agents)
     prompt = team.selector_prompt or SELECTOR_PROMPT
     system = prompt.replace("{roles}", roles).replace("{candidates}", ", ".join(candidates))
+    assert state.public is not None, "a selector request in a run without a selector"
     recent = state.public.messages[-SELECTOR_CONTEXT:]
     task = state.task_message
     messages = (task, *recent) if task is not None else tuple(recent)

@@ -172,18 +172,23 @@ class View:
             self.size = size  # a stale count (after `restart`): nothing to cut
             return
         keep_count = self.keep if self.keep is not None else max(1, self.limit // CUT_KEEPS)
-        keep_tokens = None if self.budget is None else self.budget // CUT_KEEPS
+        if self.budget is None:  # counted in messages only
+            start = max(0, len(messages) - keep_count)
+            while start > 0 and messages[start].role == "tool":  # the call with its results
+                start -= 1
+            del messages[:start]
+            return
+        keep_tokens = self.budget // CUT_KEEPS
         start, kept = len(messages) - 1, message_tokens(messages[-1])
         while start > 0 and len(messages) - start < keep_count:
             more = message_tokens(messages[start - 1])
-            if keep_tokens is not None and kept + more > keep_tokens:
+            if kept + more > keep_tokens:
                 break
             start, kept = start - 1, kept + more
         while start > 0 and messages[start].role == "tool":  # keep the call with its results
             start -= 1
         del messages[:start]
-        if self.budget is not None:
-            self.size = sum(map(message_tokens, messages))
+        self.size = sum(map(message_tokens, messages))
 
 
 def message_tokens(message: ChatMessage) -> int:
@@ -233,9 +238,11 @@ class RunState:
     human_messages: int = 0
     unheard: int = 0  # people's messages the latest agent message was not written from
     views: dict[str, View] = field(init=False)
-    public: View = field(init=False)  # what a selector reads: every message, as spoken
+    # What a selector reads: every message, as spoken (None: no selector reads it).
+    public: View | None = field(init=False)
     condition: Condition = field(init=False)
     magentic: Orchestration | None = field(init=False)  # strategy: magentic
+    _hearers: list[tuple[str, View]] = field(init=False, repr=False)
     _call_numbers: int = 0
 
     def __post_init__(self) -> None:
@@ -244,9 +251,14 @@ class RunState:
                       for a in self.team.agents if not a.human}
         # The selector reads the newest SELECTOR_CONTEXT (its system prompt changes with the
         # candidates, so no cache to keep): trimmed to that many, a block at a time.
-        self.public = View(2 * SELECTOR_CONTEXT, keep=SELECTOR_CONTEXT)
+        self.public = View(2 * SELECTOR_CONTEXT, keep=SELECTOR_CONTEXT) \
+            if self.team.strategy == "selector" else None
         orchestrator = self.team.orchestrator
         self.magentic = Orchestration.of(orchestrator, View) if orchestrator is not None else None
+        # Every view a message reaches, by the agent who reads it ("": not an agent's own).
+        self._hearers = [*self.views.items(),
+                         *((("", self.public),) if self.public is not None else ()),
+                         *((("", self.magentic.view),) if self.magentic is not None else ())]
 
     @classmethod
     def fold(cls, team: Team, events: list[Event]) -> RunState:
@@ -269,12 +281,9 @@ class RunState:
         self.condition.observe(e, self.started_at)
 
     def _to_everyone(self, message: ChatMessage, but: str | None = None) -> None:
-        for name, view in self.views.items():
+        for name, view in self._hearers:
             if name != but:
                 view.add(message)
-        self.public.add(message)
-        if self.magentic is not None:
-            self.magentic.view.add(message)
 
     def _on_task_started(self, e: TaskStarted) -> None:
         self.task, self.by, self.started_at = e.task, e.by, e.at
