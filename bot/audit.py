@@ -13,6 +13,10 @@ from threadteam.teams.events import (
     ApprovalDecided,
     Event,
     HumanMessage,
+    Instructed,
+    PlanReviewed,
+    PlanWritten,
+    ProgressAssessed,
     RunContinued,
     RunFinished,
     RunPaused,
@@ -110,10 +114,42 @@ def _line(e: Event, tools: dict[str, str]) -> str:
         return f"continued by {e.by}" + (f": {e.instructions}" if e.instructions else "")
     if isinstance(e, RunFinished):
         return f"finished: {e.reason}"
+    if isinstance(e, PlanWritten | ProgressAssessed | Instructed | PlanReviewed):
+        return _orchestration_line(e)
     data = to_dict(e)
     data.pop("at", None)
     kind = data.pop("kind")
     return f"{kind.replace('_', ' ')}: {json.dumps(data, ensure_ascii=False, sort_keys=True)}"
+
+
+def _orchestration_line(e: PlanWritten | ProgressAssessed | Instructed | PlanReviewed) -> str:
+    """A magentic orchestrator's plans, progress checks and instructions, and plan reviews."""
+    if isinstance(e, Instructed):
+        return f"orchestrator -> {e.agent}: {e.text}"
+    if isinstance(e, PlanReviewed):
+        if e.approved:
+            return f"plan {e.revision} approved by {e.by}"
+        return f"{e.display_name or e.by} ({e.by}) asked for changes to plan {e.revision}: " \
+               f"{e.changes}"
+    used = f"  [{e.usage.total} tokens, {e.model}]" if e.model else ""
+    if isinstance(e, PlanWritten):
+        why = {"start": "", "review": " with a person's changes",
+               "replan": f" to replace plan {e.revision - 1} ({e.reason})"}.get(e.cause, "")
+        facts = f"FACTS:\n{e.facts}\n" if e.facts else ""
+        return f"orchestrator wrote plan {e.revision}{why}{used}\n{facts}PLAN:\n{e.plan}"
+    if e.problem:
+        return f"progress check unusable: {e.problem}{used}\nreply: {e.reply}"
+
+    def said(key: str) -> str:
+        entry = e.ledger.get(key, {})
+        answer = entry.get("answer")
+        shown = ("yes" if answer else "no") if isinstance(answer, bool) else str(answer)
+        return f"{shown} ({entry.get('reason', '')})"
+
+    return (f"progress check{used}\n"
+            f"done? {said('is_request_satisfied')}\nin a loop? {said('is_in_loop')}\n"
+            f"progress? {said('is_progress_being_made')}\nnext: {said('next_speaker')}\n"
+            f"to say: {said('instruction_or_question')}")
 
 
 def _state(events: list[Event]) -> str:

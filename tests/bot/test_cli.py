@@ -234,6 +234,61 @@ def test_runs_show_prints_every_approval_decision_for_an_audit(tmp_path):
     assert "Traceback" not in missing.stderr
 
 
+async def test_runs_show_reads_a_magentic_run_as_plans_checks_and_instructions(tmp_path):
+    from threadteam.bot.audit import transcript
+    from threadteam.bot.stores import open_store
+    from threadteam.teams.events import (
+        Instructed,
+        PlanReviewed,
+        PlanWritten,
+        ProgressAssessed,
+        TaskStarted,
+        to_json,
+    )
+    from threadteam.teams.models.base import Usage
+
+    def check(done: bool, next_speaker: str, say: str) -> dict:
+        return {"is_request_satisfied": {"reason": "not yet", "answer": done},
+                "is_in_loop": {"reason": "new ground", "answer": False},
+                "is_progress_being_made": {"reason": "facts came in", "answer": True},
+                "next_speaker": {"reason": "it is their step", "answer": next_speaker},
+                "instruction_or_question": {"reason": "be brief", "answer": say}}
+
+    events = [
+        TaskStarted(team="research", task="tides", by="U1", at=1.0),
+        PlanWritten(revision=1, facts="- tides follow the moon", plan="1. researcher: tables",
+                    usage=Usage(90, 30), model="openai:gpt-4o", at=2.0),
+        PlanReviewed(revision=1, by="U2", approved=False, changes="Ask the harbour master.",
+                     display_name="Ann", at=3.0),
+        PlanWritten(revision=2, facts="", plan="1. researcher: call the harbour master",
+                    cause="review", at=4.0),
+        PlanReviewed(revision=2, by="U2", approved=True, at=5.0),
+        ProgressAssessed(ledger={}, problem="it is not a JSON object", reply="Sure!", at=6.0),
+        ProgressAssessed(ledger=check(False, "researcher", "Call the harbour master."),
+                         usage=Usage(200, 40), model="openai:gpt-4o", at=7.0),
+        Instructed(agent="researcher", text="Call the harbour master.", at=7.0),
+    ]
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    await store.start()
+    try:
+        await store.create_run("abc123", "console:local:1", [to_json(e) for e in events])
+        shown = await transcript(store, "abc")
+    finally:
+        await store.aclose()
+    assert shown is not None
+    assert "progress assessed:" not in shown and '{"' not in shown, "no raw JSON for an auditor"
+    for line in ("orchestrator wrote plan 1  [120 tokens, openai:gpt-4o]",
+                 "FACTS:", "- tides follow the moon", "1. researcher: tables",
+                 "Ann (U2) asked for changes to plan 1: Ask the harbour master.",
+                 "orchestrator wrote plan 2 with a person's changes",
+                 "plan 2 approved by U2",
+                 "progress check unusable: it is not a JSON object", "reply: Sure!",
+                 "progress check  [240 tokens, openai:gpt-4o]", "done? no (not yet)",
+                 "progress? yes (facts came in)", "next: researcher (it is their step)",
+                 "orchestrator -> researcher: Call the harbour master."):
+        assert line in shown, line
+
+
 def test_the_concurrency_benchmark_prints_no_figure_it_did_not_measure():
     import importlib.util
 
