@@ -1,18 +1,35 @@
-"""A thread that owns one sqlite3 connection and group-commits queued operations.
+"""One sqlite3 connection that group-commits queued operations, on the event loop when it
+is cheap and on a thread of its own when it may wait.
 
 Callers on any event loop submit `fn(conn, *args)`. What one loop submits while it
-runs its ready callbacks is handed to the thread as one item when they are done
-(a turn's post record and its next append, a run's last writes, a thousand runs'
-appends): one wake-up of the thread. The thread drains everything queued so far,
-runs it in ONE transaction (an operation that fails halfway undoes only itself),
-commits, and only then settles the callers' futures, with one wake-up of each
-loop. A thousand concurrent appends thus cost a handful of commits, and the event
-loop never waits on the disk.
+runs its ready callbacks is run as one batch when they are done (a turn's post record
+and its next append, a run's last writes, a thousand runs' appends): ONE transaction
+(an operation that fails halfway undoes only itself), committed before the callers'
+futures are settled.
+
+A small batch runs right there on the loop: in WAL mode with synchronous=NORMAL a
+commit appends to the WAL and does not fsync, so it costs tens of microseconds, while
+handing the batch to a thread and back cost several times that (a queue, two wake-ups,
+the GIL going back and forth). Whatever may wait goes to the writer thread instead:
+
+- a checkpoint (it fsyncs the WAL and the database): the loop's connection never
+  checkpoints by itself (wal_autocheckpoint=0); the thread does every so often, and
+  then writes the first frame of the restarted WAL itself, since that write fsyncs the
+  WAL's header;
+- a batch that meets the file locked by another connection (the loop does not wait on
+  a lock; the thread does, up to the busy timeout);
+- a large batch (a burst of many runs' appends), whose SQLite work then overlaps the
+  loop's own;
+- anything submitted while the thread has work queued, so that operations still run
+  (and commit) in the order they were submitted.
+
+The thread and the loops take turns on the one connection (never two at once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import sqlite3
 import threading
@@ -22,13 +39,20 @@ from typing import Any
 
 from threadteam.bot.errors import PermanentStoreError, StoreError
 
-__all__ = ["MAX_BATCH", "Op", "Writer", "error_class"]
+__all__ = ["CHECKPOINT_AFTER", "INLINE_MAX", "MAX_BATCH", "Op", "Writer", "error_class"]
+
+log = logging.getLogger("threadteam.store")
 
 # Bounds the work one transaction holds so a flood cannot starve the first caller.
 MAX_BATCH = 2000
+# A batch of more operations than this goes to the writer thread, not run on the loop.
+INLINE_MAX = 64
+# Rows changed between checkpoints (SQLite's own default is every 1000 WAL pages).
+CHECKPOINT_AFTER = 1000
 
 Op = Callable[..., Any]
 _STOP = object()
+_CHECKPOINT = object()
 
 
 class _Pending:
@@ -60,18 +84,30 @@ def _settle(batch: list[_Pending]) -> None:
 
 
 class Writer:
-    """Runs operations on a dedicated thread, many per transaction."""
+    """Runs operations on one connection, many per transaction: on the caller's event loop
+    when that cannot wait, on a dedicated thread otherwise."""
 
     def __init__(self, connect: Callable[[], sqlite3.Connection], name: str) -> None:
+        """`connect` opens the connection (on the writer thread); the writer may use it
+        from other threads (check_same_thread=False), one at a time."""
         self._connect = connect
         self._name = name
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._busy_ms = 0  # the connection's busy timeout, used on the thread only
         self._closed = False
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
         self._buffers: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
+        # Guards the two below. `_using`: someone runs statements on the connection;
+        # `_queued`: items handed to the thread that it has not finished.
+        self._turn = threading.Condition(threading.Lock())
+        self._using = False
+        self._queued = 0
+        self._checkpointed_at = 0  # the connection's total_changes at the last checkpoint
         self.batches = 0  # transactions committed; tests read it to see grouping
+        self.inline = 0  # of which on an event loop
 
     async def start(self) -> None:
         """Open the connection on the writer thread; raise what opening raised."""
@@ -115,7 +151,46 @@ class Writer:
         if self._closed:  # closed meanwhile (from another loop): nothing will run these
             _fail(batch, StoreError(f"{self._name} was closed before this could be written."))
             return
-        self._queue.put(batch)
+        with self._turn:
+            conn = self._conn
+            if conn is None:  # the thread has closed the connection (another loop closed)
+                _fail(batch, StoreError(f"{self._name} was closed before this could be written."))
+                return
+            if self._using or self._queued or len(batch) > INLINE_MAX:
+                self._send(batch)
+                return
+            self._using = True
+        ran = checkpoint = False
+        try:
+            ran = self._run_inline(conn, batch)
+            checkpoint = ran and conn.total_changes - self._checkpointed_at >= CHECKPOINT_AFTER
+        finally:
+            with self._turn:
+                self._using = False
+                if not ran:  # the file was locked: the thread waits for it instead
+                    self._send(batch)
+                elif checkpoint:
+                    self._send(_CHECKPOINT)
+                    self._checkpointed_at = conn.total_changes
+                self._turn.notify_all()
+        if ran:
+            _settle(batch)
+
+    def _send(self, item: object) -> None:
+        # Holding `_turn`.
+        self._queued += 1
+        self._queue.put(item)
+
+    def _run_inline(self, conn: sqlite3.Connection, batch: list[_Pending]) -> bool:
+        """Run the batch on this loop; False if it could not begin (the file is locked by
+        another connection: the busy timeout is 0 here), and nothing was run."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error:
+            return False  # the thread begins it, waiting as long as the busy timeout says
+        self._run(conn, batch)
+        self.inline += 1
+        return True
 
     async def aclose(self) -> None:
         """Commit what is queued, then stop the thread and close the connection."""
@@ -134,31 +209,102 @@ class Writer:
             self._open_error = exc
             self._ready.set()
             return
+        try:
+            self._busy_ms = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints are the thread's
+            self._restart_wal(conn)  # a fresh WAL's first write fsyncs: made here, not on a loop
+            conn.execute("PRAGMA busy_timeout=0")  # a loop never waits on a lock
+        except BaseException as exc:
+            conn.close()
+            self._open_error = _wrap(exc, self._name)
+            self._ready.set()
+            return
+        self._conn = conn
+        self._checkpointed_at = conn.total_changes
         self._ready.set()
         try:
             stop = False
             while not stop:
-                batch, stop = self._drain()
+                batch, items, marker = self._drain()
+                stop = marker is _STOP
+                if batch or marker is _CHECKPOINT:
+                    self._take_turn(conn, batch, marker is _CHECKPOINT, items)
                 if batch:
-                    self._run(conn, batch)
                     self._hand_back(batch)
         finally:
+            with self._turn:  # a loop still running a batch finishes it first
+                while self._using:
+                    self._turn.wait()
+                self._conn = None
             conn.close()
             self._refuse_late()
 
-    def _drain(self) -> tuple[list[_Pending], bool]:
+    def _take_turn(self, conn: sqlite3.Connection, batch: list[_Pending], checkpoint: bool,
+                   items: int) -> None:
+        with self._turn:
+            while self._using:
+                self._turn.wait()
+            self._using = True
+        try:
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")  # the thread may wait
+            if batch:
+                self._run(conn, batch)
+            if checkpoint:
+                self._checkpoint(conn)
+        finally:
+            try:
+                conn.execute("PRAGMA busy_timeout=0")
+            except sqlite3.Error:  # pragma: no cover - the connection is unusable anyway
+                pass
+            with self._turn:
+                self._using = False
+                self._queued -= items
+                self._turn.notify_all()
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Copy the WAL into the database without waiting for anyone (PASSIVE); when all of
+        it is copied, restart the WAL here, where its header's fsync waits on no loop."""
+        try:
+            _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames > 0 and copied == frames:
+                self._restart_wal(conn)
+        except sqlite3.Error:  # the WAL grows meanwhile; the next checkpoint tries again
+            log.warning("%s: a checkpoint failed", self._name, exc_info=True)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+    @staticmethod
+    def _restart_wal(conn: sqlite3.Connection) -> None:
+        # The first write after a full checkpoint (or into a new WAL) starts the WAL over
+        # and fsyncs its header. A write that changes nothing: page 1's header.
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"PRAGMA user_version={int(version)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _drain(self) -> tuple[list[_Pending], int, object]:
+        """Queued batches (up to MAX_BATCH operations) to run as one; how many items they
+        were; and the marker (_STOP, _CHECKPOINT) that ended them, if one did."""
         item = self._queue.get()
         batch: list[_Pending] = []
+        items = 0
         while True:
             if item is _STOP:
-                return batch, True
+                return batch, items, _STOP
+            items += 1
+            if item is _CHECKPOINT:
+                return batch, items, _CHECKPOINT
             batch.extend(item)
             if len(batch) >= MAX_BATCH:
-                return batch, False
+                return batch, items, None
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return batch, False
+                return batch, items, None
 
     def _refuse_late(self) -> None:
         # A loop that flushed just as another closed the writer: its callers must not hang.
@@ -168,7 +314,7 @@ class Writer:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is not _STOP:
+            if item is not _STOP and item is not _CHECKPOINT:
                 late.extend(item)
         if late:
             for p in late:
@@ -192,8 +338,10 @@ class Writer:
                 p.result, p.error = None, error
 
     def _transaction(self, conn: sqlite3.Connection, batch: list[_Pending], isolate: bool) -> bool:
-        """Run and commit the batch; False (rolled back) if an operation failed halfway."""
-        conn.execute("BEGIN IMMEDIATE")
+        """Run and commit the batch; False (rolled back) if an operation failed halfway.
+        Begins the transaction unless the caller has."""
+        if not conn.in_transaction:
+            conn.execute("BEGIN IMMEDIATE")
         for p in batch:
             p.result, p.error = None, None
             if isolate:

@@ -1,4 +1,5 @@
-"""The embedded store: one SQLite file in WAL mode, written by one group-committing thread.
+"""The embedded store: one SQLite file in WAL mode, one group-committing connection
+(committing on the event loop; checkpoints and waits on a thread of its own, see `_writer`).
 
 The file holds adapter secrets (webhook tokens) and everything people wrote, so it
 is owner-only: the file and any directory the store creates for it are made 0600 /
@@ -96,7 +97,8 @@ class SQLiteStore(Store):
         await self._writer.aclose()
 
     def _connect(self) -> sqlite3.Connection:
-        # Runs on the writer thread: sqlite3 connections stay on the thread that made them.
+        # Runs on the writer thread; the writer hands the connection between that thread and
+        # the event loop, never to two at once.
         in_memory = self._path in (":memory:", "")
         conn: sqlite3.Connection | None = None
         try:
@@ -105,6 +107,7 @@ class SQLiteStore(Store):
             conn = sqlite3.connect(
                 self._path if in_memory else Path(self._path).expanduser(),
                 isolation_level=None,  # transactions are the writer's, explicitly
+                check_same_thread=False,
             )
             conn.execute("PRAGMA journal_mode=WAL")
             # In WAL, NORMAL survives process crashes; only power loss may drop the last commits.

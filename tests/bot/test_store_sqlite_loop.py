@@ -1,0 +1,79 @@
+"""The SQLite store commits small batches on the event loop, and leaves to its thread what
+may wait: a file locked by another connection, and checkpoints. Real SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from threadteam.bot.stores import SQLiteStore
+from threadteam.bot.stores._writer import CHECKPOINT_AFTER
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    store = SQLiteStore(str(tmp_path / "runs.sqlite3"))
+    await store.start()
+    yield store
+    await store.aclose()
+
+
+def _committed(path: str, key: str) -> str | None:
+    with sqlite3.connect(path) as conn:
+        row = conn.execute("SELECT value FROM kv WHERE namespace = 't' AND key = ?",
+                           (key,)).fetchone()
+    return None if row is None else row[0]
+
+
+async def test_a_small_batch_commits_on_the_loop_and_is_in_the_file(store: SQLiteStore) -> None:
+    writer = store._writer
+    before = writer.inline
+    await store.kv_set("t", "a", "1")
+    assert writer.inline == before + 1
+    assert _committed(store.path, "a") == "1"  # committed, as another connection sees it
+
+
+async def test_a_file_locked_elsewhere_is_waited_for_by_the_thread_not_the_loop(
+        store: SQLiteStore) -> None:
+    writer = store._writer
+    other = sqlite3.connect(store.path, isolation_level=None)
+    gaps: list[float] = []
+    try:
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock
+        first = asyncio.ensure_future(store.kv_set("t", "a", "1"))
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(store.kv_set("t", "a", "2"))  # behind the first
+        last = time.monotonic()
+        for _ in range(30):  # the loop keeps turning while the writes wait
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+        assert not first.done() and not second.done()
+        other.execute("COMMIT")
+        async with asyncio.timeout(5):
+            await asyncio.gather(first, second)
+    finally:
+        other.close()
+    assert max(gaps) < 0.1, f"the loop stalled for {max(gaps):.3f}s"
+    assert _committed(store.path, "a") == "2", "the later write landed last"
+    before = writer.inline
+    await store.kv_set("t", "b", "3")
+    assert writer.inline == before + 1, "with the lock free, commits are the loop's again"
+
+
+async def test_the_wal_is_checkpointed_while_the_loop_commits(store: SQLiteStore) -> None:
+    assert await store.create_run("run-1", "thread-1", ['{"kind":"task_started"}'])
+    appends = 3 * CHECKPOINT_AFTER
+    for n in range(1, appends + 1):
+        await store.append("run-1", n, ['{"kind":"agent_message","text":"a point"}'])
+    assert store._writer.inline >= appends * 0.9, "most commits were the loop's"
+    with sqlite3.connect(store.path) as other:
+        # Every commit wrote at least one frame: a WAL never restarted would hold them all.
+        _, frames, _ = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert 0 < frames < appends / 2, frames
+    assert len(await store.load("run-1")) == appends + 1
