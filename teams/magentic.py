@@ -8,7 +8,8 @@ The loop, over the run's log like every strategy:
          stalls reach max_stalls   -> PlanWritten (replan) or, after max_resets, give up
          otherwise                 -> Instructed(next speaker) -> that participant speaks
 
-An unusable ledger is asked for once more with what was wrong; a second one counts
+A person who names a member (`@writer`) gets them next, ahead of the ledger, which is
+asked afresh after they speak. An unusable ledger is asked for once more with what was wrong; a second one counts
 as a stall. Stalls count up on no progress or a loop and down (not below 0) on
 progress. `Orchestration` is the part of the fold this loop keeps; `decide` and the
 performers are pure over it, like the rest of the engine.
@@ -24,6 +25,7 @@ from .actions import (
     Action,
     AssessProgress,
     AwaitPlanReview,
+    CallModel,
     Delegate,
     Finish,
     WriteAnswer,
@@ -38,6 +40,7 @@ from .events import (
     PlanWritten,
     ProgressAssessed,
     RunPaused,
+    SpeakerSelected,
 )
 from .ledger import (
     ORCHESTRATOR_CONTEXT,
@@ -124,6 +127,11 @@ class Orchestration:
     def on_instructed(self, e: Instructed) -> None:
         self.ledger, self.speaker = None, e.agent
 
+    def on_mentioned(self, agent: str) -> None:
+        """A person named who speaks next: the orchestrator checks progress afresh after."""
+        self.ledger = self.retry = None
+        self.speaker = agent
+
     def on_answer(self) -> None:
         if self.ledger is not None and answer(self.ledger, "is_request_satisfied"):
             self.answered = True
@@ -171,6 +179,9 @@ def decide(state: RunState) -> Action:
         return WritePlan("start")
     if not m.approved:
         return AwaitPlanReview(m.revision)
+    if state.mention_next:  # a person named a member (`@writer`): they speak, then a new check
+        return CallModel(state.mention_next, SpeakerSelected(agent=state.mention_next,
+                                                             how="mention"))
     if m.retry is not None:
         return _ASSESS_AGAIN
     led = m.ledger
@@ -248,7 +259,11 @@ async def _assess(state: RunState, action: AssessProgress, env: Env) -> list[Eve
     assert m is not None
     if m.retries(assessed):
         return [assessed]
-    # Handing the turn on needs no model: written with the ledger, as `decide` would.
+    # Handing the turn on needs no model: written with the ledger, as `decide` would;
+    # not when this call spent the token budget (the run ends without a word to anyone).
+    budget = state.team.budget_tokens
+    if budget is not None and state.tokens_used + response.usage.total >= budget:
+        return [assessed]
     if _hands_on(m, assessed, m.stalls_after(assessed)):
         return [assessed, Instructed(agent=ledger["next_speaker"]["answer"],
                                      text=ledger["instruction_or_question"]["answer"], at=at)]

@@ -318,6 +318,8 @@ class RunState:
         self.current, self.turn_rounds = e.agent, 0
         if self.mention_next == e.agent:
             self.mention_next = None
+            if self.magentic is not None:
+                self.magentic.on_mentioned(e.agent)
         self.handoff_target = None
 
     def _on_agent_message(self, e: AgentMessage) -> None:

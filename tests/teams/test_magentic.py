@@ -201,6 +201,46 @@ async def test_a_persons_interjection_reaches_the_next_progress_ledger():
     assert run.of(Instructed)[-1].agent == "writer"
 
 
+async def test_a_person_who_names_a_member_gets_them_next_then_progress_is_checked_afresh():
+    run = Run(research(), [PLAN, ledger(), "Found 06:12.", "Draft: high tide 06:12.",
+                           ledger("researcher", "Check the low tide too.")], task="Tides.")
+    await asked(run, 3)
+    run.add(HumanMessage(user="U2", text="@Writer draft it now, please.", display_name="Bo"))
+    await asked(run, 5)
+    assert purposes(run) == ["plan", "progress", "reply", "reply", "progress"]
+    drafted = run.model.requests[3]
+    assert drafted.agent == "writer", "the member the person named speaks next"
+    assert ("Bo", "@Writer draft it now, please.") in [(m.name, m.content)
+                                                       for m in drafted.messages]
+    assert [e.agent for e in run.of(AgentMessage)] == ["researcher", "writer"]
+    assert run.of(Instructed)[-1].agent == "researcher", "then the orchestrator leads again"
+    assert run.state.mention_next is None
+
+
+async def test_naming_the_person_or_nobody_leaves_the_orchestrator_in_charge():
+    run = Run(research(), [PLAN, ledger(), "Found 06:12.", ledger("writer", "Write it.")],
+              task="Tides.")
+    await asked(run, 3)
+    run.add(HumanMessage(user="U2", text="@you and @nobody: thoughts?", display_name="Bo"))
+    await asked(run, 4)
+    assert purposes(run) == ["plan", "progress", "reply", "progress"]
+    assert run.of(Instructed)[-1].agent == "writer"
+
+
+async def test_a_ledger_that_spends_the_budget_instructs_nobody_and_the_run_ends():
+    from threadteam.teams.models.base import ModelResponse, Usage
+    team = make_team(agent("researcher", description="Finds facts."),
+                     agent("writer", description="Writes the text."),
+                     strategy="magentic", termination={"max_messages": 40},
+                     budget={"tokens": 500})
+    costly = ModelResponse(text=ledger(), usage=Usage(420, 50), model="scripted")  # 40 + 470
+    run = Run(team, [says(PLAN, tokens=20), costly], task="Tides.")
+    assert await run.go() == Idle("finished")
+    assert not run.of(Instructed), "no instruction to a member who will never speak"
+    assert purposes(run) == ["plan", "progress"]
+    assert run.state.finished == "the token budget of 500 is spent (510 tokens used)"
+
+
 async def test_the_person_can_be_next_speaker_and_the_run_waits_for_their_answer():
     run = Run(research(), [PLAN, ledger("you", "Which harbour?"),
                            ledger("researcher", "Tides at Dover."), "06:12 at Dover."],
