@@ -146,10 +146,12 @@ def _orchestration_line(e: PlanWritten | ProgressAssessed | Instructed | PlanRev
         shown = ("yes" if answer else "no") if isinstance(answer, bool) else str(answer)
         return f"{shown} ({entry.get('reason', '')})"
 
+    handed = e.instruction
     return (f"progress check{used}\n"
             f"done? {said('is_request_satisfied')}\nin a loop? {said('is_in_loop')}\n"
             f"progress? {said('is_progress_being_made')}\nnext: {said('next_speaker')}\n"
-            f"to say: {said('instruction_or_question')}")
+            f"to say: {said('instruction_or_question')}"
+            + (f"\norchestrator -> {handed[0]}: {handed[1]}" if handed is not None else ""))
 
 
 def _state(events: list[Event]) -> str:

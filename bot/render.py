@@ -18,6 +18,7 @@ from threadteam.teams.events import (
     Instructed,
     PlanReviewed,
     PlanWritten,
+    ProgressAssessed,
     RunFinished,
     RunPaused,
     SpeakerSelected,
@@ -68,6 +69,8 @@ def is_postable(e: Event) -> bool:
         return e.needs_approval
     if isinstance(e, PlanReviewed):
         return e.approved  # the plan post is edited to say so
+    if isinstance(e, ProgressAssessed):
+        return e.hands_on  # the orchestrator's instruction to whoever speaks next
     return isinstance(e, PlanWritten | Instructed | TaskStarted | ApprovalDecided | ApprovalExpired | RunPaused | RunFinished
                       | SpeakerSelected)
 
@@ -101,7 +104,7 @@ def render(state: RunState, e: Event, seq: int, key: ThreadKey, run_id: str, men
                         approval=ApprovalPrompt(e.call_id, e.tool, dict(e.args), n,
                                                 always=team.approval.quorum == 1 and not (
                                                     tool is not None and tool.pinned)))
-    if isinstance(e, PlanWritten | Instructed):
+    if isinstance(e, PlanWritten | Instructed | ProgressAssessed):
         return _render_orchestrator(state, e, key, run_id, seq)
     if isinstance(e, SpeakerSelected) and e.agent in team.humans:
         return Outbound(key, f"Your turn, {mention(state.by)}: the team is waiting for your "
@@ -196,18 +199,22 @@ def render_edit(state: RunState, e: Event, key: ThreadKey, run_id: str, mention:
     return None
 
 
-def _render_orchestrator(state: RunState, e: PlanWritten | Instructed, key: ThreadKey,
-                         run_id: str, seq: int) -> Outbound | None:
+def _render_orchestrator(state: RunState, e: PlanWritten | Instructed | ProgressAssessed,
+                         key: ThreadKey, run_id: str, seq: int) -> Outbound | None:
     """A magentic orchestrator's posts: its plan (one post per plan, edited when replaced)
     and its instruction to whoever speaks next. Model text, so marked as an agent's."""
     orchestrator = state.team.orchestrator
     if orchestrator is None:
         return None
     persona, meta = orchestrator.agent.persona, {"agent": orchestrator.agent.name}
-    if isinstance(e, Instructed):
-        target = state.team.by_name.get(e.agent)
-        name = target.persona.display_name if target is not None else e.agent
-        text = f"→ **{name}**: {e.text}"
+    if isinstance(e, Instructed | ProgressAssessed):
+        handed = (e.agent, e.text) if isinstance(e, Instructed) else e.instruction
+        if handed is None:
+            return None
+        agent, said = handed
+        target = state.team.by_name.get(agent)
+        name = target.persona.display_name if target is not None else agent
+        text = f"→ **{name}**: {said}"
         if target is not None and target.human:
             text += "\n\n_Your turn: the team waits for your reply in this thread._"
         return Outbound(key, text, post_key(run_id, seq), persona=persona, meta=meta)

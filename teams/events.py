@@ -221,6 +221,8 @@ class ProgressAssessed(Event):
     `ledger` maps each question (is_request_satisfied, is_in_loop, is_progress_being_made,
     next_speaker, instruction_or_question) to its checked `{reason, answer}`. An answer that
     could not be used leaves `ledger` empty, says why in `problem` and keeps the `reply`.
+    `hands_on`: the orchestrator gives the turn to the ledger's `next_speaker` with its
+    `instruction_or_question` (the usual round; posted as the orchestrator's instruction).
     """
 
     kind: ClassVar[str] = "progress_assessed"
@@ -229,11 +231,23 @@ class ProgressAssessed(Event):
     reply: str = ""
     usage: Usage = NO_USAGE
     model: str = ""
+    hands_on: bool = False
+
+    @property
+    def instruction(self) -> tuple[str, str] | None:
+        """(who speaks next, what they are told) when this ledger hands the turn on."""
+        if not self.hands_on:
+            return None
+        return (self.ledger["next_speaker"]["answer"],
+                self.ledger["instruction_or_question"]["answer"])
 
 
 @dataclass(frozen=True, slots=True)
 class Instructed(Event):
-    """A magentic orchestrator hands the turn to `agent` (or the person) with `text`."""
+    """A magentic orchestrator hands the turn to `agent` (or the person) with `text`.
+
+    Runs now say so in the ledger itself (`ProgressAssessed.hands_on`); this is written
+    only for a recorded ledger that did not (a log from before), and folds the same way."""
 
     kind: ClassVar[str] = "instructed"
     agent: str

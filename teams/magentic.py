@@ -6,7 +6,7 @@ The loop, over the run's log like every strategy:
     -> ProgressAssessed (progress ledger, strict JSON) each round:
          satisfied                 -> the orchestrator's final answer; the run finishes
          stalls reach max_stalls   -> PlanWritten (replan) or, after max_resets, give up
-         otherwise                 -> Instructed(next speaker) -> that participant speaks
+         otherwise                 -> (the same ledger, `hands_on`) the next speaker speaks
 
 A person who names a member (`@writer`) gets them next, ahead of the ledger, which is
 asked afresh after they speak. An unusable ledger is asked for once more with what was wrong; a second one counts
@@ -109,8 +109,12 @@ class Orchestration:
             self.retry = e  # asked once more, with the problem; not a stall yet
             return
         self.retry = None
-        self.ledger = e
         self.stalls = self.stalls_after(e)
+        handed = e.instruction
+        if handed is not None:  # acted on already: the turn passes (the state's fold)
+            self.ledger, self.speaker = None, handed[0]
+        else:
+            self.ledger = e
 
     def retries(self, e: ProgressAssessed) -> bool:
         """Whether this unusable ledger is the first of its round (asked once more)."""
@@ -118,11 +122,19 @@ class Orchestration:
 
     def stalls_after(self, e: ProgressAssessed) -> int:
         """The stall count once this (final) ledger of the round is folded in."""
-        led = e.ledger
-        if e.problem or not led["is_progress_being_made"]["answer"] or \
-                led["is_in_loop"]["answer"]:
+        return self.stalls_with(e.ledger, e.problem)
+
+    def stalls_with(self, led: dict[str, Any], problem: str) -> int:
+        """The stall count after a final ledger with these answers (or this problem)."""
+        if problem or not led["is_progress_being_made"]["answer"] or led["is_in_loop"]["answer"]:
             return self.stalls + 1
         return max(0, self.stalls - 1)
+
+    def hands_on(self, led: dict[str, Any], problem: str, stalls: int) -> bool:
+        """Whether a round's final ledger hands the turn on (the usual round): it is usable,
+        the task is not done and the team has not stalled out."""
+        return not problem and stalls < self.spec.max_stalls and \
+            not led["is_request_satisfied"]["answer"]
 
     def on_instructed(self, e: Instructed) -> None:
         self.ledger, self.speaker = None, e.agent
@@ -190,16 +202,9 @@ def decide(state: RunState) -> Action:
     return _act_on(m, led, m.stalls)
 
 
-def _hands_on(m: Orchestration, led: ProgressAssessed, stalls: int) -> bool:
-    """Whether a round's final ledger hands the turn on (the usual round): it is usable,
-    the task is not done and the team has not stalled out."""
-    return not led.problem and stalls < m.spec.max_stalls and \
-        not led.ledger["is_request_satisfied"]["answer"]
-
-
 def _act_on(m: Orchestration, led: ProgressAssessed, stalls: int) -> Action:
     """What a round's final ledger leads to, with the stall count it leaves."""
-    if _hands_on(m, led, stalls):
+    if m.hands_on(led.ledger, led.problem, stalls):
         checked = led.ledger
         return Delegate(checked["next_speaker"]["answer"],
                         checked["instruction_or_question"]["answer"])
@@ -251,23 +256,17 @@ async def _assess(state: RunState, action: AssessProgress, env: Env) -> list[Eve
     if isinstance(response, RunPaused):
         return [response]
     ledger, problem = parse_progress(response.text, state.team)
-    at = env.now()
-    assessed = ProgressAssessed(ledger=ledger, problem=problem,
-                                reply=response.text if problem else "", usage=response.usage,
-                                model=response.model, at=at)
     m = state.magentic
     assert m is not None
-    if m.retries(assessed):
-        return [assessed]
-    # Handing the turn on needs no model: written with the ledger, as `decide` would;
-    # not when this call spent the token budget (the run ends without a word to anyone).
+    # Handing the turn on needs no model: recorded with the ledger (`hands_on`), as `decide`
+    # would act on it; not when this call spent the token budget (the run ends without a
+    # word to anyone).
     budget = state.team.budget_tokens
-    if budget is not None and state.tokens_used + response.usage.total >= budget:
-        return [assessed]
-    if _hands_on(m, assessed, m.stalls_after(assessed)):
-        return [assessed, Instructed(agent=ledger["next_speaker"]["answer"],
-                                     text=ledger["instruction_or_question"]["answer"], at=at)]
-    return [assessed]
+    hands_on = (budget is None or state.tokens_used + response.usage.total < budget) and \
+        m.hands_on(ledger, problem, m.stalls_with(ledger, problem))
+    return [ProgressAssessed(ledger=ledger, problem=problem,
+                             reply=response.text if problem else "", usage=response.usage,
+                             model=response.model, hands_on=hands_on, at=env.now())]
 
 
 async def _delegate(state: RunState, action: Delegate, env: Env) -> list[Event]:

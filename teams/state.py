@@ -440,13 +440,21 @@ class RunState:
         self._count(e.usage)
         self.model_calls += 1
         self.magentic.on_progress(e)
+        handed = e.instruction
+        if handed is not None:
+            self.history.append(e)
+            self._instruct(*handed)
 
     def _on_instructed(self, e: Instructed) -> None:
         assert self.magentic is not None, "an instruction in a run without an orchestrator"
         self.magentic.on_instructed(e)
         self.history.append(e)
-        self._to_everyone(ChatMessage("user", e.text, name=ORCHESTRATOR))
-        self.current, self.turn_rounds = e.agent, 0
+        self._instruct(e.agent, e.text)
+
+    def _instruct(self, agent: str, text: str) -> None:
+        """The orchestrator's instruction, heard by everyone; `agent` speaks next."""
+        self._to_everyone(ChatMessage("user", text, name=ORCHESTRATOR))
+        self.current, self.turn_rounds = agent, 0
         self.handoff_target = None
 
     def _on_plan_reviewed(self, e: PlanReviewed) -> None:

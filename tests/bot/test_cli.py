@@ -266,7 +266,8 @@ async def test_runs_show_reads_a_magentic_run_as_plans_checks_and_instructions(t
         ProgressAssessed(ledger={}, problem="it is not a JSON object", reply="Sure!", at=6.0),
         ProgressAssessed(ledger=check(False, "researcher", "Call the harbour master."),
                          usage=Usage(200, 40), model="openai:gpt-4o", at=7.0),
-        Instructed(agent="researcher", text="Call the harbour master.", at=7.0),
+        Instructed(agent="researcher", text="Call the harbour master.", at=7.0),  # a log of old
+        ProgressAssessed(ledger=check(False, "writer", "Write it up."), hands_on=True, at=8.0),
     ]
     store = open_store(f"sqlite:///{tmp_path}/s.db")
     await store.start()
@@ -285,7 +286,8 @@ async def test_runs_show_reads_a_magentic_run_as_plans_checks_and_instructions(t
                  "progress check unusable: it is not a JSON object", "reply: Sure!",
                  "progress check  [240 tokens, openai:gpt-4o]", "done? no (not yet)",
                  "progress? yes (facts came in)", "next: researcher (it is their step)",
-                 "orchestrator -> researcher: Call the harbour master."):
+                 "orchestrator -> researcher: Call the harbour master.",
+                 "to say: Write it up. (be brief)\n" + " " * 21 + "orchestrator -> writer: Write it up."):
         assert line in shown, line
 
 

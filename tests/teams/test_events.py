@@ -77,7 +77,7 @@ EVENTS: dict[type[Event], st.SearchStrategy[Event]] = {
                                 ledger=st.dictionaries(names, st.fixed_dictionaries(
                                     {"reason": text, "answer": st.booleans() | text}), max_size=5),
                                 problem=text, reply=text, usage=st.builds(Usage, tokens, tokens),
-                                model=text, at=at),
+                                model=text, hands_on=st.booleans(), at=at),
     Instructed: st.builds(Instructed, agent=names, text=text, at=at),
     PlanReviewed: st.builds(PlanReviewed, revision=st.integers(1, 9), by=names,
                             approved=st.booleans(), changes=text, display_name=text, at=at),

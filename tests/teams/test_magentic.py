@@ -18,7 +18,6 @@ from threadteam.teams.errors import ModelError, TeamFileError
 from threadteam.teams.events import (
     AgentMessage,
     HumanMessage,
-    Instructed,
     PlanReviewed,
     PlanWritten,
     ProgressAssessed,
@@ -63,6 +62,11 @@ async def asked(run: Run, n: int) -> None:
         assert await run.step(), "the run waits"
 
 
+def instructions(run: Run) -> list[tuple[str, str]]:
+    """Who the orchestrator handed the turn to, and what it told them, in order."""
+    return [e.instruction for e in run.of(ProgressAssessed) if e.instruction is not None]
+
+
 def purposes(run: Run) -> list[str]:
     return [r.purpose for r in run.model.requests]
 
@@ -77,7 +81,7 @@ async def test_plan_delegate_and_finish_with_the_orchestrators_answer():
     [plan] = run.of(PlanWritten)
     assert (plan.revision, plan.facts, plan.plan) == (
         1, "- tides follow the moon", "1. researcher: tide tables\n2. writer: the note")
-    assert [(e.agent, e.text) for e in run.of(Instructed)] == [
+    assert instructions(run) == [
         ("researcher", "Find the tide tables."), ("writer", "Write two lines for the harbour board.")]
     assert [(e.agent, e.text) for e in run.of(AgentMessage)] == [
         ("researcher", "High tide is at 06:12."), ("writer", "Tides today: 06:12."),
@@ -93,6 +97,23 @@ async def test_plan_delegate_and_finish_with_the_orchestrators_answer():
     # The orchestrator's requests share one prompt-cache key, its own (not a specialist's).
     keys = {r.cache_key for r in run.model.requests if r.agent == "orchestrator"}
     assert len(keys) == 1 and keys.pop().endswith("-orchestrator")
+
+
+def test_a_log_written_with_separate_instructions_folds_as_one_written_with_hands_on():
+    from threadteam.teams.events import Instructed, TaskStarted
+    from threadteam.teams.state import RunState
+
+    start = [TaskStarted(team="research", task="Tides.", by="U1"),
+             PlanWritten(revision=1, facts="", plan="1. researcher: tables")]
+    checked = json.loads(ledger("researcher", "Find the tide tables."))
+    old = RunState.fold(research(), [*start, ProgressAssessed(ledger=checked),
+                                     Instructed(agent="researcher", text="Find the tide tables.")])
+    new = RunState.fold(research(), [*start, ProgressAssessed(ledger=checked, hands_on=True)])
+    for state in (old, new):
+        assert state.current == "researcher" and decide(state) != AssessProgress()
+        assert state.magentic.ledger is None and state.magentic.stalls == 0
+        assert [(m.name, m.content) for m in state.views["writer"].messages][-1] == \
+            ("orchestrator", "Find the tide tables.")
 
 
 async def test_an_unusable_ledger_is_asked_again_once_with_what_was_wrong():
@@ -157,7 +178,7 @@ async def test_after_max_resets_the_orchestrator_gives_up_and_says_why():
     assert [p.cause for p in run.of(PlanWritten)] == ["start", "replan"]
     assert run.of(RunFinished)[-1].reason == (
         "the orchestrator gave up after 1 new plan: no progress: the tables are not found")
-    assert not run.of(Instructed), "a stall at max_stalls replans instead of delegating"
+    assert not instructions(run), "a stall at max_stalls replans instead of delegating"
 
 
 async def test_with_no_resets_allowed_the_first_stalls_end_the_run():
@@ -198,7 +219,7 @@ async def test_a_persons_interjection_reaches_the_next_progress_ledger():
     seen = run.model.requests[3]
     assert seen.purpose == "progress"
     assert ("Bo", "Use local time, please.") in [(m.name, m.content) for m in seen.messages]
-    assert run.of(Instructed)[-1].agent == "writer"
+    assert instructions(run)[-1][0] == "writer"
 
 
 async def test_a_person_who_names_a_member_gets_them_next_then_progress_is_checked_afresh():
@@ -213,7 +234,7 @@ async def test_a_person_who_names_a_member_gets_them_next_then_progress_is_check
     assert ("Bo", "@Writer draft it now, please.") in [(m.name, m.content)
                                                        for m in drafted.messages]
     assert [e.agent for e in run.of(AgentMessage)] == ["researcher", "writer"]
-    assert run.of(Instructed)[-1].agent == "researcher", "then the orchestrator leads again"
+    assert instructions(run)[-1][0] == "researcher", "then the orchestrator leads again"
     assert run.state.mention_next is None
 
 
@@ -224,7 +245,7 @@ async def test_naming_the_person_or_nobody_leaves_the_orchestrator_in_charge():
     run.add(HumanMessage(user="U2", text="@you and @nobody: thoughts?", display_name="Bo"))
     await asked(run, 4)
     assert purposes(run) == ["plan", "progress", "reply", "progress"]
-    assert run.of(Instructed)[-1].agent == "writer"
+    assert instructions(run)[-1][0] == "writer"
 
 
 async def test_a_ledger_that_spends_the_budget_instructs_nobody_and_the_run_ends():
@@ -236,7 +257,7 @@ async def test_a_ledger_that_spends_the_budget_instructs_nobody_and_the_run_ends
     costly = ModelResponse(text=ledger(), usage=Usage(420, 50), model="scripted")  # 40 + 470
     run = Run(team, [says(PLAN, tokens=20), costly], task="Tides.")
     assert await run.go() == Idle("finished")
-    assert not run.of(Instructed), "no instruction to a member who will never speak"
+    assert not instructions(run), "no instruction to a member who will never speak"
     assert purposes(run) == ["plan", "progress"]
     assert run.state.finished == "the token budget of 500 is spent (510 tokens used)"
 
@@ -246,7 +267,7 @@ async def test_the_person_can_be_next_speaker_and_the_run_waits_for_their_answer
                            ledger("researcher", "Tides at Dover."), "06:12 at Dover."],
               task="Tides.")
     assert await run.go() == AwaitHuman("you")
-    assert run.of(Instructed)[-1] == Instructed(agent="you", text="Which harbour?")
+    assert instructions(run)[-1] == ("you", "Which harbour?")
     assert run.state.status == "awaiting_human"
     run.add(HumanMessage(user="U1", text="Dover.", display_name="Ana"))
     assert decide(run.state) == AssessProgress()
@@ -273,7 +294,7 @@ async def test_continue_after_the_answer_asks_the_ledger_again_with_fresh_counts
     run.model.add(ledger("researcher", "Tomorrow's too."), "06:58.", ledger(done=True),
                   "06:12 and 06:58.")
     await run.go()
-    assert run.of(Instructed)[-1].text == "Tomorrow's too."
+    assert instructions(run)[-1][1] == "Tomorrow's too."
     assert "Add tomorrow's." in [m.content for m in run.model.requests[3].messages]
     assert run.of(RunFinished)[-1].reason == ANSWERED and len(run.of(PlanWritten)) == 1
 
@@ -362,7 +383,7 @@ async def rehearse(task: str, **orchestrator) -> Run:
 
 async def test_rehearsal_plans_delegates_to_each_agent_and_answers():
     run = await rehearse("A note on tides.")
-    assert [e.agent for e in run.of(Instructed)] == ["researcher", "writer"]
+    assert [agent for agent, _ in instructions(run)] == ["researcher", "writer"]
     assert all(not e.problem for e in run.of(ProgressAssessed)), "valid JSON every round"
     assert run.of(AgentMessage)[-1].agent == "orchestrator"
     assert run.of(RunFinished)[-1].reason == ANSWERED

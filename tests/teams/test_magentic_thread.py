@@ -197,22 +197,27 @@ async def test_a_crash_after_a_new_plan_resumes_without_asking_for_it_again(stor
 
 
 def test_the_orchestrators_question_to_the_person_says_it_is_their_turn():
-    from threadteam.bot.render import render
-    from threadteam.teams.events import Instructed
+    from threadteam.bot.render import is_postable, render
+    from threadteam.teams.events import Instructed, PlanWritten, ProgressAssessed
 
     team = parse_team(RESEARCH.format(review="false").replace(
         "termination:", "  - {name: you, human: true, persona: {display_name: You}}\ntermination:"))
     state = RunState(team)
     state.apply(TaskStarted(team=team.name, task="Tides.", by="U1"))
-    asked = Instructed(agent="you", text="Which harbour?")
+    state.apply(PlanWritten(revision=1, facts="", plan="1. you: say which harbour"))
+    asked = ProgressAssessed(ledger=json.loads(ledger("you", "Which harbour?")), hands_on=True)
     state.apply(asked)
-    out = render(state, asked, 1, thread(), "run1", lambda user: f"<@{user}>")
+    assert is_postable(asked)
+    out = render(state, asked, 2, thread(), "run1", lambda user: f"<@{user}>")
     assert (out.persona.display_name, out.meta) == ("Conductor", {"agent": "orchestrator"})
     assert out.text == ("→ **You**: Which harbour?\n\n"
                         "_Your turn: the team waits for your reply in this thread._")
-    told = Instructed(agent="writer", text="Write it.")
-    assert render(state, told, 2, thread(), "run1", str).text == "→ **Writer**: Write it."
     assert state.status == "awaiting_human"
+    # A check that hands nothing on is not shown; an instruction from a log of old still is.
+    quiet = ProgressAssessed(ledger=json.loads(ledger("writer", "Write it.")))
+    assert not is_postable(quiet) and render(state, quiet, 3, thread(), "run1", str) is None
+    told = Instructed(agent="writer", text="Write it.")
+    assert render(state, told, 3, thread(), "run1", str).text == "→ **Writer**: Write it."
 
 
 async def test_an_approver_by_role_reviews_the_plan_and_someone_without_it_cannot(

@@ -337,7 +337,8 @@ async def test_magentic_with_a_plan_review_a_replan_and_the_person_as_speaker():
     log = await assert_resumable_everywhere(MAGENTIC, answers, people)
     assert [(e.revision, e.cause) for e in log if isinstance(e, PlanWritten)] == [
         (1, "start"), (2, "review"), (3, "replan")]
-    assert [e.agent for e in log if e.kind == "instructed"] == ["researcher", "you", "writer"]
+    assert [e.instruction[0] for e in log if isinstance(e, ProgressAssessed) and e.hands_on] \
+        == ["researcher", "you", "writer"]
     assert log[-1].kind == "run_finished" and log[-1].reason == "the orchestrator gave the final answer"
 
 
