@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -48,7 +48,7 @@ from .errors import ConflictError, Refused
 from .questions import QuestionLost, Questions, ask_key, describe
 from .render import is_postable, post_key, render, render_edit, settled_key
 from .shapes import Directory, Outbound, Poster, ThreadKey
-from .stores.base import Store
+from .stores.base import Store, soon
 from .telemetry import TracedModels, run_parent, span, traced_tools
 
 __all__ = ["EXTERNAL", "Loaded", "LostRun", "Runner"]
@@ -101,7 +101,8 @@ class Runner:
     async def load(self, run_id: str, *, tools: bool = False) -> Loaded | None:
         """Read and fold a run; None if it or its team is gone. `tools`: with its agents'
         MCP servers' tools (starting a server on first use), as a driver needs them."""
-        thread, raw = await asyncio.gather(self.store.thread_of(run_id), self.store.load(run_id))
+        thread, raw = await asyncio.gather(soon(self.store.thread_of, run_id),
+                                           soon(self.store.load, run_id))
         if thread is None or not raw:
             return None
         events = [from_json(t) for t in raw]
@@ -196,24 +197,23 @@ class Runner:
                     await self._post(run, seq, event, fresh=True)
                 continue
             if not active:  # lands while the model works, and before the run's next append
-                self._later(run, self.store.set_active(run.run_id, True))
+                self._later(run, soon(self.store.set_active, run.run_id, True))
                 active = True
             events = await perform(state, action, env)
             if not events:
                 break
             for seq, event in await self._append(run, events):
                 await self._post(run, seq, event, fresh=True)
-        self._later(run, self.store.set_active(run.run_id, False))
+        self._later(run, soon(self.store.set_active, run.run_id, False))
         if has_timeout(state.condition) or state.team.approval.expires_after:
             # Wake it when its time limit passes or an approval request expires, if it still waits.
-            self._later(run, self.store.set_deadline(
-                run.run_id, deadline(state) if action.waits else None))
+            self._later(run, soon(self.store.set_deadline,
+                                  run.run_id, deadline(state) if action.waits else None))
         await self._settle(run)
 
-    def _later(self, run: Loaded, write: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(write)
-        task.add_done_callback(_retrieve)  # its error is raised by _settle, or dropped with the run
-        run.writes.append(task)
+    def _later(self, run: Loaded, write: asyncio.Future[None]) -> None:
+        write.add_done_callback(_retrieve)  # its error is raised by _settle, or dropped with the run
+        run.writes.append(write)
 
     async def _settle(self, run: Loaded) -> None:
         writes, run.writes = run.writes, []
@@ -229,7 +229,7 @@ class Runner:
             # Sent right behind the writes still in flight (the last post's record), not
             # after them: a store that batches puts them in one transaction, the record
             # first. A write that fails still stops the run here.
-            sent = asyncio.ensure_future(self.store.append(run.run_id, state.length, payload))
+            sent = soon(self.store.append, run.run_id, state.length, payload)
             sent.add_done_callback(_retrieve)
         await self._settle(run)
         while True:
@@ -302,7 +302,7 @@ class Runner:
             await self.deliver(out)
             return
         message_id = await self.poster.post(out)
-        self._later(run, self.store.put_post(out.idempotency_key, message_id))
+        self._later(run, soon(self.store.put_post, out.idempotency_key, message_id))
 
     async def deliver(self, out: Outbound) -> str:
         """Post once per idempotency key; return the platform message id."""

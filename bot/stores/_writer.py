@@ -46,7 +46,7 @@ log = logging.getLogger("threadteam.store")
 # Bounds the work one transaction holds so a flood cannot starve the first caller.
 MAX_BATCH = 2000
 # A batch of more operations than this goes to the writer thread, not run on the loop.
-INLINE_MAX = 64
+INLINE_MAX = 256
 # Rows changed between checkpoints (SQLite's own default is every 1000 WAL pages).
 CHECKPOINT_AFTER = 1000
 

@@ -14,10 +14,17 @@ de-duplication.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-__all__ = ["RunInfo", "Store"]
+__all__ = ["RunInfo", "Store", "queued", "soon"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+S = TypeVar("S")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,3 +176,33 @@ class Store(ABC):
     @abstractmethod
     async def ack_work(self, receipt: str) -> None:
         """The work named by `receipt` is done."""
+
+
+def queued(submit: Callable[Concatenate[S, P], asyncio.Future[T]]
+           ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
+    """A store method made of `submit`, which only queues an operation and hands back its
+    future: awaited, it is an ordinary `async def` method; `soon` gets the future itself."""
+    async def method(self: S, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await submit(self, *args, **kwargs)
+
+    method.__name__, method.__qualname__ = submit.__name__, submit.__qualname__
+    method.__doc__ = submit.__doc__
+    method.soon = submit  # type: ignore[attr-defined]
+    return method
+
+
+def soon(call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+         ) -> asyncio.Future[T]:
+    """`call(*args)` (a store's method) started now, for a caller that goes on and awaits
+    it later: `asyncio.ensure_future(call(*args))`, without the task and its extra passes
+    of the event loop when the method only queues an operation (`queued`). A method a
+    subclass or a wrapper overrides is called as it is."""
+    submit = getattr(getattr(call, "__func__", None), "soon", None)
+    if submit is None:
+        return asyncio.ensure_future(call(*args, **kwargs))
+    try:
+        return submit(call.__self__, *args, **kwargs)  # type: ignore[attr-defined,no-any-return]
+    except Exception as exc:  # raised when awaited, as from the coroutine
+        failed: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        failed.set_exception(exc)
+        return failed

@@ -20,7 +20,7 @@ from threadteam.bot.errors import ConflictError, PermanentStoreError
 from threadteam.bot.stores._text import clean_args
 from threadteam.bot.stores._workqueue import WorkQueue
 from threadteam.bot.stores._writer import Op, Writer, error_class
-from threadteam.bot.stores.base import RunInfo, Store
+from threadteam.bot.stores.base import RunInfo, Store, queued
 
 __all__ = ["SQLiteStore"]
 
@@ -149,19 +149,20 @@ class SQLiteStore(Store):
             _one, "SELECT run_id FROM runs WHERE thread = ?", (thread,)
         )
 
-    async def thread_of(self, run_id: str) -> str | None:
+    @queued
+    def thread_of(self, run_id: str) -> asyncio.Future[str | None]:
         """The thread a run lives in."""
-        return await self._submit(
-            _one, "SELECT thread FROM runs WHERE run_id = ?", (run_id,)
-        )
+        return self._submit(_one, "SELECT thread FROM runs WHERE run_id = ?", (run_id,))
 
-    async def load(self, run_id: str, start: int = 0) -> list[str]:
+    @queued
+    def load(self, run_id: str, start: int = 0) -> asyncio.Future[list[str]]:
         """The run's events from index `start` on."""
-        return await self._submit(_load, run_id, start)
+        return self._submit(_load, run_id, start)
 
-    async def append(self, run_id: str, expected: int, events: list[str]) -> int:
+    @queued
+    def append(self, run_id: str, expected: int, events: list[str]) -> asyncio.Future[int]:
         """Append if the log has exactly `expected` events; return the new length."""
-        return await self._submit(_append, run_id, expected, events, self._now())
+        return self._submit(_append, run_id, expected, events, self._now())
 
     async def append_external(self, run_id: str, events: list[str], *,
                               key: str | None = None) -> int:
@@ -192,9 +193,10 @@ class SQLiteStore(Store):
         )
 
     # -- runs that need driving --------------------------------------------
-    async def set_active(self, run_id: str, active: bool) -> None:
+    @queued
+    def set_active(self, run_id: str, active: bool) -> asyncio.Future[None]:
         """Mark a run as mid-turn or settled."""
-        await self._submit(
+        return self._submit(
             _exec, "UPDATE runs SET active = ? WHERE run_id = ?", (int(active), run_id)
         )
 
@@ -203,14 +205,14 @@ class SQLiteStore(Store):
         rows = await self._submit(_all, "SELECT run_id FROM runs WHERE active = 1", ())
         return [row[0] for row in rows]
 
-    async def set_deadline(self, run_id: str, at: float | None) -> None:
+    @queued
+    def set_deadline(self, run_id: str, at: float | None) -> asyncio.Future[None]:
         """Wake the run at `at` (its time limit, while it waits for a person); None: never."""
         if at is None:
-            await self._submit(_exec, "DELETE FROM deadlines WHERE run_id = ?", (run_id,))
-        else:
-            await self._submit(
-                _exec, "INSERT INTO deadlines (run_id, at) VALUES (?, ?) "
-                "ON CONFLICT (run_id) DO UPDATE SET at = excluded.at", (run_id, at))
+            return self._submit(_exec, "DELETE FROM deadlines WHERE run_id = ?", (run_id,))
+        return self._submit(
+            _exec, "INSERT INTO deadlines (run_id, at) VALUES (?, ?) "
+            "ON CONFLICT (run_id) DO UPDATE SET at = excluded.at", (run_id, at))
 
     async def due_runs(self, now: float, limit: int = 100, grace: float = 60.0) -> list[str]:
         """Runs whose deadline has passed, earliest first; each goes to one caller."""
@@ -223,9 +225,10 @@ class SQLiteStore(Store):
             _one, "SELECT message_id FROM posts WHERE key = ?", (key,)
         )
 
-    async def put_post(self, key: str, message_id: str) -> None:
+    @queued
+    def put_post(self, key: str, message_id: str) -> asyncio.Future[None]:
         """Record that the post with this key succeeded as `message_id`."""
-        await self._submit(
+        return self._submit(
             _exec, "INSERT OR REPLACE INTO posts (key, message_id) VALUES (?, ?)",
             (key, message_id),
         )

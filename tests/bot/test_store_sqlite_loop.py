@@ -1,5 +1,6 @@
 """The SQLite store commits small batches on the event loop, and leaves to its thread what
-may wait: a file locked by another connection, and checkpoints. Real SQLite files."""
+may wait: a file locked by another connection, and checkpoints; `soon` starts a queued
+write without a task. Real SQLite files."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from threadteam.bot.errors import StoreError
 from threadteam.bot.stores import SQLiteStore
 from threadteam.bot.stores._writer import CHECKPOINT_AFTER
+from threadteam.bot.stores.base import soon
 
 
 @pytest.fixture
@@ -77,3 +80,43 @@ async def test_the_wal_is_checkpointed_while_the_loop_commits(store: SQLiteStore
         _, frames, _ = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert 0 < frames < appends / 2, frames
     assert len(await store.load("run-1")) == appends + 1
+
+
+class _RefusesPosts:
+    """A wrapper around a store (as tests and adapters make them) overriding one method."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    async def put_post(self, key: str, message_id: str) -> None:
+        raise StoreError("refused by the wrapper")
+
+
+async def test_soon_queues_a_write_at_once_without_a_task(store: SQLiteStore) -> None:
+    write = soon(store.put_post, "run-1:0", "m1")
+    assert not isinstance(write, asyncio.Task), "the queued operation's own future"
+    assert await store.get_post("run-1:0") == "m1", "queued before the read that follows"
+    await write
+    # Awaited directly, the method is the ordinary coroutine it always was.
+    await store.put_post("run-1:1", "m2")
+    assert await store.get_post("run-1:1") == "m2"
+
+
+async def test_soon_calls_what_a_wrapper_overrides(store: SQLiteStore) -> None:
+    wrapped = _RefusesPosts(store)
+    with pytest.raises(StoreError, match="refused by the wrapper"):
+        await soon(wrapped.put_post, "run-1:0", "m1")
+    assert await store.get_post("run-1:0") is None
+    await soon(wrapped.set_active, "run-1", True)  # not overridden: the store's own
+
+
+async def test_soon_on_a_closed_store_fails_when_awaited(tmp_path: Path) -> None:
+    closed = SQLiteStore(str(tmp_path / "closed.sqlite3"))
+    await closed.start()
+    await closed.aclose()
+    write = soon(closed.put_post, "run-1:0", "m1")  # does not raise here
+    with pytest.raises(StoreError, match="not open"):
+        await write
