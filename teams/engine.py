@@ -95,7 +95,10 @@ def decide(state: RunState) -> Action:
     if state.current is not None:
         if state.current in team.humans:
             return AwaitHuman(state.current)
-        return CallModel(state.current)
+        call = _CALLS.get(state.current)  # the agent holds the turn: its action, made once
+        if call is None:
+            call = _CALLS[state.current] = CallModel(state.current)
+        return call
     if state.magentic is not None:  # the orchestrator decides who speaks, and when it is done
         return magentic.decide(state)
     agent, how = _next_by_rule(state)
@@ -104,6 +107,10 @@ def decide(state: RunState) -> Action:
     if agent in team.humans:
         return Select(agent, how)
     return CallModel(agent, SpeakerSelected(agent=agent, how=how))
+
+
+#: The action of an agent that holds the turn (an action is immutable), by agent name.
+_CALLS: dict[str, CallModel] = {}
 
 
 def deadline(state: RunState) -> float | None:

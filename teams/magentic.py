@@ -104,17 +104,20 @@ class Orchestration:
             self.resets += 1
             self.stalls = 0
 
-    def on_progress(self, e: ProgressAssessed) -> None:
+    def on_progress(self, e: ProgressAssessed) -> tuple[str, str] | None:
+        """Fold a ledger in; (who speaks next, what they are told) when it hands the turn on
+        (the state's fold gives them the turn)."""
         if self.retries(e):
             self.retry = e  # asked once more, with the problem; not a stall yet
-            return
+            return None
         self.retry = None
         self.stalls = self.stalls_after(e)
         handed = e.instruction
-        if handed is not None:  # acted on already: the turn passes (the state's fold)
+        if handed is not None:  # acted on already
             self.ledger, self.speaker = None, handed[0]
         else:
             self.ledger = e
+        return handed
 
     def retries(self, e: ProgressAssessed) -> bool:
         """Whether this unusable ledger is the first of its round (asked once more)."""

@@ -439,8 +439,7 @@ class RunState:
         assert self.magentic is not None, "a ledger in a run of a team without an orchestrator"
         self._count(e.usage)
         self.model_calls += 1
-        self.magentic.on_progress(e)
-        handed = e.instruction
+        handed = self.magentic.on_progress(e)
         if handed is not None:
             self.history.append(e)
             self._instruct(*handed)
