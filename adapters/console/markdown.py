@@ -32,6 +32,9 @@ _TABLE_RULE = re.compile(r"^\s*\|?(\s*:?-+:?\s*\|)+\s*(:?-+:?\s*)?$")
 _LINK = re.compile(r"\[([^\[\]\n]{1,500})\]\(([^()\s]{1,2000})\)")
 _ANGLE = re.compile(r"<((?:https?://|mailto:)[^<>\s|]{1,2000})(?:\|([^<>\n]{1,500}))?>")
 _SPECIAL = re.compile(r"[`\\\[<*_~]")
+# The first characters (after indentation) a fence, table, heading, rule, list item or
+# quote can start with; a line starting otherwise is a paragraph's (and "" an empty one).
+_BLOCK_STARTS = frozenset("`~|:#-*_+>0123456789")
 _PUNCT = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
@@ -103,6 +106,8 @@ class MarkdownLines:
         if fence and (fence.group(1)[0] == "~" or "`" not in line[fence.end():]):
             self._fence = fence.group(1)
             return self._flush_table()
+        if not self._table and line.lstrip()[:1] not in _BLOCK_STARTS:
+            return [self._inline(line)]  # no block pattern can match: a paragraph line
         if _TABLE_ROW.match(line) or (self._table and _TABLE_RULE.match(line)):
             self._table.append(line)
             return []
@@ -203,10 +208,12 @@ def render_inline(text: str, style: Style = PLAIN, *, mrkdwn: bool = False) -> s
 
     Unpaired markers stay as they are ("2 * 3", "snake_case").
     """
+    if _SPECIAL.search(text) is None:
+        return text
     out: list[str] = []
     stack: list[tuple[str, int, str]] = []  # (kind, index in out, marker) of open delimiters
     open_kinds: dict[str, int] = {}
-    closers = _code_runs(text)
+    closers = _code_runs(text) if "`" in text else {}
     i, n = 0, len(text)
     while i < n:
         m = _SPECIAL.search(text, i)

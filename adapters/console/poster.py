@@ -95,6 +95,7 @@ class ConsolePoster:
         self._truecolor = env.get("COLORTERM", "").lower() in ("truecolor", "24bit")
         self._ids = itertools.count(1)
         self._palette: dict[str, str] = {}
+        self._heads: dict[tuple[Persona, bool], str] = {}  # (persona, notice) -> its head
         self._live: _Live | None = None
         self._previewed = 0.0  # loop time of the last preview drawn
         self._preview_timer: asyncio.TimerHandle | None = None
@@ -163,6 +164,12 @@ class ConsolePoster:
         return f"console-{next(self._ids)}"
 
     def _head(self, persona: Persona, notice: bool, where: str = "") -> str:
+        head = self._heads.get((persona, notice))
+        if head is None:
+            head = self._heads[(persona, notice)] = self._new_head(persona, notice)
+        return f"{where}{head}" if where else head
+
+    def _new_head(self, persona: Persona, notice: bool) -> str:
         name = persona.display_name
         if persona.emoji:  # emoji characters show before the name, as on Slack and Discord
             name = f"{persona.emoji} {name}"
@@ -173,7 +180,7 @@ class ConsolePoster:
                 persona.display_name, _PALETTE[len(self._palette) % len(_PALETTE)])
             colour = persona_color(persona, fallback, truecolor=self._truecolor)
             styled = self.style.sgr(f"1;{colour}" if self.style.color else "1", "0", name)
-        return f"{where}{styled}: "
+        return f"{styled}: "
 
     def _block(self, head: str, text: str, *, mrkdwn: bool) -> list[str]:
         body = render_markdown(text, self.style, mrkdwn=mrkdwn)
