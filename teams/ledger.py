@@ -88,12 +88,9 @@ and our plan was:
 
 This will be plan revision {revision}. Update the facts with what we have learned (move guesses that proved true into the facts, add new guesses), then write a new plan that gets past what went wrong and does not repeat it. """ + _SECTIONS
 
-_PROGRESS = """Recall the task: {task}
-
-The team:
-{team}
-
-We follow plan revision {revision}. To decide what happens next, answer these questions, with your reasoning:
+# The progress question after its first lines (task, team, revision): the same for every
+# run of a team, so written once per team (`_progress_question`).
+_PROGRESS_REST = """. To decide what happens next, answer these questions, with your reasoning:
 - is_request_satisfied: is the task fully done (true), or not yet SUCCESSFULLY and FULLY addressed (false)?
 - is_in_loop: are we repeating the same requests or getting the same answers as before?
 - is_progress_being_made: are recent messages adding value (true also when just starting)?
@@ -173,8 +170,12 @@ def progress_request(state: RunState, model: str) -> ModelRequest:
     team = state.team
     asked = m.asked  # the same question every round of a plan: written once
     if asked is None or asked[0][1] != m.revision or asked[0][0] != state.task:
-        question = _PROGRESS.format(task=state.task, team=_team_lines(team), revision=m.revision,
-                                    names=", ".join(team.names))
+        rest = team.memo.get("magentic.progress")
+        if rest is None:
+            rest = team.memo["magentic.progress"] = _PROGRESS_REST.format(
+                names=", ".join(team.names))
+        question = (f"Recall the task: {state.task}\n\nThe team:\n{_team_lines(team)}\n\n"
+                    f"We follow plan revision {m.revision}{rest}")
         m.asked = asked = ((state.task, m.revision), ChatMessage("user", question))
     bad = m.retry
     if bad is None:
@@ -231,10 +232,8 @@ def parse_progress(text: str, team: Team) -> tuple[dict[str, Any], str]:
             return {}, f"it is not valid JSON ({exc.msg} at character {exc.pos})"
     if not isinstance(data, dict):
         return {}, "it is not a JSON object"
-    if _as_asked(data):  # the usual answer: checked in one pass, kept as it came
-        speaker = _participant(data["next_speaker"]["answer"], team)
-        if speaker == data["next_speaker"]["answer"]:
-            return data, ""
+    if _as_asked(data) and data["next_speaker"]["answer"] in team.by_name:
+        return data, ""  # the usual answer: checked in one pass, kept as it came
     ledger: dict[str, Any] = {}
     for key in KEYS:
         entry = data.get(key)

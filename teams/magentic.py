@@ -62,8 +62,9 @@ __all__ = ["ANSWERED", "PERFORMERS", "Orchestration", "decide", "stall_reason"]
 #: Why a magentic run ends when its orchestrator has answered.
 ANSWERED = "the orchestrator gave the final answer"
 
-# Asked for every round: one value each (an action is immutable).
+# Asked for every round or every run: one value each (an action is immutable).
 _ASSESS, _ASSESS_AGAIN = AssessProgress(), AssessProgress(retry=True)
+_FIRST_PLAN, _REVIEWED_PLAN = WritePlan("start"), WritePlan("review")
 
 
 @dataclass
@@ -107,11 +108,12 @@ class Orchestration:
     def on_progress(self, e: ProgressAssessed) -> tuple[str, str] | None:
         """Fold a ledger in; (who speaks next, what they are told) when it hands the turn on
         (the state's fold gives them the turn)."""
-        if self.retries(e):
-            self.retry = e  # asked once more, with the problem; not a stall yet
+        problem = e.problem
+        if problem and self.retry is None:  # `retries`: asked once more; not a stall yet
+            self.retry = e
             return None
         self.retry = None
-        self.stalls = self.stalls_after(e)
+        self.stalls = self.stalls_with(e.ledger, problem)
         handed = e.instruction
         if handed is not None:  # acted on already
             self.ledger, self.speaker = None, handed[0]
@@ -189,9 +191,9 @@ def decide(state: RunState) -> Action:
     if m.answered:
         return Finish(ANSWERED)
     if m.changes is not None:
-        return WritePlan("review")
+        return _REVIEWED_PLAN
     if m.revision == 0:
-        return WritePlan("start")
+        return _FIRST_PLAN
     if not m.approved:
         return AwaitPlanReview(m.revision)
     if state.mention_next:  # a person named a member (`@writer`): they speak, then a new check

@@ -67,15 +67,17 @@ def rounds_used(state: RunState, agent_name: str) -> int:
     return state.turn_rounds if state.current == agent_name else 0
 
 
-def window(state: RunState, agent: AgentSpec) -> list[ChatMessage]:
+def window(state: RunState, agent: AgentSpec) -> tuple[ChatMessage, ...]:
     """What `agent` reads: the task, then its context window (`View`: at most its
     `context` messages and tokens, trimmed in blocks so the request's prefix stays put)."""
     recent = state.views[agent.name].messages
     cut = 0
     while cut < len(recent) and recent[cut].role == "tool":  # its call fell out of the window
         cut += 1
+    if cut:
+        recent = recent[cut:]
     task = state.task_message
-    return [task, *recent[cut:]] if task is not None else recent[cut:]
+    return (task, *recent) if task is not None else tuple(recent)
 
 
 def build_request(state: RunState, agent_name: str, model: str) -> ModelRequest:
@@ -83,7 +85,7 @@ def build_request(state: RunState, agent_name: str, model: str) -> ModelRequest:
     team = state.team
     agent = team.by_name[agent_name]
     return ModelRequest(model=model, system=system_prompt(team, agent),
-                        messages=tuple(window(state, agent)),
+                        messages=window(state, agent),
                         tools=offered(team, agent, rounds_used(state, agent_name)),
                         agent=agent_name,
                         cache_key=f"{state.cache_key}-{agent_name}" if state.cache_key else "")

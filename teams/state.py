@@ -282,8 +282,16 @@ class RunState:
 
     def _to_everyone(self, message: ChatMessage, but: str | None = None) -> None:
         for name, view in self._hearers:
-            if name != but:
+            if name == but:
+                continue
+            if view.owed_results or view.budget is not None:
                 view.add(message)
+                continue
+            # `View.add` in its usual case, inline: every message reaches every view.
+            messages = view.messages
+            messages.append(message)
+            if len(messages) > view.limit:
+                view._cut()
 
     def _on_task_started(self, e: TaskStarted) -> None:
         self.task, self.by, self.started_at = e.task, e.by, e.at
