@@ -138,14 +138,18 @@ class Runner:
         try:
             loaded = await self.load(run_id, tools=True)
             if loaded is not None:
-                with trace.use_span(run_parent(run_id)), span(
-                        f"run {loaded.state.team.name}", threadteam__run_id=run_id,
-                        threadteam__thread=str(loaded.key), threadteam__team=loaded.state.team.name):
-                    await self._catch_up(loaded, unsure=not first)
-                    for i, problem in enumerate(loaded.unreachable):
-                        await self._say(loaded, f"The team's tools: {problem}.",
-                                        f"{run_id}:{loaded.state.length}:mcp:{i}")
-                    await self._advance(loaded)
+                try:
+                    with trace.use_span(run_parent(run_id)), span(
+                            f"run {loaded.state.team.name}", threadteam__run_id=run_id,
+                            threadteam__thread=str(loaded.key),
+                            threadteam__team=loaded.state.team.name):
+                        await self._catch_up(loaded, unsure=not first)
+                        for i, problem in enumerate(loaded.unreachable):
+                            await self._say(loaded, f"The team's tools: {problem}.",
+                                            f"{run_id}:{loaded.state.length}:mcp:{i}")
+                        await self._advance(loaded)
+                finally:
+                    _drop(loaded.writes)  # left behind by a turn that ended in an error
             else:  # gone, or its team is not loaded here: not driven again until touched
                 await self.store.set_active(run_id, False)
         except LostRun:
@@ -212,13 +216,18 @@ class Runner:
         await self._settle(run)
 
     def _later(self, run: Loaded, write: asyncio.Future[None]) -> None:
-        write.add_done_callback(_retrieve)  # its error is raised by _settle, or dropped with the run
+        # Its error is raised by _settle, or dropped with the run (`_drop`): no done
+        # callback here, which would cost a pass of the event loop per write.
         run.writes.append(write)
 
     async def _settle(self, run: Loaded) -> None:
         writes, run.writes = run.writes, []
-        for write in writes:
-            await write
+        for i, write in enumerate(writes):
+            try:
+                await write
+            except BaseException:
+                _drop(writes[i + 1:])
+                raise
 
     async def _append(self, run: Loaded, events: list[Event]) -> list[tuple[int, Event]]:
         """Append our events (after any a person added meanwhile); fold; return (seq, event)."""
@@ -230,8 +239,11 @@ class Runner:
             # after them: a store that batches puts them in one transaction, the record
             # first. A write that fails still stops the run here.
             sent = soon(self.store.append, run.run_id, state.length, payload)
-            sent.add_done_callback(_retrieve)
-        await self._settle(run)
+        try:
+            await self._settle(run)
+        except BaseException:
+            _drop([sent] if sent is not None else [])
+            raise
         while True:
             try:
                 await (sent or self.store.append(run.run_id, state.length, payload))
@@ -441,6 +453,12 @@ class Runner:
 def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+def _drop(writes: list[asyncio.Future[Any]]) -> None:
+    """Writes nobody will await: their errors are not reported as never retrieved."""
+    for write in writes:
+        write.add_done_callback(_retrieve)
 
 
 def _said_by_server(text: str, limit: int) -> str:
