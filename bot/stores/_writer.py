@@ -102,7 +102,9 @@ class Writer:
         self._buffers: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
         # Guards the two below. `_using`: someone runs statements on the connection;
         # `_queued`: items handed to the thread that it has not finished.
-        self._turn = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._turn = threading.Condition(self._lock)  # the thread waits on it for its turn
+        self._waiting = False  # the thread waits: whoever ends a turn wakes it
         self._using = False
         self._queued = 0
         self._checkpointed_at = 0  # the connection's total_changes at the last checkpoint
@@ -151,7 +153,7 @@ class Writer:
         if self._closed:  # closed meanwhile (from another loop): nothing will run these
             _fail(batch, StoreError(f"{self._name} was closed before this could be written."))
             return
-        with self._turn:
+        with self._lock:  # the lock itself: cheaper than the condition's Python methods
             conn = self._conn
             if conn is None:  # the thread has closed the connection (another loop closed)
                 _fail(batch, StoreError(f"{self._name} was closed before this could be written."))
@@ -165,19 +167,20 @@ class Writer:
             ran = self._run_inline(conn, batch)
             checkpoint = ran and conn.total_changes - self._checkpointed_at >= CHECKPOINT_AFTER
         finally:
-            with self._turn:
+            with self._lock:
                 self._using = False
                 if not ran:  # the file was locked: the thread waits for it instead
                     self._send(batch)
                 elif checkpoint:
                     self._send(_CHECKPOINT)
                     self._checkpointed_at = conn.total_changes
-                self._turn.notify_all()
+                if self._waiting:
+                    self._turn.notify_all()
         if ran:
             _settle(batch)
 
     def _send(self, item: object) -> None:
-        # Holding `_turn`.
+        # Holding `_lock`.
         self._queued += 1
         self._queue.put(item)
 
@@ -233,8 +236,7 @@ class Writer:
                     self._hand_back(batch)
         finally:
             with self._turn:  # a loop still running a batch finishes it first
-                while self._using:
-                    self._turn.wait()
+                self._wait_for_turn()
                 self._conn = None
             conn.close()
             self._refuse_late()
@@ -242,8 +244,7 @@ class Writer:
     def _take_turn(self, conn: sqlite3.Connection, batch: list[_Pending], checkpoint: bool,
                    items: int) -> None:
         with self._turn:
-            while self._using:
-                self._turn.wait()
+            self._wait_for_turn()
             self._using = True
         try:
             conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")  # the thread may wait
@@ -260,6 +261,13 @@ class Writer:
                 self._using = False
                 self._queued -= items
                 self._turn.notify_all()
+
+    def _wait_for_turn(self) -> None:
+        # Holding `_turn`: until no loop runs statements on the connection.
+        while self._using:
+            self._waiting = True
+            self._turn.wait()
+            self._waiting = False
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         """Copy the WAL into the database without waiting for anyone (PASSIVE); when all of
