@@ -120,3 +120,30 @@ async def test_soon_on_a_closed_store_fails_when_awaited(tmp_path: Path) -> None
     write = soon(closed.put_post, "run-1:0", "m1")  # does not raise here
     with pytest.raises(StoreError, match="not open"):
         await write
+
+
+async def test_work_reaches_a_waiting_consumer_at_once_and_no_waiter_is_left(
+        store: SQLiteStore) -> None:
+    first = asyncio.ensure_future(store.next_work("c1", 5))
+    second = asyncio.ensure_future(store.next_work("c2", 0.2))
+    await asyncio.sleep(0.01)  # both wait
+    started = time.monotonic()
+    await store.enqueue("run-1")
+    [(receipt, run_id)] = await asyncio.wait_for(first, 1)
+    assert run_id == "run-1" and time.monotonic() - started < 0.1
+    assert await second == [], "one consumer per item; the other's wait ran out"
+    await store.ack_work(receipt)
+    assert not store._queue("")._waiters, "no consumer is still registered as waiting"
+
+
+async def test_work_for_a_consumer_cancelled_as_it_was_woken_goes_to_another(
+        store: SQLiteStore) -> None:
+    first = asyncio.ensure_future(store.next_work("c1", 5))
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(store.next_work("c2", 5))
+    await asyncio.sleep(0.01)
+    await store.enqueue("run-1")  # wakes the first...
+    first.cancel()  # ...which is cancelled before it can take the run
+    [(_, run_id)] = await asyncio.wait_for(second, 1)
+    assert run_id == "run-1"
+    assert first.cancelled()
