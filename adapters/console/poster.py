@@ -29,6 +29,8 @@ _NAMED = {"black": "30", "red": "31", "green": "32", "yellow": "33", "blue": "34
           "grey": "90", "orange": "38;5;208", "pink": "38;5;211", "teal": "38;5;30"}
 _HEX = re.compile(r"#?([0-9a-fA-F]{6})")
 _INDENT = "  "
+# Rendered notices kept for reuse; the cache starts over when full.
+_NOTICES_KEPT = 256
 PREVIEW_EVERY = 0.03  # seconds between redraws of a reply's unfinished line
 _PREVIEW_CHARS = 4000  # more than a screen holds
 
@@ -96,6 +98,7 @@ class ConsolePoster:
         self._ids = itertools.count(1)
         self._palette: dict[str, str] = {}
         self._heads: dict[tuple[Persona, bool], str] = {}  # (persona, notice) -> its head
+        self._notices: dict[str, list[str]] = {}  # a notice's text -> its rendered body
         self._live: _Live | None = None
         self._previewed = 0.0  # loop time of the last preview drawn
         self._preview_timer: asyncio.TimerHandle | None = None
@@ -112,9 +115,18 @@ class ConsolePoster:
             self._close(live)
         self.terminal.status("")
         where = f"[{out.key.channel}] " if not out.key.thread else ""
-        text = out.text if agent else console_words(out.text)
-        self.terminal.emit(self._block(self._head(out.persona, out.notice, where), text,
-                                       mrkdwn=not agent))
+        head = self._head(out.persona, out.notice, where)
+        if agent:
+            self.terminal.emit(self._block(head, out.text, mrkdwn=False))
+            return self._id()
+        # The host's notices repeat from run to run ("… is on it", "Finished: …"): their
+        # rendered body is kept (a few hundred at most), the head put on each time.
+        body = self._notices.get(out.text)
+        if body is None:
+            if len(self._notices) >= _NOTICES_KEPT:
+                self._notices.clear()
+            body = self._notices[out.text] = self._body(console_words(out.text), mrkdwn=True)
+        self.terminal.emit([head + body[0], *body[1:]])
         return self._id()
 
     async def edit(self, out: Outbound, message_id: str) -> None:
@@ -183,10 +195,15 @@ class ConsolePoster:
         return f"{styled}: "
 
     def _block(self, head: str, text: str, *, mrkdwn: bool) -> list[str]:
+        body = self._body(text, mrkdwn=mrkdwn)
+        return [head + body[0], *body[1:]]
+
+    def _body(self, text: str, *, mrkdwn: bool) -> list[str]:
+        """A post's lines, the first without its head, the rest indented under it."""
         body = render_markdown(text, self.style, mrkdwn=mrkdwn)
         while len(body) > 1 and not body[-1].strip():
             body.pop()
-        return [head + body[0], *(_INDENT + line if line else "" for line in body[1:])]
+        return [body[0], *(_INDENT + line if line else "" for line in body[1:])]
 
     def _prefixed(self, live: _Live, lines: list[str]) -> list[str]:
         out = []

@@ -192,3 +192,23 @@ async def test_a_post_names_its_persona_with_an_emoji_avatar_and_colour():
     styled = ConsolePoster(Terminal(styled_out, live=False), ANSI, env={"COLORTERM": "truecolor"})
     await styled.post(Outbound(key, "Up", "k2", persona=bull, meta={"agent": "bull"}))
     assert styled_out.getvalue() == "\x1b[1;38;2;255;136;0m🐂 Bull\x1b[0m: Up\n"
+
+
+async def test_a_notice_said_again_reads_the_same_under_whoever_says_it():
+    import io
+
+    from threadteam.adapters.console.poster import ConsolePoster
+    from threadteam.adapters.console.terminal import Terminal
+    from threadteam.bot.shapes import Outbound, ThreadKey
+    from threadteam.teams.persona import Persona
+
+    key = ThreadKey("console", "local", "terminal", "t1")
+    out = io.StringIO()
+    poster = ConsolePoster(Terminal(out, live=False), Style(), env={})
+    said = "*trio* is on it: Bull, Bear. Reply in this thread to join in;\n`stop` ends the run."
+    await poster.post(Outbound(key, said, "k1", notice=True))
+    await poster.post(Outbound(key, said, "k2", persona=Persona("Bull"), notice=True))
+    await poster.post(Outbound(ThreadKey("console", "local", "general", ""), said, "k3",
+                               notice=True))
+    body = "trio is on it: Bull, Bear. Type a message to join in;\n  `stop` ends the run.\n"
+    assert out.getvalue() == f"threadteam: {body}Bull: {body}[general] threadteam: {body}"
