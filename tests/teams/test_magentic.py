@@ -210,15 +210,17 @@ async def test_plan_review_waits_folds_changes_into_a_new_plan_then_starts_on_ap
     assert "Looks odd to me." in [m.content for m in run.model.requests[2].messages]
 
 
-async def test_a_persons_interjection_reaches_the_next_progress_ledger():
+# Naming the person, or nobody on the team, is a remark like any other.
+@pytest.mark.parametrize("said", ["Use local time, please.", "@you and @nobody: thoughts?"])
+async def test_a_persons_interjection_reaches_the_next_progress_ledger(said):
     run = Run(research(), [PLAN, ledger(), "Found 06:12.", ledger("writer", "Write it.")],
               task="Tides.")
     await asked(run, 3)
-    run.add(HumanMessage(user="U2", text="Use local time, please.", display_name="Bo"))
+    run.add(HumanMessage(user="U2", text=said, display_name="Bo"))
     await asked(run, 4)
     seen = run.model.requests[3]
-    assert seen.purpose == "progress"
-    assert ("Bo", "Use local time, please.") in [(m.name, m.content) for m in seen.messages]
+    assert seen.purpose == "progress", "the orchestrator stays in charge"
+    assert ("Bo", said) in [(m.name, m.content) for m in seen.messages]
     assert instructions(run)[-1][0] == "writer"
 
 
@@ -236,16 +238,6 @@ async def test_a_person_who_names_a_member_gets_them_next_then_progress_is_check
     assert [e.agent for e in run.of(AgentMessage)] == ["researcher", "writer"]
     assert instructions(run)[-1][0] == "researcher", "then the orchestrator leads again"
     assert run.state.mention_next is None
-
-
-async def test_naming_the_person_or_nobody_leaves_the_orchestrator_in_charge():
-    run = Run(research(), [PLAN, ledger(), "Found 06:12.", ledger("writer", "Write it.")],
-              task="Tides.")
-    await asked(run, 3)
-    run.add(HumanMessage(user="U2", text="@you and @nobody: thoughts?", display_name="Bo"))
-    await asked(run, 4)
-    assert purposes(run) == ["plan", "progress", "reply", "progress"]
-    assert instructions(run)[-1][0] == "writer"
 
 
 async def test_a_ledger_that_spends_the_budget_instructs_nobody_and_the_run_ends():
