@@ -98,11 +98,23 @@ class Runner:
         self.owner, self.clock, self.lease_ttl = owner, clock, lease_ttl
         self.rehearsal_notice = rehearsal_notice or (lambda state: "")
 
-    async def load(self, run_id: str, *, tools: bool = False) -> Loaded | None:
+    def _read(self, run_id: str) -> tuple[asyncio.Future[str | None], asyncio.Future[list[str]]]:
+        """The run's thread and log, both asked for now."""
+        return soon(self.store.thread_of, run_id), soon(self.store.load, run_id)
+
+    async def load(self, run_id: str, *, tools: bool = False,
+                   read: tuple[asyncio.Future[str | None], asyncio.Future[list[str]]] | None = None
+                   ) -> Loaded | None:
         """Read and fold a run; None if it or its team is gone. `tools`: with its agents'
-        MCP servers' tools (starting a server on first use), as a driver needs them."""
-        thread, raw = await asyncio.gather(soon(self.store.thread_of, run_id),
-                                           soon(self.store.load, run_id))
+        MCP servers' tools (starting a server on first use), as a driver needs them.
+        `read`: the `_read` of it, if it was asked for already."""
+        thread_of, log_of = read or self._read(run_id)
+        try:  # both are in flight: awaited in turn, not gathered (a pass of the loop less)
+            thread = await thread_of
+        except BaseException:
+            _drop([log_of])
+            raise
+        raw = await log_of
         if thread is None or not raw:
             return None
         events = [from_json(t) for t in raw]
@@ -132,33 +144,52 @@ class Runner:
 
         `first`: no driver has ever driven the run (it was just created here), so what its
         log holds unposted was certainly not posted: no platform look-up is needed."""
-        if not await self.store.acquire_lease(run_id, self.owner, self.lease_ttl):
+        lease = soon(self.store.acquire_lease, run_id, self.owner, self.lease_ttl)
+        # In one process the lease is as good as taken: the run is read in the same
+        # transaction. On a shared store another process may hold it: read once it is ours.
+        read = None if self.store.shared else self._read(run_id)
+        try:
+            got = await lease
+        except BaseException:
+            _drop(list(read or ()))
+            raise
+        if not got:
+            _drop(list(read or ()))
             return False
         heartbeat = asyncio.create_task(self._heartbeat(run_id))
+        loaded: Loaded | None = None
+        settled = False  # the run's turn ended without an error: its last writes are awaited
         try:
-            loaded = await self.load(run_id, tools=True)
+            loaded = await self.load(run_id, tools=True, read=read)
             if loaded is not None:
-                try:
-                    with trace.use_span(run_parent(run_id)), span(
-                            f"run {loaded.state.team.name}", threadteam__run_id=run_id,
-                            threadteam__thread=str(loaded.key),
-                            threadteam__team=loaded.state.team.name):
-                        await self._catch_up(loaded, unsure=not first)
-                        for i, problem in enumerate(loaded.unreachable):
-                            await self._say(loaded, f"The team's tools: {problem}.",
-                                            f"{run_id}:{loaded.state.length}:mcp:{i}")
-                        await self._advance(loaded)
-                finally:
-                    _drop(loaded.writes)  # left behind by a turn that ended in an error
+                with trace.use_span(run_parent(run_id)), span(
+                        f"run {loaded.state.team.name}", threadteam__run_id=run_id,
+                        threadteam__thread=str(loaded.key),
+                        threadteam__team=loaded.state.team.name):
+                    await self._catch_up(loaded, unsure=not first)
+                    for i, problem in enumerate(loaded.unreachable):
+                        await self._say(loaded, f"The team's tools: {problem}.",
+                                        f"{run_id}:{loaded.state.length}:mcp:{i}")
+                    await self._advance(loaded)  # its last writes are still in flight
+                    settled = True
             else:  # gone, or its team is not loaded here: not driven again until touched
                 await self.store.set_active(run_id, False)
         except LostRun:
             log.warning("run %s: another driver wrote to it; stepping back", run_id)
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-            await self.store.release_lease(run_id, self.owner)
+            heartbeat.cancel()  # it starts no renewal from now on
+            # Sent right behind the run's last writes: one transaction where the store batches.
+            release = soon(self.store.release_lease, run_id, self.owner)
+            try:
+                if loaded is not None:
+                    if settled:
+                        await self._settle(loaded)
+                    else:
+                        _drop(loaded.writes)  # left behind by a turn that ended in an error
+            finally:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
+                await release
         return True
 
     async def aclose(self) -> None:
@@ -213,7 +244,8 @@ class Runner:
             # Wake it when its time limit passes or an approval request expires, if it still waits.
             self._later(run, soon(self.store.set_deadline,
                                   run.run_id, deadline(state) if action.waits else None))
-        await self._settle(run)
+        # The last writes are left in flight: the caller awaits them (`_settle`), with the
+        # lease's release in their transaction.
 
     def _later(self, run: Loaded, write: asyncio.Future[None]) -> None:
         # Its error is raised by _settle, or dropped with the run (`_drop`): no done

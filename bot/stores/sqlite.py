@@ -182,13 +182,15 @@ class SQLiteStore(Store):
         return [RunInfo(*row) for row in rows]
 
     # -- one driver per run ------------------------------------------------
-    async def acquire_lease(self, run_id: str, owner: str, ttl: float) -> bool:
+    @queued
+    def acquire_lease(self, run_id: str, owner: str, ttl: float) -> asyncio.Future[bool]:
         """Take (or renew, if `owner` holds it) the run's lease for `ttl` seconds."""
-        return await self._submit(_acquire_lease, run_id, owner, ttl)
+        return self._submit(_acquire_lease, run_id, owner, ttl)
 
-    async def release_lease(self, run_id: str, owner: str) -> None:
+    @queued
+    def release_lease(self, run_id: str, owner: str) -> asyncio.Future[None]:
         """Give the lease up if `owner` holds it."""
-        await self._submit(
+        return self._submit(
             _exec, "DELETE FROM leases WHERE run_id = ? AND owner = ?", (run_id, owner)
         )
 

@@ -76,12 +76,46 @@ async def test_each_turn_is_one_transaction_with_the_last_post_record_in_it(
         assert await store.get_post(post.idempotency_key) == post.id
 
 
+async def test_a_drive_reads_in_its_lease_s_transaction_and_releases_in_its_last(
+        sqlite_store: SQLiteStore, tmp_path: Path) -> None:
+    store, poster = sqlite_store, RecordingPoster()
+    transactions: list[list[str]] = []
+    run_batch = store._writer._run
+
+    def recording(conn: sqlite3.Connection, batch: list) -> None:
+        transactions.append([_what(p.fn, p.args) for p in batch])
+        run_batch(conn, batch)
+
+    store._writer._run = recording  # type: ignore[method-assign]
+    host = make_host(store, poster, ScriptedModel(default="A point, made at once."),
+                     write_teams(tmp_path / "teams", TEAM.format(messages=3)))
+    await host.start()
+    try:
+        key = thread("lease")
+        await host.handle(summon(key, "trio Should the bakery take orders online?"))
+        await host.idle()
+    finally:
+        await host.aclose()
+    [taken] = [t for t in transactions if "lease" in t]
+    assert taken == ["lease", "_one", "_load"], "the log is read with the lease taken"
+    [released] = [t for t in transactions if "release" in t]
+    assert released == ["post record", "active", "release"], transactions
+    assert transactions.index(released) == len(transactions) - 1
+    assert await store.acquire_lease(await store.run_for_thread(str(key)), "another", 10)
+
+
 def _what(fn: object, args: tuple) -> str:
     name = getattr(fn, "__name__", "?")
     if name == "_append":
         return "append"
     if name == "_exec" and "INTO posts" in str(args[0]):
         return "post record"
+    if name == "_exec" and "FROM leases" in str(args[0]):
+        return "release"
+    if name == "_exec" and "SET active" in str(args[0]):
+        return "active"
+    if name == "_acquire_lease":
+        return "lease"
     return name
 
 
