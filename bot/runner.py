@@ -8,7 +8,6 @@ so a driver that resumes after a crash posts what is missing and nothing twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -156,7 +155,7 @@ class Runner:
         if not got:
             _drop(list(read or ()))
             return False
-        heartbeat = asyncio.create_task(self._heartbeat(run_id))
+        heartbeat = _Heartbeat(self, run_id)
         loaded: Loaded | None = None
         settled = False  # the run's turn ended without an error: its last writes are awaited
         try:
@@ -177,7 +176,7 @@ class Runner:
         except LostRun:
             log.warning("run %s: another driver wrote to it; stepping back", run_id)
         finally:
-            heartbeat.cancel()  # it starts no renewal from now on
+            heartbeat.stop()  # no renewal from now on
             # Sent right behind the run's last writes: one transaction where the store batches.
             release = soon(self.store.release_lease, run_id, self.owner)
             try:
@@ -187,8 +186,11 @@ class Runner:
                     else:
                         _drop(loaded.writes)  # left behind by a turn that ended in an error
             finally:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await heartbeat
+                try:
+                    heartbeat.check()
+                except BaseException:
+                    _drop([release])
+                    raise
                 await release
         return True
 
@@ -476,10 +478,48 @@ class Runner:
         stream = getattr(self.poster, "stream", None)
         return stream(run.key, self._persona(run, agent)) if stream is not None else None
 
-    async def _heartbeat(self, run_id: str) -> None:
-        while True:
-            await asyncio.sleep(self.lease_ttl / 3)
-            await self.store.acquire_lease(run_id, self.owner, self.lease_ttl)
+
+
+class _Heartbeat:
+    """Renews a run's lease every third of its time to live while a driver holds it: a
+    timer rather than a task (which cost a task, and passes of the event loop to start
+    and to cancel it, on every drive). A renewal that fails ends the renewals; `check`
+    raises its error."""
+
+    def __init__(self, runner: Runner, run_id: str) -> None:
+        self._runner, self._run_id = runner, run_id
+        self._loop = asyncio.get_running_loop()
+        self._renewal: asyncio.Future[bool] | None = None
+        self._error: BaseException | None = None
+        self._stopped = False
+        self._timer = self._loop.call_later(runner.lease_ttl / 3, self._renew)
+
+    def _renew(self) -> None:
+        runner = self._runner
+        self._renewal = soon(runner.store.acquire_lease, self._run_id, runner.owner,
+                             runner.lease_ttl)
+        self._renewal.add_done_callback(self._renewed)
+
+    def _renewed(self, renewal: asyncio.Future[bool]) -> None:
+        if renewal.cancelled():
+            return
+        error = renewal.exception()
+        if error is not None:
+            self._error = error
+        elif not self._stopped:
+            self._timer = self._loop.call_later(self._runner.lease_ttl / 3, self._renew)
+
+    def stop(self) -> None:
+        """No renewal from now on (one in flight is given up on)."""
+        self._stopped = True
+        self._timer.cancel()
+        if self._renewal is not None and not self._renewal.done():
+            self._renewal.cancel()
+
+    def check(self) -> None:
+        """Raise what a renewal raised, if one did."""
+        if self._error is not None:
+            raise self._error
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

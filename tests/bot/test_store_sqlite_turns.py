@@ -217,3 +217,26 @@ async def test_a_write_queued_as_the_store_closes_is_committed(tmp_path: Path) -
         await reopened.aclose()
     with pytest.raises(StoreError, match="closed"):
         await store.put_post("run-1:1", "m2")
+
+
+async def test_a_driver_keeps_its_lease_through_a_turn_longer_than_the_lease(
+        sqlite_store: SQLiteStore, tmp_path: Path) -> None:
+    store, poster = sqlite_store, RecordingPoster()
+    model = ScriptedModel(default="A point, made slowly.")
+    model.delay = 1.0  # more than three times the lease's time to live
+    host = make_host(store, poster, model, write_teams(tmp_path / "teams", TEAM.format(messages=1)),
+                     lease_ttl=0.3)
+    await host.start()
+    try:
+        key = thread("slow-lease")
+        await host.handle(summon(key, "trio Should the bakery take orders online?"))
+        run_id = await store.run_for_thread(str(key))
+        assert run_id is not None
+        await asyncio.sleep(0.6)  # past the first lease's expiry: renewed since
+        assert not await store.acquire_lease(run_id, "intruder", 10)
+        await host.idle()
+        assert [p.text for p in poster.posts if p.key == key and not p.notice] == \
+            ["A point, made slowly."]
+        assert await store.acquire_lease(run_id, "intruder", 10), "released after the turn"
+    finally:
+        await host.aclose()
