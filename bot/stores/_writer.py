@@ -29,6 +29,7 @@ The thread and the loops take turns on the one connection (never two at once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -162,14 +163,23 @@ class Writer:
                 self._send(batch)
                 return
             self._using = True
-        ran = checkpoint = False
+        began = ran = checkpoint = False
         try:
-            ran = self._run_inline(conn, batch)
-            checkpoint = ran and conn.total_changes - self._checkpointed_at >= CHECKPOINT_AFTER
+            began = self._begin_inline(conn)
+            if began:
+                self._run(conn, batch)
+                self.inline += 1
+                ran = True
+                checkpoint = conn.total_changes - self._checkpointed_at >= CHECKPOINT_AFTER
         finally:
+            if began and not ran:  # interrupted halfway (operations' own errors are caught)
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                _fail(batch, StoreError(f"{self._name}: the write was interrupted."))
             with self._lock:
                 self._using = False
-                if not ran:  # the file was locked: the thread waits for it instead
+                if not began:  # the file was locked: the thread waits for it instead
                     self._send(batch)
                 elif checkpoint:
                     self._send(_CHECKPOINT)
@@ -184,15 +194,15 @@ class Writer:
         self._queued += 1
         self._queue.put(item)
 
-    def _run_inline(self, conn: sqlite3.Connection, batch: list[_Pending]) -> bool:
-        """Run the batch on this loop; False if it could not begin (the file is locked by
-        another connection: the busy timeout is 0 here), and nothing was run."""
+    @staticmethod
+    def _begin_inline(conn: sqlite3.Connection) -> bool:
+        """Begin a transaction on this loop; False if the file is locked by another
+        connection (the busy timeout is 0 here): the thread begins it instead, waiting as
+        long as the busy timeout says."""
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:
-            return False  # the thread begins it, waiting as long as the busy timeout says
-        self._run(conn, batch)
-        self.inline += 1
+            return False
         return True
 
     async def aclose(self) -> None:
