@@ -1,6 +1,6 @@
-"""Fixtures for every adapter test module: the Slack end-to-end stack, a SQLite store of
-the test's own, and the Discord adapter started against the fake Discord, remembering in
-that store."""
+"""Fixtures for every adapter test module: the Slack end-to-end stack, and the Discord
+adapter started against the fake Discord, remembering in the test's SQLite store
+(`sqlite_store`, tests/conftest.py)."""
 
 from collections.abc import AsyncIterator
 
@@ -13,15 +13,7 @@ from threadteam.adapters.discord import DiscordAdapter
 from threadteam.bot.memory import StoreMemory
 from threadteam.bot.stores import SQLiteStore
 
-__all__ = ["adapter", "sqlite_store", "stack_factory"]
-
-
-@pytest.fixture
-async def sqlite_store(tmp_path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(str(tmp_path / "runs.sqlite3"))
-    await s.start()
-    yield s
-    await s.aclose()
+__all__ = ["adapter", "stack_factory"]
 
 
 @pytest.fixture

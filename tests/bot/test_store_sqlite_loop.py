@@ -18,11 +18,8 @@ from threadteam.bot.stores.base import soon
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
-    store = SQLiteStore(str(tmp_path / "runs.sqlite3"))
-    await store.start()
-    yield store
-    await store.aclose()
+def store(sqlite_store: SQLiteStore) -> SQLiteStore:
+    return sqlite_store  # SQLite alone, not the suite's every store
 
 
 def _committed(path: str, key: str) -> str | None:

@@ -36,18 +36,11 @@ termination: {{max_messages: {messages}}}
 """
 
 
-@pytest.fixture
-async def sqlite_store(tmp_path: Path):
-    store = SQLiteStore(str(tmp_path / "runs.sqlite3"))
-    await store.start()
-    yield store
-    await store.aclose()
-
-
-async def test_each_turn_is_one_transaction_with_the_last_post_record_in_it(
-        sqlite_store: SQLiteStore, tmp_path: Path) -> None:
-    store, poster = sqlite_store, RecordingPoster()
-    transactions: list[list[str]] = []  # what each committed transaction held
+async def _debate(store: SQLiteStore, tmp_path: Path, messages: int, name: str
+                  ) -> tuple[list[list[str]], RecordingPoster, object]:
+    """Run the trio for `messages` messages on `store`: what each committed transaction
+    held, the poster, and the thread."""
+    poster, transactions = RecordingPoster(), []
     run_batch = store._writer._run
 
     def recording(conn: sqlite3.Connection, batch: list) -> None:
@@ -56,14 +49,21 @@ async def test_each_turn_is_one_transaction_with_the_last_post_record_in_it(
 
     store._writer._run = recording  # type: ignore[method-assign]
     host = make_host(store, poster, ScriptedModel(default="A point, made at once."),
-                     write_teams(tmp_path / "teams", TEAM.format(messages=9)))
+                     write_teams(tmp_path / "teams", TEAM.format(messages=messages)))
     await host.start()
     try:
-        key = thread("turns")
+        key = thread(name)
         await host.handle(summon(key, "trio Should the bakery take orders online?"))
         await host.idle()
     finally:
         await host.aclose()
+    return transactions, poster, key
+
+
+async def test_each_turn_is_one_transaction_with_the_last_post_record_in_it(
+        sqlite_store: SQLiteStore, tmp_path: Path) -> None:
+    store = sqlite_store
+    transactions, poster, key = await _debate(store, tmp_path, 9, "turns")
     # Each append goes with the record of the post before it (it was two transactions:
     # the record, then the append); only the last post's record goes without one.
     turns = [t for t in transactions if "append" in t]
@@ -78,24 +78,8 @@ async def test_each_turn_is_one_transaction_with_the_last_post_record_in_it(
 
 async def test_a_drive_reads_in_its_lease_s_transaction_and_releases_in_its_last(
         sqlite_store: SQLiteStore, tmp_path: Path) -> None:
-    store, poster = sqlite_store, RecordingPoster()
-    transactions: list[list[str]] = []
-    run_batch = store._writer._run
-
-    def recording(conn: sqlite3.Connection, batch: list) -> None:
-        transactions.append([_what(p.fn, p.args) for p in batch])
-        run_batch(conn, batch)
-
-    store._writer._run = recording  # type: ignore[method-assign]
-    host = make_host(store, poster, ScriptedModel(default="A point, made at once."),
-                     write_teams(tmp_path / "teams", TEAM.format(messages=3)))
-    await host.start()
-    try:
-        key = thread("lease")
-        await host.handle(summon(key, "trio Should the bakery take orders online?"))
-        await host.idle()
-    finally:
-        await host.aclose()
+    store = sqlite_store
+    transactions, _, key = await _debate(store, tmp_path, 3, "lease")
     [taken] = [t for t in transactions if "lease" in t]
     assert taken == ["lease", "_one", "_load"], "the log is read with the lease taken"
     [released] = [t for t in transactions if "release" in t]
