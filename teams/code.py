@@ -14,7 +14,9 @@ The executor comes from `THREADTEAM_CODE_EXECUTOR`:
   in `THREADTEAM_CODE_IMAGE` (default python:3.12-slim).
 
 A run's working directory (under `THREADTEAM_CODE_DIR`, default a folder in the
-system's temporary directory) persists between the calls of that run.
+system's temporary directory) persists between the calls of that run; one no call has
+used for `THREADTEAM_CODE_KEEP` (default 7d) is removed, at most once an hour, when
+code runs next.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -55,6 +59,7 @@ class CodeSettings:
     cpus: float = 1.0
     image: str = "python:3.12-slim"
     root: Path = Path(tempfile.gettempdir()) / "threadteam-code"
+    keep: float = 7 * 86400.0  # seconds a working directory lasts after its last call
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> CodeSettings:
@@ -63,10 +68,9 @@ class CodeSettings:
         executor = env.get("THREADTEAM_CODE_EXECUTOR", "local").strip() or "local"
         if executor not in ("local", "docker"):
             raise ToolError(f"THREADTEAM_CODE_EXECUTOR is {executor!r}; use local or docker")
-        raw = env.get("THREADTEAM_CODE_TIMEOUT", "30").strip()
         try:
-            timeout = seconds(float(raw) if raw.replace(".", "", 1).isdigit() else raw,
-                              "THREADTEAM_CODE_TIMEOUT")
+            timeout = _duration(env, "THREADTEAM_CODE_TIMEOUT", "30")
+            keep = _duration(env, "THREADTEAM_CODE_KEEP", "7d")
         except ValueError as exc:
             raise ToolError(str(exc)) from None
         try:
@@ -80,7 +84,7 @@ class CodeSettings:
                             "and THREADTEAM_CODE_MEMORY_MB at least 16")
         root = Path(env.get("THREADTEAM_CODE_DIR") or cls.root).expanduser()
         return cls(executor, timeout, memory, cpus,
-                   env.get("THREADTEAM_CODE_IMAGE", "python:3.12-slim"), root)
+                   env.get("THREADTEAM_CODE_IMAGE", "python:3.12-slim"), root, keep)
 
     def workdir(self, run_id: str) -> Path:
         """The run's working directory (made owner-only on first use)."""
@@ -89,6 +93,49 @@ class CodeSettings:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         path.mkdir(mode=0o700, exist_ok=True)
         return path
+
+    def sweep(self, now: float, keeping: Path) -> list[Path]:
+        """Remove the working directories no call has used for `keep` seconds (a call
+        rewrites the directory's snippet), except `keeping`; what was removed. Only a
+        directory with our snippet in it is ours: nothing else under the root is touched,
+        wherever THREADTEAM_CODE_DIR points."""
+        removed: list[Path] = []
+        try:
+            entries = list(self.root.iterdir())
+        except OSError:
+            return removed
+        for path in entries:
+            if path == keeping or path.is_symlink() or not path.is_dir():
+                continue
+            try:
+                used = max(path.stat().st_mtime, (path / _SNIPPET).stat().st_mtime)
+            except OSError:  # no snippet: not a working directory of ours
+                continue
+            if now - used > self.keep:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        return removed
+
+
+def _duration(env: dict[str, str], name: str, default: str) -> float:
+    raw = env.get(name, default).strip()
+    return seconds(float(raw) if raw.replace(".", "", 1).isdigit() else raw, name)
+
+
+#: When this process last looked for stale working directories (time.time()).
+_swept_at = 0.0
+_SWEEP_EVERY = 3600.0
+
+
+def _prepare(settings: CodeSettings, run_id: str) -> Path:
+    """The run's working directory; first, at most once an hour, the stale ones go."""
+    global _swept_at
+    workdir = settings.workdir(run_id)
+    now = time.time()
+    if now - _swept_at >= _SWEEP_EVERY:
+        _swept_at = now
+        settings.sweep(now, keeping=workdir)
+    return workdir
 
 
 @dataclass(frozen=True)
@@ -205,7 +252,7 @@ async def _run_code(code: str, context: ToolContext) -> str:
     and return its exit code, stdout and stderr; print what you want to see, for example
     'print(sum([3, 5, 10]) / 3)'."""
     settings = CodeSettings.from_env()
-    workdir = await asyncio.to_thread(settings.workdir, context.run_id)
+    workdir = await asyncio.to_thread(_prepare, settings, context.run_id)
     if settings.executor == "docker":
         name = f"threadteam-code-{uuid.uuid4().hex[:16]}"
         result = await run_in_docker(code, workdir, settings, name)

@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import sys
+import time
 
 import pytest
 
@@ -124,10 +125,43 @@ async def test_output_is_capped(code_env):
     assert "cut: 92,001 more characters" in stdout
 
 
-async def test_a_bad_setting_is_one_line_naming_it(code_env, monkeypatch):
-    monkeypatch.setenv("THREADTEAM_CODE_EXECUTOR", "vm")
-    with pytest.raises(Exception, match="THREADTEAM_CODE_EXECUTOR is 'vm'; use local or docker"):
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("THREADTEAM_CODE_EXECUTOR", "vm", "THREADTEAM_CODE_EXECUTOR is 'vm'; use local or docker"),
+    ("THREADTEAM_CODE_KEEP", "a week", "THREADTEAM_CODE_KEEP must be a positive duration"),
+])
+async def test_a_bad_setting_is_one_line_naming_it(code_env, monkeypatch, name, value, says):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(Exception, match=says):
         await run("print(1)")
+
+
+async def test_working_directories_unused_for_a_week_are_removed_at_most_hourly(code_env,
+                                                                              monkeypatch):
+    from threadteam.teams import code
+
+    monkeypatch.setattr(code, "_swept_at", 0.0)  # as in a process that has not looked yet
+    week = 7 * 86400
+
+    def workdir(name: str, idle: float) -> None:
+        path = code_env / name
+        path.mkdir(parents=True)
+        (path / "notes.txt").write_text("kept?")
+        (path / ".threadteam_snippet.py").write_text("print(1)")
+        then = time.time() - idle
+        for p in (path / ".threadteam_snippet.py", path):
+            os.utime(p, (then, then))
+
+    workdir("slack.old", week + 3600)
+    workdir("slack.recent", week - 3600)
+    (code_env / "photos").mkdir()  # not ours (no snippet), however old: never touched
+    os.utime(code_env / "photos", (time.time() - 9 * week, time.time() - 9 * week))
+    workdir("slack.run1", week + 3600)  # stale, but its run is calling again now
+    out = await run("print(open('notes.txt').read())")
+    assert "kept?" in out
+    assert sorted(p.name for p in code_env.iterdir()) == ["photos", "slack.recent", "slack.run1"]
+    workdir("slack.later", week + 3600)
+    await run("print(1)")
+    assert (code_env / "slack.later").exists(), "no second look within the hour"
 
 
 @pytest.fixture
