@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from threadteam.bot.app import Runtime
 from threadteam.bot.config import Settings
@@ -216,6 +217,13 @@ async def _open_run(host: Host, args: argparse.Namespace, console: _Console) -> 
     team = args.team or "debate"
     names = [name for name, _ in host.team_choices()]
     if team.lower() not in {name.lower() for name in names}:
+        # A team file of that name that could not be loaded: say why, not just "no team".
+        broken = [p for p in host.catalog.problems
+                  if Path(p.file).stem.lower() == team.lower()]
+        if broken:
+            poster.note(f"threadteam: there is no team called {team!r}: its file could not "
+                        f"be loaded. Fix it and run again:\n" + "\n".join(map(str, broken)))
+            return None
         poster.note(f"threadteam: there is no team called {team!r}. Choose one with "
                     f"`--team NAME`: {', '.join(names)} (`threadteam teams list` says what each does).")
         return None

@@ -137,6 +137,20 @@ def test_unknown_team_lists_the_teams(tmp_path):
         "announce, debate, research, triage (`threadteam teams list` says what each does).")
 
 
+def test_a_team_whose_file_is_broken_says_why_it_is_not_there(tmp_path):
+    teams = tmp_path / "teams"
+    teams.mkdir()
+    (teams / "res.yaml").write_text(
+        "name: res\ndescription: Research.\nstrategy: magentic\norchestrator:\n"
+        "  max_stall: 3\nagents:\n  - name: researcher\n    description: Finds facts.\n")
+    result = threadteam("chat", "--team", "res", "--teams-dir", str(teams),
+                        "--store", f"sqlite:///{tmp_path}/s.db", "x")
+    assert result.returncode == 2
+    assert "there is no team called 'res': its file could not be loaded" in result.stderr
+    assert f"{teams / 'res.yaml'}:5: unknown key 'max_stall' in orchestrator" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_piped_chat_runs_on_rehearsal_and_says_so(tmp_path):
     store = f"sqlite:///{tmp_path}/s.db"
     result = threadteam("chat", "--store", store, "Should we migrate billing to Postgres?")
