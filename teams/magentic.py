@@ -9,10 +9,10 @@ The loop, over the run's log like every strategy:
          otherwise                 -> (the same ledger, `hands_on`) the next speaker speaks
 
 A person who names a member (`@writer`) gets them next, ahead of the ledger, which is
-asked afresh after they speak. An unusable ledger is asked for once more with what was wrong; a second one counts
-as a stall. Stalls count up on no progress or a loop and down (not below 0) on
-progress. `Orchestration` is the part of the fold this loop keeps; `decide` and the
-performers are pure over it, like the rest of the engine.
+asked afresh after they speak. An unusable ledger is asked for once more with what was
+wrong; a second one counts as a stall. Stalls count up on no progress or a loop and
+down (not below 0) on progress. `Orchestration` is the part of the fold this loop keeps;
+`decide` and the performers are pure over it, like the rest of the engine.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class Orchestration:
         """Fold a ledger in; (who speaks next, what they are told) when it hands the turn on
         (the state's fold gives them the turn)."""
         problem = e.problem
-        if problem and self.retry is None:  # `retries`: asked once more; not a stall yet
+        if problem and self.retry is None:  # the round's first unusable one: asked again
             self.retry = e
             return None
         self.retry = None
@@ -120,14 +120,6 @@ class Orchestration:
         else:
             self.ledger = e
         return handed
-
-    def retries(self, e: ProgressAssessed) -> bool:
-        """Whether this unusable ledger is the first of its round (asked once more)."""
-        return bool(e.problem) and self.retry is None
-
-    def stalls_after(self, e: ProgressAssessed) -> int:
-        """The stall count once this (final) ledger of the round is folded in."""
-        return self.stalls_with(e.ledger, e.problem)
 
     def stalls_with(self, led: dict[str, Any], problem: str) -> int:
         """The stall count after a final ledger with these answers (or this problem)."""
