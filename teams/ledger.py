@@ -89,7 +89,7 @@ and our plan was:
 This will be plan revision {revision}. Update the facts with what we have learned (move guesses that proved true into the facts, add new guesses), then write a new plan that gets past what went wrong and does not repeat it. """ + _SECTIONS
 
 # The progress question after its first lines (task, team, revision): the same for every
-# run of a team, so written once per team (`_progress_question`).
+# run of a team, so written once per team (`progress_request`).
 _PROGRESS_REST = """. To decide what happens next, answer these questions, with your reasoning:
 - is_request_satisfied: is the task fully done (true), or not yet SUCCESSFULLY and FULLY addressed (false)?
 - is_in_loop: are we repeating the same requests or getting the same answers as before?
