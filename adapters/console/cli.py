@@ -218,14 +218,17 @@ async def _open_run(host: Host, args: argparse.Namespace, console: _Console) -> 
     names = [name for name, _ in host.team_choices()]
     if team.lower() not in {name.lower() for name in names}:
         # A team file of that name that could not be loaded: say why, not just "no team".
-        broken = [p for p in host.catalog.problems
-                  if Path(p.file).stem.lower() == team.lower()]
+        problems = host.catalog.problems
+        broken = [p for p in problems if Path(p.file).stem.lower() == team.lower()]
         if broken:
             poster.note(f"threadteam: there is no team called {team!r}: its file could not "
                         f"be loaded. Fix it and run again:\n" + "\n".join(map(str, broken)))
             return None
+        skipped = f" Team files that could not be loaded: {', '.join(p.file for p in problems)} " \
+            f"(`threadteam teams check FILE` says why)." if problems else ""
         poster.note(f"threadteam: there is no team called {team!r}. Choose one with "
-                    f"`--team NAME`: {', '.join(names)} (`threadteam teams list` says what each does).")
+                    f"`--team NAME`: {', '.join(names)} (`threadteam teams list` says what each "
+                    f"does).{skipped}")
         return None
     task = " ".join(args.task).strip()
     while not task:

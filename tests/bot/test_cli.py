@@ -137,18 +137,29 @@ def test_unknown_team_lists_the_teams(tmp_path):
         "announce, debate, research, triage (`threadteam teams list` says what each does).")
 
 
-def test_a_team_whose_file_is_broken_says_why_it_is_not_there(tmp_path):
+def team_files(tmp_path: Path, **texts: str) -> Path:
+    """A teams folder holding `<name>.yaml` for each text."""
     teams = tmp_path / "teams"
     teams.mkdir()
-    (teams / "res.yaml").write_text(
-        "name: res\ndescription: Research.\nstrategy: magentic\norchestrator:\n"
-        "  max_stall: 3\nagents:\n  - name: researcher\n    description: Finds facts.\n")
-    result = threadteam("chat", "--team", "res", "--teams-dir", str(teams),
-                        "--store", f"sqlite:///{tmp_path}/s.db", "x")
+    for name, text in texts.items():
+        (teams / f"{name}.yaml").write_text(text)
+    return teams
+
+
+def test_a_team_whose_file_is_broken_says_why_it_is_not_there(tmp_path):
+    teams = team_files(tmp_path, res="name: res\ndescription: Research.\nstrategy: magentic\n"
+                       "orchestrator:\n  max_stall: 3\nagents:\n  - name: researcher\n"
+                       "    description: Finds facts.\n")
+    store = f"sqlite:///{tmp_path}/s.db"
+    result = threadteam("chat", "--team", "res", "--teams-dir", str(teams), "--store", store, "x")
     assert result.returncode == 2
     assert "there is no team called 'res': its file could not be loaded" in result.stderr
     assert f"{teams / 'res.yaml'}:5: unknown key 'max_stall' in orchestrator" in result.stderr
     assert "Traceback" not in result.stderr
+    other = threadteam("chat", "--team", "resarch", "--teams-dir", str(teams), "--store", store,
+                       "x")
+    assert other.returncode == 2 and "Choose one with `--team NAME`" in other.stderr
+    assert f"Team files that could not be loaded: {teams / 'res.yaml'}" in other.stderr
 
 
 def test_piped_chat_runs_on_rehearsal_and_says_so(tmp_path):
@@ -164,11 +175,8 @@ def test_piped_chat_runs_on_rehearsal_and_says_so(tmp_path):
 
 
 def test_piped_lines_answer_the_human_turn_and_resume_works(tmp_path):
-    teams = tmp_path / "teams"
-    teams.mkdir()
-    (teams / "pair.yaml").write_text(
-        "name: pair\nagents:\n  - {name: helper, system_message: Help.}\n"
-        "  - {name: you, human: true}\ntermination: {max_messages: 5}\n")
+    teams = team_files(tmp_path, pair="name: pair\nagents:\n  - {name: helper, system_message: "
+                       "Help.}\n  - {name: you, human: true}\ntermination: {max_messages: 5}\n")
     env = {"THREADTEAM_STORE": f"sqlite:///{tmp_path}/s.db", "THREADTEAM_TEAMS_DIR": str(teams)}
     first = threadteam("chat", "--team", "pair", "Plan a trip.", stdin="Somewhere warm\n", env=env)
     assert first.returncode == 0, first.stderr
