@@ -479,7 +479,6 @@ class Runner:
         return stream(run.key, self._persona(run, agent)) if stream is not None else None
 
 
-
 class _Heartbeat:
     """Renews a run's lease every third of its time to live while a driver holds it: a
     timer rather than a task (which cost a task, and passes of the event loop to start

@@ -94,16 +94,15 @@ class CodeSettings:
         path.mkdir(mode=0o700, exist_ok=True)
         return path
 
-    def sweep(self, now: float, keeping: Path) -> list[Path]:
+    def sweep(self, now: float, keeping: Path) -> None:
         """Remove the working directories no call has used for `keep` seconds (a call
-        rewrites the directory's snippet), except `keeping`; what was removed. Only a
-        directory with our snippet in it is ours: nothing else under the root is touched,
-        wherever THREADTEAM_CODE_DIR points."""
-        removed: list[Path] = []
+        rewrites the directory's snippet), except `keeping`. Only a directory with our
+        snippet in it is ours: nothing else under the root is touched, wherever
+        THREADTEAM_CODE_DIR points."""
         try:
             entries = list(self.root.iterdir())
         except OSError:
-            return removed
+            return
         for path in entries:
             if path == keeping or path.is_symlink() or not path.is_dir():
                 continue
@@ -113,8 +112,6 @@ class CodeSettings:
                 continue
             if now - used > self.keep:
                 shutil.rmtree(path, ignore_errors=True)
-                removed.append(path)
-        return removed
 
 
 def _duration(env: dict[str, str], name: str, default: str) -> float:

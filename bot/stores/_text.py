@@ -32,39 +32,20 @@ _TEXTLESS = frozenset({int, float, bool, type(None), bytes})
 def clean_args(args: tuple[object, ...]) -> tuple[object, ...]:
     """Operation arguments with every string in them (one list or tuple deep) cleaned
     (`args` itself when all of them are ASCII, as nearly every call's are)."""
-    # Loops and exact-type checks, not any(...) or isinstance: this runs for every store call.
-    for arg in args:
-        kind = type(arg)
-        if kind in _TEXTLESS:
-            continue
-        if kind is str:
-            if arg.isascii():  # type: ignore[attr-defined]
-                continue
-            break
-        if kind is list or kind is tuple:
-            for item in arg:  # type: ignore[attr-defined]
-                if type(item) is str:
-                    if not item.isascii():
-                        break
-                elif type(item) not in _TEXTLESS and _has_text(item):
-                    break
-            else:
-                continue
-            break
-        if _has_text(arg, deep=True):
-            break
-    else:
-        return args
-    return tuple(_clean_arg(a) for a in args)
+    for arg in args:  # every store call passes here: exact types first, then a look inside
+        if type(arg) not in _TEXTLESS and _has_text(arg):
+            return tuple(_clean_arg(a) for a in args)
+    return args
 
 
-def _has_text(arg: object, deep: bool = False) -> bool:
-    """Whether `arg` (a str subclass; with `deep`, a list or tuple subclass of them too)
-    holds a string that is not ASCII."""
+def _has_text(arg: object) -> bool:
+    """Whether `arg` is, or (one list or tuple deep) holds, a string that is not ASCII."""
     if isinstance(arg, str):
         return not arg.isascii()
-    if deep and isinstance(arg, list | tuple):
-        return any(_has_text(item) for item in arg)
+    if isinstance(arg, list | tuple):
+        for item in arg:
+            if isinstance(item, str) and not item.isascii():
+                return True
     return False
 
 

@@ -31,7 +31,6 @@ from threadteam.teams.persona import Persona
 __all__ = ["wired"]  # the fixture, shared with test_discord_wire
 
 
-
 def _post(text: str) -> object:
     return reply("", ("post_message", json.dumps({"channel": "#random", "text": text})))
 

@@ -18,7 +18,6 @@ from threadteam.teams.models.scripted import reply
 BOT = f"<@{BOT_USER}>"
 
 
-
 def _post(text: str) -> object:
     return reply("", ("post_message", json.dumps({"channel": "#announcements", "text": text})))
 

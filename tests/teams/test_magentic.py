@@ -254,6 +254,15 @@ async def test_a_ledger_that_spends_the_budget_instructs_nobody_and_the_run_ends
     assert run.state.finished == "the token budget of 500 is spent (510 tokens used)"
 
 
+async def test_an_agent_naming_a_member_does_not_take_the_turn_from_the_orchestrator():
+    run = Run(research(), [PLAN, ledger(), "@writer, take over from here.",
+                           ledger("researcher", "Check the low tide too.")], task="Tides.")
+    await asked(run, 4)
+    assert purposes(run) == ["plan", "progress", "reply", "progress"], \
+        "only a person's mention picks the next speaker"
+    assert instructions(run)[-1][0] == "researcher" and run.state.mention_next is None
+
+
 async def test_the_person_can_be_next_speaker_and_the_run_waits_for_their_answer():
     run = Run(research(), [PLAN, ledger("you", "Which harbour?"),
                            ledger("researcher", "Tides at Dover."), "06:12 at Dover."],
