@@ -16,9 +16,25 @@
     _locks.py      one lock per thread or channel
 """
 
-from .adapter import DiscordAdapter
-from .api import DiscordApi, DiscordError
-from .directory import DiscordDirectory
-from .poster import DiscordPoster
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from threadteam.bot.lazy import exports
+
+if TYPE_CHECKING:
+    from .adapter import DiscordAdapter
+    from .api import DiscordApi, DiscordError
+    from .directory import DiscordDirectory
+    from .poster import DiscordPoster
 
 __all__ = ["DiscordAdapter", "DiscordApi", "DiscordDirectory", "DiscordError", "DiscordPoster"]
+
+# The adapter and its client library load when first used (see `exports`).
+__getattr__ = exports(__name__, {
+    "DiscordAdapter": ".adapter",
+    "DiscordApi": ".api",
+    "DiscordError": ".api",
+    "DiscordDirectory": ".directory",
+    "DiscordPoster": ".poster",
+})

@@ -13,9 +13,6 @@ from threadteam.bot.app import Runtime, Shutdown
 from threadteam.bot.config import Settings
 from threadteam.bot.errors import ConfigError
 
-from .adapter import DiscordAdapter
-from .client import PERMISSIONS, invite_url
-
 __all__ = ["add_arguments", "application_id", "run"]
 
 _HELP = """Discord: /team and @mentions open threads where teams work; personas post
@@ -65,6 +62,9 @@ def application_id(env: dict[str, str] | os._Environ) -> str:
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     """Log in, start the host, serve Discord until SIGINT/SIGTERM; the exit code."""
+    from .adapter import DiscordAdapter  # discord.py loads only for this command
+    from .client import PERMISSIONS, invite_url
+
     env = dict(settings.env)
     if args.print_invite:
         print(invite_url(application_id(env)))

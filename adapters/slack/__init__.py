@@ -14,11 +14,35 @@
     cli.py           `threadteam run slack`
 """
 
-from .adapter import EVENTS_PATH, SlackAdapter, SlackConfig
-from .api import SlackApi, SlackError
-from .directory import SlackDirectory
-from .poster import SlackPoster
-from .text import split_text, to_mrkdwn
+from __future__ import annotations
 
-__all__ = ["EVENTS_PATH", "SlackAdapter", "SlackApi", "SlackConfig", "SlackDirectory",
-           "SlackError", "SlackPoster", "split_text", "to_mrkdwn"]
+from typing import TYPE_CHECKING
+
+from threadteam.bot.lazy import exports
+
+#: Where Slack posts events, slash commands and interactivity in HTTP mode.
+EVENTS_PATH = "/slack/events"
+
+if TYPE_CHECKING:
+    from .adapter import SlackAdapter, SlackConfig
+    from .api import SlackApi, SlackError
+    from .directory import SlackDirectory
+    from .poster import SlackPoster
+    from .text import split_text, to_mrkdwn
+
+__all__ = [
+    "EVENTS_PATH", "SlackAdapter", "SlackApi", "SlackConfig", "SlackDirectory", "SlackError",
+    "SlackPoster", "split_text", "to_mrkdwn",
+]
+
+# The adapter and its client library load when first used (see `exports`).
+__getattr__ = exports(__name__, {
+    "SlackAdapter": ".adapter",
+    "SlackConfig": ".adapter",
+    "SlackApi": ".api",
+    "SlackError": ".api",
+    "SlackDirectory": ".directory",
+    "SlackPoster": ".poster",
+    "split_text": ".text",
+    "to_mrkdwn": ".text",
+})

@@ -10,7 +10,7 @@ import sys
 from threadteam.bot.app import Runtime, Shutdown
 from threadteam.bot.config import Settings
 
-from .adapter import EVENTS_PATH, SlackAdapter, SlackConfig
+from . import EVENTS_PATH
 
 __all__ = ["add_arguments", "run"]
 
@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     """Check the tokens, start the host, serve Slack until SIGINT/SIGTERM; the exit code."""
+    from .adapter import SlackAdapter, SlackConfig  # slack_bolt loads only for this command
+
     shutdown = Shutdown()  # before anything is served: a stop during start-up is clean
     port = settings.http_port(args.port)  # ConfigError for a bad PORT: one line
     config = SlackConfig.from_env(settings.env)  # ConfigError: one line naming the variable

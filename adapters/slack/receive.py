@@ -39,13 +39,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from threadteam.bot.errors import ConfigError
 
+from . import EVENTS_PATH
 from .inbound import is_from_bot
 
 __all__ = ["EVENTS_PATH", "Receiver"]
 
 log = logging.getLogger("threadteam.slack")
 
-EVENTS_PATH = "/slack/events"
 _SWITCH_INTERVAL = 0.0005  # seconds; the interpreter's default is 0.005
 _SIGNATURE_MAX_AGE = 60 * 5  # seconds: an older signed request may be a replay
 

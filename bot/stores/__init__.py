@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import platformdirs
 
 from threadteam.bot.errors import ConfigError
+from threadteam.bot.lazy import exports
 from threadteam.bot.stores.base import RunInfo, Store
-from threadteam.bot.stores.redis import RedisStore
-from threadteam.bot.stores.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from threadteam.bot.stores.redis import RedisStore
+    from threadteam.bot.stores.sqlite import SQLiteStore
 
 __all__ = ["RedisStore", "RunInfo", "SQLiteStore", "Store", "default_store_url", "open_store"]
+
+# redis-py (and what it imports) loads only when a Redis store is asked for.
+__getattr__ = exports(__name__, {"RedisStore": ".redis", "SQLiteStore": ".sqlite"})
 
 _SQLITE = "sqlite:///"
 
@@ -33,6 +40,8 @@ def open_store(url: str) -> Store:
     found by asking the node the URL names; `?cluster=true` (or `false`) says so instead.
     """
     if url.startswith(_SQLITE) and len(url) > len(_SQLITE):
+        from threadteam.bot.stores.sqlite import SQLiteStore
+
         return SQLiteStore(url[len(_SQLITE):])
     parts = urlsplit(url)
     if (parts.scheme in ("redis", "rediss") and parts.hostname) or (
@@ -42,6 +51,8 @@ def open_store(url: str) -> Store:
         cluster = _flag(query.pop("cluster", [""])[-1])
         # redis-py would pass an unknown query argument on to its connections.
         rest = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+        from threadteam.bot.stores.redis import RedisStore
+
         return RedisStore(rest, prefix, cluster=cluster)
     raise ConfigError(
         "THREADTEAM_STORE must be sqlite:///path or redis://host:port/db, "

@@ -36,6 +36,35 @@ def test_help_shows_the_default_store_path():
     out = threadteam("chat", "--help").stdout
     assert "THREADTEAM_STORE" in out and "threadteam.sqlite3" in out
 
+#: Client libraries only some commands need; each costs a tenth of a second or more to import.
+HEAVY = ("discord", "slack_bolt", "slack_sdk", "redis", "aiohttp", "mcp", "openai", "anthropic")
+#: Runs the command in-process, then prints the heavy libraries it imported.
+LOADED = ("import atexit, sys\n"
+          "atexit.register(lambda: print('loaded:', *sorted(\n"
+          f"    m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr))\n"
+          "from threadteam.adapters.cli import main\n"
+          "sys.exit(main(sys.argv[1:]))\n")
+
+
+@pytest.mark.parametrize("args, loaded", [
+    (("--help",), ""),
+    (("run", "slack", "--help"), ""),
+    (("teams", "list"), ""),
+    (("chat", "--team", "debate", "is", "this", "quick?"), ""),
+    (("run", "discord", "--print-invite"), "aiohttp discord"),
+])
+def test_a_command_imports_only_the_client_libraries_it_uses(tmp_path, args, loaded):
+    # A console chat on the embedded store with no API key: no platform, Redis, MCP or
+    # model client; `run discord` loads discord.py (and its aiohttp), nothing else.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OPENAI_", "ANTHROPIC_", "THREADTEAM_", "OTEL_"))}
+    env.update(THREADTEAM_STORE=f"sqlite:///{tmp_path}/s.db", DISCORD_APPLICATION_ID="42")
+    result = subprocess.run([sys.executable, "-c", LOADED, *args], text=True, env=env,
+                            capture_output=True, timeout=60, cwd=ROOT, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-1] == f"loaded: {loaded}".strip()
+
+
 
 def test_teams_check_names_file_and_line(tmp_path):
     good = tmp_path / "good.yaml"
