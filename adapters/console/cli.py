@@ -28,6 +28,7 @@ from .terminal import Keyboard, Terminal
 __all__ = ["add_arguments", "run", "terminal_style"]
 
 _YES, _NO = {"y", "yes"}, {"n", "no"}
+_LEAVE = {"exit", "quit"}  # a line of just this leaves the chat (the run is saved), as Ctrl-D
 _STATUS = {"running": "running", "awaiting_human": "waiting for you",
            "awaiting_approval": "waiting for approval", "paused": "paused",
            "finished": "finished"}
@@ -242,7 +243,7 @@ async def _open_run(host: Host, args: argparse.Namespace, console: _Console) -> 
         console.prompt(f"What should {team} work on? ")
         if not console.terminal.typing:
             print(f"What should {team} work on? ", end="", file=sys.stderr, flush=True)
-        line = await console.lines.get()
+        line = _unless_leaving(await console.lines.get())
         if line is None:
             poster.note("Nothing was started.")
             return None
@@ -273,14 +274,14 @@ async def _converse(host: Host, console: _Console, *, interactive: bool) -> int:
                     got.cancel()
             if got not in done:
                 if await _status(host, key) == "finished" and lines.empty():
-                    poster.note("(Type `continue` to go on, or press Ctrl-D to leave.)")
-                line = await lines.get()
+                    poster.note("(Type `continue` to go on, or `exit` to leave.)")
+                line = _unless_leaving(await lines.get())
             else:
-                line = got.result()
+                line = _unless_leaving(got.result())
         else:
             await host.idle(limit=3600)
             status = await _status(host, key)
-            line = await lines.get()
+            line = _unless_leaving(await lines.get())
             if line is None and status == "finished":
                 return 0
         if line is None:
@@ -300,6 +301,12 @@ async def _converse(host: Host, console: _Console, *, interactive: bool) -> int:
         if text.lower() == "stop":
             await host.idle(limit=60)
             return 0
+
+
+def _unless_leaving(line: str | None) -> str | None:
+    """The line, or None (the end of the input, as Ctrl-D) for a line that is just `exit`
+    or `quit`: what a terminal's user types to leave; the run is saved, not stopped."""
+    return None if line is None or line.strip().lower() in _LEAVE else line
 
 
 async def _status(host: Host, key: ThreadKey) -> str:

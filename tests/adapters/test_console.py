@@ -212,3 +212,23 @@ async def test_a_notice_said_again_reads_the_same_under_whoever_says_it():
                                notice=True))
     body = "trio is on it: Bull, Bear. Type a message to join in;\n  `stop` ends the run.\n"
     assert out.getvalue() == f"threadteam: {body}Bull: {body}[general] threadteam: {body}"
+
+
+@pytest.mark.parametrize("word", ["exit", "Quit "])
+def test_exit_or_quit_leaves_the_chat_with_the_run_saved_not_said_to_the_team(tmp_path, word):
+    teams = tmp_path / "teams"
+    teams.mkdir()
+    (teams / "pitch.yaml").write_text(TEAM)
+    store = f"sqlite:///{tmp_path}/s.db"
+    left = chat("--store", store, "--team", "pitch", "Sell me this pen", stdin=f"{word}\n",
+                THREADTEAM_TEAMS_DIR=str(teams))
+    assert left.returncode == 0, left.stderr
+    assert "Run saved (waiting for you); pick it up with `threadteam chat --resume`." \
+        in left.stderr
+    # The word reached no one: resumed, the run still waits for the person, and what they
+    # type now is what the team hears.
+    again = chat("--store", store, "--resume", stdin="Make it blue\n",
+                 THREADTEAM_TEAMS_DIR=str(teams))
+    assert again.returncode == 0, again.stderr
+    assert word.strip().lower() not in (left.stdout + again.stdout).lower()
+    assert again.stdout.startswith("Bull: [rehearsal] bull on 'Make it blue'\n"), again.stdout
