@@ -17,8 +17,10 @@ written as a name where an id would be unambiguous.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -343,8 +345,11 @@ def _explain(err: Any) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"unknown key '{err['loc'][-1]}'" + (f" in {'.'.join(str(p) for p in err['loc'][:-1])}"
-                                                    if len(err["loc"]) > 1 else "")
+        where = err["loc"][:-1]
+        key = str(err["loc"][-1])
+        close = difflib.get_close_matches(key, _keys_at(TeamModel, where), n=1, cutoff=0.75)
+        return f"unknown key '{key}'" + (f" in {'.'.join(map(str, where))}" if where else "") \
+            + (f" (did you mean '{close[0]}'?)" if close else "")
     if kind == "missing":
         return f"missing required key '{loc}'"
     if kind == "literal_error":
@@ -357,6 +362,30 @@ def _explain(err: Any) -> str:
         return f"{loc}: expected a list (lines starting with '- '), got {_shown(err['input'])}"
     msg = err["msg"].removeprefix("Value error, ")
     return f"{loc}: {msg[:1].lower()}{msg[1:]}"
+
+
+def _keys_at(model: Any, path: tuple[str | int, ...]) -> list[str]:
+    """The keys the mapping at `path` in a team file may have (for a typo's "did you
+    mean"): the fields of the model found by following `path` down the annotations."""
+    steps = list(path)
+    while True:
+        while typing.get_origin(model) is not None:  # list[X], dict[str, X], X | None, ...
+            args = [a for a in typing.get_args(model) if a is not type(None)]
+            if typing.get_origin(model) in (list, dict):
+                if not steps:
+                    return []
+                steps.pop(0)  # a list's index, a dict's own key
+            if not args:
+                return []
+            model = args[-1]
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+        if not steps:
+            return [f.alias or name for name, f in model.model_fields.items()]
+        field = model.model_fields.get(str(steps.pop(0)))
+        if field is None:
+            return []
+        model = field.annotation
 
 
 def _shown(value: Any) -> str:

@@ -116,4 +116,4 @@ def test_files_checked_together_report_every_problem_and_shared_names(tmp_path: 
         [f"{again}:1: team name 'ops' is already used by {good}:1; "
          f"rename one of them (this file was skipped)"],
         [f"{broken}:2: strategy: input should be 'round_robin', 'selector', 'swarm' or 'magentic'",
-         f"{broken}:5: unknown key 'sytem_message' in agents.0"]]
+         f"{broken}:5: unknown key 'sytem_message' in agents.0 (did you mean 'system_message'?)"]]

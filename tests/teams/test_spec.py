@@ -120,7 +120,8 @@ def test_defaults_fill_in_what_a_file_leaves_out():
             system_message: x
             sytem_message: y
         termination: {max_messages: 2}
-        """, 5, "unknown key 'sytem_message' in agents.0", id="unknown key in an agent"),
+        """, 5, "unknown key 'sytem_message' in agents.0 (did you mean 'system_message'?)",
+        id="unknown key in an agent"),
     pytest.param("""\
         name: t
         colour: red
@@ -136,7 +137,17 @@ def test_defaults_fill_in_what_a_file_leaves_out():
             persona: {display_name: A, colour: red}
             system_message: x
         termination: {max_messages: 2}
-        """, 4, "unknown key 'colour' in agents.0.persona", id="unknown key in a persona"),
+        """, 4, "unknown key 'colour' in agents.0.persona (did you mean 'color'?)",
+        id="unknown key in a persona"),
+    pytest.param("""\
+        name: t
+        strategy: magentic
+        orchestrator: {max_stall: 2}
+        agents:
+          - {name: a, description: Does it., system_message: x}
+        termination: {max_messages: 2}
+        """, 3, "unknown key 'max_stall' in orchestrator (did you mean 'max_stalls'?)",
+        id="a near miss is named"),
     pytest.param("""\
         name: t
         strategy: swarm
@@ -432,7 +443,7 @@ def test_every_problem_of_a_file_is_reported_each_with_its_line():
         """, "teams/many.yaml")
     assert err.problems == (
         (2, "strategy: input should be 'round_robin', 'selector', 'swarm' or 'magentic'"),
-        (5, "unknown key 'sytem_message' in agents.0"),
+        (5, "unknown key 'sytem_message' in agents.0 (did you mean 'system_message'?)"),
         (7, 'agents.1.persona.avatar: avatar must be an :emoji: name, an emoji such as "🐂", '
             'or an https:// URL'),
         (9, "bad termination: unknown termination condition 'max_mesages'; use one of: "
