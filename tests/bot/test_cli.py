@@ -14,13 +14,17 @@ from threadteam.bot.logs import redact
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without model keys or threadteam/OTel settings, plus `extra`."""
+    return {**{k: v for k, v in os.environ.items()
+               if not k.startswith(("OPENAI_", "ANTHROPIC_", "THREADTEAM_", "OTEL_"))}, **extra}
+
+
 def threadteam(*args: str, stdin: str = "", env: dict[str, str] | None = None,
                timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("OPENAI_", "ANTHROPIC_", "THREADTEAM_", "OTEL_"))}
     return subprocess.run([sys.executable, "-m", "threadteam.adapters.cli", *args], input=stdin, text=True,
                           capture_output=True, timeout=timeout, cwd=ROOT,
-                          env={**base, **(env or {})})
+                          env=clean_env(**(env or {})))
 
 
 @pytest.mark.parametrize("args", [(), ("--help",), ("chat", "--help"), ("run", "--help"),
@@ -35,6 +39,7 @@ def test_every_command_has_help(args):
 def test_help_shows_the_default_store_path():
     out = threadteam("chat", "--help").stdout
     assert "THREADTEAM_STORE" in out and "threadteam.sqlite3" in out
+
 
 #: Client libraries only some commands need; each costs a tenth of a second or more to import.
 HEAVY = ("discord", "slack_bolt", "slack_sdk", "redis", "aiohttp", "mcp", "openai", "anthropic")
@@ -56,14 +61,11 @@ LOADED = ("import atexit, sys\n"
 def test_a_command_imports_only_the_client_libraries_it_uses(tmp_path, args, loaded):
     # A console chat on the embedded store with no API key: no platform, Redis, MCP or
     # model client; `run discord` loads discord.py (and its aiohttp), nothing else.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "ANTHROPIC_", "THREADTEAM_", "OTEL_"))}
-    env.update(THREADTEAM_STORE=f"sqlite:///{tmp_path}/s.db", DISCORD_APPLICATION_ID="42")
+    env = clean_env(THREADTEAM_STORE=f"sqlite:///{tmp_path}/s.db", DISCORD_APPLICATION_ID="42")
     result = subprocess.run([sys.executable, "-c", LOADED, *args], text=True, env=env,
                             capture_output=True, timeout=60, cwd=ROOT, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines()[-1] == f"loaded: {loaded}".strip()
-
 
 
 def test_teams_check_names_file_and_line(tmp_path):
