@@ -135,7 +135,7 @@ def main() -> int:
             rows.append((args.runs, "memory", "autogen", ""))
         for runs, store, model, url in rows:
             store_url = servers.url(store)
-            if store != "sqlite" and not store_url:
+            if store in ("redis", "cluster") and not store_url:
                 print(f"{runs:>5}  {store:<7} {model:<15} skipped: {servers.why[store]}")
                 continue
             results = [run_child(store, model, runs, url, store_url)
@@ -208,8 +208,8 @@ class Servers:
         self._dir = tempfile.TemporaryDirectory(prefix="tt-bench-redis-")
 
     def url(self, store: str) -> str:
-        if store == "sqlite" or store in self.urls or store in self.why:
-            return self.urls.get(store, "")
+        if store not in ("redis", "cluster") or store in self.urls or store in self.why:
+            return self.urls.get(store, "")  # SQLite, and AutoGen's memory, need no server
         variable = "REDIS_CLUSTER_URL" if store == "cluster" else "REDIS_URL"
         if url := os.environ.get(variable):
             self.urls[store] = url
