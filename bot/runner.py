@@ -116,8 +116,7 @@ class Runner:
         raw = await log_of
         if thread is None or not raw:
             return None
-        events = [from_json(t) for t in raw]
-        first = events[0]
+        first = from_json(raw[0])
         team = self.catalog.get(first.team) if isinstance(first, TaskStarted) else None
         if team is None:
             if run_id not in self._unloadable:  # said once; the run is left alone
@@ -130,10 +129,14 @@ class Runner:
             return None
         bound = await self._bind_tools(team) if tools and team.mcp_servers else None
         try:
-            state = RunState.fold(bound.team if bound else team, events)
-        except (KeyError, ValueError) as exc:  # the team file changed under a running run
+            if len(raw) < LONG_LOG:
+                events, state = _fold_log(bound.team if bound else team, first, raw)
+            else:  # the loop serves every other run, and every ack, meanwhile
+                events, state = await asyncio.to_thread(
+                    _fold_log, bound.team if bound else team, first, raw)
+        except _Mismatch as exc:  # the team file changed under a running run
             log.error("run %s: team %r no longer matches the run's history (%s); fix the team "
-                      "file or start a new run", run_id, team.name, exc)
+                      "file or start a new run", run_id, team.name, exc.__cause__)
             return None
         return Loaded(run_id, ThreadKey.parse(thread), state, events,
                       unreachable=bound.problems if bound else ())
@@ -519,6 +522,25 @@ class _Heartbeat:
         """Raise what a renewal raised, if one did."""
         if self._error is not None:
             raise self._error
+
+
+#: A run log this long is read on a worker thread: at ~10 µs an event, parsing and folding
+#: it on the event loop would hold up every other run (and every ack) for milliseconds.
+LONG_LOG = 256
+
+
+class _Mismatch(Exception):
+    """The run's history does not fold under its team as loaded now (its cause says why)."""
+
+
+def _fold_log(team: Team, first: Event, raw: list[str]) -> tuple[list[Event], RunState]:
+    """A run's events (`first` already parsed from `raw[0]`) and the state they fold to."""
+    events = [first]
+    events += map(from_json, raw[1:])
+    try:
+        return events, RunState.fold(team, events)
+    except (KeyError, ValueError) as exc:
+        raise _Mismatch() from exc
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -8,6 +8,7 @@ import contextlib
 from tests.bot.helpers import ANNOUNCE, DEBATE, make_host, press, say, summon, thread, write_teams
 from tests.fakes.waiting import wait_until
 from threadteam.teams.errors import ModelHTTPError
+from threadteam.teams.events import HumanMessage, TaskStarted, to_json
 from threadteam.teams.models.scripted import ScriptedModel, reply
 
 
@@ -371,3 +372,47 @@ async def test_a_time_limit_passing_while_the_bot_is_down_ends_the_run_on_start(
         await poster.wait_for(_timed_out(key), timeout=10)
     finally:
         await second.aclose()
+
+
+class _Watched:
+    """The test's store, marking when a run's log has been read."""
+
+    def __init__(self, store) -> None:
+        self._store, self.read = store, False
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    async def load(self, run_id: str, start: int = 0) -> list[str]:
+        raw = await self._store.load(run_id, start)
+        self.read = True
+        return raw
+
+
+async def test_a_long_run_is_folded_while_the_bot_goes_on_serving_others(started, store):
+    """A run of thousands of events is parsed and folded off the event loop: meanwhile
+    the loop keeps turning (other runs, acks); folded on it, it would not turn at all
+    between the log's arrival and the fold's end."""
+    host = await started(ScriptedModel([]), DEBATE)
+    events = [TaskStarted(team="debate", task="a long day", by="alice", at=1.0)]
+    events += [HumanMessage(user="alice", text=f"note {i}", at=2.0 + i) for i in range(5000)]
+    assert await store.create_run("long-run", str(thread("long")), [to_json(e) for e in events])
+    host.runner.store = watched = _Watched(store)
+    turns = 0
+
+    async def turning() -> None:
+        nonlocal turns
+        while True:
+            turns += watched.read
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(turning())
+    try:
+        loaded = await host.runner.load("long-run")
+    finally:
+        ticker.cancel()
+    assert loaded is not None and loaded.key == thread("long")
+    assert loaded.state.length == 5001 and loaded.events[-1] == events[-1]
+    # On the loop: at most the pass that hands the log over. Off it: the loop has the
+    # interpreter a switch interval at a time while the fold runs.
+    assert turns > 20, turns
