@@ -368,4 +368,18 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_
 
 def from_json(text: str) -> Event:
     """Parse one stored event."""
-    return from_dict(json.loads(text))
+    # orjson reads ~4x faster than the stdlib. What it refuses (the NaN, infinity or lone
+    # surrogate the stdlib encoder wrote) the stdlib reads; and an event that may hold
+    # any JSON value is read again by the stdlib, as orjson would read an integer beyond
+    # 64 bits as a float.
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        data = json.loads(text)
+    else:
+        if type(data) is dict and data.get("kind") in _ANY_VALUE_KINDS:
+            data = json.loads(text)
+    return from_dict(data)
+
+
+_ANY_VALUE_KINDS = frozenset(cls.kind for cls in _ANY_VALUES)
