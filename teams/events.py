@@ -278,7 +278,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 #: Events with a field of any JSON value (a model's tool arguments, a ledger), which may
 #: hold a NaN or an infinity.
-_ANY_VALUES = frozenset({ToolCallRequested, ProgressAssessed})
+_ANY_VALUES: frozenset[type[Event]] = frozenset({ToolCallRequested, ProgressAssessed})
 
 
 def to_dict(event: Event) -> dict[str, Any]:
