@@ -629,3 +629,16 @@ def test_any_damage_is_reported_never_raised_as_a_crash(where, value):
         parse_team(text, "fuzzed.yaml")
     except TeamFileError as err:
         assert err.file == "fuzzed.yaml" and err.problem
+
+
+def test_an_unknown_key_close_to_no_known_one_is_named_without_a_guess():
+    err = refusal("""\
+        name: t
+        colour: red
+        agents:
+          - name: a
+            system_message: x
+            banana: 3
+        termination: {max_messages: 2}
+        """)
+    assert err.problems == ((2, "unknown key 'colour'"), (6, "unknown key 'banana' in agents.0"))
