@@ -524,9 +524,11 @@ class _Heartbeat:
             raise self._error
 
 
-#: A run log this long is read on a worker thread: at ~10 µs an event, parsing and folding
+#: A run log this long is read on a worker thread: at ~7 µs an event, parsing and folding
 #: it on the event loop would hold up every other run (and every ack) for milliseconds.
-LONG_LOG = 256
+#: On the thread the loop waits a switch interval (5 ms) at most; a shorter log takes less
+#: than that on the loop (`benchmarks/long_run.py`).
+LONG_LOG = 512
 
 
 class _Mismatch(Exception):
