@@ -127,9 +127,11 @@ class Host:
         # CPython's default threshold (700 new objects) the collector rescans them all the
         # time: a quarter of the CPU with 1,000 runs at once, and at 10,000 runs a
         # threshold of 10,000 still spent 30% of the CPU (18.6 s against 13.1 s for
-        # `benchmarks/concurrency.py --runs 10000`), for the same peak memory.
+        # `benchmarks/concurrency.py --runs 10000`). At 300,000 a turn's objects mostly
+        # die before a collection looks at them: 10,000 runs took 8.2-8.5 s against
+        # 8.9-9.6 s at 100,000, for the same peak memory (also in benchmarks/memory_fuzz.py).
         young, *older = gc.get_threshold()
-        gc.set_threshold(max(young, 100_000), *older)
+        gc.set_threshold(max(young, 300_000), *older)
         self._loops = [asyncio.create_task(self._work_loop(), name="threadteam-work"),
                        asyncio.create_task(self._sweep_loop(), name="threadteam-sweep"),
                        asyncio.create_task(self._timer_loop(), name="threadteam-timers")]
