@@ -182,4 +182,5 @@ def test_what_orjson_cannot_write_losslessly_is_written_as_before():
     assert to_json(cut) == json.dumps({"at": 0.0, "user": "U1", "text": "half \ud83d",
                                        "display_name": "", "kind": "human_message"},
                                       separators=(",", ":"), ensure_ascii=False)
+    assert from_json(to_json(cut)) == cut, "a log from before the store cleaned it still reads"
     assert to_json(ProgressAssessed(ledger={"q": {"answer": nan, "reason": ""}})).count("NaN") == 1
