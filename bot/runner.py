@@ -134,6 +134,10 @@ class Runner:
             else:  # the loop serves every other run, and every ack, meanwhile
                 events, state = await asyncio.to_thread(
                     _fold_log, bound.team if bound else team, first, raw)
+        except _Unreadable as exc:  # written by a newer threadteam, say, before a downgrade
+            log.error("run %s: its log holds an event this version cannot read (%s: %s); the "
+                      "run is left as it is", run_id, type(exc.__cause__).__name__, exc.__cause__)
+            return None
         except _Mismatch as exc:  # the team file changed under a running run
             log.error("run %s: team %r no longer matches the run's history (%s); fix the team "
                       "file or start a new run", run_id, team.name, exc.__cause__)
@@ -535,10 +539,17 @@ class _Mismatch(Exception):
     """The run's history does not fold under its team as loaded now (its cause says why)."""
 
 
+class _Unreadable(Exception):
+    """An event of the run's log does not parse (its cause says why)."""
+
+
 def _fold_log(team: Team, first: Event, raw: list[str]) -> tuple[list[Event], RunState]:
     """A run's events (`first` already parsed from `raw[0]`) and the state they fold to."""
     events = [first]
-    events += map(from_json, raw[1:])
+    try:
+        events += map(from_json, raw[1:])
+    except (KeyError, TypeError, ValueError) as exc:  # an unknown kind or field, bad JSON
+        raise _Unreadable() from exc
     try:
         return events, RunState.fold(team, events)
     except (KeyError, ValueError) as exc:

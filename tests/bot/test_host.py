@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
+
 from tests.bot.helpers import ANNOUNCE, DEBATE, make_host, press, say, summon, thread, write_teams
 from tests.fakes.waiting import wait_until
+from threadteam.bot.runner import LONG_LOG
 from threadteam.teams.errors import ModelHTTPError
 from threadteam.teams.events import HumanMessage, TaskStarted, to_json
 from threadteam.teams.models.scripted import ScriptedModel, reply
@@ -416,3 +419,26 @@ async def test_a_long_run_is_folded_while_the_bot_goes_on_serving_others(started
     # On the loop: at most the pass that hands the log over. Off it: the loop has the
     # interpreter a switch interval at a time while the fold runs.
     assert turns > 20, turns
+
+
+@pytest.mark.parametrize("length", [3, LONG_LOG + 10], ids=["short", "long"])
+async def test_a_run_whose_log_this_version_cannot_read_is_left_alone(
+        started, store, poster, caplog, length):
+    """An event of a kind this version does not know (a newer threadteam wrote it, then
+    the bot was downgraded): the run is reported and left as it is, folded on the loop or
+    off it, and the bot goes on serving everyone else."""
+    model = ScriptedModel(["Growth!", "Risk!", "FINAL ANSWER: do it slowly."])
+    host = await started(model, DEBATE)
+    events = [TaskStarted(team="debate", task="from the future", by="alice", at=1.0)]
+    events += [HumanMessage(user="alice", text=f"note {i}", at=2.0 + i) for i in range(length - 2)]
+    raw = [to_json(e) for e in events] + ['{"kind":"from_the_future","at":9999.0}']
+    assert await store.create_run("future-run", str(thread("future")), raw)
+    await host.handle(say(thread("future"), "are you there?"))
+    await host.handle(summon(thread("today"), "debate Should we migrate?"))
+    await host.idle()
+    assert await host.runner.load("future-run") is None
+    assert [r.getMessage() for r in caplog.records if "cannot read" in r.getMessage()][-1] == (
+        "run future-run: its log holds an event this version cannot read "
+        "(KeyError: 'from_the_future'); the run is left as it is")
+    assert poster.in_thread(thread("future")) == []
+    assert poster.in_thread(thread("today"))[-1] == ("Synthesis", "FINAL ANSWER: do it slowly.")
