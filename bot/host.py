@@ -20,6 +20,7 @@ import os
 import socket
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -299,7 +300,10 @@ class Host:
                 return RunSummary(info.run_id, loaded.key, state.team.name, state.task,
                                   state.status, self.status_text(state).splitlines()[0], pending)
             raw = await self.store.load(info.run_id, 0)
-            first = from_json(raw[0]) if raw else None
+            try:
+                first = from_json(raw[0]) if raw else None
+            except (KeyError, TypeError, ValueError):  # written by a newer version, say
+                first = None
             if isinstance(first, TaskStarted):  # its team is not loaded: say what would load it
                 where = (f" from {first.team_file}; pass --teams-dir "
                          f"{os.path.dirname(first.team_file) or '.'}") if first.team_file else ""
@@ -367,7 +371,7 @@ class Host:
             for _ in range(50):
                 fold = await self._current(run_id)
                 if fold is None:
-                    return Handled()
+                    return await self._on_stuck_run(run_id, inbound, cmd)
                 state = fold.state
                 roles = await self._roles_for(state, inbound, cmd)
                 seen = await self._seen_requests(run_id, state, inbound, cmd)
@@ -397,6 +401,32 @@ class Host:
                     cmd.word if cmd else "a reply", inbound.user)
         return Handled(private="The run was too busy to take that just now; nothing was "
                                "changed. Please send it again.")
+
+    async def _on_stuck_run(self, run_id: str, inbound: Inbound, cmd: Command | None
+                            ) -> Handled:
+        """What a person did in the thread of a run that cannot be loaded here (its team
+        is gone, say): a message is kept in the run's log for the team to read once the run
+        loads again, and the thread is told once why the run is stuck; a command changes
+        nothing, and says why."""
+        why = self.runner.why_stuck(run_id)
+        if why is None:
+            return Handled()  # the run is gone
+        stuck = f"This run cannot go on: {why}."
+        if cmd is None:
+            msg = HumanMessage(user=inbound.user, text=inbound.text,
+                               display_name=inbound.display_name, at=self.clock())
+            await self.store.append_external(run_id, [to_json(msg)], key=inbound.event_id)
+            await self.runner.deliver(Outbound(
+                inbound.key, f"{stuck} Your message is kept: once the bot's operator has fixed "
+                             "that, your next message here picks the run up again, this one "
+                             "with it.",
+                f"{run_id}:stuck:{zlib.crc32(why.encode())}", notice=True))
+            return Handled(taken=True)
+        if cmd.word in ("help", "status"):
+            await self.runner.deliver(Outbound(inbound.key, HELP if cmd.word == "help" else stuck,
+                                               f"reply:{inbound.event_id}", notice=True))
+            return Handled()
+        return Handled(private=f"{stuck} Nothing was changed.")
 
     def _run_lock(self, run_id: str) -> _RunLock:
         return _RunLock(self._locks, run_id)

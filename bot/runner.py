@@ -93,7 +93,8 @@ class Runner:
         self.directory = directory
         #: The questions tool calls ask (MCP elicitation); the MCP servers, once a run uses one.
         self.questions, self._mcp = Questions(), mcp
-        self._unloadable: set[str] = set()
+        #: Runs that cannot be loaded here, each with why, as the people in its thread are told.
+        self._unloadable: dict[str, str] = {}
         self.owner, self.clock, self.lease_ttl = owner, clock, lease_ttl
         self.rehearsal_notice = rehearsal_notice or (lambda state: "")
 
@@ -115,17 +116,23 @@ class Runner:
             raise
         raw = await log_of
         if thread is None or not raw:
+            self._unloadable.pop(run_id, None)
             return None
-        first = from_json(raw[0])
+        try:
+            first = from_json(raw[0])
+        except (KeyError, TypeError, ValueError) as exc:
+            self._stuck(run_id, _UNREADABLE, "its log holds an event this version cannot read "
+                        "(%s: %s); the run is left as it is", type(exc).__name__, exc)
+            return None
         team = self.catalog.get(first.team) if isinstance(first, TaskStarted) else None
         if team is None:
-            if run_id not in self._unloadable:  # said once; the run is left alone
-                self._unloadable.add(run_id)
-                name = first.team if isinstance(first, TaskStarted) else "?"
+            name = first.team if isinstance(first, TaskStarted) else "?"
+            why = f"its team `{name}` is not loaded on this bot"
+            if self._unloadable.get(run_id) != why:  # said once; the run is left alone
                 where = f" (it came from {first.team_file})" \
                     if isinstance(first, TaskStarted) and first.team_file else ""
-                log.error("run %s: its team %r is not loaded%s; the run is left as it is",
-                          run_id, name, where)
+                self._stuck(run_id, why, "its team %r is not loaded%s; the run is left as it "
+                            "is", name, where)
             return None
         bound = await self._bind_tools(team) if tools and team.mcp_servers else None
         try:
@@ -135,15 +142,30 @@ class Runner:
                 events, state = await asyncio.to_thread(
                     _fold_log, bound.team if bound else team, first, raw)
         except _Unreadable as exc:  # written by a newer threadteam, say, before a downgrade
-            log.error("run %s: its log holds an event this version cannot read (%s: %s); the "
-                      "run is left as it is", run_id, type(exc.__cause__).__name__, exc.__cause__)
+            self._stuck(run_id, _UNREADABLE, "its log holds an event this version cannot read "
+                        "(%s: %s); the run is left as it is",
+                        type(exc.__cause__).__name__, exc.__cause__)
             return None
         except _Mismatch as exc:  # the team file changed under a running run
-            log.error("run %s: team %r no longer matches the run's history (%s); fix the team "
-                      "file or start a new run", run_id, team.name, exc.__cause__)
+            self._stuck(run_id, f"its team `{team.name}` was changed in a way that no longer "
+                        "fits what the run has done so far", "team %r no longer matches the "
+                        "run's history (%s); fix the team file or start a new run",
+                        team.name, exc.__cause__)
             return None
+        self._unloadable.pop(run_id, None)
         return Loaded(run_id, ThreadKey.parse(thread), state, events,
                       unreachable=bound.problems if bound else ())
+
+    def _stuck(self, run_id: str, why: str, problem: str, *args: object) -> None:
+        """The run cannot be loaded: `problem` % `args` goes to the log, `why` is kept for
+        the people in its thread (see `why_stuck`)."""
+        self._unloadable[run_id] = why
+        log.error("run %s: " + problem, run_id, *args)
+
+    def why_stuck(self, run_id: str) -> str | None:
+        """Why the run could not be loaded when it last was, in words for its thread; None
+        if it was loaded, or is gone."""
+        return self._unloadable.get(run_id)
 
     async def drive(self, run_id: str, *, first: bool = False) -> bool:
         """Advance the run until it waits for a person; False if another driver holds it.
@@ -533,6 +555,9 @@ class _Heartbeat:
 #: On the thread the loop waits a switch interval (5 ms) at most; a shorter log takes less
 #: than that on the loop (`benchmarks/long_run.py`).
 LONG_LOG = 512
+
+
+_UNREADABLE = "its history holds an event this version of threadteam cannot read"
 
 
 class _Mismatch(Exception):

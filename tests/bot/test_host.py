@@ -11,7 +11,7 @@ from tests.bot.helpers import ANNOUNCE, DEBATE, make_host, press, say, summon, t
 from tests.fakes.waiting import wait_until
 from threadteam.bot.runner import LONG_LOG
 from threadteam.teams.errors import ModelHTTPError
-from threadteam.teams.events import HumanMessage, TaskStarted, to_json
+from threadteam.teams.events import HumanMessage, TaskStarted, from_json, to_json
 from threadteam.teams.models.scripted import ScriptedModel, reply
 
 
@@ -441,4 +441,10 @@ async def test_a_run_whose_log_this_version_cannot_read_is_left_alone(
         "run future-run: its log holds an event this version cannot read "
         "(KeyError: 'from_the_future'); the run is left as it is")
     assert poster.in_thread(thread("future")) == []
+    # The thread is told why in its own words, with none of the log's detail.
+    assert poster.notices(thread("future")) == [
+        "This run cannot go on: its history holds an event this version of threadteam cannot "
+        "read. Your message is kept: once the bot's operator has fixed that, your next message "
+        "here picks the run up again, this one with it."]
+    assert from_json((await store.load("future-run", length))[0]).text == "are you there?"
     assert poster.in_thread(thread("today"))[-1] == ("Synthesis", "FINAL ANSWER: do it slowly.")

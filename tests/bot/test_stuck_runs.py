@@ -1,0 +1,59 @@
+"""A run the bot cannot load (its team file is gone, its log was written by a newer
+version): what people typing in its thread see, and that nothing they typed is lost."""
+
+from __future__ import annotations
+
+from tests.bot.helpers import DEBATE, say, thread
+from threadteam.teams.events import HumanMessage, TaskStarted, from_json, to_json
+from threadteam.teams.models.scripted import ScriptedModel
+
+PAIR = """
+name: pair
+description: One planner.
+model: scripted
+agents:
+  - {name: planner, persona: {display_name: Planner}, system_message: Plan it.}
+termination:
+  any: [{text_mention: DONE}, {max_messages: 4}]
+"""
+
+GONE = ("This run cannot go on: its team `pair` is not loaded on this bot. Your message is "
+        "kept: once the bot's operator has fixed that, your next message here picks the run "
+        "up again, this one with it.")
+
+
+async def test_messages_to_a_run_whose_team_is_gone_are_kept_and_read_once_it_is_back(
+        started, store, poster):
+    key = thread("offsite")
+    started_at = TaskStarted(team="pair", task="Plan the offsite", by="alice", at=1.0)
+    assert await store.create_run("test.offsite", str(key), [to_json(started_at)])
+    host = await started(ScriptedModel(), DEBATE)  # the `pair` team file was removed
+
+    handled = await host.handle(say(key, "are you there?"))
+    assert handled.taken and handled.private is None
+    assert (await host.handle(say(key, "budget is 5k", user="bob"))).taken
+    assert poster.notices(key) == [GONE]  # told once, not once a message
+    assert poster.in_thread(key) == []  # no agent spoke
+    refused = await host.handle(say(key, "stop"))
+    assert refused.private == ("This run cannot go on: its team `pair` is not loaded on this "
+                               "bot. Nothing was changed.")
+    await host.handle(say(key, "status", user="bob"))
+    assert poster.notices(key)[-1] == ("This run cannot go on: its team `pair` is not loaded "
+                                       "on this bot.")
+    kept = [from_json(raw) for raw in await store.load("test.offsite", 0)]
+    assert [(e.user, e.text) for e in kept if isinstance(e, HumanMessage)] == [
+        ("alice", "are you there?"), ("bob", "budget is 5k")]
+    assert len(kept) == 3  # the refused stop and the status left no trace
+    await host.aclose()
+
+    # The operator puts the team file back: the next message picks the run up, with the
+    # two that were kept meanwhile.
+    model = ScriptedModel(["A plan within 5k. DONE"])
+    again = await started(model, DEBATE, PAIR)
+    await again.handle(say(key, "so?"))
+    await again.idle()
+    assert poster.in_thread(key) == [("Planner", "A plan within 5k. DONE")]
+    said = " | ".join(str(m.content) for m in model.requests[0].messages)
+    assert "are you there?" in said and "budget is 5k" in said and "so?" in said
+    assert poster.notices(key).count(GONE) == 1
+
