@@ -3,7 +3,7 @@ version): what people typing in its thread see, and that nothing they typed is l
 
 from __future__ import annotations
 
-from tests.bot.helpers import DEBATE, say, thread
+from tests.bot.helpers import DEBATE, press, say, thread
 from threadteam.teams.events import HumanMessage, TaskStarted, from_json, to_json
 from threadteam.teams.models.scripted import ScriptedModel
 
@@ -37,13 +37,15 @@ async def test_messages_to_a_run_whose_team_is_gone_are_kept_and_read_once_it_is
     refused = await host.handle(say(key, "stop"))
     assert refused.private == ("This run cannot go on: its team `pair` is not loaded on this "
                                "bot. Nothing was changed.")
+    pressed = await host.handle(press(key, "approve", "call_1", user="bob"))
+    assert pressed.private == refused.private
     await host.handle(say(key, "status", user="bob"))
     assert poster.notices(key)[-1] == ("This run cannot go on: its team `pair` is not loaded "
                                        "on this bot.")
     kept = [from_json(raw) for raw in await store.load("test.offsite", 0)]
     assert [(e.user, e.text) for e in kept if isinstance(e, HumanMessage)] == [
         ("alice", "are you there?"), ("bob", "budget is 5k")]
-    assert len(kept) == 3  # the refused stop and the status left no trace
+    assert len(kept) == 3  # the refused stop, the button and the status left no trace
     await host.aclose()
 
     # The operator puts the team file back: the next message picks the run up, with the
