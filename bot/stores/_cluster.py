@@ -73,15 +73,11 @@ class _NamedFailures:
             raise
 
 
-def cluster_client(url: str, *, max_connections: int,
-                   connection_class: Callable[[type], type]) -> RedisCluster:
-    """A cluster client (not yet initialised) for `url`, packing with `connection_class`."""
-    client = RedisCluster.from_url(
-        # RESP2 and decoded text, as the plain client; no socket timeout, as the plain
-        # client (a blocking read of the work queue waits longer than redis-py's 5 s).
-        url, decode_responses=True, protocol=2, max_connections=max_connections,
-        socket_connect_timeout=5, socket_timeout=None,
-    )
+def cluster_client(url: str, *, max_connections: int, connection_class: Callable[[type], type],
+                   **options: Any) -> RedisCluster:
+    """A cluster client (not yet initialised) for `url`, packing with `connection_class`;
+    `options`: how its connections behave (as the plain client's)."""
+    client = RedisCluster.from_url(url, max_connections=max_connections, **options)
     # Every node the client learns of is made from these arguments.
     base = client.connection_kwargs["connection_class"]
     named = type(f"Named{base.__name__}", (_NamedFailures, base), {})
