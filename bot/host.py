@@ -119,6 +119,9 @@ class Host:
         self._again: set[str] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._outstanding = 0
+        #: Set when work ends or a run starts waiting on a question: `idle` looks again.
+        self._moved = asyncio.Event()
+        self.runner.questions.on_open = self._moved.set
         self._closing = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -161,11 +164,19 @@ class Host:
         the store or the thread instead.
         """
         deadline = time.monotonic() + limit
-        # A run whose tool call waits on a person's answer is waiting for a person too.
-        while max(self._outstanding, len(self._driving)) > self.runner.questions.open:
-            if time.monotonic() > deadline:
+        while True:
+            self._moved.clear()
+            # A run whose tool call waits on a person's answer is waiting for a person too.
+            if max(self._outstanding, len(self._driving)) <= self.runner.questions.open:
+                return
+            left = deadline - time.monotonic()
+            if left < 0:
                 raise TimeoutError(f"runs still busy: {sorted(self._driving)}")
-            await asyncio.sleep(0.005)
+            # Woken when something moves (a console waits here while a model thinks, and
+            # polling woke it 200 times a second); the timeout is only a safety net.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, 0.25)):
+                    await self._moved.wait()
 
     # -- summoning ---------------------------------------------------------------------------
     def team_choices(self) -> list[tuple[str, str]]:
@@ -745,7 +756,7 @@ class Host:
             self._own.add(run_id)
             await self.store.enqueue(run_id, self._queue)
         except BaseException:
-            self._outstanding -= 1
+            self._done_one()
             raise
 
     async def resume(self, run_id: str) -> None:
@@ -885,6 +896,7 @@ class Host:
 
     def _done_one(self) -> None:
         self._outstanding = max(0, self._outstanding - 1)
+        self._moved.set()
 
     async def _timer_loop(self) -> None:
         """Wake runs whose `timeout:` passed while they waited for a person."""

@@ -46,6 +46,8 @@ class Questions:
 
     def __init__(self) -> None:
         self._open: dict[str, _Open] = {}
+        #: Called when a question opens (its run's driver then waits for a person).
+        self.on_open: Callable[[], object] = lambda: None
         self._turns: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     @property
@@ -71,6 +73,7 @@ class Questions:
         async with lock:  # two calls of one thread ask one after the other
             entry = _Open(question, may_answer)
             self._open[thread] = entry
+            self.on_open()
             try:
                 await post()
                 async with asyncio.timeout(wait):
