@@ -330,7 +330,14 @@ class RunState:
                 self.magentic.on_mentioned(e.agent)
         self.handoff_target = None
 
+    def _known(self, agent: str) -> None:
+        """An agent of the history must be one of the team's: a team file edited under a
+        run (an agent renamed or removed) is found when the run is loaded, not mid-turn."""
+        if agent not in self.team.by_name:
+            raise ValueError(f"its history has agent {agent!r}, which the team no longer has")
+
     def _on_agent_message(self, e: AgentMessage) -> None:
+        self._known(e.agent)
         self.history.append(e)
         # A reply that raced the model call lands before this message but was not read.
         self.unheard = self.human_messages - e.heard if e.heard >= 0 else 0
@@ -352,6 +359,7 @@ class RunState:
             self.last_speaker, self.current = e.agent, None
 
     def _on_tool_call_requested(self, e: ToolCallRequested) -> None:
+        self._known(e.agent)
         reply = self.reply
         if reply is not None and self.recorded < len(reply.tool_calls) \
                 and reply.tool_calls[self.recorded].id == e.call_id:

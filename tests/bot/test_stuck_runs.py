@@ -4,7 +4,7 @@ version): what people typing in its thread see, and that nothing they typed is l
 from __future__ import annotations
 
 from tests.bot.helpers import DEBATE, press, say, thread
-from threadteam.teams.events import HumanMessage, TaskStarted, from_json, to_json
+from threadteam.teams.events import AgentMessage, HumanMessage, TaskStarted, from_json, to_json
 from threadteam.teams.models.scripted import ScriptedModel
 
 PAIR = """
@@ -59,3 +59,25 @@ async def test_messages_to_a_run_whose_team_is_gone_are_kept_and_read_once_it_is
     assert "are you there?" in said and "budget is 5k" in said and "so?" in said
     assert poster.notices(key).count(GONE) == 1
 
+
+
+async def test_a_run_whose_team_lost_one_of_its_agents_says_so_instead_of_failing_each_turn(
+        started, store, poster, caplog):
+    """The team file was edited under a waiting run: the agent `scout`, who spoke in the
+    run, is gone from it. The run is stuck, and its thread says why; it no longer fails
+    with a traceback in the log every time someone writes."""
+    key = thread("edited")
+    history = [TaskStarted(team="debate", task="Migrate?", by="alice", at=1.0),
+               AgentMessage(agent="scout", text="I looked around.", at=2.0)]
+    assert await store.create_run("test.edited", str(key), [to_json(e) for e in history])
+    host = await started(ScriptedModel(), DEBATE)
+    assert (await host.handle(say(key, "and then?"))).taken
+    await host.idle()
+    assert poster.notices(key) == [
+        "This run cannot go on: its team `debate` was changed in a way that no longer fits "
+        "what the run has done so far. Your message is kept: once the bot's operator has "
+        "fixed that, your next message here picks the run up again, this one with it."]
+    assert "its history has agent 'scout', which the team no longer has" in caplog.text
+    assert "Traceback" not in caplog.text and "driving failed" not in caplog.text
+    kept = [from_json(raw) for raw in await store.load("test.edited", 0)]
+    assert isinstance(kept[-1], HumanMessage) and kept[-1].text == "and then?"
