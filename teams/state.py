@@ -321,6 +321,7 @@ class RunState:
                 break
 
     def _on_speaker_selected(self, e: SpeakerSelected) -> None:
+        self._known(e.agent)
         if e.usage is not NO_USAGE:  # a selector model chose: its tokens count too
             self._count(e.usage)
         self.current, self.turn_rounds = e.agent, 0

@@ -3,8 +3,17 @@ version): what people typing in its thread see, and that nothing they typed is l
 
 from __future__ import annotations
 
+import pytest
+
 from tests.bot.helpers import DEBATE, press, say, thread
-from threadteam.teams.events import AgentMessage, HumanMessage, TaskStarted, from_json, to_json
+from threadteam.teams.events import (
+    AgentMessage,
+    HumanMessage,
+    SpeakerSelected,
+    TaskStarted,
+    from_json,
+    to_json,
+)
 from threadteam.teams.models.scripted import ScriptedModel
 
 PAIR = """
@@ -61,14 +70,16 @@ async def test_messages_to_a_run_whose_team_is_gone_are_kept_and_read_once_it_is
 
 
 
+@pytest.mark.parametrize("scout", [AgentMessage(agent="scout", text="I looked around.", at=2.0),
+                                   SpeakerSelected(agent="scout", how="order", at=2.0)],
+                         ids=["spoke", "chosen"])
 async def test_a_run_whose_team_lost_one_of_its_agents_says_so_instead_of_failing_each_turn(
-        started, store, poster, caplog):
+        started, store, poster, caplog, scout):
     """The team file was edited under a waiting run: the agent `scout`, who spoke in the
-    run, is gone from it. The run is stuck, and its thread says why; it no longer fails
-    with a traceback in the log every time someone writes."""
+    run (or was chosen to speak next), is gone from it. The run is stuck, and its thread
+    says why; it no longer fails with a traceback in the log every time someone writes."""
     key = thread("edited")
-    history = [TaskStarted(team="debate", task="Migrate?", by="alice", at=1.0),
-               AgentMessage(agent="scout", text="I looked around.", at=2.0)]
+    history = [TaskStarted(team="debate", task="Migrate?", by="alice", at=1.0), scout]
     assert await store.create_run("test.edited", str(key), [to_json(e) for e in history])
     host = await started(ScriptedModel(), DEBATE)
     assert (await host.handle(say(key, "and then?"))).taken
