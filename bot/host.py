@@ -286,7 +286,7 @@ class Host:
             batch = recent[start:start + 50]
             tails = await asyncio.gather(*(self.store.load(i.run_id, i.length - 1) for i in batch))
             keys.extend(ThreadKey.parse(info.thread) for info, tail in zip(batch, tails, strict=True)
-                        if tail and not isinstance(from_json(tail[-1]), RunFinished))
+                        if tail and not _finished(tail[-1]))
         return keys
 
     async def latest_run(self, platform: str, run_id: str | None = None) -> RunSummary | None:
@@ -921,6 +921,15 @@ class Host:
                 for run_id in await self._mine(await self.store.active_runs()):
                     if run_id not in self._driving:
                         await self.store.enqueue(run_id, self._queue)
+
+
+def _finished(raw: str) -> bool:
+    """Whether a run's last event (as stored) ends it; an event this version cannot read
+    (a newer one wrote it) does not say so, and does not stop the caller either."""
+    try:
+        return isinstance(from_json(raw), RunFinished)
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def _echo(text: str) -> str:

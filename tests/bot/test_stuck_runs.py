@@ -92,3 +92,17 @@ async def test_a_run_whose_team_lost_one_of_its_agents_says_so_instead_of_failin
     assert "Traceback" not in caplog.text and "driving failed" not in caplog.text
     kept = [from_json(raw) for raw in await store.load("test.edited", 0)]
     assert isinstance(kept[-1], HumanMessage) and kept[-1].text == "and then?"
+
+
+async def test_a_reconnecting_adapter_still_hears_of_open_threads_beside_an_unreadable_run(
+        started, store, poster):
+    """On every reconnect an adapter asks which threads have unfinished runs (to read what
+    people wrote meanwhile); a run whose last event a newer threadteam wrote must not make
+    that fail for every other thread."""
+    host = await started(ScriptedModel(), DEBATE)
+    waiting = TaskStarted(team="pair", task="Plan", by="alice", at=1.0)
+    assert await store.create_run("test.waiting", str(thread("waiting")), [to_json(waiting)])
+    future = [to_json(TaskStarted(team="debate", task="Later", by="bob", at=2.0)),
+              '{"kind":"from_the_future","at":3.0}']
+    assert await store.create_run("test.future", str(thread("future")), future)
+    assert sorted(k.thread for k in await host.open_threads()) == ["future", "waiting"]
