@@ -52,12 +52,14 @@ async def list_runs(store: Store, limit: int = 20) -> list[RunLine]:
     """The most recently updated runs, newest first."""
     lines = []
     for info in await store.runs(limit=limit):
-        events = [from_json(raw) for raw in await store.load(info.run_id)]
-        if not events or not isinstance(events[0], TaskStarted):
+        read = _read(await store.load(info.run_id))
+        events = [e for e in read if not isinstance(e, str)]
+        if not read or not isinstance(read[0], TaskStarted):
             continue
-        start = events[0]
+        start = read[0]
+        state = _state(events) if len(events) == len(read) else "unreadable"
         lines.append(RunLine(info.run_id, info.thread, start.team, start.by, start.at,
-                             info.updated_at, _state(events), start.task))
+                             info.updated_at, state, start.task))
     return lines
 
 
@@ -70,11 +72,18 @@ async def transcript(store: Store, run_id: str) -> str | None:
     raw = await store.load(run_id)
     if not raw:
         return None
-    events = [from_json(r) for r in raw]
+    read = _read(raw)
+    events = [e for e in read if not isinstance(e, str)]
     thread = await store.thread_of(run_id) or "?"
     tools: dict[str, str] = {}
-    out = [f"run {run_id} in {thread} ({_state(events)})"]
-    for e in events:
+    state = _state(events) if len(events) == len(read) else \
+        "holds events this version of threadteam cannot read"
+    out = [f"run {run_id} in {thread} ({state})"]
+    for e in read:
+        if isinstance(e, str):  # shown as stored: an auditor still sees what happened
+            shown = e if len(e) <= 500 else e[:499] + "…"
+            out.append(f"{'?':<19}  (an event this version cannot read) {shown}")
+            continue
         if e.kind in _QUIET:
             continue
         if isinstance(e, ToolCallRequested):
@@ -152,6 +161,18 @@ def _orchestration_line(e: PlanWritten | ProgressAssessed | Instructed | PlanRev
             f"progress? {said('is_progress_being_made')}\nnext: {said('next_speaker')}\n"
             f"to say: {said('instruction_or_question')}"
             + (f"\norchestrator -> {handed[0]}: {handed[1]}" if handed is not None else ""))
+
+
+def _read(raw: list[str]) -> list[Event | str]:
+    """A run's log: its events, and as stored each one this version cannot read (a newer
+    threadteam wrote it, say)."""
+    read: list[Event | str] = []
+    for r in raw:
+        try:
+            read.append(from_json(r))
+        except (KeyError, TypeError, ValueError):
+            read.append(r)
+    return read
 
 
 def _state(events: list[Event]) -> str:

@@ -287,6 +287,39 @@ def test_runs_show_prints_every_approval_decision_for_an_audit(tmp_path):
     assert "Traceback" not in missing.stderr
 
 
+def test_runs_list_and_show_a_run_a_newer_version_wrote_to_without_a_traceback(tmp_path):
+    """After a downgrade a run's log may hold an event this version does not know: the
+    audit still lists the run and shows that event as stored, among the ones it reads."""
+    import asyncio
+
+    from threadteam.bot.stores import open_store
+    from threadteam.teams.events import HumanMessage, TaskStarted, to_json
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    future = '{"kind":"from_the_future","by":"U9","at":1790000003.0}'
+    raw = [to_json(TaskStarted(team="debate", task="Migrate?", by="U1", at=1_790_000_000.0)),
+           future,
+           to_json(HumanMessage(user="U2", text="still here", at=1_790_000_004.0))]
+
+    async def seed() -> None:
+        store = open_store(url)
+        await store.start()
+        await store.create_run("0ddba11" * 4, "slack:T1:C1:2.0", raw)
+        await store.aclose()
+
+    asyncio.run(seed())
+    listed = threadteam("runs", "list", "--store", url)
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    assert "0ddba11" * 4 in listed.stdout and " unreadable " in listed.stdout
+    shown = threadteam("runs", "show", "0ddba11", "--store", url)
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == (f"run {'0ddba11' * 4} in slack:T1:C1:2.0 (holds events this version "
+                        "of threadteam cannot read)")
+    assert lines[2] == "?                    (an event this version cannot read) " + future
+    assert lines[3].endswith("U2 (U2): still here")
+
+
 async def test_runs_show_reads_a_magentic_run_as_plans_checks_and_instructions(tmp_path):
     from threadteam.bot.audit import transcript
     from threadteam.bot.stores import open_store
