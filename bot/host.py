@@ -310,17 +310,23 @@ class Host:
                     pending += (plan,) if plan is not None else ()
                 return RunSummary(info.run_id, loaded.key, state.team.name, state.task,
                                   state.status, self.status_text(state).splitlines()[0], pending)
+            why = self.runner.why_stuck(info.run_id)
+            if why is None:
+                continue  # gone
             raw = await self.store.load(info.run_id, 0)
             try:
                 first = from_json(raw[0]) if raw else None
             except (KeyError, TypeError, ValueError):  # written by a newer version, say
                 first = None
-            if isinstance(first, TaskStarted):  # its team is not loaded: say what would load it
+            if not isinstance(first, TaskStarted):
+                return RunSummary(info.run_id, ThreadKey.parse(info.thread), "?", "?",
+                                  "unloadable", why)
+            if self.catalog.get(first.team) is None:  # say what would load it
                 where = (f" from {first.team_file}; pass --teams-dir "
                          f"{os.path.dirname(first.team_file) or '.'}") if first.team_file else ""
-                return RunSummary(info.run_id, ThreadKey.parse(info.thread), first.team,
-                                  first.task, "unloadable",
-                                  f"its team {first.team!r} is not loaded{where}")
+                why = f"its team {first.team!r} is not loaded{where}"
+            return RunSummary(info.run_id, ThreadKey.parse(info.thread), first.team,
+                              first.task, "unloadable", why)
         return None
 
     async def _summon(self, inbound: Inbound) -> Handled:

@@ -410,6 +410,28 @@ def test_resume_of_a_run_whose_team_is_not_loaded_says_which_flag(tmp_path):
     assert "Traceback" not in again.stderr and again.stderr.count("\n") <= 2
 
 
+def test_resume_of_a_run_whose_team_file_was_edited_under_it_says_so(tmp_path):
+    teams = tmp_path / "myteams"
+    teams.mkdir()
+    team = ("name: pair\ndescription: Plans with you.\nagents:\n"
+            "  - {name: planner, persona: {display_name: Planner}, system_message: Plan.}\n"
+            "  - {name: you, human: true}\ntermination: {text_mention: DONE}\n")
+    (teams / "pair.yaml").write_text(team)
+    env = {"THREADTEAM_STORE": f"sqlite:///{tmp_path}/s.db"}
+    first = threadteam("chat", "--teams-dir", str(teams), "--team", "pair", "Plan a trip.",
+                       env=env)
+    assert first.returncode == 0, first.stderr
+    (teams / "pair.yaml").write_text(team.replace("name: planner", "name: organiser"))
+    again = threadteam("chat", "--teams-dir", str(teams), "--resume", env=env)
+    assert again.returncode == 2
+    said = again.stderr.rstrip().splitlines()[-1]  # after the log's line saying why in full
+    assert said.startswith("Cannot resume run ") and said.endswith(
+        "(Plan a trip.): its team `pair` was changed in a way that no longer fits what the run "
+        "has done so far."), again.stderr
+    assert "its history has agent 'planner', which the team no longer has" in again.stderr
+    assert "not loaded" not in again.stderr and "Traceback" not in again.stderr
+
+
 def test_teams_check_warns_about_a_role_named_rather_than_identified(tmp_path):
     team = tmp_path / "mods.yaml"
     team.write_text("name: mods\ndescription: Needs moderators.\napprovers: ['role:Moderators']\n"
