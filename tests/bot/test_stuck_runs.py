@@ -106,3 +106,17 @@ async def test_a_reconnecting_adapter_still_hears_of_open_threads_beside_an_unre
               '{"kind":"from_the_future","at":3.0}']
     assert await store.create_run("test.future", str(thread("future")), future)
     assert sorted(k.thread for k in await host.open_threads()) == ["future", "waiting"]
+
+
+async def test_the_latest_run_is_named_even_when_its_first_event_is_unreadable(started, store):
+    """`chat --resume` must not quietly resume an older run because the latest one's first
+    event is one a newer threadteam wrote: it names the latest, and why it cannot go on."""
+    host = await started(ScriptedModel(), DEBATE)
+    older = TaskStarted(team="debate", task="Older", by="alice", at=1.0)
+    assert await store.create_run("test.older", str(thread("older")), [to_json(older)])
+    assert await store.create_run("test.newer", str(thread("newer")),
+                                  ['{"kind":"from_the_future","at":5.0}'])
+    latest = await host.latest_run("test")
+    assert latest is not None and (latest.run_id, latest.status, latest.headline) == (
+        "test.newer", "unloadable",
+        "its history holds an event this version of threadteam cannot read")
