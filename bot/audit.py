@@ -25,8 +25,8 @@ from threadteam.teams.events import (
     TaskStarted,
     ToolCallRequested,
     ToolResult,
-    from_json,
     to_dict,
+    try_from_json,
 )
 
 from .stores.base import Store
@@ -166,13 +166,7 @@ def _orchestration_line(e: PlanWritten | ProgressAssessed | Instructed | PlanRev
 def _read(raw: list[str]) -> list[Event | str]:
     """A run's log: its events, and as stored each one this version cannot read (a newer
     threadteam wrote it, say)."""
-    read: list[Event | str] = []
-    for r in raw:
-        try:
-            read.append(from_json(r))
-        except (KeyError, TypeError, ValueError):
-            read.append(r)
-    return read
+    return [r if (e := try_from_json(r)) is None else e for r in raw]
 
 
 def _state(events: list[Event]) -> str:

@@ -54,6 +54,7 @@ from threadteam.teams.events import (
     TaskStarted,
     from_json,
     to_json,
+    try_from_json,
 )
 from threadteam.teams.state import RunState
 
@@ -286,7 +287,7 @@ class Host:
             batch = recent[start:start + 50]
             tails = await asyncio.gather(*(self.store.load(i.run_id, i.length - 1) for i in batch))
             keys.extend(ThreadKey.parse(info.thread) for info, tail in zip(batch, tails, strict=True)
-                        if tail and not _finished(tail[-1]))
+                        if tail and not isinstance(try_from_json(tail[-1]), RunFinished))
         return keys
 
     async def latest_run(self, platform: str, run_id: str | None = None) -> RunSummary | None:
@@ -310,23 +311,19 @@ class Host:
                     pending += (plan,) if plan is not None else ()
                 return RunSummary(info.run_id, loaded.key, state.team.name, state.task,
                                   state.status, self.status_text(state).splitlines()[0], pending)
-            why = self.runner.why_stuck(info.run_id)
-            if why is None:
+            stuck = self.runner.why_stuck(info.run_id)
+            if stuck is None:
                 continue  # gone
-            raw = await self.store.load(info.run_id, 0)
-            try:
-                first = from_json(raw[0]) if raw else None
-            except (KeyError, TypeError, ValueError):  # written by a newer version, say
-                first = None
-            if not isinstance(first, TaskStarted):
+            start, why = stuck.start, stuck.why
+            if start is None:
                 return RunSummary(info.run_id, ThreadKey.parse(info.thread), "?", "?",
                                   "unloadable", why)
-            if self.catalog.get(first.team) is None:  # say what would load it
-                where = (f" from {first.team_file}; pass --teams-dir "
-                         f"{os.path.dirname(first.team_file) or '.'}") if first.team_file else ""
-                why = f"its team {first.team!r} is not loaded{where}"
-            return RunSummary(info.run_id, ThreadKey.parse(info.thread), first.team,
-                              first.task, "unloadable", why)
+            if self.catalog.get(start.team) is None:  # say what would load it
+                where = (f" from {start.team_file}; pass --teams-dir "
+                         f"{os.path.dirname(start.team_file) or '.'}") if start.team_file else ""
+                why = f"its team {start.team!r} is not loaded{where}"
+            return RunSummary(info.run_id, ThreadKey.parse(info.thread), start.team,
+                              start.task, "unloadable", why)
         return None
 
     async def _summon(self, inbound: Inbound) -> Handled:
@@ -425,25 +422,25 @@ class Host:
         is gone, say): a message is kept in the run's log for the team to read once the run
         loads again, and the thread is told once why the run is stuck; a command changes
         nothing, and says why."""
-        why = self.runner.why_stuck(run_id)
-        if why is None:
+        stuck = self.runner.why_stuck(run_id)
+        if stuck is None:
             return Handled()  # the run is gone
-        stuck = f"This run cannot go on: {why}."
+        said = f"This run cannot go on: {stuck.why}."
         if cmd is None:
             msg = HumanMessage(user=inbound.user, text=inbound.text,
                                display_name=inbound.display_name, at=self.clock())
             await self.store.append_external(run_id, [to_json(msg)], key=inbound.event_id)
             await self.runner.deliver(Outbound(
-                inbound.key, f"{stuck} Your message is kept: once the bot's operator has fixed "
+                inbound.key, f"{said} Your message is kept: once the bot's operator has fixed "
                              "that, your next message here picks the run up again, this one "
                              "with it.",
-                f"{run_id}:stuck:{zlib.crc32(why.encode())}", notice=True))
+                f"{run_id}:stuck:{zlib.crc32(stuck.why.encode())}", notice=True))
             return Handled(taken=True)
         if cmd.word in ("help", "status"):
-            await self.runner.deliver(Outbound(inbound.key, HELP if cmd.word == "help" else stuck,
+            await self.runner.deliver(Outbound(inbound.key, HELP if cmd.word == "help" else said,
                                                f"reply:{inbound.event_id}", notice=True))
             return Handled()
-        return Handled(private=f"{stuck} Nothing was changed.")
+        return Handled(private=f"{said} Nothing was changed.")
 
     def _run_lock(self, run_id: str) -> _RunLock:
         return _RunLock(self._locks, run_id)
@@ -927,15 +924,6 @@ class Host:
                 for run_id in await self._mine(await self.store.active_runs()):
                     if run_id not in self._driving:
                         await self.store.enqueue(run_id, self._queue)
-
-
-def _finished(raw: str) -> bool:
-    """Whether a run's last event (as stored) ends it; an event this version cannot read
-    (a newer one wrote it) does not say so, and does not stop the caller either."""
-    try:
-        return isinstance(from_json(raw), RunFinished)
-    except (KeyError, TypeError, ValueError):
-        return False
 
 
 def _echo(text: str) -> str:

@@ -21,6 +21,7 @@ from threadteam.teams import engine
 from threadteam.teams.catalog import TeamCatalog
 from threadteam.teams.engine import Env, ToolRunner, deadline, decide, perform, time_passed
 from threadteam.teams.events import (
+    UNREADABLE,
     AgentMessage,
     ApprovalDecided,
     ApprovalExpired,
@@ -82,6 +83,15 @@ class Loaded:
     unreachable: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Stuck:
+    """Why a run cannot be loaded here, in words for its thread, and how it began (None
+    if its first event is unreadable)."""
+
+    why: str
+    start: TaskStarted | None
+
+
 class Runner:
     """Performs what the engine decides, for any run, on behalf of one process."""
 
@@ -93,8 +103,8 @@ class Runner:
         self.directory = directory
         #: The questions tool calls ask (MCP elicitation); the MCP servers, once a run uses one.
         self.questions, self._mcp = Questions(), mcp
-        #: Runs that cannot be loaded here, each with why, as the people in its thread are told.
-        self._unloadable: dict[str, str] = {}
+        #: Runs that cannot be loaded here, each with why.
+        self._unloadable: dict[str, Stuck] = {}
         self.owner, self.clock, self.lease_ttl = owner, clock, lease_ttl
         self.rehearsal_notice = rehearsal_notice or (lambda state: "")
 
@@ -120,18 +130,19 @@ class Runner:
             return None
         try:
             first = from_json(raw[0])
-        except (KeyError, TypeError, ValueError) as exc:
-            self._stuck(run_id, _UNREADABLE, "its log holds an event this version cannot read "
-                        "(%s: %s); the run is left as it is", type(exc).__name__, exc)
+        except UNREADABLE as exc:
+            self._stuck(run_id, Stuck(_UNREADABLE, None), "its log holds an event this version "
+                        "cannot read (%s: %s); the run is left as it is", type(exc).__name__, exc)
             return None
-        team = self.catalog.get(first.team) if isinstance(first, TaskStarted) else None
+        start = first if isinstance(first, TaskStarted) else None
+        team = self.catalog.get(start.team) if start is not None else None
         if team is None:
-            name = first.team if isinstance(first, TaskStarted) else "?"
-            why = f"its team `{name}` is not loaded on this bot"
-            if self._unloadable.get(run_id) != why:  # said once; the run is left alone
-                where = f" (it came from {first.team_file})" \
-                    if isinstance(first, TaskStarted) and first.team_file else ""
-                self._stuck(run_id, why, "its team %r is not loaded%s; the run is left as it "
+            name = start.team if start is not None else "?"
+            stuck = Stuck(f"its team `{name}` is not loaded on this bot", start)
+            if self._unloadable.get(run_id) != stuck:  # said once; the run is left alone
+                where = f" (it came from {start.team_file})" \
+                    if start is not None and start.team_file else ""
+                self._stuck(run_id, stuck, "its team %r is not loaded%s; the run is left as it "
                             "is", name, where)
             return None
         bound = await self._bind_tools(team) if tools and team.mcp_servers else None
@@ -142,13 +153,14 @@ class Runner:
                 events, state = await asyncio.to_thread(
                     _fold_log, bound.team if bound else team, first, raw)
         except _Unreadable as exc:  # written by a newer threadteam, say, before a downgrade
-            self._stuck(run_id, _UNREADABLE, "its log holds an event this version cannot read "
+            self._stuck(run_id, Stuck(_UNREADABLE, start), "its log holds an event this version cannot read "
                         "(%s: %s); the run is left as it is",
                         type(exc.__cause__).__name__, exc.__cause__)
             return None
         except _Mismatch as exc:  # the team file changed under a running run
-            self._stuck(run_id, f"its team `{team.name}` was changed in a way that no longer "
-                        "fits what the run has done so far", "team %r no longer matches the "
+            self._stuck(run_id, Stuck(f"its team `{team.name}` was changed in a way that no "
+                                      "longer fits what the run has done so far", start),
+                        "team %r no longer matches the "
                         "run's history (%s); fix the team file or start a new run",
                         team.name, exc.__cause__)
             return None
@@ -156,15 +168,15 @@ class Runner:
         return Loaded(run_id, ThreadKey.parse(thread), state, events,
                       unreachable=bound.problems if bound else ())
 
-    def _stuck(self, run_id: str, why: str, problem: str, *args: object) -> None:
-        """The run cannot be loaded: `problem` % `args` goes to the log, `why` is kept for
+    def _stuck(self, run_id: str, stuck: Stuck, problem: str, *args: object) -> None:
+        """The run cannot be loaded: `problem` % `args` goes to the log, `stuck` is kept for
         the people in its thread (see `why_stuck`)."""
-        self._unloadable[run_id] = why
+        self._unloadable[run_id] = stuck
         log.error("run %s: " + problem, run_id, *args)
 
-    def why_stuck(self, run_id: str) -> str | None:
-        """Why the run could not be loaded when it last was, in words for its thread; None
-        if it was loaded, or is gone."""
+    def why_stuck(self, run_id: str) -> Stuck | None:
+        """Why the run could not be loaded when it last was; None if it was loaded, or is
+        gone."""
         return self._unloadable.get(run_id)
 
     async def drive(self, run_id: str, *, first: bool = False) -> bool:
@@ -573,7 +585,7 @@ def _fold_log(team: Team, first: Event, raw: list[str]) -> tuple[list[Event], Ru
     events = [first]
     try:
         events += map(from_json, raw[1:])
-    except (KeyError, TypeError, ValueError) as exc:  # an unknown kind or field, bad JSON
+    except UNREADABLE as exc:
         raise _Unreadable() from exc
     try:
         return events, RunState.fold(team, events)

@@ -154,13 +154,12 @@ def _off() -> bool:
     Asked for every span. The API's `get_tracer_provider` looks the environment up each
     time until a provider is set (a failing look-up: ~3% of the bot's CPU), so the
     provider it would return is read first, where it keeps it."""
-    installed = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
-    if installed is None and not _NAMED:
+    provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is None and not _NAMED:
         return True
-    provider = trace.get_tracer_provider() if installed is _UNKNOWN or installed is None \
-        else installed
+    if provider is None or provider is _UNKNOWN:
+        provider = trace.get_tracer_provider()
     return isinstance(provider, trace.ProxyTracerProvider)
-
 
 
 @contextmanager

@@ -21,12 +21,12 @@ from .models.base import ToolCall, Usage
 NO_USAGE = Usage()
 
 __all__ = [
-    "EVENT_TYPES", "NO_USAGE", "AgentMessage", "ApprovalDecided", "ApprovalExpired", "ClockChecked",
+    "EVENT_TYPES", "NO_USAGE", "UNREADABLE", "AgentMessage", "ApprovalDecided", "ApprovalExpired", "ClockChecked",
     "Event",
     "Handoff", "HumanMessage", "Instructed", "PlanReviewed", "PlanWritten", "ProgressAssessed",
     "RunContinued", "RunFinished", "RunPaused", "RunResumed", "SpeakerSelected", "StopRequested",
     "TaskStarted", "ToolAlwaysApproved", "ToolCallRequested",
-    "ToolResult", "from_dict", "from_json", "to_dict", "to_json",
+    "ToolResult", "from_dict", "from_json", "to_dict", "to_json", "try_from_json",
 ]
 
 
@@ -380,6 +380,19 @@ def from_json(text: str) -> Event:
         if type(data) is dict and data.get("kind") in _ANY_VALUE_KINDS:
             data = json.loads(text)
     return from_dict(data)
+
+
+#: What `from_json` raises for text that is no event this version knows: an unknown kind
+#: or field (a newer threadteam wrote it, say), or not JSON at all.
+UNREADABLE = (KeyError, TypeError, ValueError)
+
+
+def try_from_json(text: str) -> Event | None:
+    """`from_json`, or None for an event this version cannot read."""
+    try:
+        return from_json(text)
+    except UNREADABLE:
+        return None
 
 
 _ANY_VALUE_KINDS = frozenset(cls.kind for cls in _ANY_VALUES)

@@ -59,7 +59,7 @@ _GROUP = "workers"
 #: How every connection to Redis behaves, on a server or a cluster's nodes. RESP2 and
 #: decoded text: the reply shapes this module reads (and cheaper to parse). No read
 #: timeout (redis-py 6+ defaults to 5 s): it armed and cancelled a timer on every reply,
-#: a quarter of the bot's CPU at 3,000 runs at once, and a blocking read of the work
+#: ~10% of the bot's CPU with 1,000-3,000 runs at once, and a blocking read of the work
 #: queue waits longer anyway; a server that stalls (a failover, a fork) is waited for.
 #: What the timeout caught, a server gone without a word (a host down, a network cut),
 #: TCP keepalive finds in about 25 s (a unix socket has no such silence to fear).

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.fakes.redis_server import _start_redis_server
+from tests.fakes.redis_server import start_redis_server
 from threadteam.bot.stores import RedisStore
 
 THREAD = "slack:T1:C1:1700000000.000100"
@@ -24,7 +24,7 @@ SAID = json.dumps({"kind": "HumanMessage", "user": "U1", "text": "still there?"}
 
 @pytest.fixture
 def own_redis(tmp_path: Path):
-    process, port = _start_redis_server(tmp_path)
+    process, port = start_redis_server(tmp_path)
     try:
         yield port
     finally:

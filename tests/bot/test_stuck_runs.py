@@ -38,8 +38,10 @@ async def test_messages_to_a_run_whose_team_is_gone_are_kept_and_read_once_it_is
     assert await store.create_run("test.offsite", str(key), [to_json(started_at)])
     host = await started(ScriptedModel(), DEBATE)  # the `pair` team file was removed
 
-    handled = await host.handle(say(key, "are you there?"))
+    asked = say(key, "are you there?")
+    handled = await host.handle(asked)
     assert handled.taken and handled.private is None
+    await host.handle(asked)  # the platform delivers it again (or the bot died before the notice)
     assert (await host.handle(say(key, "budget is 5k", user="bob"))).taken
     assert poster.notices(key) == [GONE]  # told once, not once a message
     assert poster.in_thread(key) == []  # no agent spoke

@@ -84,7 +84,7 @@ def _free_ports(n: int) -> list[int]:
             sock.close()
 
 
-def _start_redis_server(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_redis_server(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail(
@@ -118,7 +118,7 @@ def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if _answers_ping("127.0.0.1", 6379):
         yield "redis://127.0.0.1:6379/0"
         return
-    process, port = _start_redis_server(tmp_path_factory.mktemp("redis"))
+    process, port = start_redis_server(tmp_path_factory.mktemp("redis"))
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
