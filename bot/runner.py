@@ -66,7 +66,11 @@ EXTERNAL = (HumanMessage, ApprovalDecided, ToolAlwaysApproved, StopRequested, Ru
 
 
 class LostRun(Exception):
-    """Another driver wrote to the run: this one must stop."""
+    """Another driver wrote to the run, or something this version cannot read was added to
+    it: this one must stop (the message says which)."""
+
+    def __init__(self, why: str = "another driver wrote to it") -> None:
+        super().__init__(why)
 
 
 @dataclass
@@ -214,8 +218,8 @@ class Runner:
                     settled = True
             else:  # gone, or its team is not loaded here: not driven again until touched
                 await self.store.set_active(run_id, False)
-        except LostRun:
-            log.warning("run %s: another driver wrote to it; stepping back", run_id)
+        except LostRun as exc:
+            log.warning("run %s: %s; stepping back", run_id, exc)
         finally:
             heartbeat.stop()  # no renewal from now on
             # Sent right behind the run's last writes: one transaction where the store batches.
@@ -324,7 +328,13 @@ class Runner:
                 await (sent or self.store.append(run.run_id, state.length, payload))
                 break
             except ConflictError:
-                tail = [from_json(t) for t in await self.store.load(run.run_id, state.length)]
+                raw = await self.store.load(run.run_id, state.length)
+                try:
+                    tail = [from_json(t) for t in raw]
+                except UNREADABLE as exc:  # a newer threadteam took a message meanwhile (a
+                    # rolling upgrade, say): it drives the run from here; our turn is dropped
+                    raise LostRun(f"an event this version cannot read was added to it "
+                                  f"({type(exc).__name__}: {exc})") from None
                 if any(not isinstance(e, EXTERNAL) for e in tail):
                     raise LostRun() from None
                 for e in tail:

@@ -3,9 +3,11 @@ version): what people typing in its thread see, and that nothing they typed is l
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from tests.bot.helpers import DEBATE, press, say, thread
+from tests.bot.helpers import DEBATE, press, say, summon, thread
 from threadteam.teams.events import (
     AgentMessage,
     HumanMessage,
@@ -122,3 +124,41 @@ async def test_the_latest_run_is_named_even_when_its_first_event_is_unreadable(s
     assert latest is not None and (latest.run_id, latest.status, latest.headline) == (
         "test.newer", "unloadable",
         "its history holds an event this version of threadteam cannot read")
+
+
+class _Held(ScriptedModel):
+    """A scripted model that answers only once `release` is set (`called`: it was asked)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.called, self.release = asyncio.Event(), asyncio.Event()
+
+    async def complete(self, request, on_text=None, **kwargs):
+        self.called.set()
+        await self.release.wait()
+        return await super().complete(request, on_text, **kwargs)
+
+
+async def test_a_driver_steps_back_when_a_newer_version_adds_to_its_run_mid_turn(
+        started, store, poster, caplog):
+    """In a rolling upgrade a newer threadteam may take a message in the thread while an
+    older one waits on the model: the older one cannot read what was added, so it steps
+    back (the newer one drives from there) without posting its reply or a traceback, and
+    a later message here says why this version cannot go on."""
+    model = _Held(["A plan. DONE"])
+    host = await started(model, DEBATE, PAIR)
+    key = thread("upgrade")
+    assert (await host.handle(summon(key, "pair Plan the offsite"))).taken
+    await asyncio.wait_for(model.called.wait(), 10)
+    run_id = (await host.latest_run("test")).run_id
+    await store.append_external(run_id, ['{"kind":"from_the_future","at":3.0}'])
+    model.release.set()
+    await host.idle()
+    assert poster.in_thread(key) == []  # the reply was not posted over the newer event
+    assert f"run {run_id}: an event this version cannot read was added to it (KeyError: " \
+           "'from_the_future'); stepping back" in caplog.text
+    assert "driving failed" not in caplog.text and "Traceback" not in caplog.text
+    assert (await host.handle(say(key, "so?"))).taken
+    assert poster.notices(key)[-1].startswith(
+        "This run cannot go on: its history holds an event this version of threadteam "
+        "cannot read. Your message is kept")
