@@ -118,7 +118,8 @@ def _parser() -> argparse.ArgumentParser:
                            description="Print a run's transcript: who said what, every tool "
                                        "call with its arguments, and who approved or denied "
                                        "it when.")
-    show.add_argument("run", metavar="RUN", help="a run id (or the start of one)")
+    show.add_argument("run", metavar="RUN",
+                      help="a run id, or the start of one of the 10,000 latest runs' ids")
     return p
 
 
@@ -169,14 +170,18 @@ def _check(files: list[str]) -> int:
 
 
 async def _runs(args: argparse.Namespace, settings: Settings) -> int:
-    from threadteam.bot.audit import list_runs, transcript
+    from threadteam.bot.audit import AmbiguousRun, list_runs, transcript
     from threadteam.bot.stores import open_store
 
     store = open_store(settings.store_url)
     await store.start()
     try:
         if args.runs_command == "show":
-            text = await transcript(store, args.run)
+            try:
+                text = await transcript(store, args.run)
+            except AmbiguousRun as exc:
+                print(f"threadteam: {exc}", file=sys.stderr)
+                return 1
             if text is None:
                 print(f"threadteam: no run {args.run!r} in {_store_label(settings)}; "
                       f"`threadteam runs list` shows the runs there", file=sys.stderr)

@@ -31,7 +31,7 @@ from threadteam.teams.events import (
 
 from .stores.base import Store
 
-__all__ = ["RunLine", "list_runs", "transcript"]
+__all__ = ["RECENT", "AmbiguousRun", "RunLine", "list_runs", "transcript"]
 
 _QUIET = ("speaker_selected", "clock_checked")  # bookkeeping no auditor needs
 
@@ -63,12 +63,34 @@ async def list_runs(store: Store, limit: int = 20) -> list[RunLine]:
     return lines
 
 
+class AmbiguousRun(LookupError):
+    """A run id's start that more than one recent run has."""
+
+    def __init__(self, start: str, matches: list[str]) -> None:
+        super().__init__(start)
+        self.start, self.matches = start, matches
+
+    def __str__(self) -> str:
+        shown = ", ".join(self.matches[:5]) + (", …" if len(self.matches) > 5 else "")
+        return f"{self.start!r} is the start of {len(self.matches)} runs ({shown}); give more of it"
+
+
+# How many of the most recently updated runs a run id's start is looked for among.
+RECENT = 10_000
+
+
 async def transcript(store: Store, run_id: str) -> str | None:
-    """The run's log as text, one line per event; None when there is no such run."""
-    matches = [r.run_id for r in await store.runs(limit=10_000) if r.run_id.startswith(run_id)]
-    if run_id not in matches and len(matches) != 1:
-        return None
-    run_id = run_id if run_id in matches else matches[0]
+    """The run's log as text, one line per event; None when there is no such run. `run_id`
+    is a whole id (any run) or the start of one (among the `RECENT` latest; `AmbiguousRun`
+    when several have it)."""
+    if not run_id or await store.thread_of(run_id) is None:
+        matches = [r.run_id for r in await store.runs(limit=RECENT)
+                   if r.run_id.startswith(run_id)]
+        if len(matches) > 1:
+            raise AmbiguousRun(run_id, matches)
+        if not matches:
+            return None
+        run_id = matches[0]
     raw = await store.load(run_id)
     if not raw:
         return None

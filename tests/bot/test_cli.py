@@ -320,6 +320,52 @@ def test_runs_list_and_show_a_run_a_newer_version_wrote_to_without_a_traceback(t
     assert lines[3].endswith("U2 (U2): still here")
 
 
+def test_runs_show_finds_a_run_by_its_start_and_says_when_that_is_ambiguous(tmp_path):
+    import asyncio
+
+    from threadteam.bot.stores import open_store
+    from threadteam.teams.events import TaskStarted, to_json
+
+    url = f"sqlite:///{tmp_path}/s.db"
+
+    async def seed() -> None:
+        store = open_store(url)
+        await store.start()
+        for i, run_id in enumerate(["beef01", "beef02", "cafe01"]):
+            start = TaskStarted(team="debate", task=f"Task {run_id}", by="U1", at=1.0 + i)
+            await store.create_run(run_id, f"slack:T1:C1:{i}.0", [to_json(start)])
+        await store.aclose()
+
+    asyncio.run(seed())
+    both = threadteam("runs", "show", "beef", "--store", url)
+    assert both.returncode == 1 and both.stdout == ""
+    assert both.stderr == ("threadteam: 'beef' is the start of 2 runs (beef02, beef01); give "
+                           "more of it\n")
+    one = threadteam("runs", "show", "caf", "--store", url)
+    assert one.returncode == 0 and "summoned debate: Task cafe01" in one.stdout
+
+
+async def test_runs_show_finds_a_run_by_its_whole_id_however_old(tmp_path, monkeypatch):
+    """A start is looked for among the latest runs only; a whole id is found whatever
+    number of runs came after it."""
+    from threadteam.bot import audit
+    from threadteam.bot.stores import open_store
+    from threadteam.teams.events import TaskStarted, to_json
+
+    monkeypatch.setattr(audit, "RECENT", 2)
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    await store.start()
+    try:
+        for i, run_id in enumerate(["old", "newer", "newest"]):
+            start = TaskStarted(team="debate", task=f"Task {run_id}", by="U1", at=1.0 + i)
+            await store.create_run(run_id, f"slack:T1:C1:{i}.0", [to_json(start)])
+        shown = await audit.transcript(store, "old")
+        assert await audit.transcript(store, "ol") is None  # not among the 2 latest
+    finally:
+        await store.aclose()
+    assert shown is not None and "summoned debate: Task old" in shown
+
+
 async def test_runs_show_reads_a_magentic_run_as_plans_checks_and_instructions(tmp_path):
     from threadteam.bot.audit import transcript
     from threadteam.bot.stores import open_store
