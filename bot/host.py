@@ -59,7 +59,7 @@ from threadteam.teams.events import (
 from threadteam.teams.state import RunState
 
 from .commands import HELP, Command, parse_command
-from .errors import ConflictError, PermanentStoreError, PlatformError
+from .errors import ConflictError, PermanentStoreError, PlatformError, StoreError
 from .limits import SummonGate, SummonLimits
 from .render import approval_key, approval_number, render
 from .runner import Runner
@@ -85,6 +85,9 @@ __all__ = ["Host"]
 _POLL = 0.25
 #: How often the host looks for runs whose time limit has passed (seconds).
 _TIMER_EVERY = 1.0
+# A run the store failed under is tried again after the first delay, doubled each time
+# it fails again, up to the second (seconds).
+STORE_RETRY = (1.0, 30.0)
 
 
 class Host:
@@ -94,7 +97,7 @@ class Host:
                  directory: Directory | None = None, worker_id: str | None = None,
                  clock: Callable[[], float] = time.time, lease_ttl: float = 10.0,
                  limits: SummonLimits | None = None, platform: str | None = None,
-                 adopt: bool = True) -> None:
+                 adopt: bool = True, store_retry: tuple[float, float] = STORE_RETRY) -> None:
         self.store, self.catalog, self.models, self.poster = store, catalog, models, poster
         self.directory = directory
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -124,6 +127,10 @@ class Host:
         self._moved = asyncio.Event()
         self.runner.questions.on_open = self._moved.set
         self._closing = False
+        #: Runs the store failed under (how many times in a row), and their retry timers.
+        self._store_failed: dict[str, int] = {}
+        self._retries: dict[str, asyncio.TimerHandle] = {}
+        self.store_retry = store_retry
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -148,6 +155,8 @@ class Host:
     async def aclose(self) -> None:
         """Stop taking work; runs in flight stay marked active and resume on the next start."""
         self._closing = True
+        for timer in self._retries.values():
+            timer.cancel()
         # The work loop ends on its own after its current short read: cancelling a blocking
         # queue read mid-flight can leave a shared connection pool in a bad state.
         work, others = (self._loops[0], self._loops[1:]) if self._loops else (None, [])
@@ -813,10 +822,17 @@ class Host:
                     first = run_id in self._new and not self.store.shared
                     self._new.discard(run_id)
                     got = await self.runner.drive(run_id, first=first)
+                    self._store_failed.pop(run_id, None)
                 except asyncio.CancelledError:
                     raise
                 except PermanentStoreError as exc:
                     await self._park(run_id, exc)
+                    got = True
+                except StoreError as exc:
+                    if isinstance(exc, ConflictError):  # the runner settles its own
+                        log.exception("run %s: driving failed", run_id)
+                    else:
+                        await self._wait_for_store(run_id, exc)
                     got = True
                 except PlatformError as exc:
                     await self._pause_for_platform(run_id, exc)
@@ -857,6 +873,59 @@ class Host:
                     "the store, write in this thread to pick it up again.", f"{run_id}:parked", notice=True))
         except Exception:
             log.exception("run %s: could not pause it after a store error", run_id)
+
+    async def _wait_for_store(self, run_id: str, exc: StoreError) -> None:
+        """A store failure that may pass (a full disk, an unreachable or locked store): the
+        run is tried again after a while, backing off, and its thread is told once that it
+        waits (nothing it did is lost: its log holds every turn up to the failure)."""
+        tries = self._store_failed.get(run_id, 0) + 1
+        self._store_failed[run_id] = tries
+        first, most = self.store_retry
+        delay = min(most, first * 2 ** (tries - 1))
+        log.warning("run %s: the store failed (%s); trying the run again in %g s", run_id,
+                    exc, delay)
+        loop = asyncio.get_running_loop()
+        self._retries[run_id] = loop.call_later(
+            delay, lambda: asyncio.ensure_future(self._retry(run_id)))
+        if tries > 1:
+            return
+        try:
+            fold = self._folds.get(run_id)
+            thread = str(fold.key) if fold is not None else await self.store.thread_of(run_id)
+        except Exception:
+            thread = None
+        if thread is None:
+            return
+        # Said once an hour at most, whoever drives the run: a record of it is looked for
+        # and kept where the store still reads or writes; a store that does neither has it
+        # said once by each process that tries the run.
+        key = f"{run_id}:store-failed:{int(self.clock() // 3600)}"
+        with contextlib.suppress(Exception):
+            if await self.store.get_post(key) is not None:
+                return
+        try:
+            message_id = await self.poster.post(Outbound(
+                ThreadKey.parse(thread),
+                "This run could not be saved just now: the bot's store failed (the details "
+                "are in the bot's log). Everything up to here is kept, and the run goes on by "
+                "itself once the store works again.", key, notice=True))
+        except Exception:
+            log.warning("run %s: could not say in its thread that it waits for the store",
+                        run_id, exc_info=True)
+            return
+        with contextlib.suppress(Exception):
+            await self.store.put_post(key, message_id)
+
+    async def _retry(self, run_id: str) -> None:
+        """Try a run again after a store failure (a failure to queue it backs off too)."""
+        self._retries.pop(run_id, None)
+        if self._closing or run_id in self._driving:
+            return
+        try:
+            await self._enqueue(run_id)
+        except Exception as exc:
+            await self._wait_for_store(run_id, exc if isinstance(exc, StoreError)
+                                       else StoreError(str(exc)))
 
     async def _mine(self, run_ids: list[str]) -> list[str]:
         """The runs among `run_ids` this host may drive: its platform's (a run id starts

@@ -7,6 +7,7 @@ import asyncio
 
 from tests.bot.helpers import make_host, say, summon, thread, write_teams
 from tests.fakes.poster import RecordingPoster
+from threadteam.bot.errors import StoreError
 from threadteam.teams.events import HumanMessage, from_json
 from threadteam.teams.models.scripted import ScriptedModel
 
@@ -153,5 +154,53 @@ async def test_a_platform_refusal_pauses_the_run_with_a_notice_and_retry_goes_on
         await host.handle(say(key, "retry", user="alice"))
         await poster.wait_for(lambda p: p.in_thread(key))
         assert poster.in_thread(key) == [("Asker", "Which city?")]
+    finally:
+        await host.aclose()
+
+
+class AppendFails:
+    """The test's store, whose driver appends fail a few times (a full disk, say)."""
+
+    def __init__(self, store, times: int) -> None:
+        self._store, self.times, self.failed = store, times, 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def append(self, run_id: str, expected: int, events: list[str]) -> int:
+        if self.failed < self.times:
+            self.failed += 1
+            raise StoreError("append failed: database or disk is full")
+        return await self._store.append(run_id, expected, events)
+
+
+WAITING_FOR_THE_STORE = (
+    "This run could not be saved just now: the bot's store failed (the details are in the "
+    "bot's log). Everything up to here is kept, and the run goes on by itself once the store "
+    "works again.")
+
+
+async def test_a_run_the_store_fails_under_says_so_once_and_goes_on_when_it_works(
+        store, poster, tmp_path, caplog):
+    model = ScriptedModel(default="Which city?")
+    flaky = AppendFails(store, times=3)
+    host = make_host(flaky, poster, model, write_teams(tmp_path / "teams", WAITS),
+                     store_retry=(0.05, 0.1))
+    await host.start()
+    try:
+        key = thread()
+        await host.handle(summon(key, "waits plan a trip", user="alice"))
+        await poster.wait_for(lambda p: p.in_thread(key) == [("Asker", "Which city?")], 5)
+        await host.idle()
+        assert flaky.failed == 3
+        said = poster.notices(key)
+        assert said.count(WAITING_FOR_THE_STORE) == 1  # told once, not once a try
+        assert said[-1].startswith("Your turn, <@alice>")
+        tries = [r.getMessage() for r in caplog.records if "trying the run again" in r.getMessage()]
+        assert [t.rsplit(" in ", 1)[1] for t in tries] == ["0.05 s", "0.1 s", "0.1 s"]
+        assert "database or disk is full" in tries[0]
+        assert "Traceback" not in caplog.text and "driving failed" not in caplog.text
+        await host.handle(say(key, "Lisbon"))  # and the run goes on as ever
+        await poster.wait_for(lambda p: len(p.in_thread(key)) == 2)
     finally:
         await host.aclose()
