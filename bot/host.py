@@ -17,6 +17,7 @@ import contextlib
 import gc
 import logging
 import os
+import random
 import socket
 import time
 import uuid
@@ -881,8 +882,9 @@ class Host:
         tries = self._store_failed.get(run_id, 0) + 1
         self._store_failed[run_id] = tries
         first, most = self.store_retry
-        delay = min(most, first * 2 ** (tries - 1))
-        log.warning("run %s: the store failed (%s); trying the run again in %g s", run_id,
+        # Jittered, so the runs a store outage stopped together do not all come back at once.
+        delay = min(most, first * 2 ** (tries - 1)) * random.uniform(0.8, 1.2)
+        log.warning("run %s: the store failed (%s); trying the run again in %.2f s", run_id,
                     exc, delay)
         loop = asyncio.get_running_loop()
         self._retries[run_id] = loop.call_later(
