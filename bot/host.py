@@ -132,6 +132,8 @@ class Host:
         self._store_failed: dict[str, int] = {}
         self._retries: dict[str, asyncio.TimerHandle] = {}
         self.store_retry = store_retry
+        self._queue_outage = _Outage("reading the work queue", 1.0)
+        self._timer_outage = _Outage("checking run time limits", _TIMER_EVERY)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -782,10 +784,11 @@ class Host:
                 items = await self.store.next_work(self.worker_id, _POLL, self._queue)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("reading the work queue failed; retrying")
+            except Exception as exc:
+                self._queue_outage.failed(exc)
                 await asyncio.sleep(1.0)
                 continue
+            self._queue_outage.passed()
             for receipt, run_id in items:
                 if self.platform is not None and not await self._mine_by_platform(run_id):
                     log.warning("run %s belongs to another platform than %s; not driving it",
@@ -808,9 +811,9 @@ class Host:
             return True
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("run %s: acknowledging its queue item failed; it will come back",
-                          run_id)
+        except Exception as exc:
+            log.warning("run %s: acknowledging its queue item failed; it will come back",
+                        run_id, exc_info=not _transient(exc))
             return False
 
     async def _drive(self, run_id: str, receipt: str) -> None:
@@ -982,8 +985,10 @@ class Host:
                     await self._enqueue(run_id)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("checking run time limits failed; trying again")
+            except Exception as exc:
+                self._timer_outage.failed(exc)
+            else:
+                self._timer_outage.passed()
 
     async def _sweep_loop(self) -> None:
         """Pick up runs whose driver died (their lease expired) in a multi-process setup."""
@@ -995,6 +1000,35 @@ class Host:
                 for run_id in await self._mine(await self.store.active_runs()):
                     if run_id not in self._driving:
                         await self.store.enqueue(run_id, self._queue)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether `exc` is the store failing in a way that may pass (no bug to trace)."""
+    return isinstance(exc, StoreError) and not isinstance(exc, PermanentStoreError)
+
+
+class _Outage:
+    """A loop's store outage, logged in one line when it begins and when it ends rather
+    than with a traceback on every try; any other failure is logged in full each time."""
+
+    def __init__(self, what: str, every: float) -> None:
+        self.what, self.every = what, every
+        self.since: float | None = None  # when the outage began (monotonic)
+
+    def failed(self, exc: BaseException) -> None:
+        if not _transient(exc):
+            log.error("%s failed; trying again", self.what, exc_info=exc)
+        elif self.since is None:
+            self.since = time.monotonic()
+            log.warning("%s failed (%s); trying again every %g s until the store works",
+                        self.what, exc, self.every)
+        else:
+            log.debug("%s failed again (%s)", self.what, exc)
+
+    def passed(self) -> None:
+        if self.since is not None:
+            log.info("%s works again, after %.0f s", self.what, time.monotonic() - self.since)
+            self.since = None
 
 
 def _echo(text: str) -> str:

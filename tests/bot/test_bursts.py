@@ -4,6 +4,7 @@ was taken, and one failure in the work loop never stops the loop."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from tests.bot.helpers import make_host, say, summon, thread, write_teams
 from tests.fakes.poster import RecordingPoster
@@ -207,3 +208,52 @@ async def test_a_run_the_store_fails_under_says_so_once_and_goes_on_when_it_work
         await poster.wait_for(lambda p: len(p.in_thread(key)) == 2)
     finally:
         await host.aclose()
+
+
+class QueueDown:
+    """The test's store, unreachable for its work queue and timers until `up` is set."""
+
+    def __init__(self, store) -> None:
+        self._store, self.up, self.tries = store, asyncio.Event(), 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def next_work(self, *args, **kwargs):
+        if not self.up.is_set():
+            self.tries += 1
+            raise StoreError("Could not reach Redis at 10.0.0.5:6379: Connection refused")
+        return await self._store.next_work(*args, **kwargs)
+
+    async def due_runs(self, now: float) -> list[str]:
+        if not self.up.is_set():
+            raise StoreError("Could not reach Redis at 10.0.0.5:6379: Connection refused")
+        return await self._store.due_runs(now)
+
+
+async def test_a_store_outage_is_logged_once_when_it_begins_and_once_when_it_ends(
+        store, poster, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="threadteam.host")
+    down = QueueDown(store)
+    host = make_host(down, poster, ScriptedModel(["Which city?"]),
+                     write_teams(tmp_path / "teams", WAITS))
+    await host.start()
+    try:
+        async with asyncio.timeout(10):
+            while down.tries < 3:  # a try a second
+                await asyncio.sleep(0.05)
+        down.up.set()
+        key = thread()
+        await host.handle(summon(key, "waits plan a trip", user="alice"))
+        await poster.wait_for(lambda p: p.in_thread(key) == [("Asker", "Which city?")])
+    finally:
+        await host.aclose()
+    said = [r.getMessage() for r in caplog.records if r.name == "threadteam.host"]
+    assert said.count("reading the work queue failed (Could not reach Redis at "
+                      "10.0.0.5:6379: Connection refused); trying again every 1 s until the "
+                      "store works") == 1
+    assert said.count("checking run time limits failed (Could not reach Redis at "
+                      "10.0.0.5:6379: Connection refused); trying again every 1 s until the "
+                      "store works") == 1
+    assert any(m.startswith("reading the work queue works again, after ") for m in said)
+    assert "Traceback" not in caplog.text
