@@ -18,6 +18,7 @@ from pathlib import Path
 
 from threadteam.bot.app import Runtime
 from threadteam.bot.config import Settings
+from threadteam.bot.errors import PermanentStoreError, StoreError
 from threadteam.bot.host import Host
 from threadteam.bot.shapes import Inbound, Outbound, ThreadKey
 
@@ -292,10 +293,20 @@ async def _converse(host: Host, console: _Console, *, interactive: bool) -> int:
         text = line.strip()
         if not text:
             continue
-        if await _status(host, key) == "awaiting_approval" and text.lower() in _YES | _NO:
-            text = "approve" if text.lower() in _YES else "deny"
-        private = (await host.handle(Inbound(key, console.user, text, "reply", uuid.uuid4().hex,
-                                             display_name=console.user))).private
+        try:
+            if await _status(host, key) == "awaiting_approval" and text.lower() in _YES | _NO:
+                text = "approve" if text.lower() in _YES else "deny"
+            private = (await host.handle(Inbound(key, console.user, text, "reply",
+                                                 uuid.uuid4().hex,
+                                                 display_name=console.user))).private
+        except StoreError as exc:
+            if isinstance(exc, PermanentStoreError):
+                raise
+            # The chat goes on: the person still has their words, and the store may be back
+            # in a moment (a full disk, a Redis restart).
+            poster.note(f"threadteam: your message was not sent, as the store failed ({exc}). "
+                        f"Send it again once the store works: {text}")
+            continue
         if private:
             poster.note(private)
         if text.lower() == "stop":

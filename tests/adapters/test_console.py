@@ -232,3 +232,59 @@ def test_exit_or_quit_leaves_the_chat_with_the_run_saved_not_said_to_the_team(tm
     assert again.returncode == 0, again.stderr
     assert word.strip().lower() not in (left.stdout + again.stdout).lower()
     assert again.stdout.startswith("Bull: [rehearsal] bull on 'Make it blue'\n"), again.stdout
+
+
+class _KeepFails:
+    """A store that fails to keep the person's next `times` messages (a full disk, say)."""
+
+    def __init__(self, store, times: int) -> None:
+        self._store, self.times = store, times
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def append_external(self, run_id, events, *, key=None):
+        if self.times:
+            self.times -= 1
+            from threadteam.bot.errors import StoreError
+
+            raise StoreError("The SQLite store at '/data/s.db' failed: database or disk is full")
+        return await self._store.append_external(run_id, events, key=key)
+
+
+async def test_a_message_the_store_fails_to_keep_is_said_back_and_the_chat_goes_on(
+        sqlite_store, tmp_path):
+    import io
+
+    from tests.bot.helpers import make_host, write_teams
+    from threadteam.adapters.console.cli import _Console, _converse
+    from threadteam.adapters.console.poster import ConsolePoster
+    from threadteam.adapters.console.terminal import Terminal
+    from threadteam.bot.shapes import Inbound, ThreadKey
+    from threadteam.teams.models.scripted import ScriptedModel
+
+    out = io.StringIO()
+    poster = ConsolePoster(Terminal(out, live=False), Style(), user="me", env={})
+    model = ScriptedModel(["Which colour?", "Blue it is."])
+    store = _KeepFails(sqlite_store, times=1)
+    host = make_host(store, poster, model, write_teams(tmp_path / "teams", TEAM.replace(
+        "model: ", "").replace("agents:", "model: scripted\nagents:")))
+    await host.start()
+    try:
+        key = ThreadKey("console", "local", "terminal", "t1")
+        console = _Console(Terminal(out, live=False), poster, asyncio.Queue(), "me")
+        console.key = key
+        await host.handle(Inbound(key, "me", "pitch Paint the shed", "summon", "e1",
+                                  display_name="me"))
+        for line in ["Blue, please", "Blue, please", None]:
+            console.lines.put_nowait(line)
+        assert await asyncio.wait_for(_converse(host, console, interactive=False), 10) == 0
+    finally:
+        await host.aclose()
+    shown = out.getvalue()
+    assert ("threadteam: your message was not sent, as the store failed (The SQLite store at "
+            "'/data/s.db' failed: database or disk is full). Send it again once the store "
+            "works: Blue, please\n") in shown
+    assert "Bull: Blue it is." in shown
+    said = " | ".join(str(m.content) for m in model.requests[1].messages)
+    assert said.count("Blue, please") == 1
