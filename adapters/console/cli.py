@@ -95,12 +95,20 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             raise
         _uncancel()
         poster.finish()
-        status = None
+        status: str | None = None
+        unread = False  # the store could not say (it is failing): a run may exist
         if runtime is not None and runtime.host is not None and console.key is not None:
-            status = await runtime.host.thread_status(console.key)
+            try:
+                status = await runtime.host.thread_status(console.key)
+            except StoreError:
+                unread = True
         terminal.close()
         after = "" if terminal.live else "\n"  # off the line where the terminal echoed ^C
-        if status is None:
+        if unread:
+            print(f"{after}Stopped. The store cannot be read just now; once it works, "
+                  f"`threadteam chat --resume` picks up the run as far as it was saved.",
+                  file=sys.stderr)
+        elif status is None:
             print(f"{after}Stopped; nothing was started.", file=sys.stderr)
         else:
             print(f"{after}Stopped; the run is saved ({_STATUS.get(status, status)}). "
@@ -287,8 +295,8 @@ async def _converse(host: Host, console: _Console, *, interactive: bool) -> int:
                 return 0
         if line is None:
             status = await _status(host, key)
-            poster.note(f"Run saved ({_STATUS.get(status, status)}); pick it up with "
-                        f"`threadteam chat --resume`.")
+            shown = f" ({_STATUS.get(status, status)})" if status is not None else ""
+            poster.note(f"Run saved{shown}; pick it up with `threadteam chat --resume`.")
             return 0
         text = line.strip()
         if not text:
@@ -304,8 +312,8 @@ async def _converse(host: Host, console: _Console, *, interactive: bool) -> int:
                 raise
             # The chat goes on: the person still has their words, and the store may be back
             # in a moment (a full disk, a Redis restart).
-            poster.note(f"threadteam: your message was not sent, as the store failed ({exc}). "
-                        f"Send it again once the store works: {text}")
+            poster.note(f"threadteam: your message was not sent, as the store failed "
+                        f"({str(exc).rstrip('.')}). Send it again once the store works: {text}")
             continue
         if private:
             poster.note(private)
@@ -320,8 +328,14 @@ def _unless_leaving(line: str | None) -> str | None:
     return None if line is None or line.strip().lower() in _LEAVE else line
 
 
-async def _status(host: Host, key: ThreadKey) -> str:
-    return await host.thread_status(key) or "finished"
+async def _status(host: Host, key: ThreadKey) -> str | None:
+    """The run's status; None while the store cannot say (it failed for a while)."""
+    try:
+        return await host.thread_status(key) or "finished"
+    except StoreError as exc:
+        if isinstance(exc, PermanentStoreError):
+            raise
+        return None
 
 
 async def _read_lines(queue: asyncio.Queue[str | None]) -> None:

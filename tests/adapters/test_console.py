@@ -235,21 +235,32 @@ def test_exit_or_quit_leaves_the_chat_with_the_run_saved_not_said_to_the_team(tm
 
 
 class _KeepFails:
-    """A store that fails to keep the person's next `times` messages (a full disk, say)."""
+    """A store that fails to keep the person's next `times` messages (a full disk, say),
+    and then to read which run a thread has, once."""
 
     def __init__(self, store, times: int) -> None:
-        self._store, self.times = store, times
+        self._store, self.times, self.reads = store, times, 0
 
     def __getattr__(self, name):
         return getattr(self._store, name)
 
+    def _fail(self):
+        from threadteam.bot.errors import StoreError
+
+        raise StoreError("The SQLite store at '/data/s.db' failed: database or disk is full.")
+
     async def append_external(self, run_id, events, *, key=None):
         if self.times:
             self.times -= 1
-            from threadteam.bot.errors import StoreError
-
-            raise StoreError("The SQLite store at '/data/s.db' failed: database or disk is full")
+            self.reads = 1
+            self._fail()
         return await self._store.append_external(run_id, events, key=key)
+
+    async def run_for_thread(self, thread):
+        if self.reads:
+            self.reads -= 1
+            self._fail()
+        return await self._store.run_for_thread(thread)
 
 
 async def test_a_message_the_store_fails_to_keep_is_said_back_and_the_chat_goes_on(
@@ -266,7 +277,7 @@ async def test_a_message_the_store_fails_to_keep_is_said_back_and_the_chat_goes_
     out = io.StringIO()
     poster = ConsolePoster(Terminal(out, live=False), Style(), user="me", env={})
     model = ScriptedModel(["Which colour?", "Blue it is."])
-    store = _KeepFails(sqlite_store, times=1)
+    store = _KeepFails(sqlite_store, times=1)  # then the chat's look at the run fails too
     host = make_host(store, poster, model, write_teams(tmp_path / "teams", TEAM.replace(
         "model: ", "").replace("agents:", "model: scripted\nagents:")))
     await host.start()
@@ -288,3 +299,4 @@ async def test_a_message_the_store_fails_to_keep_is_said_back_and_the_chat_goes_
     assert "Bull: Blue it is." in shown
     said = " | ".join(str(m.content) for m in model.requests[1].messages)
     assert said.count("Blue, please") == 1
+    assert store.reads == 0  # the failed look at the run was passed over
