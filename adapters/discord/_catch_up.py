@@ -10,18 +10,23 @@ with the same event id, so one seen both ways is de-duplicated by the host.
 A live message in a thread being caught up waits for the catch-up, so a run
 gets its messages in order, and one the catch-up already handed over is not
 handed over again.
+
+A live message the host could not take (its store failed) leaves its thread behind:
+later live messages there wait, and the thread is read again from the last message
+the host took, in order, once the store works (tried after 1 s, then backing off).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from functools import partial
 
 import discord
 
-from threadteam.bot.errors import PlatformError
+from threadteam.bot.errors import PlatformError, StoreError
 from threadteam.bot.shapes import Memory, ThreadKey
 
 from . import inbound
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 _PAGE = 100  # Discord's largest page of messages
 _AT_ONCE = 8  # threads read at the same time (each is one rate-limit bucket)
 _HANDED_KEPT = 4096  # threads whose last handed-over message is remembered in memory
+BEHIND_RETRY = (1.0, 30.0)  # seconds before a thread left behind is read again, and the most
 
 Deliver = Callable[[discord.Message, ThreadKey], Awaitable[None]]
 
@@ -51,6 +57,10 @@ class CatchUp:
         self._again = False
         self._pending: dict[str, asyncio.Event] = {}  # thread -> set once it is caught up
         self._handed: dict[str, int] = {}  # thread -> the last message handed over (this process)
+        #: Threads with a message the host could not take (the store failed), to read again.
+        self.behind: dict[str, ThreadKey] = {}
+        self._behind_task: asyncio.Task[None] | None = None
+        self.behind_retry = BEHIND_RETRY
 
     def soon(self, open_threads: Callable[[], Awaitable[list[ThreadKey]]]) -> None:
         """Catch up now, or once more after the catch-up under way (shards connect apart)."""
@@ -84,11 +94,43 @@ class CatchUp:
         while len(self._handed) > _HANDED_KEPT:
             del self._handed[next(iter(self._handed))]
 
+    def fell_behind(self, key: ThreadKey) -> None:
+        """The host could not take a message in `key`'s thread (its store failed): the
+        thread is read again, from the last message it took, once the store works; live
+        messages there wait for that (asked under the thread's lock)."""
+        self.behind[key.thread] = key
+        if self._behind_task is None or self._behind_task.done():
+            self._behind_task = asyncio.create_task(self._catch_up_behind())
+
+    async def _catch_up_behind(self) -> None:
+        first, most = self.behind_retry
+        tries = 0
+        while self.behind:
+            tries += 1
+            await asyncio.sleep(min(most, first * 2 ** (tries - 1)) * random.uniform(0.8, 1.2))
+            try:
+                open_threads = {k.thread for k in await self._open_threads()} \
+                    if self._open_threads is not None else set()
+                for thread, key in list(self.behind.items()):
+                    # A run's thread (an open run, or one whose messages were handed over
+                    # before: a finished run keeps what is written to it) is read again; one
+                    # that never had a run has nothing for the host.
+                    if thread in open_threads or await self.memory.get(f"seen:{thread}"):
+                        await self._thread(key)  # no longer behind once it is read
+                    else:
+                        self.behind.pop(thread, None)
+            except StoreError as exc:
+                log.warning("discord: the store still fails (%s); %d thread(s) are read "
+                            "again later", exc, len(self.behind))
+            except Exception:
+                log.exception("discord: reading threads left behind failed; trying again")
+
     async def aclose(self) -> None:
         """Stop catching up (what was handed over stays handed over)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._behind_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for pending in self._pending.values():
             pending.set()
         self._pending.clear()
@@ -141,6 +183,7 @@ class CatchUp:
                                                what="read what was written in the thread")
                 except PlatformError as exc:  # deleted, or no longer visible to the bot
                     log.info("could not catch up on thread %s: %s", key.thread, exc)
+                    self.behind.pop(key.thread, None)
                     return
                 except Exception as exc:  # a message on this page that discord.py can't parse
                     log.warning("could not catch up on thread %s: Discord sent a message that "
@@ -153,6 +196,7 @@ class CatchUp:
                         await self._deliver(message, key)
                     after = message.id
                 if len(page) < _PAGE:
+                    self.behind.pop(key.thread, None)  # all it held has reached the host
                     return
 
 

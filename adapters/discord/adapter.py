@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import discord
 from discord import app_commands
 
-from threadteam.bot.errors import ConfigError, PlatformError
+from threadteam.bot.errors import ConfigError, PermanentStoreError, PlatformError, StoreError
 from threadteam.bot.retry import PLATFORM_RETRY, RetryPolicy
 from threadteam.bot.shapes import Inbound, Memory, ThreadKey
 
@@ -247,22 +247,53 @@ class DiscordAdapter:
         async with self._thread_locks[key.thread]:
             if self.catch_up.handed(key.thread, message.id):
                 return  # read by the catch-up before it came live
-            if await self._host.thread_status(key) is not None:
-                event = inbound.from_message(message, key, message.content if text is None else text)
-            elif text is not None:
-                if (problem := self._host.check_summon(text)) is not None:
-                    await self._reply(message, problem)
-                    return
-                # Whatever the thread held before the summon is not the run's.
-                await self.catch_up.saw(key.thread, message.id)
-                event = inbound.from_message(message, key, text, kind="summon")
+            if key.thread in self.catch_up.behind:
+                return  # read after the one the host could not take, in order, by the catch-up
+            summon = ours = False
+            try:
+                if await self._host.thread_status(key) is not None:
+                    ours = True  # a run's thread
+                    event = inbound.from_message(message, key,
+                                                 message.content if text is None else text)
+                elif text is not None:
+                    if (problem := self._host.check_summon(text)) is not None:
+                        await self._reply(message, problem)
+                        return
+                    # Whatever the thread held before the summon is not the run's.
+                    await self.catch_up.saw(key.thread, message.id)
+                    event = inbound.from_message(message, key, text, kind="summon")
+                    summon = True
+                else:
+                    return  # a thread without a run is none of our business
+                answer = (await self._host.handle(event)).private
+            except StoreError as exc:
+                if isinstance(exc, PermanentStoreError):
+                    raise
+                answer = self._not_taken(message, key, exc, summon,
+                                         quiet=not ours and text is None)
             else:
-                return  # a thread without a run is none of our business
-            answer = (await self._host.handle(event)).private
-            if event.kind == "reply":
-                await self.catch_up.saw(key.thread, message.id)
+                if event.kind == "reply":
+                    await self.catch_up.saw(key.thread, message.id)
         if answer:
             await self._reply(message, answer)
+
+    def _not_taken(self, message: discord.Message, key: ThreadKey, exc: StoreError,
+                   summon: bool, quiet: bool) -> str | None:
+        """The host could not take `message` (its store failed): a summon is refused with
+        a word; anything else is read again with what follows it once the store works
+        (the thread hears so, unless `quiet`: it may have no run, and nobody called the bot)."""
+        log.warning("discord: the host could not take message %s in thread %s (%s)%s",
+                    message.id, key.thread, exc,
+                    "" if summon else "; the thread is read again once the store works")
+        if summon:
+            return ("I could not start that team just now: the bot's storage is failing. "
+                    "Please mention me again in a minute.")
+        self.catch_up.fell_behind(key)  # later messages here wait for it: one word is enough
+        if quiet:
+            return None
+        return ("I could not take that just now: the bot's storage is failing. Nothing is "
+                "lost: your message, and what follows it here, reach the team once it works "
+                "again.")
 
     async def _to_run(self, message: discord.Message, key: ThreadKey) -> None:
         """A message caught up after a (re)connect: handed to the host as a live reply is."""

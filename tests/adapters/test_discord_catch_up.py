@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.adapters.test_discord import INTERVIEW, Bot
 from tests.adapters.test_discord_wire import RecordingHost, started
 from tests.fakes.discord import ALICE, BOB, CHANNEL_ID, FakeDiscord, wait_until
+from threadteam.bot.errors import StoreError
 from threadteam.bot.memory import StoreMemory
 from threadteam.bot.stores import SQLiteStore
 from threadteam.teams.events import HumanMessage, from_json
@@ -99,3 +100,81 @@ async def test_replies_written_while_the_bot_was_down_reach_the_run_and_are_answ
             "About 10k.", "And not in August."]
     finally:
         await bot.stop()
+
+
+class _StoreFailsFor(RecordingHost):
+    """The recording host whose store fails the next `failing` replies it is handed."""
+
+    failing: int = 0
+
+    async def handle(self, event):
+        if event.kind == "reply" and self.failing:
+            self.failing -= 1
+            raise StoreError("Could not reach Redis at 10.0.0.5:6379: Connection refused.")
+        return await super().handle(event)
+
+
+async def test_a_reply_the_store_failed_to_take_reaches_the_run_before_the_ones_after_it(
+        fake_discord: FakeDiscord, sqlite_store: SQLiteStore) -> None:
+    """Without waiting for a reconnect, and in the order written: the thread is read again
+    from the last message the host took, and the person hears once why it waits."""
+    host = _StoreFailsFor()
+    adapter = await started(fake_discord, host, StoreMemory(sqlite_store, "discord"))
+    adapter.catch_up.behind_retry = (0.05, 0.1)
+    try:
+        await fake_discord.slash(ALICE, CHANNEL_ID, "team", team="debate", task="tabs or spaces")
+        [thread] = await wait_until(fake_discord.threads)
+        await wait_until(lambda: host.seen, what="the summon")
+        await fake_discord.say(ALICE, thread["id"], "before the outage")
+        await wait_until(lambda: replies(host), what="the live reply")
+        host.failing = 2  # this reply, and the first time the thread is read again
+        written = [await fake_discord.say(ALICE, thread["id"], "tabs")]
+        await wait_until(lambda: len(fake_discord.posts_in(thread["id"])) >= 3,
+                         what="the word about the store")
+        written.append(await fake_discord.say(BOB, thread["id"], "spaces, surely"))
+        await wait_until(lambda: len(replies(host)) >= 3, what="both replies, once it works")
+        await fake_discord.say(ALICE, thread["id"], "after the outage")
+        await wait_until(lambda: "after the outage" in replies(host), what="the next live reply")
+    finally:
+        await adapter.aclose()
+    assert replies(host) == ["before the outage", "tabs", "spaces, surely", "after the outage"]
+    caught = [e for e in host.seen if e.text in ("tabs", "spaces, surely")]
+    assert [e.event_id for e in caught] == [f"discord:msg:{m['id']}" for m in written]
+    said = [m["content"] for m in fake_discord.posts_in(thread["id"])
+            if m["content"].startswith("I could not take that")]
+    assert said == ["I could not take that just now: the bot's storage is failing. Nothing "
+                    "is lost: your message, and what follows it here, reach the team once it "
+                    "works again."]
+    assert len(fake_discord.identifies) == 1  # no reconnect was needed
+
+
+class _StatusFails(RecordingHost):
+    """The recording host whose store cannot say, for a while, which threads have runs."""
+
+    unreadable: int = 0
+
+    async def thread_status(self, key):
+        if self.unreadable:
+            self.unreadable -= 1
+            raise StoreError("Could not reach Redis at 10.0.0.5:6379: Connection refused.")
+        return await super().thread_status(key)
+
+
+async def test_a_message_in_a_thread_the_store_cannot_place_is_read_later_without_a_word(
+        fake_discord: FakeDiscord, sqlite_store: SQLiteStore) -> None:
+    """The bot cannot tell whether the thread is a run's, and nobody called it: it says
+    nothing there (it may be anyone's thread), and reads the message once the store can."""
+    host = _StatusFails()
+    adapter = await started(fake_discord, host, StoreMemory(sqlite_store, "discord"))
+    adapter.catch_up.behind_retry = (0.05, 0.1)
+    try:
+        await fake_discord.slash(ALICE, CHANNEL_ID, "team", team="debate", task="tabs or spaces")
+        [thread] = await wait_until(fake_discord.threads)
+        await wait_until(lambda: host.seen, what="the summon")
+        host.unreadable = 1
+        await fake_discord.say(BOB, thread["id"], "psst")
+        await wait_until(lambda: replies(host), what="the message, once the store can say")
+    finally:
+        await adapter.aclose()
+    assert replies(host) == ["psst"]
+    assert [m["content"] for m in fake_discord.posts_in(thread["id"])] == ["psst"]
