@@ -375,7 +375,15 @@ class DiscordAdapter:
                                                 ephemeral=True)
                 return
             key = inbound.key_of(thread, interaction.guild_id)
-        answer = (await self._host.handle(inbound.summon(interaction, key, text))).private
+        try:
+            answer = (await self._host.handle(inbound.summon(interaction, key, text))).private
+        except StoreError as exc:
+            if isinstance(exc, PermanentStoreError):
+                raise
+            log.warning("discord: could not start %r in thread %s: the store failed (%s)",
+                        text, key.thread, exc)
+            answer = ("I could not start that team just now: the bot's storage is failing. "
+                      "Please try `/team` again in a minute.")
         if answer:
             await interaction.followup.send(host_text(answer)[:2000], ephemeral=True)
 

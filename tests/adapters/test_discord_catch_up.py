@@ -178,3 +178,25 @@ async def test_a_message_in_a_thread_the_store_cannot_place_is_read_later_withou
         await adapter.aclose()
     assert replies(host) == ["psst"]
     assert [m["content"] for m in fake_discord.posts_in(thread["id"])] == ["psst"]
+
+
+class _SummonFails(RecordingHost):
+    async def handle(self, event):
+        if event.kind == "summon":
+            raise StoreError("Could not reach Redis at 10.0.0.5:6379: Connection refused.")
+        return await super().handle(event)
+
+
+async def test_a_team_the_store_fails_to_start_is_said_to_whoever_asked(
+        fake_discord: FakeDiscord, sqlite_store: SQLiteStore) -> None:
+    host = _SummonFails()
+    adapter = await started(fake_discord, host, StoreMemory(sqlite_store, "discord"))
+    try:
+        asked = await fake_discord.slash(ALICE, CHANNEL_ID, "team", team="debate", task="tabs")
+        followups = lambda: [r for r in fake_discord.responses(asked) if r.get("followup")]  # noqa: E731
+        [answer] = await wait_until(followups, what="the word to whoever asked")
+    finally:
+        await adapter.aclose()
+    assert answer["content"] == ("I could not start that team just now: the bot's storage is "
+                                 "failing. Please try `/team` again in a minute.")
+    assert answer["flags"] & 64  # only they see it
