@@ -24,6 +24,16 @@ def replies(host: RecordingHost) -> list[str]:
     return [e.text for e in host.seen if e.kind == "reply"]
 
 
+def _in_order(host: RecordingHost, written: list[dict]) -> None:
+    """Alice's "tabs" and Bob's "spaces, surely" (`written`) reached the run in order,
+    between the replies live before and after them."""
+    assert replies(host) == ["before the outage", "tabs", "spaces, surely", "after the outage"]
+    caught = [e for e in host.seen if e.text in ("tabs", "spaces, surely")]
+    # The same event ids as the live path gives, so the host can tell a message seen twice.
+    assert [e.event_id for e in caught] == [f"discord:msg:{m['id']}" for m in written]
+    assert [e.user for e in caught] == [str(ALICE), str(BOB)]
+
+
 async def test_replies_written_during_a_disconnect_reach_the_run_in_order(
         fake_discord: FakeDiscord, sqlite_store: SQLiteStore) -> None:
     host = RecordingHost()
@@ -47,11 +57,7 @@ async def test_replies_written_during_a_disconnect_reach_the_run_in_order(
         await wait_until(lambda: "after the outage" in replies(host), what="the next live reply")
     finally:
         await adapter.aclose()
-    assert replies(host) == ["before the outage", "tabs", "spaces, surely", "after the outage"]
-    caught = [e for e in host.seen if e.text in ("tabs", "spaces, surely")]
-    # The same event ids as the live path gives, so the host can tell a message seen twice.
-    assert [e.event_id for e in caught] == [f"discord:msg:{m['id']}" for m in written]
-    assert [e.user for e in caught] == [str(ALICE), str(BOB)]
+    _in_order(host, written)
     assert len(fake_discord.identifies) == 2
 
 
@@ -102,6 +108,16 @@ async def test_replies_written_while_the_bot_was_down_reach_the_run_and_are_answ
         await bot.stop()
 
 
+async def _summoned(fake: FakeDiscord, host: RecordingHost, store: SQLiteStore):
+    """The adapter (retrying threads left behind quickly) and the thread of a run summoned."""
+    adapter = await started(fake, host, StoreMemory(store, "discord"))
+    adapter.catch_up.behind_retry = (0.05, 0.1)
+    await fake.slash(ALICE, CHANNEL_ID, "team", team="debate", task="tabs or spaces")
+    [thread] = await wait_until(fake.threads)
+    await wait_until(lambda: host.seen, what="the summon")
+    return adapter, thread
+
+
 class _StoreFailsFor(RecordingHost):
     """The recording host whose store fails the next `failing` replies it is handed."""
 
@@ -119,12 +135,8 @@ async def test_a_reply_the_store_failed_to_take_reaches_the_run_before_the_ones_
     """Without waiting for a reconnect, and in the order written: the thread is read again
     from the last message the host took, and the person hears once why it waits."""
     host = _StoreFailsFor()
-    adapter = await started(fake_discord, host, StoreMemory(sqlite_store, "discord"))
-    adapter.catch_up.behind_retry = (0.05, 0.1)
+    adapter, thread = await _summoned(fake_discord, host, sqlite_store)
     try:
-        await fake_discord.slash(ALICE, CHANNEL_ID, "team", team="debate", task="tabs or spaces")
-        [thread] = await wait_until(fake_discord.threads)
-        await wait_until(lambda: host.seen, what="the summon")
         await fake_discord.say(ALICE, thread["id"], "before the outage")
         await wait_until(lambda: replies(host), what="the live reply")
         host.failing = 2  # this reply, and the first time the thread is read again
@@ -137,9 +149,7 @@ async def test_a_reply_the_store_failed_to_take_reaches_the_run_before_the_ones_
         await wait_until(lambda: "after the outage" in replies(host), what="the next live reply")
     finally:
         await adapter.aclose()
-    assert replies(host) == ["before the outage", "tabs", "spaces, surely", "after the outage"]
-    caught = [e for e in host.seen if e.text in ("tabs", "spaces, surely")]
-    assert [e.event_id for e in caught] == [f"discord:msg:{m['id']}" for m in written]
+    _in_order(host, written)
     said = [m["content"] for m in fake_discord.posts_in(thread["id"])
             if m["content"].startswith("I could not take that")]
     assert said == ["I could not take that just now: the bot's storage is failing. Nothing "
@@ -165,12 +175,8 @@ async def test_a_message_in_a_thread_the_store_cannot_place_is_read_later_withou
     """The bot cannot tell whether the thread is a run's, and nobody called it: it says
     nothing there (it may be anyone's thread), and reads the message once the store can."""
     host = _StatusFails()
-    adapter = await started(fake_discord, host, StoreMemory(sqlite_store, "discord"))
-    adapter.catch_up.behind_retry = (0.05, 0.1)
+    adapter, thread = await _summoned(fake_discord, host, sqlite_store)
     try:
-        await fake_discord.slash(ALICE, CHANNEL_ID, "team", team="debate", task="tabs or spaces")
-        [thread] = await wait_until(fake_discord.threads)
-        await wait_until(lambda: host.seen, what="the summon")
         host.unreadable = 1
         await fake_discord.say(BOB, thread["id"], "psst")
         await wait_until(lambda: replies(host), what="the message, once the store can say")
