@@ -911,9 +911,9 @@ class Host:
         try:
             message_id = await self.poster.post(Outbound(
                 ThreadKey.parse(thread),
-                "This run could not be saved just now: the bot's store failed (the details "
-                "are in the bot's log). Everything up to here is kept, and the run goes on by "
-                "itself once the store works again.", key, notice=True))
+                "This run is held up: the bot's store failed (the details are in the bot's "
+                "log). Everything up to here is kept, and the run goes on by itself once the "
+                "store works again.", key, notice=True))
         except Exception:
             log.warning("run %s: could not say in its thread that it waits for the store",
                         run_id, exc_info=True)

@@ -176,9 +176,9 @@ class AppendFails:
 
 
 WAITING_FOR_THE_STORE = (
-    "This run could not be saved just now: the bot's store failed (the details are in the "
-    "bot's log). Everything up to here is kept, and the run goes on by itself once the store "
-    "works again.")
+    "This run is held up: the bot's store failed (the details are in the bot's log). "
+    "Everything up to here is kept, and the run goes on by itself once the store works "
+    "again.")
 
 
 async def test_a_run_the_store_fails_under_says_so_once_and_goes_on_when_it_works(
