@@ -220,3 +220,24 @@ async def test_a_notice_posted_before_the_store_failed_is_not_posted_again(stack
     kept = [m for m in s.thread(ts) if m["text"].startswith("This run has finished")]
     assert len(kept) == 1
     assert len(await _replies_in_run(s, ts, "One more thing.")) == 1
+
+
+@STORES
+async def test_a_turn_the_store_fails_to_save_is_said_once_and_taken_again(
+        stack_factory, store, caplog) -> None:
+    """The store fails as the agent's answer is saved: the thread hears once that the run is
+    held up, then the answer comes, once, when the run is tried again by itself (the turn
+    is taken again: the model is asked again, as its first answer was never saved)."""
+    s = await stack_factory("http", "What budget?", "Plan B. DONE", "Plan B. DONE", store=store)
+    ts = await _waiting_for_a_reply(s)
+    s.store.fail("append")  # the driver's first save after the reply
+    caplog.clear()
+    await s.fake.say(ALICE, ANSWER, thread_ts=ts)
+    shown = [m["text"] for m in await s.finished(ts)]
+    held = [t for t in shown if t.startswith("This run is held up")]
+    assert held == ["This run is held up: the bot's store failed (the details are in the "
+                    "bot's log). Everything up to here is kept, and the run goes on by itself "
+                    "once the store works again."]
+    assert shown.count("Plan B. DONE") == 1
+    assert shown.index(held[0]) < shown.index("Plan B. DONE")
+    assert "Traceback" not in caplog.text
