@@ -44,7 +44,7 @@ from threadteam.teams.state import RunState
 from threadteam.teams.termination import has_timeout
 from threadteam.teams.tools import Answer, Question, Tool, ToolContext
 
-from .errors import ConflictError, Refused
+from .errors import ConflictError, PermanentStoreError, Refused, StoreError
 from .questions import QuestionLost, Questions, ask_key, describe
 from .render import is_postable, post_key, render, render_edit, settled_key
 from .shapes import Directory, Outbound, Poster, ThreadKey
@@ -111,6 +111,7 @@ class Runner:
         self._unloadable: dict[str, Stuck] = {}
         self.owner, self.clock, self.lease_ttl = owner, clock, lease_ttl
         self.rehearsal_notice = rehearsal_notice or (lambda state: "")
+        self.save_again = SAVE_AGAIN
 
     def _read(self, run_id: str) -> tuple[asyncio.Future[str | None], asyncio.Future[list[str]]]:
         """The run's thread and log, both asked for now."""
@@ -323,12 +324,15 @@ class Runner:
         except BaseException:
             _drop([sent] if sent is not None else [])
             raise
+        pauses, unsure = iter(self.save_again), False  # unsure: a failed try may have landed
         while True:
             try:
                 await (sent or self.store.append(run.run_id, state.length, payload))
                 break
             except ConflictError:
                 raw = await self.store.load(run.run_id, state.length)
+                if unsure and raw[:len(payload)] == payload:
+                    break  # it had: what follows it is folded when the next append conflicts
                 try:
                     tail = [from_json(t) for t in raw]
                 except UNREADABLE as exc:  # a newer threadteam took a message meanwhile (a
@@ -342,6 +346,16 @@ class Runner:
                     state.apply(e)
                     run.events.append(e)
                 sent = None
+            except PermanentStoreError:
+                raise
+            except StoreError as exc:
+                pause = next(pauses, None)
+                if pause is None:
+                    raise
+                log.info("run %s: saving its turn failed (%s); trying again in %g s",
+                         run.run_id, exc, pause)
+                await asyncio.sleep(pause)
+                sent, unsure = None, True
         for e in events:
             added.append((state.length, e))
             state.apply(e)
@@ -577,6 +591,10 @@ class _Heartbeat:
 #: On the thread the loop waits a switch interval (5 ms) at most; a shorter log takes less
 #: than that on the loop (`benchmarks/long_run.py`).
 LONG_LOG = 512
+# Pauses (seconds) before saving a turn again when the store fails for a moment (a Redis
+# failover, a busy SQLite file): the turn's model answer is kept through a blip rather
+# than paid for again. A longer outage ends the turn (the host tries the run later).
+SAVE_AGAIN = (0.1, 0.3, 1.0, 2.0)
 
 
 _UNREADABLE = "its history holds an event this version of threadteam cannot read"

@@ -230,7 +230,8 @@ async def test_a_turn_the_store_fails_to_save_is_said_once_and_taken_again(
     is taken again: the model is asked again, as its first answer was never saved)."""
     s = await stack_factory("http", "What budget?", "Plan B. DONE", "Plan B. DONE", store=store)
     ts = await _waiting_for_a_reply(s)
-    s.store.fail("append")  # the driver's first save after the reply
+    s.host.runner.save_again = (0.05,)  # a blip is saved again once; this outage outlasts it
+    s.store.fail("append", times=2)  # the driver's first save after the reply, and again
     caplog.clear()
     await s.fake.say(ALICE, ANSWER, thread_ts=ts)
     shown = [m["text"] for m in await s.finished(ts)]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import pytest
+
 from tests.bot.helpers import make_host, say, summon, thread, write_teams
 from tests.fakes.poster import RecordingPoster
 from threadteam.bot.errors import StoreError
@@ -160,10 +162,11 @@ async def test_a_platform_refusal_pauses_the_run_with_a_notice_and_retry_goes_on
 
 
 class AppendFails:
-    """The test's store, whose driver appends fail a few times (a full disk, say)."""
+    """The test's store, whose driver appends fail a few times (a full disk, say); with
+    `landing`, each failed append lands first (the store's answer is what was lost)."""
 
-    def __init__(self, store, times: int) -> None:
-        self._store, self.times, self.failed = store, times, 0
+    def __init__(self, store, times: int, landing: bool = False) -> None:
+        self._store, self.times, self.failed, self.landing = store, times, 0, landing
 
     def __getattr__(self, name):
         return getattr(self._store, name)
@@ -171,8 +174,34 @@ class AppendFails:
     async def append(self, run_id: str, expected: int, events: list[str]) -> int:
         if self.failed < self.times:
             self.failed += 1
+            if self.landing:
+                await self._store.append(run_id, expected, events)
             raise StoreError("append failed: database or disk is full")
         return await self._store.append(run_id, expected, events)
+
+
+@pytest.mark.parametrize("landing", [False, True], ids=["lost", "landed"])
+async def test_a_turn_the_store_fails_to_save_for_a_moment_is_saved_once_on_a_second_try(
+        store, poster, tmp_path, caplog, landing):
+    """A blip (a failover, a busy file): the turn is saved again after a pause, and its
+    model answer is not paid for twice; if the failed try had landed, it is not doubled."""
+    model = ScriptedModel(["Which city?"])
+    flaky = AppendFails(store, times=1, landing=landing)
+    host = make_host(flaky, poster, model, write_teams(tmp_path / "teams", WAITS))
+    await host.start()
+    try:
+        key = thread()
+        await host.handle(summon(key, "waits plan a trip", user="alice"))
+        await poster.wait_for(lambda p: p.in_thread(key) == [("Asker", "Which city?")], 5)
+        await host.idle()
+        run_id = await store.run_for_thread(str(key))
+        asked = [e for e in map(from_json, await store.load(run_id))
+                 if getattr(e, "text", None) == "Which city?"]
+    finally:
+        await host.aclose()
+    assert flaky.failed == 1 and len(model.requests) == 1 and len(asked) == 1
+    assert WAITING_FOR_THE_STORE not in poster.notices(key)
+    assert "stepping back" not in caplog.text and "Traceback" not in caplog.text
 
 
 WAITING_FOR_THE_STORE = (
@@ -187,6 +216,7 @@ async def test_a_run_the_store_fails_under_says_so_once_and_goes_on_when_it_work
     flaky = AppendFails(store, times=3)
     host = make_host(flaky, poster, model, write_teams(tmp_path / "teams", WAITS),
                      store_retry=(0.05, 0.1))
+    host.runner.save_again = ()  # each failure ends the turn at once
     await host.start()
     try:
         key = thread()
