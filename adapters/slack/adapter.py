@@ -71,6 +71,10 @@ _SLACK_RETRIES = 3  # Slack re-sends an event at most 3 times
 _TOKEN = re.compile(r"x[a-z]{3}-[A-Za-z0-9-]+")  # xoxb-…, xapp-…: what Slack issues
 _NOT_TAKEN = ("Sorry, I could not save that just now, so nothing happened. "
               "Please try again in a moment.")
+# A mention Slack stopped re-sending while the store failed (after some five minutes). A
+# plain message in a thread gets no word: the bot cannot tell whether the thread is a run's.
+_LOST = ("Sorry, I could not save your message, so no team got it: the bot's storage has "
+         "been failing for some minutes. Please send it again later.")
 
 
 @dataclass(frozen=True)
@@ -300,6 +304,8 @@ class SlackAdapter:
                 if _retry_num(request) >= _SLACK_RETRIES:
                     log.error("slack: Slack has given up re-sending event %s (%s by %s in %s); "
                               "it is lost", event_id, inbound.kind, inbound.user, inbound.key)
+                    if inbound.kind == "summon":  # said to the bot: told it never arrived
+                        self._spawn(self._tell(inbound, _LOST))
                 return BoltResponse(status=503, body="")
         await ack()
         return None
@@ -445,10 +451,17 @@ class SlackAdapter:
         it, the person is told to try again."""
         handled = await self._handle(await self._named(inbound))
         if handled is None:
-            with contextlib.suppress(Exception):
-                await self.poster.ephemeral(inbound.key, inbound.user, _NOT_TAKEN)
+            await self._tell(inbound, _NOT_TAKEN)
             return
         await self._follow_up(inbound, handled)
+
+    async def _tell(self, inbound: Inbound, text: str) -> None:
+        """`text` for the person who did `inbound` only (a failure to say it is logged)."""
+        try:
+            await self.poster.ephemeral(inbound.key, inbound.user, text)
+        except Exception as exc:
+            log.warning("slack: could not tell %s that their %s was not taken (%s)",
+                        inbound.user, inbound.kind, exc)
 
     async def _named(self, inbound: Inbound) -> Inbound:
         """`inbound` with the person's display name, if Slack says it soon enough: the

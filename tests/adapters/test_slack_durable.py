@@ -200,6 +200,24 @@ async def test_an_event_slack_stops_resending_is_logged_as_lost(stack_factory, c
     lost = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(lost) == 1 and "it is lost" in lost[0].getMessage()
     assert await _replies_in_run(s, ts, ANSWER) == []
+    await s.idle()
+    # A plain message in a thread: the bot could not tell whose thread it was, so no word.
+    assert s.fake.calls_to("chat.postEphemeral") == []
+
+
+async def test_a_summon_slack_stops_resending_is_said_to_have_been_lost(stack_factory) -> None:
+    s = await stack_factory("http")
+    s.store.fail("kv_set", times=4)  # longer than Slack keeps trying
+    ts = await s.fake.say(ALICE, f"{BOT} interview Which plan should we buy?")
+    # The mention, tried four times (its plain-message twin is passed over at once).
+    assert [d.status for d in _deliveries_of(s, ts)].count(503) == 4
+    [sorry] = await wait_until(lambda: s.fake.calls_to("chat.postEphemeral"),
+                               what="the word that it was lost")
+    assert sorry.params["user"] == ALICE
+    assert sorry.params["text"] == (
+        "Sorry, I could not save your message, so no team got it: the bot's storage has been "
+        "failing for some minutes. Please send it again later.")
+    assert s.thread(ts)[1:] == []  # no run was started
 
 
 @STORES
