@@ -216,7 +216,7 @@ class Servers:
             return url
         import pytest
 
-        from tests.fakes.redis_server import _start_redis_server, start_redis_cluster
+        from tests.fakes.redis_server import start_redis_cluster, start_redis_server
 
         try:
             if store == "cluster":
@@ -224,7 +224,7 @@ class Servers:
             else:
                 directory = Path(self._dir.name) / "server"
                 directory.mkdir()
-                process, port = _start_redis_server(directory)
+                process, port = start_redis_server(directory)
                 processes, ports = [process], [port]
         except (pytest.fail.Exception, pytest.skip.Exception) as exc:
             self.why[store] = f"no {variable} and none could be started: {exc.msg}"

@@ -438,6 +438,16 @@ def test_the_concurrency_benchmark_prints_no_figure_it_did_not_measure():
         "then run this again)")
 
 
+def test_the_concurrency_benchmark_starts_a_redis_server_of_its_own():
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "REDIS_CLUSTER_URL")}
+    result = subprocess.run([sys.executable, "benchmarks/concurrency.py", "--runs", "5",
+                             "--store", "redis", "--no-autogen"], capture_output=True,
+                            text=True, timeout=120, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [row] = [line.split() for line in result.stdout.splitlines() if " redis " in line]
+    assert row[:2] == ["5", "redis"] and row[-5:] == ["30", "agent", "+", "10", "notices"]
+
+
 def test_resume_of_a_run_whose_team_is_not_loaded_says_which_flag(tmp_path):
     teams = tmp_path / "myteams"
     teams.mkdir()
