@@ -27,17 +27,20 @@ from pathlib import Path
 
 from mcp import Client, StdioServerParameters
 
-from tests.bot.helpers import summon, thread
-from tests.fakes.mcp_stack import TRACKER, http_tracker
-from tests.fakes.poster import RecordingPoster
-from threadteam.bot.host import Host
-from threadteam.bot.questions import ask_key
-from threadteam.bot.stores.sqlite import SQLiteStore
-from threadteam.teams.catalog import TeamCatalog
-from threadteam.teams.mcp import McpHub
-from threadteam.teams.mcp.bind import bind
-from threadteam.teams.models import ModelPool
-from threadteam.teams.models.base import (
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the test fakes it uses live in tests/
+
+from tests.bot.helpers import summon, thread  # noqa: E402
+from tests.fakes.mcp_stack import TRACKER, http_tracker  # noqa: E402
+from tests.fakes.poster import RecordingPoster  # noqa: E402
+from threadteam.bot.host import Host  # noqa: E402
+from threadteam.bot.questions import ask_key  # noqa: E402
+from threadteam.bot.stores.sqlite import SQLiteStore  # noqa: E402
+from threadteam.teams.catalog import TeamCatalog  # noqa: E402
+from threadteam.teams.mcp import McpHub  # noqa: E402
+from threadteam.teams.mcp.bind import bind  # noqa: E402
+from threadteam.teams.models import ModelPool  # noqa: E402
+from threadteam.teams.models.base import (  # noqa: E402
     ModelRequest,
     ModelResponse,
     RetrySink,
@@ -45,8 +48,8 @@ from threadteam.teams.models.base import (
     ToolCall,
     Usage,
 )
-from threadteam.teams.spec import parse_team
-from threadteam.teams.tools import ToolContext
+from threadteam.teams.spec import parse_team  # noqa: E402
+from threadteam.teams.tools import ToolContext  # noqa: E402
 
 ARGS = '{"query": "vpn"}'
 

@@ -438,6 +438,26 @@ def test_the_concurrency_benchmark_prints_no_figure_it_did_not_measure():
         "then run this again)")
 
 
+def test_every_benchmark_starts_as_the_readme_runs_it():
+    """`.venv/bin/python benchmarks/NAME.py`, from the project's root, with no PYTHONPATH:
+    each reads its options (vs_autogen only where AutoGen, the bench extra, is installed)."""
+    import importlib.util
+
+    scripts = sorted((ROOT / "benchmarks").glob("*.py"))
+    if importlib.util.find_spec("autogen_agentchat") is None:
+        scripts = [p for p in scripts if p.name != "vs_autogen.py"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    started = [(p.name, subprocess.Popen([sys.executable, str(p), "--help"], cwd=ROOT, env=env,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True)) for p in scripts]
+    failed = {}
+    for name, process in started:
+        out, err = process.communicate(timeout=120)
+        if process.returncode != 0 or not out.startswith("usage: "):
+            failed[name] = err.strip().splitlines()[-1:] or out[:200]
+    assert len(started) >= 12 and failed == {}
+
+
 def test_the_concurrency_benchmark_starts_a_redis_server_of_its_own():
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "REDIS_CLUSTER_URL")}
     result = subprocess.run([sys.executable, "benchmarks/concurrency.py", "--runs", "5",
