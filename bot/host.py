@@ -22,7 +22,7 @@ import socket
 import time
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +131,7 @@ class Host:
         #: Runs the store failed under (how many times in a row), and their retry timers.
         self._store_failed: dict[str, int] = {}
         self._retries: dict[str, asyncio.TimerHandle] = {}
+        self._later: set[asyncio.Task[None]] = set()  # kept: the loop holds tasks weakly
         self.store_retry = store_retry
         self._queue_outage = _Outage("reading the work queue", 1.0)
         self._timer_outage = _Outage("checking run time limits", _TIMER_EVERY)
@@ -848,7 +849,7 @@ class Host:
                     self._outstanding += 1  # now, so idle() does not see a gap until then
                     asyncio.get_running_loop().call_later(
                         min(0.5, self.lease_ttl / 4),
-                        lambda: asyncio.ensure_future(self._enqueue(run_id, counted=True)))
+                        lambda: self._soon(self._enqueue(run_id, counted=True)))
                 if run_id in self._again:
                     continue
                 if not acked:
@@ -891,7 +892,7 @@ class Host:
                     exc, delay)
         loop = asyncio.get_running_loop()
         self._retries[run_id] = loop.call_later(
-            delay, lambda: asyncio.ensure_future(self._retry(run_id)))
+            delay, lambda: self._soon(self._retry(run_id)))
         if tries > 1:
             return
         try:
@@ -920,6 +921,12 @@ class Host:
             return
         with contextlib.suppress(Exception):
             await self.store.put_post(key, message_id)
+
+    def _soon(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` as a task of its own, kept until it is done."""
+        task = asyncio.ensure_future(work)
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
 
     async def _retry(self, run_id: str) -> None:
         """Try a run again after a store failure (a failure to queue it backs off too)."""
