@@ -180,6 +180,16 @@ class AppendFails:
         return await self._store.append(run_id, expected, events)
 
 
+async def _asked_for_a_city(host, poster):
+    """Start `host`, summon `waits` and wait until its question is posted; its thread."""
+    await host.start()
+    key = thread()
+    await host.handle(summon(key, "waits plan a trip", user="alice"))
+    await poster.wait_for(lambda p: p.in_thread(key) == [("Asker", "Which city?")], 5)
+    await host.idle()
+    return key
+
+
 @pytest.mark.parametrize("landing", [False, True], ids=["lost", "landed"])
 async def test_a_turn_the_store_fails_to_save_for_a_moment_is_saved_once_on_a_second_try(
         store, poster, tmp_path, caplog, landing):
@@ -188,12 +198,8 @@ async def test_a_turn_the_store_fails_to_save_for_a_moment_is_saved_once_on_a_se
     model = ScriptedModel(["Which city?"])
     flaky = AppendFails(store, times=1, landing=landing)
     host = make_host(flaky, poster, model, write_teams(tmp_path / "teams", WAITS))
-    await host.start()
     try:
-        key = thread()
-        await host.handle(summon(key, "waits plan a trip", user="alice"))
-        await poster.wait_for(lambda p: p.in_thread(key) == [("Asker", "Which city?")], 5)
-        await host.idle()
+        key = await _asked_for_a_city(host, poster)
         run_id = await store.run_for_thread(str(key))
         asked = [e for e in map(from_json, await store.load(run_id))
                  if getattr(e, "text", None) == "Which city?"]
@@ -217,12 +223,8 @@ async def test_a_run_the_store_fails_under_says_so_once_and_goes_on_when_it_work
     host = make_host(flaky, poster, model, write_teams(tmp_path / "teams", WAITS),
                      store_retry=(0.05, 0.1))
     host.runner.save_again = ()  # each failure ends the turn at once
-    await host.start()
     try:
-        key = thread()
-        await host.handle(summon(key, "waits plan a trip", user="alice"))
-        await poster.wait_for(lambda p: p.in_thread(key) == [("Asker", "Which city?")], 5)
-        await host.idle()
+        key = await _asked_for_a_city(host, poster)
         assert flaky.failed == 3
         said = poster.notices(key)
         assert said.count(WAITING_FOR_THE_STORE) == 1  # told once, not once a try
