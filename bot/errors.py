@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from threadteam.teams.errors import ThreadteamError
 
-__all__ = ["ConfigError", "ConflictError", "PermanentStoreError", "PlatformError", "Refused", "StoreError"]
+__all__ = ["ConfigError", "ConflictError", "PermanentStoreError", "PlatformError", "Refused",
+           "StoreError", "transient"]
 
 
 class ConfigError(ThreadteamError):
@@ -48,3 +49,9 @@ class PlatformError(ThreadteamError):
 class Refused(ThreadteamError):
     """An action is outside what the deciding person may reach; the message says why,
     in words fit for the thread and for the model."""
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether `exc` is the store failing in a way that may pass by itself (unreachable,
+    locked, a full disk), worth waiting out rather than reporting as a fault."""
+    return isinstance(exc, StoreError) and not isinstance(exc, PermanentStoreError)

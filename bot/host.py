@@ -17,7 +17,6 @@ import contextlib
 import gc
 import logging
 import os
-import random
 import socket
 import time
 import uuid
@@ -60,9 +59,10 @@ from threadteam.teams.events import (
 from threadteam.teams.state import RunState
 
 from .commands import HELP, Command, parse_command
-from .errors import ConflictError, PermanentStoreError, PlatformError, StoreError
+from .errors import ConflictError, PermanentStoreError, PlatformError, StoreError, transient
 from .limits import SummonGate, SummonLimits
 from .render import approval_key, approval_number, render
+from .retry import RetryPolicy
 from .runner import Runner
 from .shapes import Directory, Handled, Inbound, Outbound, Poster, RunSummary, ThreadKey
 from .stores.base import Store
@@ -86,9 +86,9 @@ __all__ = ["Host"]
 _POLL = 0.25
 #: How often the host looks for runs whose time limit has passed (seconds).
 _TIMER_EVERY = 1.0
-# A run the store failed under is tried again after the first delay, doubled each time
-# it fails again, up to the second (seconds).
-STORE_RETRY = (1.0, 30.0)
+# A run the store failed under is tried again after 1 s, doubling each time it fails
+# again, up to every 30 s.
+STORE_RETRY = RetryPolicy(first_backoff=1.0, max_backoff=30.0)
 
 
 class Host:
@@ -98,7 +98,7 @@ class Host:
                  directory: Directory | None = None, worker_id: str | None = None,
                  clock: Callable[[], float] = time.time, lease_ttl: float = 10.0,
                  limits: SummonLimits | None = None, platform: str | None = None,
-                 adopt: bool = True, store_retry: tuple[float, float] = STORE_RETRY) -> None:
+                 adopt: bool = True, store_retry: RetryPolicy = STORE_RETRY) -> None:
         self.store, self.catalog, self.models, self.poster = store, catalog, models, poster
         self.directory = directory
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -814,7 +814,7 @@ class Host:
             raise
         except Exception as exc:
             log.warning("run %s: acknowledging its queue item failed; it will come back",
-                        run_id, exc_info=not _transient(exc))
+                        run_id, exc_info=not transient(exc))
             return False
 
     async def _drive(self, run_id: str, receipt: str) -> None:
@@ -885,9 +885,7 @@ class Host:
         waits (nothing it did is lost: its log holds every turn up to the failure)."""
         tries = self._store_failed.get(run_id, 0) + 1
         self._store_failed[run_id] = tries
-        first, most = self.store_retry
-        # Jittered, so the runs a store outage stopped together do not all come back at once.
-        delay = min(most, first * 2 ** (tries - 1)) * random.uniform(0.8, 1.2)
+        delay = self.store_retry.jittered(tries)
         log.warning("run %s: the store failed (%s); trying the run again in %.2f s", run_id,
                     exc, delay)
         loop = asyncio.get_running_loop()
@@ -898,29 +896,19 @@ class Host:
         try:
             fold = self._folds.get(run_id)
             thread = str(fold.key) if fold is not None else await self.store.thread_of(run_id)
-        except Exception:
-            thread = None
-        if thread is None:
-            return
-        # Said once an hour at most, whoever drives the run: a record of it is looked for
-        # and kept where the store still reads or writes; a store that does neither has it
-        # said once by each process that tries the run.
-        key = f"{run_id}:store-failed:{int(self.clock() // 3600)}"
-        with contextlib.suppress(Exception):
-            if await self.store.get_post(key) is not None:
+            if thread is None:
                 return
-        try:
-            message_id = await self.poster.post(Outbound(
+            # Said once an hour at most, whoever drives the run, where the store still
+            # keeps the record; once by each process that tries the run where it does not.
+            await self.runner.deliver(Outbound(
                 ThreadKey.parse(thread),
                 "This run is held up: the bot's store failed (the details are in the bot's "
                 "log). Everything up to here is kept, and the run goes on by itself once the "
-                "store works again.", key, notice=True))
+                "store works again.", f"{run_id}:store-failed:{int(self.clock() // 3600)}",
+                notice=True), store_may_fail=True)
         except Exception:
             log.warning("run %s: could not say in its thread that it waits for the store",
                         run_id, exc_info=True)
-            return
-        with contextlib.suppress(Exception):
-            await self.store.put_post(key, message_id)
 
     def _soon(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` as a task of its own, kept until it is done."""
@@ -935,9 +923,8 @@ class Host:
             return
         try:
             await self._enqueue(run_id)
-        except Exception as exc:
-            await self._wait_for_store(run_id, exc if isinstance(exc, StoreError)
-                                       else StoreError(str(exc)))
+        except StoreError as exc:  # queued in the store: its failure backs off the same way
+            await self._wait_for_store(run_id, exc)
 
     async def _mine(self, run_ids: list[str]) -> list[str]:
         """The runs among `run_ids` this host may drive: its platform's (a run id starts
@@ -1009,11 +996,6 @@ class Host:
                         await self.store.enqueue(run_id, self._queue)
 
 
-def _transient(exc: BaseException) -> bool:
-    """Whether `exc` is the store failing in a way that may pass (no bug to trace)."""
-    return isinstance(exc, StoreError) and not isinstance(exc, PermanentStoreError)
-
-
 class _Outage:
     """A loop's store outage, logged in one line when it begins and when it ends rather
     than with a traceback on every try; any other failure is logged in full each time."""
@@ -1023,7 +1005,7 @@ class _Outage:
         self.since: float | None = None  # when the outage began (monotonic)
 
     def failed(self, exc: BaseException) -> None:
-        if not _transient(exc):
+        if not transient(exc):
             log.error("%s failed; trying again", self.what, exc_info=exc)
         elif self.since is None:
             self.since = time.monotonic()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -54,6 +55,11 @@ class RetryPolicy:
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before transient retry number `attempt` (1-based)."""
         return min(self.first_backoff * 2 ** (attempt - 1), self.max_backoff)
+
+    def jittered(self, attempt: int) -> float:
+        """`backoff(attempt)` give or take a fifth: for many waiters one failure stopped
+        together (runs, threads), so they do not all come back at the same moment."""
+        return self.backoff(attempt) * random.uniform(0.8, 1.2)
 
 
 PLATFORM_RETRY = RetryPolicy()

@@ -415,13 +415,25 @@ class Runner:
         message_id = await self.poster.post(out)
         self._later(run, soon(self.store.put_post, out.idempotency_key, message_id))
 
-    async def deliver(self, out: Outbound) -> str:
-        """Post once per idempotency key; return the platform message id."""
-        existing = await self.store.get_post(out.idempotency_key)
+    async def deliver(self, out: Outbound, *, store_may_fail: bool = False) -> str:
+        """Post once per idempotency key; return the platform message id.
+
+        `store_may_fail`: for a word about the store itself failing, a look-up or record
+        the store cannot make is passed over (the post is made, perhaps once more)."""
+        try:
+            existing = await self.store.get_post(out.idempotency_key)
+        except StoreError:
+            if not store_may_fail:
+                raise
+            existing = None
         if existing is not None:
             return existing
         message_id = await self.poster.post(out)
-        await self.store.put_post(out.idempotency_key, message_id)
+        try:
+            await self.store.put_post(out.idempotency_key, message_id)
+        except StoreError:
+            if not store_may_fail:
+                raise
         return message_id
 
     def _env(self, run: Loaded) -> Env:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from threadteam.bot.app import Runtime
 from threadteam.bot.config import Settings
-from threadteam.bot.errors import PermanentStoreError, StoreError
+from threadteam.bot.errors import StoreError, transient
 from threadteam.bot.host import Host
 from threadteam.bot.shapes import Inbound, Outbound, ThreadKey
 
@@ -308,7 +308,7 @@ async def _converse(host: Host, console: _Console, *, interactive: bool) -> int:
                                                  uuid.uuid4().hex,
                                                  display_name=console.user))).private
         except StoreError as exc:
-            if isinstance(exc, PermanentStoreError):
+            if not transient(exc):
                 raise
             # The chat goes on: the person still has their words, and the store may be back
             # in a moment (a full disk, a Redis restart).
@@ -333,7 +333,7 @@ async def _status(host: Host, key: ThreadKey) -> str | None:
     try:
         return await host.thread_status(key) or "finished"
     except StoreError as exc:
-        if isinstance(exc, PermanentStoreError):
+        if not transient(exc):
             raise
         return None
 

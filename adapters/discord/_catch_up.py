@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from functools import partial
 
 import discord
 
 from threadteam.bot.errors import PlatformError, StoreError
+from threadteam.bot.retry import RetryPolicy
 from threadteam.bot.shapes import Memory, ThreadKey
 
 from . import inbound
@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 _PAGE = 100  # Discord's largest page of messages
 _AT_ONCE = 8  # threads read at the same time (each is one rate-limit bucket)
 _HANDED_KEPT = 4096  # threads whose last handed-over message is remembered in memory
-BEHIND_RETRY = (1.0, 30.0)  # seconds before a thread left behind is read again, and the most
+# A thread left behind is read again after 1 s, doubling while the store fails, up to 30 s.
+BEHIND_RETRY = RetryPolicy(first_backoff=1.0, max_backoff=30.0)
 
 Deliver = Callable[[discord.Message, ThreadKey], Awaitable[None]]
 
@@ -103,11 +104,10 @@ class CatchUp:
             self._behind_task = asyncio.create_task(self._catch_up_behind())
 
     async def _catch_up_behind(self) -> None:
-        first, most = self.behind_retry
         tries = 0
         while self.behind:
             tries += 1
-            await asyncio.sleep(min(most, first * 2 ** (tries - 1)) * random.uniform(0.8, 1.2))
+            await asyncio.sleep(self.behind_retry.jittered(tries))
             try:
                 open_threads = {k.thread for k in await self._open_threads()} \
                     if self._open_threads is not None else set()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import discord
 from discord import app_commands
 
-from threadteam.bot.errors import ConfigError, PermanentStoreError, PlatformError, StoreError
+from threadteam.bot.errors import ConfigError, PlatformError, StoreError, transient
 from threadteam.bot.retry import PLATFORM_RETRY, RetryPolicy
 from threadteam.bot.shapes import Inbound, Memory, ThreadKey
 
@@ -267,7 +267,7 @@ class DiscordAdapter:
                     return  # a thread without a run is none of our business
                 answer = (await self._host.handle(event)).private
             except StoreError as exc:
-                if isinstance(exc, PermanentStoreError):
+                if not transient(exc):
                     raise
                 answer = self._not_taken(message, key, exc, summon,
                                          quiet=not ours and text is None)
@@ -378,7 +378,7 @@ class DiscordAdapter:
         try:
             answer = (await self._host.handle(inbound.summon(interaction, key, text))).private
         except StoreError as exc:
-            if isinstance(exc, PermanentStoreError):
+            if not transient(exc):
                 raise
             log.warning("discord: could not start %r in thread %s: the store failed (%s)",
                         text, key.thread, exc)

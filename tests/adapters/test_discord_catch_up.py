@@ -15,6 +15,7 @@ from tests.adapters.test_discord_wire import RecordingHost, started
 from tests.fakes.discord import ALICE, BOB, CHANNEL_ID, FakeDiscord, wait_until
 from threadteam.bot.errors import StoreError
 from threadteam.bot.memory import StoreMemory
+from threadteam.bot.retry import RetryPolicy
 from threadteam.bot.stores import SQLiteStore
 from threadteam.teams.events import HumanMessage, from_json
 from threadteam.teams.models.scripted import ScriptedModel
@@ -111,7 +112,7 @@ async def test_replies_written_while_the_bot_was_down_reach_the_run_and_are_answ
 async def _summoned(fake: FakeDiscord, host: RecordingHost, store: SQLiteStore):
     """The adapter (retrying threads left behind quickly) and the thread of a run summoned."""
     adapter = await started(fake, host, StoreMemory(store, "discord"))
-    adapter.catch_up.behind_retry = (0.05, 0.1)
+    adapter.catch_up.behind_retry = RetryPolicy(first_backoff=0.05, max_backoff=0.1)
     await fake.slash(ALICE, CHANNEL_ID, "team", team="debate", task="tabs or spaces")
     [thread] = await wait_until(fake.threads)
     await wait_until(lambda: host.seen, what="the summon")

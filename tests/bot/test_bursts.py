@@ -11,6 +11,7 @@ import pytest
 from tests.bot.helpers import make_host, say, summon, thread, write_teams
 from tests.fakes.poster import RecordingPoster
 from threadteam.bot.errors import StoreError
+from threadteam.bot.retry import RetryPolicy
 from threadteam.teams.events import HumanMessage, from_json
 from threadteam.teams.models.scripted import ScriptedModel
 
@@ -221,7 +222,7 @@ async def test_a_run_the_store_fails_under_says_so_once_and_goes_on_when_it_work
     model = ScriptedModel(default="Which city?")
     flaky = AppendFails(store, times=3)
     host = make_host(flaky, poster, model, write_teams(tmp_path / "teams", WAITS),
-                     store_retry=(0.05, 0.1))
+                     store_retry=RetryPolicy(first_backoff=0.05, max_backoff=0.1))
     host.runner.save_again = ()  # each failure ends the turn at once
     try:
         key = await _asked_for_a_city(host, poster)
