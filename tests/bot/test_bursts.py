@@ -166,11 +166,26 @@ class AppendFails:
     """The test's store, whose driver appends fail a few times (a full disk, say); with
     `landing`, each failed append lands first (the store's answer is what was lost)."""
 
-    def __init__(self, store, times: int, landing: bool = False) -> None:
+    def __init__(self, store, times: int, landing: bool = False,
+                 records: bool = False) -> None:
         self._store, self.times, self.failed, self.landing = store, times, 0, landing
+        self.records = records  # the word about the outage cannot be looked up or kept either
 
     def __getattr__(self, name):
         return getattr(self._store, name)
+
+    def _down_for(self, key: str) -> bool:
+        return self.records and ":store-failed:" in key and self.failed < self.times
+
+    async def get_post(self, key: str) -> str | None:
+        if self._down_for(key):
+            raise StoreError("get_post failed: Connection refused")
+        return await self._store.get_post(key)
+
+    async def put_post(self, key: str, message_id: str) -> None:
+        if self._down_for(key):
+            raise StoreError("put_post failed: Connection refused")
+        await self._store.put_post(key, message_id)
 
     async def append(self, run_id: str, expected: int, events: list[str]) -> int:
         if self.failed < self.times:
@@ -217,10 +232,13 @@ WAITING_FOR_THE_STORE = (
     "again.")
 
 
+@pytest.mark.parametrize("records", [False, True], ids=["writes", "everything"])
 async def test_a_run_the_store_fails_under_says_so_once_and_goes_on_when_it_works(
-        store, poster, tmp_path, caplog):
+        store, poster, tmp_path, caplog, records):
+    """`everything`: the store cannot even look up or keep the word about the outage (Redis
+    gone): the word is still said, once."""
     model = ScriptedModel(default="Which city?")
-    flaky = AppendFails(store, times=3)
+    flaky = AppendFails(store, times=3, records=records)
     host = make_host(flaky, poster, model, write_teams(tmp_path / "teams", WAITS),
                      store_retry=RetryPolicy(first_backoff=0.05, max_backoff=0.1))
     host.runner.save_again = ()  # each failure ends the turn at once
